@@ -1,0 +1,39 @@
+//! Pieces shared by every Tern board: the kernel heap and the defmt logger.
+//!
+//! The heap is a [`talc`] allocator behind a spinlock. A board claims its free
+//! RAM once, early in boot, with [`init_heap`]; the portable kernel reads usage
+//! through [`heap_stats`]. Interrupt handlers must not allocate (they would
+//! spin on a lock the interrupted code may hold).
+#![no_std]
+
+mod logger;
+
+use talc::source::Claim;
+use talc::TalcLock;
+use tern_hal::HeapStats;
+
+#[global_allocator]
+static HEAP: TalcLock<spinning_top::RawSpinlock, Claim> = TalcLock::new(Claim::standby());
+
+/// Hands `size` bytes of RAM starting at `start` to the kernel heap.
+///
+/// # Safety
+///
+/// The range must be RAM that is mapped read-write, used by nothing else for
+/// the rest of the kernel's life, and this must be called once, before the
+/// first allocation.
+pub unsafe fn init_heap(start: *mut u8, size: usize) {
+    // SAFETY: the caller guarantees the range is unused, writable RAM.
+    let claimed = unsafe { HEAP.lock().claim(start, size) };
+    assert!(claimed.is_some(), "heap region too small to claim");
+}
+
+/// Current heap usage.
+pub fn heap_stats() -> HeapStats {
+    let talc = HEAP.lock();
+    let counters = talc.counters();
+    HeapStats {
+        total_bytes: counters.claimed_bytes as u64,
+        used_bytes: counters.allocated_bytes as u64,
+    }
+}

@@ -1,0 +1,124 @@
+//! The contract between a Tern board and the portable kernel.
+//!
+//! A board (`boards/*`) owns the hardware: it boots the CPU, sets up memory,
+//! interrupts and devices, and then hands the portable kernel (`unikernel/`)
+//! a `&'static dyn Board`. Everything the kernel needs from the machine goes
+//! through the traits here, so the kernel itself never touches a register and
+//! compiles and tests on the host.
+#![no_std]
+
+use core::convert::Infallible;
+use core::fmt;
+
+/// The instruction-set architecture a node runs on.
+///
+/// It is part of a node's identity on the wire and in checkpoints, so its
+/// textual names are stable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// 64-bit Arm (the Raspberry Pi 4 and QEMU `virt`).
+    Aarch64,
+    /// 64-bit x86 (the PC).
+    X86_64,
+}
+
+impl Isa {
+    /// The stable name used in banners, checkpoints and reports.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Isa::Aarch64 => "aarch64",
+            Isa::X86_64 => "x86_64",
+        }
+    }
+}
+
+impl fmt::Display for Isa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What a board knows about itself, reported by the `info` shell command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BoardFacts {
+    /// Short board name: `rpi4`, `pc` or `virt`.
+    pub board: &'static str,
+    /// Instruction-set architecture.
+    pub isa: Isa,
+    /// Human-readable machine model, e.g. `Raspberry Pi 4 Model B`.
+    pub model: &'static str,
+    /// RAM usable by the kernel, in bytes.
+    pub memory_bytes: u64,
+    /// Frequency of the monotonic clock's counter, in Hz.
+    pub timer_hz: u64,
+    /// Board serial number, where the firmware reports one (rpi4 mailbox).
+    pub serial_number: Option<u64>,
+    /// Ethernet MAC address, where the board has one assigned.
+    pub mac_address: Option<[u8; 6]>,
+}
+
+/// A byte-oriented serial console (a UART).
+///
+/// Writes block until the bytes are handed to the hardware; reads never
+/// block: the kernel's run loop polls [`SerialPort::read_byte`].
+pub trait SerialPort: embedded_io::Write<Error = Infallible> + Send {
+    /// The next received byte, if one is waiting.
+    fn read_byte(&mut self) -> Option<u8>;
+}
+
+/// A monotonic clock: never goes backwards, starts near zero at boot.
+pub trait MonotonicClock: Sync {
+    /// Nanoseconds since the clock started.
+    fn now_ns(&self) -> u64;
+    /// The frequency of the hardware counter behind the clock, in Hz.
+    fn counter_hz(&self) -> u64;
+}
+
+/// Busy-wait delays on top of any [`MonotonicClock`], for drivers that need
+/// an `embedded-hal` [`DelayNs`](embedded_hal::delay::DelayNs).
+pub struct ClockDelay<'a> {
+    clock: &'a dyn MonotonicClock,
+}
+
+impl<'a> ClockDelay<'a> {
+    /// A delay provider reading `clock`.
+    pub fn new(clock: &'a dyn MonotonicClock) -> Self {
+        Self { clock }
+    }
+}
+
+impl embedded_hal::delay::DelayNs for ClockDelay<'_> {
+    fn delay_ns(&mut self, ns: u32) {
+        let end = self.clock.now_ns().saturating_add(u64::from(ns));
+        while self.clock.now_ns() < end {
+            core::hint::spin_loop();
+        }
+    }
+}
+
+/// Heap usage, as reported by the board's global allocator.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeapStats {
+    /// Bytes the heap manages in total.
+    pub total_bytes: u64,
+    /// Bytes currently allocated.
+    pub used_bytes: u64,
+}
+
+/// A whole board, as seen by the portable kernel.
+pub trait Board: Sync {
+    /// Identity and capabilities of the machine.
+    fn facts(&self) -> BoardFacts;
+    /// The monotonic clock.
+    fn clock(&self) -> &dyn MonotonicClock;
+    /// Number of timer interrupts taken since boot; proves the interrupt
+    /// path works and gives the kernel a coarse tick.
+    fn timer_interrupts(&self) -> u64;
+    /// Current heap usage.
+    fn heap_stats(&self) -> HeapStats;
+    /// Sleep until the next interrupt (the idle path of the run loop).
+    fn wait_for_interrupt(&self);
+    /// Stop the machine. Under QEMU the emulator exits with a status derived
+    /// from `code` (see `docs/architecture.md`); on hardware the CPU parks.
+    fn halt(&self, code: u8) -> !;
+}

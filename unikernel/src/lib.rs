@@ -1,0 +1,51 @@
+//! The portable Tern kernel.
+//!
+//! Boards (`boards/*`) bring the machine up and call [`start`] with a
+//! [`Board`] and the serial console. From there everything is portable: the
+//! console with its defmt framing ([`console`]), the shell ([`shell`]) and
+//! the run loop that polls [`Service`]s ([`kernel`]). This crate contains no
+//! `unsafe` and no register access; it is unit-tested on the host.
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+pub mod console;
+pub mod kernel;
+pub mod shell;
+
+pub use kernel::{Kernel, Service, ServiceStatus};
+pub use tern_hal::{Board, BoardFacts, HeapStats, Isa, MonotonicClock, SerialPort};
+
+/// Tern's version, as printed in the banner.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The first line a node prints: names the board, the ISA and Tern's version.
+pub fn banner(facts: &BoardFacts) -> alloc::string::String {
+    alloc::format!("Tern {} on {} ({})", VERSION, facts.board, facts.isa)
+}
+
+/// Hands the machine to the portable kernel; never returns.
+///
+/// The board calls this once it has a heap, a console, a clock and
+/// interrupts. The kernel prints the banner, starts the shell and runs the
+/// run loop until the shell's `halt`.
+pub fn start(board: &'static dyn Board, serial: &'static mut dyn SerialPort) -> ! {
+    console::install(serial);
+    kernel::install_board(board);
+    let mut kernel = Kernel::new(board);
+    kernel.run()
+}
+
+/// Nanoseconds since boot on the board's monotonic clock (0 before
+/// [`start`]); the time base of defmt timestamps.
+pub fn uptime_ns() -> u64 {
+    kernel::installed_board().map_or(0, |board| board.clock().now_ns())
+}
+
+#[cfg(target_os = "none")]
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    console::panic_print(format_args!("\r\nKERNEL PANIC: {info}\r\n"));
+    kernel::halt_after_panic()
+}

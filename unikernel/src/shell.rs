@@ -1,0 +1,341 @@
+//! The serial shell: line editing and the command table.
+//!
+//! Commands are plain functions registered in a table ([`Command`]), so
+//! later layers (tasks, migration, sync) add their own with
+//! [`Kernel::add_command`] without touching this module.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt::Write;
+
+use crate::kernel::{format_seconds, Kernel};
+
+/// The prompt printed before each command line.
+pub const PROMPT: &str = "tern> ";
+
+/// Longest accepted command line, in bytes; longer input is discarded.
+pub const MAX_LINE: usize = 256;
+
+/// What a command prints when it fails (after `error: <name>: `).
+pub type CommandResult = Result<(), String>;
+
+/// A shell command.
+#[derive(Clone, Copy)]
+pub struct Command {
+    /// The word that invokes it.
+    pub name: &'static str,
+    /// Arguments, as shown by `help`.
+    pub usage: &'static str,
+    /// One-line description, as shown by `help`.
+    pub help: &'static str,
+    /// The implementation: gets the kernel, the arguments after the name and
+    /// the output.
+    pub run: fn(&mut Kernel, &[&str], &mut dyn Write) -> CommandResult,
+}
+
+impl core::fmt::Debug for Command {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Command").field("name", &self.name).finish()
+    }
+}
+
+/// Collects typed bytes into lines, echoing them and handling backspace.
+#[derive(Debug, Default)]
+pub struct LineEditor {
+    line: Vec<u8>,
+    overflowed: bool,
+    last_was_cr: bool,
+}
+
+impl LineEditor {
+    /// An empty editor.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feeds one typed byte; returns the finished line on Enter.
+    ///
+    /// CR, LF and CR LF all end a line. Non-printable bytes other than
+    /// backspace are ignored; a line longer than [`MAX_LINE`] is rejected
+    /// with a message when it ends.
+    pub fn feed(&mut self, byte: u8, echo: &mut dyn Write) -> Option<String> {
+        let after_cr = core::mem::replace(&mut self.last_was_cr, byte == b'\r');
+        match byte {
+            b'\n' if after_cr => None,
+            b'\r' | b'\n' => {
+                let _ = echo.write_str("\r\n");
+                let line = core::mem::take(&mut self.line);
+                if core::mem::take(&mut self.overflowed) {
+                    let _ = write!(echo, "error: line longer than {MAX_LINE} bytes\r\n");
+                    return Some(String::new());
+                }
+                Some(String::from_utf8_lossy(&line).into_owned())
+            }
+            0x08 | 0x7f => {
+                if self.line.pop().is_some() {
+                    let _ = echo.write_str("\x08 \x08");
+                }
+                None
+            }
+            0x20..=0x7e => {
+                if self.line.len() < MAX_LINE {
+                    self.line.push(byte);
+                    let _ = echo.write_char(char::from(byte));
+                } else {
+                    self.overflowed = true;
+                }
+                None
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The commands every node has.
+pub fn builtin_commands() -> Vec<Command> {
+    alloc::vec![
+        Command {
+            name: "help",
+            usage: "",
+            help: "list commands",
+            run: help
+        },
+        Command {
+            name: "info",
+            usage: "",
+            help: "board, ISA, memory, timer, uptime and identity",
+            run: info,
+        },
+        Command {
+            name: "mem",
+            usage: "",
+            help: "heap usage",
+            run: mem
+        },
+        Command {
+            name: "halt",
+            usage: "[code]",
+            help: "stop the machine (QEMU exits)",
+            run: halt
+        },
+    ]
+}
+
+fn help(kernel: &mut Kernel, _: &[&str], out: &mut dyn Write) -> CommandResult {
+    for command in kernel.commands() {
+        let _ = writeln!(
+            out,
+            "  {:<24} {}\r",
+            alloc::format!("{} {}", command.name, command.usage),
+            command.help
+        );
+    }
+    Ok(())
+}
+
+fn info(kernel: &mut Kernel, _: &[&str], out: &mut dyn Write) -> CommandResult {
+    let board = kernel.board();
+    let facts = board.facts();
+    let _ = writeln!(out, "board: {}\r", facts.board);
+    let _ = writeln!(out, "isa: {}\r", facts.isa);
+    let _ = writeln!(out, "model: {}\r", facts.model);
+    let _ = writeln!(
+        out,
+        "memory: {} MiB ({} bytes)\r",
+        facts.memory_bytes >> 20,
+        facts.memory_bytes
+    );
+    let _ = writeln!(out, "timer: {} Hz\r", facts.timer_hz);
+    let _ = writeln!(out, "uptime: {}\r", format_seconds(board.clock().now_ns()));
+    let _ = writeln!(out, "timer interrupts: {}\r", board.timer_interrupts());
+    if let Some(serial) = facts.serial_number {
+        let _ = writeln!(out, "serial: {serial:016x}\r");
+    }
+    if let Some(mac) = facts.mac_address {
+        let _ = writeln!(
+            out,
+            "mac: {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}\r",
+            mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]
+        );
+    }
+    Ok(())
+}
+
+fn mem(kernel: &mut Kernel, _: &[&str], out: &mut dyn Write) -> CommandResult {
+    let stats = kernel.board().heap_stats();
+    let _ = writeln!(
+        out,
+        "heap: {} KiB used of {} KiB ({} bytes free)\r",
+        stats.used_bytes >> 10,
+        stats.total_bytes >> 10,
+        stats.total_bytes.saturating_sub(stats.used_bytes)
+    );
+    Ok(())
+}
+
+fn halt(kernel: &mut Kernel, args: &[&str], out: &mut dyn Write) -> CommandResult {
+    let code = match args {
+        [] => 0,
+        [code] => code
+            .parse::<u8>()
+            .map_err(|_| alloc::format!("'{code}' is not an exit code (0-255)"))?,
+        _ => return Err("usage: halt [code]".into()),
+    };
+    let _ = writeln!(out, "halting with code {code}\r");
+    kernel.request_halt(code);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::string::ToString;
+    use tern_hal::{BoardFacts, HeapStats, Isa, MonotonicClock};
+
+    struct FakeClock;
+    impl MonotonicClock for FakeClock {
+        fn now_ns(&self) -> u64 {
+            2_500_000_000
+        }
+        fn counter_hz(&self) -> u64 {
+            1_000_000
+        }
+    }
+
+    struct FakeBoard;
+    impl Board for FakeBoard {
+        fn facts(&self) -> BoardFacts {
+            BoardFacts {
+                board: "rpi4",
+                isa: Isa::Aarch64,
+                model: "test board",
+                memory_bytes: 1 << 30,
+                timer_hz: 54_000_000,
+                serial_number: Some(0x1000_0000_abcd),
+                mac_address: Some([0xdc, 0xa6, 0x32, 1, 2, 3]),
+            }
+        }
+        fn clock(&self) -> &dyn MonotonicClock {
+            &FakeClock
+        }
+        fn timer_interrupts(&self) -> u64 {
+            7
+        }
+        fn heap_stats(&self) -> HeapStats {
+            HeapStats {
+                total_bytes: 4 << 20,
+                used_bytes: 1 << 20,
+            }
+        }
+        fn wait_for_interrupt(&self) {}
+        fn halt(&self, code: u8) -> ! {
+            panic!("halt {code}")
+        }
+    }
+    use tern_hal::Board;
+
+    static BOARD: FakeBoard = FakeBoard;
+
+    fn run(line: &str) -> (Kernel, String) {
+        let mut kernel = Kernel::new(&BOARD);
+        let mut out = String::new();
+        kernel.execute(line, &mut out);
+        (kernel, out)
+    }
+
+    #[test]
+    fn info_reports_every_fact() {
+        let (_, out) = run("info");
+        for expected in [
+            "board: rpi4",
+            "isa: aarch64",
+            "memory: 1024 MiB",
+            "timer: 54000000 Hz",
+            "uptime: 2.500 s",
+            "timer interrupts: 7",
+            "serial: 000010000000abcd",
+            "mac: dc:a6:32:01:02:03",
+        ] {
+            assert!(out.contains(expected), "missing {expected:?} in {out:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_command_is_a_one_line_error() {
+        let (_, out) = run("frobnicate now");
+        assert_eq!(out, "error: unknown command 'frobnicate' (try 'help')\r\n");
+    }
+
+    #[test]
+    fn help_lists_every_command() {
+        let (kernel, out) = run("help");
+        for command in kernel.commands() {
+            assert!(out.contains(command.name));
+        }
+    }
+
+    #[test]
+    fn mem_reports_heap_usage() {
+        let (_, out) = run("mem");
+        assert!(out.contains("heap: 1024 KiB used of 4096 KiB"), "{out}");
+    }
+
+    #[test]
+    fn halt_requests_exit_code_and_rejects_garbage() {
+        let (kernel, _) = run("halt 3");
+        assert_eq!(kernel.halt_requested(), Some(3));
+        let (kernel, out) = run("halt 300");
+        assert_eq!(kernel.halt_requested(), None);
+        assert!(
+            out.starts_with("error: halt: '300' is not an exit code"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn added_command_replaces_same_name() {
+        fn hello(_: &mut Kernel, args: &[&str], out: &mut dyn Write) -> CommandResult {
+            let _ = write!(out, "hello {}", args.join(","));
+            Ok(())
+        }
+        let mut kernel = Kernel::new(&BOARD);
+        kernel.add_command(Command {
+            name: "info",
+            usage: "",
+            help: "",
+            run: hello,
+        });
+        let mut out = String::new();
+        kernel.execute("info a b", &mut out);
+        assert_eq!(out, "hello a,b");
+    }
+
+    fn feed_all(editor: &mut LineEditor, bytes: &[u8]) -> (Vec<String>, String) {
+        let mut echo = String::new();
+        let lines = bytes
+            .iter()
+            .filter_map(|&b| editor.feed(b, &mut echo))
+            .collect();
+        (lines, echo)
+    }
+
+    #[test]
+    fn editor_handles_backspace_and_line_endings() {
+        let mut editor = LineEditor::new();
+        let (lines, echo) = feed_all(&mut editor, b"inff\x7fo\r\nmem\nhelp\r");
+        assert_eq!(lines, ["info", "mem", "help"]);
+        assert!(echo.starts_with("inff\x08 \x08o\r\n"));
+    }
+
+    #[test]
+    fn editor_rejects_overlong_lines_and_control_bytes() {
+        let mut editor = LineEditor::new();
+        let mut input = std::vec![b'a'; MAX_LINE + 10];
+        input.push(b'\r');
+        let (lines, echo) = feed_all(&mut editor, &input);
+        assert_eq!(lines, [""]);
+        assert!(echo.contains("error: line longer than"));
+        let (lines, _) = feed_all(&mut editor, b"\x01\x1bin\x00fo\r");
+        assert_eq!(lines, ["info".to_string()]);
+    }
+}

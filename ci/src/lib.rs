@@ -1,0 +1,1 @@
+//! Harness for Tern system tests: QEMU nodes read through their serial console.

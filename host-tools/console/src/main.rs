@@ -1,0 +1,2 @@
+//! Serial console for Tern nodes, defmt-aware.
+fn main() {}

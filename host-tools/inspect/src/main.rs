@@ -1,0 +1,2 @@
+//! Checkpoint inspector for files and live Tern nodes.
+fn main() {}

@@ -1,0 +1,2 @@
+//! Runs a portable Tern task natively on Linux, with checkpoint and resume.
+fn main() {}

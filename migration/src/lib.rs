@@ -1,0 +1,2 @@
+//! Tasks with migration points and ISA-neutral checkpoints.
+#![no_std]

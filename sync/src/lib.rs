@@ -1,0 +1,2 @@
+//! Link monitoring, bandwidth prediction, sync-interval policies and codec selection.
+#![no_std]

@@ -1,0 +1,2 @@
+//! NPB workloads as migratable Tern tasks.
+#![no_std]

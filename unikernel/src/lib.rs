@@ -28,12 +28,20 @@ pub fn banner(facts: &BoardFacts) -> alloc::string::String {
 /// Hands the machine to the portable kernel; never returns.
 ///
 /// The board calls this once it has a heap, a console, a clock and
-/// interrupts. The kernel prints the banner, starts the shell and runs the
+/// interrupts, passing any board-specific shell commands (bring-up and
+/// diagnostics). The kernel prints the banner, starts the shell and runs the
 /// run loop until the shell's `halt`.
-pub fn start(board: &'static dyn Board, serial: &'static mut dyn SerialPort) -> ! {
+pub fn start(
+    board: &'static dyn Board,
+    serial: &'static mut dyn SerialPort,
+    board_commands: &[shell::Command],
+) -> ! {
     console::install(serial);
     kernel::install_board(board);
     let mut kernel = Kernel::new(board);
+    for command in board_commands {
+        kernel.add_command(*command);
+    }
     kernel.run()
 }
 

@@ -1,0 +1,318 @@
+//! The interactive session: device bytes to the screen, keystrokes to the
+//! device, reconnection when the device goes away.
+
+use std::io::{self, IsTerminal, Read, Write};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, TryRecvError};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::termios::{self, SetArg, Termios};
+
+use crate::port::{self, Link};
+use crate::{ConsoleError, ConsoleOptions, Screen, StreamDecoder};
+
+/// The key that ends the console: Ctrl-] (as in telnet and picocom).
+pub const EXIT_KEY: u8 = 0x1d;
+
+/// How often a vanished device is looked for again.
+const RECONNECT_INTERVAL: Duration = Duration::from_millis(500);
+
+/// How often the keyboard is checked while waiting for the device.
+const KEY_POLL: Duration = Duration::from_millis(50);
+
+/// Quiet time after which a half-open frame is re-examined (see
+/// [`crate::deframe::Deframer::flush_idle`]).
+const IDLE_FLUSH: Duration = Duration::from_millis(100);
+
+/// Runs the console until Ctrl-], a termination signal, or (when standard
+/// input is not a terminal and has ended) the device going away.
+///
+/// Errors before the session starts (bad ELF, absent or busy port, log file)
+/// are returned at once; once connected, a vanished device is waited for.
+pub fn run(options: &ConsoleOptions) -> Result<(), ConsoleError> {
+    let decoder = match &options.elf {
+        Some(path) => {
+            let elf = std::fs::read(path).map_err(|source| ConsoleError::ReadElf {
+                path: path.clone(),
+                source,
+            })?;
+            StreamDecoder::new(&elf).map_err(|source| ConsoleError::Table {
+                path: path.clone(),
+                source,
+            })?
+        }
+        None => StreamDecoder::without_table(),
+    };
+    let out = io::stdout().lock();
+    let screen = match &options.log {
+        Some(path) => Screen::with_log(out, path).map_err(|source| ConsoleError::LogFile {
+            path: path.clone(),
+            source,
+        })?,
+        None => Screen::new(out),
+    };
+    let link = port::open(&options.port, options.baud)?;
+
+    let interactive = io::stdin().is_terminal();
+    let _raw = interactive
+        .then(RawTerminal::enter)
+        .transpose()
+        .map_err(ConsoleError::Terminal)?;
+    let signals = StopSignals::register().map_err(ConsoleError::Terminal)?;
+
+    let mut session = Session {
+        options,
+        decoder,
+        screen,
+        keys: spawn_keyboard_reader(),
+        interactive,
+        input_ended: false,
+        stop: signals.flag.clone(),
+    };
+    let result = session.run(link);
+    let finish = session.finish();
+    result.and(finish)
+}
+
+/// What ended a connected stretch of the session.
+enum End {
+    /// The user (or a signal) asked to exit.
+    Exit,
+    /// The device went away.
+    Disconnected,
+}
+
+/// Standard input as the keyboard thread sees it.
+enum Input {
+    /// Bytes to forward to the device.
+    Bytes(Vec<u8>),
+    /// The exit key was pressed.
+    Exit,
+    /// Standard input ended.
+    Eof,
+}
+
+struct Session<'a, W: Write> {
+    options: &'a ConsoleOptions,
+    decoder: StreamDecoder,
+    screen: Screen<W>,
+    keys: Receiver<Input>,
+    interactive: bool,
+    input_ended: bool,
+    stop: Arc<AtomicBool>,
+}
+
+impl<W: Write> Session<'_, W> {
+    fn run(&mut self, mut link: Box<dyn Link>) -> Result<(), ConsoleError> {
+        let port = &self.options.port;
+        self.say(&format!("[console: connected to {port}; Ctrl-] exits]"))?;
+        loop {
+            if let End::Exit = self.pump(link.as_mut())? {
+                return Ok(());
+            }
+            self.say(&format!("[console: {port} disconnected, waiting...]"))?;
+            self.decoder.reset();
+            match self.reconnect()? {
+                Some(new_link) => link = new_link,
+                None => return Ok(()),
+            }
+            self.say("[console: reconnected]")?;
+        }
+    }
+
+    /// Moves bytes both ways until the device goes away or the user exits.
+    fn pump(&mut self, link: &mut dyn Link) -> Result<End, ConsoleError> {
+        let mut buffer = [0u8; 4096];
+        let mut last_received = Instant::now();
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return Ok(End::Exit);
+            }
+            while let Some(input) = self.next_input() {
+                match input {
+                    Input::Bytes(bytes) => {
+                        if link.write_all(&bytes).and_then(|()| link.flush()).is_err() {
+                            return Ok(End::Disconnected);
+                        }
+                    }
+                    Input::Exit => return Ok(End::Exit),
+                    Input::Eof => {}
+                }
+            }
+            match link.read(&mut buffer) {
+                Ok(0) => return Ok(End::Disconnected),
+                Ok(n) => {
+                    last_received = Instant::now();
+                    for event in self.decoder.feed(&buffer[..n]) {
+                        self.screen.show(&event).map_err(ConsoleError::Io)?;
+                    }
+                }
+                Err(e) if is_timeout(&e) => {
+                    if last_received.elapsed() >= IDLE_FLUSH {
+                        if let Some(event) = self.decoder.flush_idle() {
+                            self.screen.show(&event).map_err(ConsoleError::Io)?;
+                        }
+                    }
+                }
+                Err(_) => return Ok(End::Disconnected),
+            }
+        }
+    }
+
+    /// Waits for the device to come back; `None` when the session should end
+    /// instead. Keystrokes typed meanwhile have nowhere to go and are dropped.
+    fn reconnect(&mut self) -> Result<Option<Box<dyn Link>>, ConsoleError> {
+        let mut next_attempt = Instant::now() + RECONNECT_INTERVAL;
+        loop {
+            // Without a terminal and with input over, nobody can press the
+            // exit key: the end of the device is the end of the session.
+            if self.stop.load(Ordering::Relaxed) || (!self.interactive && self.input_ended) {
+                return Ok(None);
+            }
+            while let Some(input) = self.next_input() {
+                if let Input::Exit = input {
+                    return Ok(None);
+                }
+            }
+            let now = Instant::now();
+            if now >= next_attempt {
+                if let Ok(link) = port::open(&self.options.port, self.options.baud) {
+                    return Ok(Some(link));
+                }
+                next_attempt = now + RECONNECT_INTERVAL;
+            }
+            thread::sleep(KEY_POLL.min(next_attempt.saturating_duration_since(Instant::now())));
+        }
+    }
+
+    /// The next keyboard input, if one is waiting.
+    fn next_input(&mut self) -> Option<Input> {
+        match self.keys.try_recv() {
+            Ok(Input::Eof) | Err(TryRecvError::Disconnected) => {
+                self.input_ended = true;
+                None
+            }
+            Ok(input) => Some(input),
+            Err(TryRecvError::Empty) => None,
+        }
+    }
+
+    fn say(&mut self, line: &str) -> Result<(), ConsoleError> {
+        self.screen.line(line).map_err(ConsoleError::Io)
+    }
+
+    /// Flushes the screen and reports dropped frames, if any.
+    fn finish(&mut self) -> Result<(), ConsoleError> {
+        let errors = self.decoder.errors();
+        if errors.dropped() > 0 {
+            self.say(&format!(
+                "[console: {} defmt frames dropped: {} overlong, {} undecodable]",
+                errors.dropped(),
+                errors.overlong,
+                errors.undecodable
+            ))?;
+        }
+        self.screen.finish().map_err(ConsoleError::Io)
+    }
+}
+
+fn is_timeout(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
+}
+
+/// Reads standard input on a thread of its own (reads block), cutting it at
+/// the exit key.
+fn spawn_keyboard_reader() -> Receiver<Input> {
+    let (sender, receiver) = mpsc::channel();
+    thread::spawn(move || {
+        let mut stdin = io::stdin();
+        let mut buffer = [0u8; 1024];
+        loop {
+            let input = match stdin.read(&mut buffer) {
+                Ok(0) => Input::Eof,
+                Ok(n) => {
+                    let bytes = &buffer[..n];
+                    match bytes.iter().position(|&b| b == EXIT_KEY) {
+                        Some(exit) => {
+                            // Keys typed before the exit key still go out.
+                            if exit > 0 {
+                                let _ = sender.send(Input::Bytes(bytes[..exit].to_vec()));
+                            }
+                            Input::Exit
+                        }
+                        None => Input::Bytes(bytes.to_vec()),
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => Input::Eof,
+            };
+            let last = !matches!(input, Input::Bytes(_));
+            if sender.send(input).is_err() || last {
+                return;
+            }
+        }
+    });
+    receiver
+}
+
+/// The terminal in raw mode (keys unbuffered, no echo, Ctrl-C as a byte) for
+/// as long as this lives; the saved mode is restored on drop, which also runs
+/// on error returns and panics.
+struct RawTerminal {
+    saved: Termios,
+}
+
+impl RawTerminal {
+    fn enter() -> io::Result<Self> {
+        let fd = io::stdin().as_raw_fd();
+        let saved = termios::tcgetattr(fd)?;
+        let mut raw = saved.clone();
+        termios::cfmakeraw(&mut raw);
+        termios::tcsetattr(fd, SetArg::TCSANOW, &raw)?;
+        Ok(Self { saved })
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        // Nothing better to do if the terminal is gone.
+        let _ = termios::tcsetattr(io::stdin().as_raw_fd(), SetArg::TCSANOW, &self.saved);
+    }
+}
+
+/// SIGTERM, SIGHUP and SIGINT end the session cleanly (restoring the
+/// terminal) instead of killing the process; unregistered on drop so that a
+/// tool embedding the console gets its default handling back.
+struct StopSignals {
+    flag: Arc<AtomicBool>,
+    ids: Vec<signal_hook::SigId>,
+}
+
+impl StopSignals {
+    fn register() -> io::Result<Self> {
+        let flag = Arc::new(AtomicBool::new(false));
+        let ids = [
+            signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGHUP,
+            signal_hook::consts::SIGINT,
+        ]
+        .into_iter()
+        .map(|signal| signal_hook::flag::register(signal, flag.clone()))
+        .collect::<io::Result<_>>()?;
+        Ok(Self { flag, ids })
+    }
+}
+
+impl Drop for StopSignals {
+    fn drop(&mut self) {
+        for id in self.ids.drain(..) {
+            signal_hook::low_level::unregister(id);
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! The `console` binary against a fake device on a TCP socket: what it shows,
+//! what it forwards, how it exits and how it survives the device going away.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running `console` with its output collected line by line.
+struct Console {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Console {
+    fn start(port: &str, extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_console"))
+            .args(["--port", port])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start console");
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().unwrap();
+        let (sender, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).split(b'\n') {
+                let Ok(line) = line else { return };
+                let line = String::from_utf8_lossy(&line)
+                    .trim_end_matches('\r')
+                    .to_owned();
+                if sender.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self {
+            child,
+            stdin,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for an output line satisfying `want`; panics with all output
+    /// seen so far when it does not come.
+    fn expect_line(&mut self, want: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + TIMEOUT;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if want(&line) {
+                        return line;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!("expected line not seen; output so far: {:#?}", self.seen);
+    }
+
+    fn type_keys(&mut self, bytes: &[u8]) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        stdin.write_all(bytes).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Waits for the console to exit and returns whether it succeeded and
+    /// its standard error.
+    fn wait(mut self) -> (bool, String) {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut stderr = String::new();
+                self.child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut stderr)
+                    .unwrap();
+                return (status.success(), stderr);
+            }
+            assert!(Instant::now() < deadline, "console did not exit");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn listen() -> (TcpListener, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = format!("tcp:{}", listener.local_addr().unwrap());
+    (listener, port)
+}
+
+fn accept(listener: &TcpListener) -> TcpStream {
+    listener.set_nonblocking(false).unwrap();
+    let (stream, _) = listener.accept().unwrap();
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    stream
+}
+
+/// Reads from the device side until `want` has arrived.
+fn read_until(device: &mut TcpStream, want: &[u8]) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buffer = [0u8; 256];
+    while !got.windows(want.len()).any(|w| w == want) {
+        let n = device.read(&mut buffer).expect("device read");
+        assert!(n > 0, "console closed the link; got {got:?}");
+        got.extend_from_slice(&buffer[..n]);
+    }
+    got
+}
+
+#[test]
+fn shows_text_and_frames_forwards_keys_and_exits_on_ctrl_bracket() {
+    let (listener, port) = listen();
+    let mut console = Console::start(&port, &[]);
+    let mut device = accept(&listener);
+    console.expect_line(|l| l.starts_with("[console: connected to tcp:"));
+
+    // A frame in the middle of a prompt line, as the kernel may send it.
+    device
+        .write_all(b"Tern 0.1.0 on test (x)\r\ntern> \x00\x00\x01\x88\x13\x7c\x00")
+        .unwrap();
+    console.expect_line(|l| l == "Tern 0.1.0 on test (x)");
+    console.expect_line(|l| l == "tern> ");
+    console.expect_line(|l| l == "[defmt frame, 4 bytes]");
+
+    console.type_keys(b"help\r");
+    assert!(read_until(&mut device, b"help\r").ends_with(b"help\r"));
+
+    // Keys before Ctrl-] in the same read still go out; the rest do not.
+    console.type_keys(b"me\x1dm");
+    let (ok, stderr) = console.wait();
+    assert!(ok, "exit status; stderr: {stderr}");
+    let mut rest = Vec::new();
+    device.read_to_end(&mut rest).unwrap();
+    assert_eq!(rest, b"me");
+}
+
+#[test]
+fn waits_for_a_vanished_device_and_reconnects() {
+    let (listener, port) = listen();
+    let dir = std::env::temp_dir().join(format!("tern-console-session-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("console.log");
+    let mut console = Console::start(&port, &["--log", log.to_str().unwrap()]);
+
+    let mut device = accept(&listener);
+    device.write_all(b"first boot\r\n").unwrap();
+    console.expect_line(|l| l == "first boot");
+    drop(device);
+    console.expect_line(|l| l == format!("[console: {port} disconnected, waiting...]"));
+
+    let mut device = accept(&listener);
+    console.expect_line(|l| l == "[console: reconnected]");
+    device.write_all(b"second boot\r\n").unwrap();
+    console.expect_line(|l| l == "second boot");
+    console.type_keys(b"info\r");
+    read_until(&mut device, b"info\r");
+
+    // With standard input over (and not a terminal), the device going away
+    // ends the session.
+    console.close_stdin();
+    thread::sleep(Duration::from_millis(200));
+    drop(device);
+    let (ok, stderr) = console.wait();
+    assert!(ok, "exit status; stderr: {stderr}");
+
+    let logged = std::fs::read_to_string(&log).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let bodies: Vec<&str> = logged
+        .lines()
+        .map(|l| l.split_once(' ').expect("timestamp and text").1)
+        .collect();
+    assert_eq!(
+        bodies,
+        [
+            format!("[console: connected to {port}; Ctrl-] exits]").as_str(),
+            "first boot",
+            format!("[console: {port} disconnected, waiting...]").as_str(),
+            "[console: reconnected]",
+            "second boot",
+            format!("[console: {port} disconnected, waiting...]").as_str(),
+        ]
+    );
+}
+
+#[test]
+fn absent_port_and_bad_elf_are_clear_errors() {
+    let console = Console::start("/dev/tern-no-such-tty", &[]);
+    let (ok, stderr) = console.wait();
+    assert!(!ok);
+    assert_eq!(
+        stderr.trim(),
+        "console: no such port: /dev/tern-no-such-tty"
+    );
+
+    let (_listener, port) = listen();
+    let not_elf = std::env::temp_dir().join(format!("tern-console-not-elf-{}", std::process::id()));
+    std::fs::write(&not_elf, b"not an ELF").unwrap();
+    let console = Console::start(&port, &["--elf", not_elf.to_str().unwrap()]);
+    let (ok, stderr) = console.wait();
+    std::fs::remove_file(&not_elf).unwrap();
+    assert!(!ok);
+    assert!(
+        stderr.contains("cannot read the defmt table"),
+        "stderr: {stderr}"
+    );
+}

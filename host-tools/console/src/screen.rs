@@ -71,9 +71,11 @@ impl<W: Write> Screen<W> {
         self.log_line(line.as_bytes())
     }
 
-    /// Writes the unfinished text line, if any, to the log file (at exit).
+    /// Ends the unfinished text line, if any, on the terminal (so that what
+    /// runs next starts on a fresh line) and in the log file (at exit).
     pub fn finish(&mut self) -> io::Result<()> {
         if !self.pending.is_empty() {
+            self.out.write_all(b"\r\n")?;
             let pending = std::mem::take(&mut self.pending);
             self.log_line(&pending)?;
         }

@@ -1,0 +1,231 @@
+//! Link monitor: bandwidth from completed transfers, latency from heartbeats, outage
+//! detection by lease expiry, and the outage-rate estimate the sync policies need.
+
+use alloc::boxed::Box;
+
+use crate::predict::{Ensemble, Predictor};
+
+/// Errors for measurements the monitor cannot use.
+#[derive(Clone, Copy, Debug, PartialEq, thiserror::Error)]
+pub enum MonitorError {
+    /// A transfer or heartbeat with a non-positive or non-finite duration.
+    #[error("measurement duration must be positive and finite, got {0} s")]
+    BadDuration(f64),
+    /// A timestamp earlier than one already seen.
+    #[error("time went backwards: {now} s after {last} s")]
+    TimeWentBackwards {
+        /// The offending timestamp.
+        now: f64,
+        /// The latest timestamp seen before it.
+        last: f64,
+    },
+}
+
+/// Whether the peer is currently reachable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkState {
+    /// A heartbeat was acknowledged within the lease.
+    Up,
+    /// No acknowledgement for longer than the lease.
+    Down,
+}
+
+/// Monitor tuning.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MonitorConfig {
+    /// Seconds without a heartbeat acknowledgement after which the link counts as down.
+    pub lease_s: f64,
+    /// Weight of the newest round-trip time in the latency EWMA.
+    pub latency_alpha: f64,
+    /// Prior for the outage-rate estimate: mean time between outages assumed before
+    /// any is seen, in seconds (a Gamma(1, mtbf) prior on λ).
+    pub prior_mtbf_s: f64,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        MonitorConfig {
+            lease_s: 3.0,
+            latency_alpha: 0.2,
+            prior_mtbf_s: 3600.0,
+        }
+    }
+}
+
+/// Tracks one link. All times are seconds on the caller's monotonic clock.
+pub struct LinkMonitor {
+    cfg: MonitorConfig,
+    predictor: Box<dyn Predictor>,
+    last_bandwidth: Option<f64>,
+    rtt: Option<f64>,
+    last_ack: f64,
+    last_time: f64,
+    state: LinkState,
+    up_time: f64,
+    outages: u32,
+}
+
+impl LinkMonitor {
+    /// A monitor whose link is up at `now` (the session has just been established),
+    /// forecasting with the standard ensemble at a one-sample horizon.
+    pub fn new(cfg: MonitorConfig, now: f64) -> Self {
+        Self::with_predictor(cfg, now, Box::new(Ensemble::standard(1)))
+    }
+
+    /// Like [`LinkMonitor::new`] with a chosen bandwidth predictor.
+    pub fn with_predictor(cfg: MonitorConfig, now: f64, predictor: Box<dyn Predictor>) -> Self {
+        LinkMonitor {
+            cfg,
+            predictor,
+            last_bandwidth: None,
+            rtt: None,
+            last_ack: now,
+            last_time: now,
+            state: LinkState::Up,
+            up_time: 0.0,
+            outages: 0,
+        }
+    }
+
+    fn advance(&mut self, now: f64) -> Result<(), MonitorError> {
+        if !now.is_finite() || now < self.last_time {
+            return Err(MonitorError::TimeWentBackwards {
+                now,
+                last: self.last_time,
+            });
+        }
+        if self.state == LinkState::Up {
+            self.up_time += now - self.last_time;
+        }
+        self.last_time = now;
+        Ok(())
+    }
+
+    /// Records a completed transfer of `bytes` that took `seconds`, ending at `now`; its
+    /// throughput (bytes/s) is one bandwidth sample.
+    pub fn record_transfer(
+        &mut self,
+        now: f64,
+        bytes: u64,
+        seconds: f64,
+    ) -> Result<(), MonitorError> {
+        if !(seconds.is_finite() && seconds > 0.0) {
+            return Err(MonitorError::BadDuration(seconds));
+        }
+        self.heard_from_peer(now)?;
+        let bw = bytes as f64 / seconds;
+        self.last_bandwidth = Some(bw);
+        self.predictor.observe(bw);
+        Ok(())
+    }
+
+    /// Records a heartbeat acknowledged at `now` with round-trip time `rtt_s`.
+    pub fn record_heartbeat(&mut self, now: f64, rtt_s: f64) -> Result<(), MonitorError> {
+        if !(rtt_s.is_finite() && rtt_s > 0.0) {
+            return Err(MonitorError::BadDuration(rtt_s));
+        }
+        self.heard_from_peer(now)?;
+        self.rtt = Some(match self.rtt {
+            None => rtt_s,
+            Some(r) => r + self.cfg.latency_alpha * (rtt_s - r),
+        });
+        Ok(())
+    }
+
+    fn heard_from_peer(&mut self, now: f64) -> Result<(), MonitorError> {
+        self.poll(now)?;
+        self.last_ack = now;
+        self.state = LinkState::Up;
+        Ok(())
+    }
+
+    /// Updates the link state at `now`: down once the lease has expired. Each Up → Down
+    /// transition counts one outage.
+    pub fn poll(&mut self, now: f64) -> Result<LinkState, MonitorError> {
+        self.advance(now)?;
+        if self.state == LinkState::Up && now - self.last_ack > self.cfg.lease_s {
+            self.state = LinkState::Down;
+            self.outages += 1;
+        }
+        Ok(self.state)
+    }
+
+    /// Current link state as of the last call.
+    pub fn state(&self) -> LinkState {
+        self.state
+    }
+
+    /// Most recent bandwidth sample in bytes/s.
+    pub fn last_bandwidth(&self) -> Option<f64> {
+        self.last_bandwidth
+    }
+
+    /// Forecast mean bandwidth (bytes/s) over the next `horizon` samples.
+    pub fn predicted_bandwidth(&mut self, horizon: usize) -> Option<f64> {
+        self.predictor.predict(horizon)
+    }
+
+    /// Smoothed round-trip time in seconds.
+    pub fn rtt(&self) -> Option<f64> {
+        self.rtt
+    }
+
+    /// Outages detected so far.
+    pub fn outages(&self) -> u32 {
+        self.outages
+    }
+
+    /// Outage rate λ (per second of up time): the posterior mean under a Gamma prior of
+    /// one pseudo-outage per `prior_mtbf_s`, i.e. `(k + 1) / (up_time + prior_mtbf_s)`.
+    /// The prior keeps λ > 0 before the first outage and fades as evidence accumulates.
+    pub fn outage_rate(&self) -> f64 {
+        (self.outages as f64 + 1.0) / (self.up_time + self.cfg.prior_mtbf_s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bandwidth_and_latency_are_measured() {
+        let mut m = LinkMonitor::new(MonitorConfig::default(), 0.0);
+        m.record_transfer(1.0, 1_000_000, 0.5).unwrap();
+        assert_eq!(m.last_bandwidth(), Some(2_000_000.0));
+        m.record_heartbeat(1.5, 0.04).unwrap();
+        m.record_heartbeat(2.0, 0.08).unwrap();
+        assert!((m.rtt().unwrap() - 0.048).abs() < 1e-12);
+        assert!(m.predicted_bandwidth(1).unwrap() > 0.0);
+    }
+
+    #[test]
+    fn outage_is_detected_after_the_lease_and_counted_once() {
+        let cfg = MonitorConfig {
+            lease_s: 3.0,
+            ..MonitorConfig::default()
+        };
+        let mut m = LinkMonitor::new(cfg, 0.0);
+        m.record_heartbeat(1.0, 0.01).unwrap();
+        assert_eq!(m.poll(3.9).unwrap(), LinkState::Up);
+        assert_eq!(m.poll(4.1).unwrap(), LinkState::Down);
+        assert_eq!(m.poll(10.0).unwrap(), LinkState::Down);
+        assert_eq!(m.outages(), 1);
+        m.record_heartbeat(12.0, 0.01).unwrap();
+        assert_eq!(m.state(), LinkState::Up);
+        // Up time: 0 → 4.1 and 12 → 12, so λ = 2 / (4.1 + 3600).
+        assert!((m.outage_rate() - 2.0 / 3604.1).abs() < 1e-12);
+    }
+
+    #[test]
+    fn bad_input_is_rejected() {
+        let mut m = LinkMonitor::new(MonitorConfig::default(), 5.0);
+        assert_eq!(
+            m.record_transfer(6.0, 10, 0.0),
+            Err(MonitorError::BadDuration(0.0))
+        );
+        assert!(matches!(
+            m.poll(4.0),
+            Err(MonitorError::TimeWentBackwards { .. })
+        ));
+    }
+}

@@ -104,6 +104,22 @@ pub fn solve(mut a: Vec<f64>, mut b: Vec<f64>) -> Option<Vec<f64>> {
     Some(x)
 }
 
+/// True when the AR polynomial `1 − Σ a[i]·z^{i+1}` has all roots outside the unit
+/// circle (a stationary AR, or, with `a = −θ`, an invertible MA). Uses the step-down
+/// (inverse Levinson) recursion: stable iff every partial autocorrelation has |κ| < 1.
+pub fn is_stable(a: &[f64]) -> bool {
+    let mut a = a.to_vec();
+    while let Some(&kappa) = a.last() {
+        if !(libm::fabs(kappa) < 1.0) {
+            return false;
+        }
+        let k = a.len();
+        let d = 1.0 - kappa * kappa;
+        a = (0..k - 1).map(|j| (a[j] + kappa * a[k - 2 - j]) / d).collect();
+    }
+    true
+}
+
 fn aic(n: usize, sigma2: f64, var: f64, k: usize) -> f64 {
     let floor = (var * VAR_FLOOR).max(f64::MIN_POSITIVE);
     n as f64 * libm::log(sigma2.max(floor)) + 2.0 * k as f64
@@ -214,6 +230,12 @@ impl ArmaModel {
                         None => continue,
                     }
                 };
+                // A non-stationary AR part explodes in forecasts and a non-invertible MA
+                // part makes the innovation filter diverge; neither is a usable model.
+                let neg_ma: Vec<f64> = coef[p..].iter().map(|t| -t).collect();
+                if !is_stable(&coef[..p]) || !is_stable(&neg_ma) {
+                    continue;
+                }
                 let rss: f64 = (start..n)
                     .map(|t| {
                         let fit: f64 = (0..k).map(|i| coef[i] * regressor(t, i)).sum();
@@ -338,6 +360,18 @@ mod tests {
         ] {
             assert_eq!(m.forecast_mean(&x, 5), Some(3.5));
         }
+    }
+
+    #[test]
+    fn stability_check_matches_known_polynomials() {
+        assert!(is_stable(&[]));
+        assert!(is_stable(&[0.9]));
+        assert!(!is_stable(&[1.0]));
+        assert!(!is_stable(&[-1.2]));
+        // φ = (0.5, 0.3): roots of 1 − 0.5z − 0.3z² are 1.17 and −2.84: stationary.
+        assert!(is_stable(&[0.5, 0.3]));
+        // φ = (0.5, 0.6): 1 − 0.5 − 0.6 < 0 at z = 1, a root inside the unit circle.
+        assert!(!is_stable(&[0.5, 0.6]));
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub struct LinkView {
     pub write_rate: f64,
     /// Expected compression ratio θ (uncompressed / compressed) of the next delta.
     pub compression_ratio: f64,
+    /// Fixed bytes every sync sends besides dirty pages (manifest, registers, bitmap).
+    pub overhead_bytes: f64,
 }
 
 /// Expected dirty bytes `elapsed_s` after a sync when writes of `write_rate` bytes/s land
@@ -45,11 +47,12 @@ pub fn expected_delta_bytes(state_bytes: f64, write_rate: f64, elapsed_s: f64) -
 
 impl LinkView {
     /// Expected seconds to send the delta accumulated over an interval `t`:
-    /// latency + bytes / (predicted bandwidth × ratio).
+    /// latency + (overhead + dirty bytes / ratio) / predicted bandwidth.
     pub fn transfer_cost(&self, t: f64) -> f64 {
-        let bytes = expected_delta_bytes(self.state_bytes, self.write_rate, t);
-        let rate = (self.predicted_bandwidth * self.compression_ratio.max(1.0)).max(1.0);
-        self.latency_s + bytes / rate
+        let bytes = self.overhead_bytes
+            + expected_delta_bytes(self.state_bytes, self.write_rate, t)
+                / self.compression_ratio.max(1.0);
+        self.latency_s + bytes / self.predicted_bandwidth.max(1.0)
     }
 }
 
@@ -406,6 +409,7 @@ mod tests {
             state_bytes: 64e6,
             write_rate: 0.0,
             compression_ratio: 1.0,
+            overhead_bytes: 0.0,
         }
     }
 

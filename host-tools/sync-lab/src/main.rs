@@ -1,2 +1,358 @@
 //! Researcher's bench for Tern's bandwidth predictors, sync policies and codecs.
-fn main() {}
+//!
+//! `sync-lab predict` scores the predictors on recorded traces, `sync-lab policy` runs
+//! the sync-interval policies in a seeded simulator (thesis Table 4-3 included), and
+//! `sync-lab codec` measures the codecs and the adaptive selector on a file.
+
+mod codec_bench;
+mod predict_eval;
+mod sim;
+mod trace;
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+
+use crate::sim::{per_run, run_all, trace_timeline, Outcome, Scenario, Workload};
+use crate::trace::{Group, Trace};
+
+#[derive(Parser)]
+#[command(name = "sync-lab", version, about = "Bench for Tern's bandwidth predictors, sync policies and codecs")]
+struct Cli {
+    #[command(subcommand)]
+    verb: Verb,
+}
+
+#[derive(Subcommand)]
+enum Verb {
+    /// Error of every bandwidth predictor forecasting the mean of the next HORIZON seconds.
+    Predict(PredictArgs),
+    /// Syncs, bytes, lost progress and cost of every sync-interval policy.
+    Policy(PolicyArgs),
+    /// Time, ratio and bytes per codec, and the adaptive selector's choice.
+    Codec(CodecArgs),
+}
+
+/// Restricts a trace directory to one campaign.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum GroupFilter {
+    /// bus/car/ferry/metro/train/tram.* (3G, Norway).
+    Norway,
+    /// trace_* (FCC broadband).
+    Fcc,
+    /// Every file.
+    All,
+}
+
+impl GroupFilter {
+    fn keep(self, g: Group) -> bool {
+        match self {
+            GroupFilter::Norway => g == Group::Norway,
+            GroupFilter::Fcc => g == Group::Fcc,
+            GroupFilter::All => true,
+        }
+    }
+}
+
+#[derive(Args)]
+struct PredictArgs {
+    /// A trace file or a directory of traces (`<seconds> <Mbit/s>` lines).
+    #[arg(long)]
+    trace: PathBuf,
+    /// Forecast horizon, seconds.
+    #[arg(long, default_value_t = 1.0)]
+    horizon: f64,
+    /// Only traces of this group.
+    #[arg(long, value_enum, default_value_t = GroupFilter::All)]
+    group: GroupFilter,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct PolicyArgs {
+    /// A trace file or directory; outages = timestamp gaps + injected outages.
+    #[arg(long, conflicts_with = "scenario")]
+    trace: Option<PathBuf>,
+    /// A synthetic network scenario after thesis §4.2.
+    #[arg(long, value_enum)]
+    scenario: Option<Scenario>,
+    /// Print our run of thesis Table 4-3 (all three scenarios) with our policies added.
+    #[arg(long = "table-4-3", conflicts_with_all = ["trace", "scenario"])]
+    table: bool,
+    /// Task state size, MB.
+    #[arg(long, default_value_t = 64.0)]
+    state_mb: f64,
+    /// Rate of writes into the state, MB/s (uniform over the state).
+    #[arg(long, default_value_t = 0.2)]
+    dirty_rate: f64,
+    /// Compression ratio of deltas.
+    #[arg(long, default_value_t = 1.0)]
+    ratio: f64,
+    /// Fixed bytes per sync besides dirty pages, KB.
+    #[arg(long, default_value_t = 16.0)]
+    overhead_kb: f64,
+    /// Heartbeat lease, seconds: shorter outages cause no failover.
+    #[arg(long, default_value_t = 3.0)]
+    lease: f64,
+    /// Seed of the first run.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Scenario runs (seeds seed, seed+1, …); figures are means per run.
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
+    /// Traces: mean time between injected outages, seconds.
+    #[arg(long, default_value_t = 600.0)]
+    outage_mtbf: f64,
+    /// Traces: mean injected outage duration, seconds.
+    #[arg(long, default_value_t = 30.0)]
+    outage_mean: f64,
+    /// Traces: inject no outages (timestamp gaps only).
+    #[arg(long)]
+    no_inject: bool,
+    /// Only traces of this group.
+    #[arg(long, value_enum, default_value_t = GroupFilter::All)]
+    group: GroupFilter,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct CodecArgs {
+    /// File whose bytes stand for a sync delta.
+    #[arg(long)]
+    data: PathBuf,
+    /// Link bandwidth, MB/s.
+    #[arg(long)]
+    bandwidth: f64,
+    /// Chunk size, KB.
+    #[arg(long, default_value_t = 256)]
+    chunk_kb: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().verb {
+        Verb::Predict(a) => predict(a),
+        Verb::Policy(a) => policy(a),
+        Verb::Codec(a) => codec(a),
+    }
+}
+
+fn load(path: &std::path::Path, group: GroupFilter) -> Result<Vec<Trace>> {
+    let mut traces = trace::load(path)?;
+    traces.retain(|t| group.keep(t.group));
+    if traces.is_empty() {
+        bail!("no traces of group {group:?} in {}", path.display());
+    }
+    Ok(traces)
+}
+
+fn print_json(v: &impl Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn predict(a: PredictArgs) -> Result<()> {
+    if !(a.horizon > 0.0 && a.horizon.is_finite()) {
+        bail!("--horizon must be a positive number of seconds");
+    }
+    let traces = load(&a.trace, a.group)?;
+    if a.json {
+        #[derive(Serialize)]
+        struct Out {
+            horizon_s: f64,
+            predictors: Vec<predict_eval::Score>,
+        }
+        return print_json(&Out {
+            horizon_s: a.horizon,
+            predictors: predict_eval::evaluate(&traces, a.horizon),
+        });
+    }
+    let mut groups: Vec<Group> = traces.iter().map(|t| t.group).collect();
+    groups.sort();
+    groups.dedup();
+    for g in groups {
+        let sel: Vec<Trace> = traces.iter().filter(|t| t.group == g).cloned().collect();
+        let scores = predict_eval::evaluate(&sel, a.horizon);
+        println!(
+            "group {} ({} traces, {} forecasts), horizon {} s",
+            g.name(),
+            sel.len(),
+            scores.first().map_or(0, |s| s.n),
+            a.horizon
+        );
+        println!("  {:<14} {:>10} {:>8}", "predictor", "MAE Mbit/s", "MRE");
+        for s in &scores {
+            let mark = if s.used { "  (used)" } else { "" };
+            println!("  {:<14} {:>10.4} {:>8.4}{mark}", s.name, s.mae, s.mre);
+        }
+    }
+    Ok(())
+}
+
+fn policy(a: PolicyArgs) -> Result<()> {
+    let w = Workload {
+        state_bytes: a.state_mb * 1e6,
+        write_rate: a.dirty_rate * 1e6,
+        ratio: a.ratio,
+        overhead_bytes: a.overhead_kb * 1e3,
+        lease_s: a.lease,
+    };
+    if !(w.state_bytes > 0.0 && w.write_rate >= 0.0 && w.ratio >= 1.0 && w.overhead_bytes >= 0.0 && w.lease_s > 0.0) {
+        bail!("need --state-mb > 0, --dirty-rate ≥ 0, --ratio ≥ 1, --overhead-kb ≥ 0, --lease > 0");
+    }
+    if a.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let scenario_runs = |s: Scenario| -> Vec<Outcome> {
+        let tls: Vec<_> = (0..a.runs as u64).map(|k| s.timeline(a.seed + k)).collect();
+        per_run(run_all(&tls, &w), a.runs)
+    };
+    if a.table {
+        return table_4_3(&a, scenario_runs);
+    }
+    let (label, outcomes) = match (&a.trace, a.scenario) {
+        (Some(path), None) => {
+            if !(a.outage_mtbf > 0.0 && a.outage_mean > 0.0) {
+                bail!("--outage-mtbf and --outage-mean must be positive");
+            }
+            let traces = load(path, a.group)?;
+            let tls: Vec<_> = traces
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    let inject = (!a.no_inject).then_some((a.outage_mtbf, a.outage_mean, a.seed.wrapping_add(i as u64)));
+                    trace_timeline(t, inject)
+                })
+                .collect();
+            let secs: usize = tls.iter().map(Vec::len).sum();
+            (
+                format!("{} traces ({} s in total), totals", traces.len(), secs),
+                run_all(&tls, &w),
+            )
+        }
+        (None, Some(s)) => (
+            format!("scenario {}, mean of {} run(s) of {} s", s.name(), a.runs, sim::SCENARIO_S),
+            scenario_runs(s),
+        ),
+        _ => bail!("give one of --trace, --scenario or --table-4-3"),
+    };
+    if a.json {
+        #[derive(Serialize)]
+        struct Out {
+            policies: Vec<Outcome>,
+        }
+        return print_json(&Out { policies: outcomes });
+    }
+    println!("{label}; state {} MB, writes {} MB/s", a.state_mb, a.dirty_rate);
+    print_outcomes(&outcomes, None);
+    Ok(())
+}
+
+fn print_outcomes(outcomes: &[Outcome], scenario: Option<&str>) {
+    let thesis = scenario.is_some();
+    print!(
+        "  {:<18} {:>8} {:>10} {:>10} {:>10}",
+        "policy", "syncs", "MB sent", "lost s", "cost s"
+    );
+    if thesis {
+        print!(" {:>14}", "thesis syncs/rc");
+    }
+    println!();
+    for o in outcomes {
+        print!(
+            "  {:<18} {:>8.1} {:>10.1} {:>10.1} {:>10.1}",
+            o.name,
+            o.syncs,
+            o.bytes / 1e6,
+            o.lost_progress,
+            o.cost
+        );
+        if let Some(s) = scenario {
+            if let Some((_, _, n, rc)) = sim::THESIS_TABLE_4_3
+                .iter()
+                .find(|(sc, p, _, _)| *sc == s && *p == o.name)
+            {
+                print!(" {:>14}", format!("{n}/{rc}"));
+            }
+        }
+        if o.used {
+            print!("  (used)");
+        }
+        println!();
+    }
+}
+
+fn table_4_3(a: &PolicyArgs, run: impl Fn(Scenario) -> Vec<Outcome>) -> Result<()> {
+    let all: Vec<(Scenario, Vec<Outcome>)> = [Scenario::Good, Scenario::Fair, Scenario::Poor]
+        .into_iter()
+        .map(|s| (s, run(s)))
+        .collect();
+    if a.json {
+        #[derive(Serialize)]
+        struct Row {
+            scenario: &'static str,
+            policies: Vec<Outcome>,
+        }
+        let rows: Vec<Row> = all
+            .into_iter()
+            .map(|(s, policies)| Row {
+                scenario: s.name(),
+                policies,
+            })
+            .collect();
+        return print_json(&rows);
+    }
+    println!(
+        "Thesis Table 4-3, our run: mean of {} run(s) of {} s per scenario; state {} MB, writes {} MB/s.",
+        a.runs,
+        sim::SCENARIO_S,
+        a.state_mb,
+        a.dirty_rate
+    );
+    println!("'thesis syncs/rc' = the thesis's published sync count / recomputed work (units not given).");
+    for (s, outcomes) in &all {
+        println!("scenario {}", s.name());
+        print_outcomes(outcomes, Some(s.name()));
+    }
+    Ok(())
+}
+
+fn codec(a: CodecArgs) -> Result<()> {
+    let data = std::fs::read(&a.data).with_context(|| format!("reading {}", a.data.display()))?;
+    if data.is_empty() {
+        bail!("{} is empty", a.data.display());
+    }
+    let r = codec_bench::run(&data, a.bandwidth, a.chunk_kb * 1024)?;
+    if a.json {
+        return print_json(&r);
+    }
+    println!(
+        "{} bytes in {} KB chunks at {} MB/s",
+        r.data_bytes,
+        r.chunk_bytes / 1024,
+        r.bandwidth_mbs
+    );
+    println!(
+        "  {:<14} {:>10} {:>7} {:>12} {:>9} {:>11} {:>10}",
+        "codec", "compress s", "ratio", "bytes", "serial s", "pipelined s", "measured s"
+    );
+    for row in &r.codecs {
+        println!(
+            "  {:<14} {:>10.4} {:>7.3} {:>12} {:>9.4} {:>11.4} {:>10.4}",
+            row.name, row.compress_s, row.ratio, row.bytes, row.serial_s, row.pipelined_s, row.measured_s
+        );
+    }
+    if let Some(ad) = r.codecs.last() {
+        let picks: Vec<String> = ad.picks.iter().map(|(c, n)| format!("{c}×{n}")).collect();
+        println!("  adaptive picks: {}; converged to {}", picks.join(", "), r.selected);
+    }
+    Ok(())
+}

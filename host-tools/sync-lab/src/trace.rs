@@ -1,0 +1,148 @@
+//! Bandwidth traces in the `../shared/traces/dev` format: one `<seconds> <Mbit/s>` pair
+//! per line.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+/// Which measurement campaign a trace belongs to (figures are reported per group).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Group {
+    /// Riiser et al. 3G commute traces (bus/car/ferry/metro/train/tram.*), ~1 s samples.
+    Norway,
+    /// FCC Measuring Broadband America (trace_*), 5 s samples.
+    Fcc,
+    /// Anything else (synthetic traces in tests).
+    Other,
+}
+
+impl Group {
+    /// Group of a trace file from its name.
+    pub fn of(path: &Path) -> Group {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let prefix = name.split('.').next().unwrap_or("");
+        if name.starts_with("trace_") {
+            Group::Fcc
+        } else if ["bus", "car", "ferry", "metro", "train", "tram"].contains(&prefix) {
+            Group::Norway
+        } else {
+            Group::Other
+        }
+    }
+
+    /// Name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Group::Norway => "norway",
+            Group::Fcc => "fcc",
+            Group::Other => "other",
+        }
+    }
+}
+
+/// One parsed trace.
+#[derive(Clone, Debug)]
+pub struct Trace {
+    /// Campaign.
+    pub group: Group,
+    /// Sample timestamps, seconds, strictly increasing.
+    pub times: Vec<f64>,
+    /// Throughput, Mbit/s.
+    pub mbps: Vec<f64>,
+}
+
+impl Trace {
+    /// Parses `text`; `path` names the source in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<Trace> {
+        let mut times = Vec::new();
+        let mut mbps = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let mut it = line.split_whitespace();
+            let (Some(t), Some(v), None) = (it.next(), it.next(), it.next()) else {
+                bail!("{}:{}: expected `<seconds> <Mbit/s>`", path.display(), i + 1);
+            };
+            let t: f64 = t
+                .parse()
+                .with_context(|| format!("{}:{}: bad time {t:?}", path.display(), i + 1))?;
+            let v: f64 = v
+                .parse()
+                .with_context(|| format!("{}:{}: bad throughput {v:?}", path.display(), i + 1))?;
+            if !t.is_finite() || !v.is_finite() || v < 0.0 {
+                bail!("{}:{}: values must be finite, throughput ≥ 0", path.display(), i + 1);
+            }
+            if times.last().is_some_and(|&last| t <= last) {
+                bail!("{}:{}: time {t} does not increase", path.display(), i + 1);
+            }
+            times.push(t);
+            mbps.push(v);
+        }
+        if times.len() < 2 {
+            bail!("{}: needs at least two samples", path.display());
+        }
+        Ok(Trace {
+            group: Group::of(path),
+            times,
+            mbps,
+        })
+    }
+
+    /// Median spacing of the samples, seconds (the nominal sampling period).
+    pub fn period(&self) -> f64 {
+        let mut d: Vec<f64> = self.times.windows(2).map(|w| w[1] - w[0]).collect();
+        d.sort_by(f64::total_cmp);
+        d[d.len() / 2]
+    }
+}
+
+/// Loads one trace file, or every trace in a directory (sorted by name; README*,
+/// LICENSE* and hidden files are skipped).
+pub fn load(path: &Path) -> Result<Vec<Trace>> {
+    let files = if path.is_dir() {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(path)
+            .with_context(|| format!("reading directory {}", path.display()))?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<std::io::Result<_>>()
+            .with_context(|| format!("listing {}", path.display()))?;
+        v.retain(|p| {
+            let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            p.is_file() && !n.starts_with('.') && !n.starts_with("README") && !n.starts_with("LICENSE")
+        });
+        v.sort();
+        v
+    } else {
+        vec![path.to_path_buf()]
+    };
+    if files.is_empty() {
+        bail!("no trace files in {}", path.display());
+    }
+    files
+        .iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+            Trace::parse(f, &text)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_rejects() {
+        let p = Path::new("bus.x.log");
+        let t = Trace::parse(p, "0 1.5\n1.0 2\n\n2.0 3\n").unwrap();
+        assert_eq!(t.group, Group::Norway);
+        assert_eq!(t.mbps, vec![1.5, 2.0, 3.0]);
+        assert_eq!(t.period(), 1.0);
+        assert!(Trace::parse(p, "0 1\n0 2\n").is_err());
+        assert!(Trace::parse(p, "0 x\n1 2\n").is_err());
+        assert!(Trace::parse(p, "0 1 2\n").is_err());
+        assert!(Trace::parse(p, "0 -1\n1 2\n").is_err());
+        assert_eq!(Group::of(Path::new("trace_1_http")), Group::Fcc);
+    }
+}

@@ -1,0 +1,75 @@
+//! The last, board-independent part of bringing up an aarch64 kernel:
+//! MMU, heap, interrupts, then the portable kernel.
+
+use alloc::boxed::Box;
+use core::fmt::Write;
+use core::ops::Range;
+
+use tern_hal::{BoardFacts, SerialPort};
+use tern_unikernel::shell::{Command, CommandResult};
+use tern_unikernel::Kernel;
+
+use crate::mmu::{self, MemoryMap};
+use crate::{irq, Aarch64Board};
+
+/// Highest address the identity map covers.
+const MAPPED_END: u64 = 4 << 30;
+
+/// What a board knows once its console works.
+#[derive(Debug)]
+pub struct KernelSetup<'a> {
+    /// Facts for `info` (`timer_hz` is filled in from CNTFRQ_EL0).
+    pub facts: BoardFacts,
+    /// Usable RAM; the image must lie inside it.
+    pub ram: Range<u64>,
+    /// Device register ranges.
+    pub mmio: &'a [Range<u64>],
+    /// GICv2 distributor base.
+    pub gicd: usize,
+    /// GICv2 CPU interface base.
+    pub gicc: usize,
+}
+
+/// The `fault` command: a bring-up aid that takes a data abort on purpose,
+/// to show the exception handler's register dump.
+pub const FAULT_COMMAND: Command = Command {
+    name: "fault",
+    usage: "",
+    help: "take a data abort on purpose (shows the register dump, then halts)",
+    run: fault,
+};
+
+/// An address outside the identity map: reading it is a translation fault.
+const UNMAPPED: usize = 0x0000_dead_0000_0000;
+
+fn fault(_: &mut Kernel, _: &[&str], out: &mut dyn Write) -> CommandResult {
+    let _ = write!(out, "reading {UNMAPPED:#x}\r\n");
+    // SAFETY: deliberately invalid: the read faults before it returns, and
+    // the fault handler halts the machine.
+    let value = unsafe { core::ptr::read_volatile(UNMAPPED as *const u64) };
+    Err(alloc::format!("read {value:#x} from an unmapped address"))
+}
+
+/// Turns on the MMU and caches, gives the rest of RAM to the heap, starts
+/// the GIC and the timer tick, and runs the portable kernel on `serial`.
+///
+/// # Safety
+///
+/// Call once from the board's `main`, at EL1 with the MMU off, after
+/// [`crate::exception::install_vectors`]; `setup` must describe the machine
+/// (see [`mmu::enable`] and [`irq::init`]).
+pub unsafe fn start_kernel<S: SerialPort + 'static>(setup: KernelSetup<'_>, serial: S) -> ! {
+    let ram = setup.ram.start..setup.ram.end.min(MAPPED_END);
+    // SAFETY: the caller guarantees the memory map and the call order.
+    unsafe {
+        mmu::enable(&MemoryMap {
+            ram: ram.clone(),
+            mmio: setup.mmio,
+        });
+        crate::claim_heap(ram.end as usize);
+        irq::init(setup.gicd, setup.gicc);
+    }
+    let board = Box::leak(Box::new(Aarch64Board::new(setup.facts, ram)));
+    let serial = Box::leak(Box::new(serial));
+    tern_unikernel::start(board, serial, &[FAULT_COMMAND])
+}

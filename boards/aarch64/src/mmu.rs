@@ -1,0 +1,111 @@
+//! The MMU: an identity map of the low 4 GiB with 2 MiB blocks.
+//!
+//! RAM is Normal write-back cacheable (inner shareable), the board's MMIO
+//! ranges are Device-nGnRE and never executable, everything else is unmapped
+//! (an access faults and prints a register dump). Caches are switched on
+//! together with the MMU.
+
+use core::cell::UnsafeCell;
+use core::ops::Range;
+
+use aarch64_cpu::asm::barrier;
+use aarch64_cpu::registers::{MAIR_EL1, SCTLR_EL1, TCR_EL1, TTBR0_EL1};
+use tock_registers::interfaces::{ReadWriteable, Writeable};
+
+/// Bytes covered by one level-2 block.
+const BLOCK: u64 = 2 << 20;
+
+/// What the board tells the MMU about its address space.
+#[derive(Clone, Debug)]
+pub struct MemoryMap<'a> {
+    /// Usable RAM; mapped cacheable.
+    pub ram: Range<u64>,
+    /// Device register ranges; mapped Device-nGnRE.
+    pub mmio: &'a [Range<u64>],
+}
+
+#[repr(C, align(4096))]
+struct Table([u64; 512]);
+
+/// One level-1 table (4 entries used, 1 GiB each) and four level-2 tables.
+struct Tables {
+    l1: UnsafeCell<Table>,
+    l2: UnsafeCell<[Table; 4]>,
+}
+
+// SAFETY: the tables are written once, by `enable`, before the MMU reads
+// them; afterwards only the MMU reads them.
+unsafe impl Sync for Tables {}
+
+static TABLES: Tables = Tables {
+    l1: UnsafeCell::new(Table([0; 512])),
+    l2: UnsafeCell::new([const { Table([0; 512]) }; 4]),
+};
+
+const VALID: u64 = 1;
+const TABLE: u64 = 1 << 1;
+const ATTR_DEVICE: u64 = 0 << 2;
+const ATTR_NORMAL: u64 = 1 << 2;
+const INNER_SHAREABLE: u64 = 3 << 8;
+const ACCESS_FLAG: u64 = 1 << 10;
+const PXN: u64 = 1 << 53;
+const UXN: u64 = 1 << 54;
+
+/// The level-2 descriptor of the 2 MiB block at `base`.
+fn block_descriptor(base: u64, map: &MemoryMap<'_>) -> u64 {
+    let block = base..base + BLOCK;
+    let overlaps = |r: &Range<u64>| r.start < block.end && block.start < r.end;
+    if map.mmio.iter().any(overlaps) {
+        base | VALID | ATTR_DEVICE | ACCESS_FLAG | PXN | UXN
+    } else if overlaps(&map.ram) {
+        base | VALID | ATTR_NORMAL | INNER_SHAREABLE | ACCESS_FLAG | UXN
+    } else {
+        0
+    }
+}
+
+/// Builds the identity map and turns on the MMU and the caches.
+///
+/// # Safety
+///
+/// Must be called once, at EL1 with the MMU off, and `map` must describe
+/// the machine: the running image, its stack and all memory used later must
+/// lie in `map.ram` (below 4 GiB), devices in `map.mmio`.
+pub unsafe fn enable(map: &MemoryMap<'_>) {
+    // SAFETY: called once before the MMU is on (caller's contract), so
+    // nothing else references the tables.
+    let (l1, l2) = unsafe { (&mut *TABLES.l1.get(), &mut *TABLES.l2.get()) };
+    for (gib, table) in l2.iter_mut().enumerate() {
+        for (i, entry) in table.0.iter_mut().enumerate() {
+            *entry = block_descriptor(gib as u64 * (1 << 30) + i as u64 * BLOCK, map);
+        }
+        l1.0[gib] = table as *const Table as u64 | VALID | TABLE;
+    }
+
+    // Attribute 0: Device-nGnRE; attribute 1: Normal, write-back
+    // read/write-allocate, inner and outer.
+    MAIR_EL1.write(
+        MAIR_EL1::Attr0_Device::nonGathering_nonReordering_EarlyWriteAck
+            + MAIR_EL1::Attr1_Normal_Outer::WriteBack_NonTransient_ReadWriteAlloc
+            + MAIR_EL1::Attr1_Normal_Inner::WriteBack_NonTransient_ReadWriteAlloc,
+    );
+    TCR_EL1.write(
+        TCR_EL1::TBI0::Used
+            + TCR_EL1::IPS::Bits_32
+            + TCR_EL1::TG0::KiB_4
+            + TCR_EL1::SH0::Inner
+            + TCR_EL1::ORGN0::WriteBack_ReadAlloc_WriteAlloc_Cacheable
+            + TCR_EL1::IRGN0::WriteBack_ReadAlloc_WriteAlloc_Cacheable
+            + TCR_EL1::EPD0::EnableTTBR0Walks
+            + TCR_EL1::EPD1::DisableTTBR1Walks
+            + TCR_EL1::T0SZ.val(64 - 32),
+    );
+    TTBR0_EL1.set_baddr(l1 as *const Table as u64);
+
+    barrier::dsb(barrier::ISHST);
+    // SAFETY: invalidating the EL1 TLBs only drops stale translations.
+    unsafe { core::arch::asm!("tlbi vmalle1", "dsb ish", options(nostack)) };
+    barrier::isb(barrier::SY);
+    SCTLR_EL1.modify(SCTLR_EL1::M::Enable + SCTLR_EL1::C::Cacheable + SCTLR_EL1::I::Cacheable);
+    barrier::isb(barrier::SY);
+}

@@ -1,0 +1,320 @@
+//! Bulk regions: arrays of fixed-width numbers with per-chunk dirty tracking.
+
+use crate::format::CHUNK_SIZE;
+use alloc::vec::Vec;
+use core::ops::Range;
+
+/// Element type of a bulk region, as stored in the region table (one byte).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ElemType {
+    /// Raw bytes; also the element type of typed regions.
+    U8 = 0,
+    /// `u32`, little-endian.
+    U32 = 1,
+    /// `i32`, little-endian two's complement.
+    I32 = 2,
+    /// `u64`, little-endian.
+    U64 = 3,
+    /// `i64`, little-endian two's complement.
+    I64 = 4,
+    /// IEEE 754 binary64, little-endian bit pattern.
+    F64 = 5,
+}
+
+impl ElemType {
+    /// Decodes the table byte.
+    pub fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            0 => Self::U8,
+            1 => Self::U32,
+            2 => Self::I32,
+            3 => Self::U64,
+            4 => Self::I64,
+            5 => Self::F64,
+            _ => return None,
+        })
+    }
+    /// Width of one element in bytes.
+    pub fn size(self) -> usize {
+        match self {
+            Self::U8 => 1,
+            Self::U32 | Self::I32 => 4,
+            Self::U64 | Self::I64 | Self::F64 => 8,
+        }
+    }
+    /// Short lowercase name, as shown by `inspect`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::U8 => "u8",
+            Self::U32 => "u32",
+            Self::I32 => "i32",
+            Self::U64 => "u64",
+            Self::I64 => "i64",
+            Self::F64 => "f64",
+        }
+    }
+}
+
+/// A number type that can live in a bulk region.
+pub trait Elem: Copy + Default + PartialEq + 'static {
+    /// Its table code.
+    const TYPE: ElemType;
+    /// Appends the little-endian encoding of `items` to `out`.
+    fn encode(items: &[Self], out: &mut Vec<u8>);
+    /// Appends the elements encoded in `bytes` (a multiple of the width) to `out`.
+    fn decode(bytes: &[u8], out: &mut Vec<Self>);
+    /// Wraps a vector into the matching [`BulkData`] variant.
+    fn wrap(v: Vec<Self>) -> BulkData;
+    /// Unwraps the matching [`BulkData`] variant.
+    fn unwrap(d: BulkData) -> Option<Vec<Self>>;
+}
+
+macro_rules! elem {
+    ($t:ty, $code:ident, $n:expr) => {
+        impl Elem for $t {
+            const TYPE: ElemType = ElemType::$code;
+            fn encode(items: &[Self], out: &mut Vec<u8>) {
+                for x in items {
+                    out.extend_from_slice(&x.to_le_bytes());
+                }
+            }
+            fn decode(bytes: &[u8], out: &mut Vec<Self>) {
+                for c in bytes.chunks_exact($n) {
+                    let mut a = [0u8; $n];
+                    a.copy_from_slice(c);
+                    out.push(<$t>::from_le_bytes(a));
+                }
+            }
+            fn wrap(v: Vec<Self>) -> BulkData {
+                BulkData::$code(v)
+            }
+            fn unwrap(d: BulkData) -> Option<Vec<Self>> {
+                match d {
+                    BulkData::$code(v) => Some(v),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+elem!(u8, U8, 1);
+elem!(u32, U32, 4);
+elem!(i32, I32, 4);
+elem!(u64, U64, 8);
+elem!(i64, I64, 8);
+elem!(f64, F64, 8);
+
+/// Decoded contents of a bulk region, whatever its element type.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BulkData {
+    /// Bytes.
+    U8(Vec<u8>),
+    /// `u32` elements.
+    U32(Vec<u32>),
+    /// `i32` elements.
+    I32(Vec<i32>),
+    /// `u64` elements.
+    U64(Vec<u64>),
+    /// `i64` elements.
+    I64(Vec<i64>),
+    /// `f64` elements.
+    F64(Vec<f64>),
+}
+
+macro_rules! each {
+    ($self:expr, $v:ident => $e:expr) => {
+        match $self {
+            BulkData::U8($v) => $e,
+            BulkData::U32($v) => $e,
+            BulkData::I32($v) => $e,
+            BulkData::U64($v) => $e,
+            BulkData::I64($v) => $e,
+            BulkData::F64($v) => $e,
+        }
+    };
+}
+
+impl BulkData {
+    /// An empty vector of the given element type.
+    pub fn empty(t: ElemType) -> Self {
+        match t {
+            ElemType::U8 => Self::U8(Vec::new()),
+            ElemType::U32 => Self::U32(Vec::new()),
+            ElemType::I32 => Self::I32(Vec::new()),
+            ElemType::U64 => Self::U64(Vec::new()),
+            ElemType::I64 => Self::I64(Vec::new()),
+            ElemType::F64 => Self::F64(Vec::new()),
+        }
+    }
+    /// Its element type.
+    pub fn elem(&self) -> ElemType {
+        match self {
+            Self::U8(_) => ElemType::U8,
+            Self::U32(_) => ElemType::U32,
+            Self::I32(_) => ElemType::I32,
+            Self::U64(_) => ElemType::U64,
+            Self::I64(_) => ElemType::I64,
+            Self::F64(_) => ElemType::F64,
+        }
+    }
+    /// Length in bytes of the little-endian encoding.
+    pub fn len_bytes(&self) -> u64 {
+        (each!(self, v => v.len()) * self.elem().size()) as u64
+    }
+    /// Reserves room for `bytes` more encoded bytes; false when memory is short.
+    pub(crate) fn try_reserve_bytes(&mut self, bytes: usize) -> bool {
+        let n = bytes / self.elem().size();
+        each!(self, v => v.try_reserve_exact(n).is_ok())
+    }
+    /// Appends decoded elements from little-endian `bytes`.
+    pub(crate) fn extend_le(&mut self, bytes: &[u8]) {
+        each!(self, v => Elem::decode(bytes, v))
+    }
+    /// Overwrites elements from element index `at` with little-endian `bytes`
+    /// (the caller checked the range).
+    pub(crate) fn overwrite_le(&mut self, at: usize, bytes: &[u8]) {
+        each!(self, v => {
+            let mut tmp = Vec::new();
+            Elem::decode(bytes, &mut tmp);
+            v[at..at + tmp.len()].copy_from_slice(&tmp);
+        })
+    }
+    /// Appends the encoding of element range `r` to `out`.
+    pub fn encode_range(&self, r: Range<usize>, out: &mut Vec<u8>) {
+        each!(self, v => Elem::encode(&v[r], out))
+    }
+    /// Truncates to `elems` elements.
+    pub(crate) fn truncate(&mut self, elems: usize) {
+        each!(self, v => v.truncate(elems))
+    }
+}
+
+/// A bulk region owned by a task: a vector of numbers whose writes mark chunks dirty.
+///
+/// Reads are free; every write path ([`set`](Self::set), [`slice_mut`](Self::slice_mut))
+/// marks the chunks it may change, so a delta checkpoint carries only those.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BulkRegion<T: Elem> {
+    data: Vec<T>,
+    dirty: Vec<bool>,
+}
+
+impl<T: Elem> BulkRegion<T> {
+    /// Elements per chunk (chunks are [`CHUNK_SIZE`] bytes).
+    pub const CHUNK_ELEMS: usize = CHUNK_SIZE as usize / core::mem::size_of::<T>();
+
+    /// A region of `len` default elements, all chunks dirty (never captured yet).
+    pub fn new(len: usize) -> Self {
+        Self::from_vec(alloc::vec![T::default(); len])
+    }
+    /// Takes ownership of `data`, all chunks dirty.
+    pub fn from_vec(data: Vec<T>) -> Self {
+        let chunks = data.len().div_ceil(Self::CHUNK_ELEMS);
+        Self {
+            data,
+            dirty: alloc::vec![true; chunks],
+        }
+    }
+    /// Rebuilds a region from restored data; chunks clean (the state equals the checkpoint).
+    pub fn restored(data: Vec<T>) -> Self {
+        let mut r = Self::from_vec(data);
+        r.clear_dirty();
+        r
+    }
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+    /// Read access to the elements.
+    pub fn as_slice(&self) -> &[T] {
+        &self.data
+    }
+    /// Element `i`, or `None` out of range.
+    pub fn get(&self, i: usize) -> Option<T> {
+        self.data.get(i).copied()
+    }
+    /// Writes element `i` (marks its chunk dirty); false when out of range.
+    pub fn set(&mut self, i: usize, v: T) -> bool {
+        match self.data.get_mut(i) {
+            Some(slot) => {
+                *slot = v;
+                self.dirty[i / Self::CHUNK_ELEMS] = true;
+                true
+            }
+            None => false,
+        }
+    }
+    /// Mutable access to elements `r` (clamped to the length); marks their chunks dirty.
+    pub fn slice_mut(&mut self, r: Range<usize>) -> &mut [T] {
+        let end = r.end.min(self.data.len());
+        let start = r.start.min(end);
+        if start < end {
+            for d in &mut self.dirty[start / Self::CHUNK_ELEMS..=(end - 1) / Self::CHUNK_ELEMS] {
+                *d = true;
+            }
+        }
+        &mut self.data[start..end]
+    }
+    /// Mutable access to everything (marks every chunk dirty).
+    pub fn all_mut(&mut self) -> &mut [T] {
+        self.slice_mut(0..self.data.len())
+    }
+    /// Number of chunks.
+    pub fn chunk_count(&self) -> usize {
+        self.dirty.len()
+    }
+    /// True when chunk `i` changed since the last [`clear_dirty`](Self::clear_dirty).
+    pub fn is_dirty(&self, i: usize) -> bool {
+        self.dirty.get(i).copied().unwrap_or(false)
+    }
+    /// Number of dirty chunks.
+    pub fn dirty_count(&self) -> usize {
+        self.dirty.iter().filter(|d| **d).count()
+    }
+    /// Forgets the dirty marks (call after a capture that becomes a delta base).
+    pub fn clear_dirty(&mut self) {
+        self.dirty.iter_mut().for_each(|d| *d = false);
+    }
+    /// Appends the little-endian encoding of chunk `i` to `out`.
+    pub fn encode_chunk(&self, i: usize, out: &mut Vec<u8>) {
+        let s = (i * Self::CHUNK_ELEMS).min(self.data.len());
+        let e = (s + Self::CHUNK_ELEMS).min(self.data.len());
+        T::encode(&self.data[s..e], out);
+    }
+    /// Consumes the region, returning its elements.
+    pub fn into_vec(self) -> Vec<T> {
+        self.data
+    }
+}
+
+/// Object-safe view of a bulk region, used by the writer.
+pub(crate) trait BulkSource {
+    fn elem(&self) -> ElemType;
+    fn len_bytes(&self) -> u64;
+    fn chunks(&self) -> usize;
+    fn dirty(&self, i: usize) -> bool;
+    fn encode(&self, i: usize, out: &mut Vec<u8>);
+}
+
+impl<T: Elem> BulkSource for BulkRegion<T> {
+    fn elem(&self) -> ElemType {
+        T::TYPE
+    }
+    fn len_bytes(&self) -> u64 {
+        (self.data.len() * core::mem::size_of::<T>()) as u64
+    }
+    fn chunks(&self) -> usize {
+        self.chunk_count()
+    }
+    fn dirty(&self, i: usize) -> bool {
+        self.is_dirty(i)
+    }
+    fn encode(&self, i: usize, out: &mut Vec<u8>) {
+        self.encode_chunk(i, out)
+    }
+}

@@ -1,0 +1,216 @@
+//! The task API (steps, migration points, progress) and the registry of task kinds.
+
+use crate::error::WriteError;
+use crate::reader::Restored;
+use crate::region::{BulkRegion, BulkSource, Elem};
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::vec::Vec;
+use serde::{de::DeserializeOwned, Serialize};
+
+/// Equal computation progress (thesis def. 3.1): `done` means the same amount of
+/// work on every ISA; it only grows, and equals `total` at completion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Work units done.
+    pub done: u64,
+    /// Work units of the whole task.
+    pub total: u64,
+}
+
+/// What a step left behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// More steps to go; the task is at a migration point.
+    Running,
+    /// The task is complete; `verified` tells whether its self-check passed, and
+    /// `report` is the human-readable result.
+    Finished {
+        /// Whether the result passed verification.
+        verified: bool,
+        /// Result lines (e.g. NPB's `VERIFICATION SUCCESSFUL`).
+        report: String,
+    },
+}
+
+/// A migratable task: a state machine advanced by short steps. Between two steps
+/// (a migration point) its whole state is the regions it saves.
+pub trait Task {
+    /// Stable task-kind name (registry key).
+    fn kind(&self) -> &'static str;
+    /// Version of the state layout (registry key with the name).
+    fn version(&self) -> u32;
+    /// Does a bounded amount of work (a few milliseconds at most).
+    fn step(&mut self) -> Step;
+    /// Progress at this migration point.
+    fn progress(&self) -> Progress;
+    /// Adds every region of the state to `snap` (typed regions are encoded now,
+    /// bulk regions are borrowed and encoded chunk by chunk by the writer).
+    fn save<'a>(&'a self, snap: &mut Snapshot<'a>) -> Result<(), WriteError>;
+    /// Forgets the bulk regions' dirty marks (after a capture that becomes a base).
+    fn clear_dirty(&mut self);
+}
+
+pub(crate) enum SnapBody<'a> {
+    Typed(Vec<u8>),
+    Bulk(&'a dyn BulkSource),
+}
+
+/// The regions of a task at a migration point, as handed to the writer.
+#[derive(Default)]
+pub struct Snapshot<'a> {
+    pub(crate) regions: Vec<(String, SnapBody<'a>)>,
+}
+
+impl<'a> Snapshot<'a> {
+    /// An empty snapshot.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Adds a typed region (postcard encoding of `value`).
+    pub fn typed<T: Serialize>(&mut self, name: &str, value: &T) -> Result<(), WriteError> {
+        let bytes =
+            postcard::to_allocvec(value).map_err(|_| WriteError::Encode(String::from(name)))?;
+        self.regions.push((String::from(name), SnapBody::Typed(bytes)));
+        Ok(())
+    }
+    /// Adds a bulk region (borrowed; encoded chunk by chunk while writing).
+    pub fn bulk<T: Elem>(&mut self, name: &str, region: &'a BulkRegion<T>) {
+        self.regions.push((String::from(name), SnapBody::Bulk(region)));
+    }
+    /// Total bytes of state in the snapshot (raw, before framing).
+    pub fn state_bytes(&self) -> u64 {
+        self.regions
+            .iter()
+            .map(|(_, b)| match b {
+                SnapBody::Typed(v) => v.len() as u64,
+                SnapBody::Bulk(r) => r.len_bytes(),
+            })
+            .sum()
+    }
+}
+
+/// Why a validated checkpoint could not become a task.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    /// No registered task kind has this name.
+    #[error("unknown task kind {0}")]
+    UnknownKind(String),
+    /// The kind is known but not at this version.
+    #[error("task kind {kind}: version {found} not supported (this node has {supported})")]
+    WrongVersion {
+        /// Kind name.
+        kind: String,
+        /// Version in the checkpoint.
+        found: u32,
+        /// Version registered here.
+        supported: u32,
+    },
+    /// A delta was given; only full checkpoints (or applied deltas) load.
+    #[error("a delta checkpoint cannot be loaded on its own")]
+    IsDelta,
+    /// A region the task needs is absent.
+    #[error("missing region {0}")]
+    MissingRegion(String),
+    /// A region has the wrong kind, element type or size.
+    #[error("region {0} has the wrong shape")]
+    BadRegion(String),
+    /// A typed region does not decode.
+    #[error("region {0} does not decode")]
+    Decode(String),
+    /// The decoded state is inconsistent (the message says how).
+    #[error("inconsistent state: {0}")]
+    Inconsistent(&'static str),
+}
+
+impl Restored {
+    fn region(&self, name: &str) -> Result<usize, LoadError> {
+        self.regions
+            .iter()
+            .position(|r| r.name == name)
+            .ok_or_else(|| LoadError::MissingRegion(String::from(name)))
+    }
+    /// Decodes typed region `name`.
+    pub fn typed<T: DeserializeOwned>(&self, name: &str) -> Result<T, LoadError> {
+        let r = &self.regions[self.region(name)?];
+        match (&r.kind, &r.data) {
+            (crate::RegionKind::Typed, crate::BulkData::U8(b)) => {
+                postcard::from_bytes(b).map_err(|_| LoadError::Decode(String::from(name)))
+            }
+            _ => Err(LoadError::BadRegion(String::from(name))),
+        }
+    }
+    /// Moves bulk region `name` out (no copy) as a clean [`BulkRegion`] of `len` elements.
+    pub fn take_bulk<T: Elem>(&mut self, name: &str, len: usize) -> Result<BulkRegion<T>, LoadError> {
+        let i = self.region(name)?;
+        let bad = || LoadError::BadRegion(String::from(name));
+        if self.regions[i].kind != crate::RegionKind::Bulk {
+            return Err(bad());
+        }
+        let data = core::mem::replace(&mut self.regions[i].data, crate::BulkData::U8(Vec::new()));
+        let v = T::unwrap(data).ok_or_else(bad)?;
+        if v.len() != len {
+            return Err(bad());
+        }
+        Ok(BulkRegion::restored(v))
+    }
+}
+
+/// A task kind a node can resume: stable name + version → loader.
+#[derive(Clone, Copy)]
+pub struct TaskKind {
+    /// Stable name, as in checkpoints.
+    pub name: &'static str,
+    /// State layout version.
+    pub version: u32,
+    /// Rebuilds the task from a validated checkpoint.
+    pub load: fn(Restored) -> Result<Box<dyn Task>, LoadError>,
+    /// Human-readable decoding of one typed region (for `inspect`); `None` when
+    /// the region is unknown to the kind.
+    pub describe: fn(&str, &[u8]) -> Option<String>,
+}
+
+/// Maps task-kind names and versions to loaders, so a node can resume a task it
+/// never started.
+#[derive(Default, Clone)]
+pub struct Registry {
+    kinds: Vec<TaskKind>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Registers a kind (a later registration of the same name replaces it).
+    pub fn register(&mut self, kind: TaskKind) {
+        self.kinds.retain(|k| k.name != kind.name);
+        self.kinds.push(kind);
+    }
+    /// The kind registered under `name`.
+    pub fn get(&self, name: &str) -> Option<&TaskKind> {
+        self.kinds.iter().find(|k| k.name == name)
+    }
+    /// All registered kinds.
+    pub fn kinds(&self) -> &[TaskKind] {
+        &self.kinds
+    }
+    /// Checks kind and version, then lets the kind's loader rebuild the task.
+    pub fn load(&self, restored: Restored) -> Result<Box<dyn Task>, LoadError> {
+        if restored.header.delta {
+            return Err(LoadError::IsDelta);
+        }
+        let h = &restored.header;
+        let k = self
+            .get(&h.task_kind)
+            .ok_or_else(|| LoadError::UnknownKind(h.task_kind.clone()))?;
+        if k.version != h.task_version {
+            return Err(LoadError::WrongVersion {
+                kind: h.task_kind.clone(),
+                found: h.task_version,
+                supported: k.version,
+            });
+        }
+        (k.load)(restored)
+    }
+}

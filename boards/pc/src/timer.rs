@@ -1,0 +1,159 @@
+//! Time: the TSC as the monotonic clock, calibrated against the 8254 PIT,
+//! and the PIT's channel 0 as a 100 Hz tick through the remapped 8259 PIC.
+
+use core::arch::x86_64::_rdtsc;
+use core::cell::RefCell;
+use core::fmt;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use critical_section::Mutex;
+use pic8259::ChainedPics;
+use tern_hal::MonotonicClock;
+use x86_64::instructions::port::Port;
+
+/// The PIT's input clock, in Hz.
+const PIT_HZ: u64 = 1_193_182;
+/// Tick rate of the periodic timer interrupt.
+pub const TICK_HZ: u64 = 100;
+/// IDT vector of the master PIC's first line (IRQ 0, the PIT).
+pub const TIMER_VECTOR: u8 = 0x20;
+/// The slave PIC's vectors follow the master's.
+const SLAVE_VECTOR: u8 = TIMER_VECTOR + 8;
+
+/// PIT calibration window: 59659 input clocks are 50 ms.
+const CALIBRATION_COUNT: u16 = 59_659;
+/// Polls of port 0x61 before calibration gives up (each takes about a
+/// microsecond on hardware, so this is far longer than 50 ms).
+const CALIBRATION_MAX_POLLS: u32 = 50_000_000;
+
+const PIT_CHANNEL0: u16 = 0x40;
+const PIT_CHANNEL2: u16 = 0x42;
+const PIT_COMMAND: u16 = 0x43;
+/// System control port B: bit 0 gates PIT channel 2, bit 1 drives the
+/// speaker from it, bit 5 reads its output.
+const PORT_B: u16 = 0x61;
+
+// SAFETY: the vector bases 0x20 and 0x28 are clear of the CPU exceptions,
+// and the IDT has a stub for every vector in 0x20..0x30.
+static PICS: Mutex<RefCell<ChainedPics>> = Mutex::new(RefCell::new(unsafe {
+    ChainedPics::new(TIMER_VECTOR, SLAVE_VECTOR)
+}));
+
+static TICKS: AtomicU64 = AtomicU64::new(0);
+
+/// The TSC calibration failed: the PIT's channel 2 never reached its
+/// terminal count (some modern chipsets gate the PIT's clock off), or the
+/// TSC did not move.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CalibrationError;
+
+impl fmt::Display for CalibrationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PIT channel 2 did not count; cannot calibrate the TSC")
+    }
+}
+
+fn rdtsc() -> u64 {
+    // SAFETY: RDTSC is available on every x86_64 CPU and has no side effects.
+    unsafe { _rdtsc() }
+}
+
+/// Measures the TSC frequency over 50 ms of the PIT's channel 2 in one-shot
+/// mode. Run with interrupts off.
+pub fn calibrate_tsc_hz() -> Result<u64, CalibrationError> {
+    let mut port_b = Port::<u8>::new(PORT_B);
+    let mut command = Port::<u8>::new(PIT_COMMAND);
+    let mut channel2 = Port::<u8>::new(PIT_CHANNEL2);
+    let [low, high] = CALIBRATION_COUNT.to_le_bytes();
+    // SAFETY: the standard PC timer ports; channel 2 only drives the
+    // speaker, which stays disconnected (bit 1 cleared).
+    let (start, end) = unsafe {
+        let control = port_b.read();
+        port_b.write((control & !0x02) | 0x01);
+        // Channel 2, low then high byte, mode 0 (interrupt on terminal
+        // count: OUT rises when the count reaches zero), binary.
+        command.write(0b1011_0000);
+        channel2.write(low);
+        channel2.write(high);
+        let start = rdtsc();
+        let mut polls = 0;
+        while port_b.read() & 0x20 == 0 {
+            polls += 1;
+            if polls == CALIBRATION_MAX_POLLS {
+                return Err(CalibrationError);
+            }
+        }
+        (start, rdtsc())
+    };
+    match (end - start) * PIT_HZ / u64::from(CALIBRATION_COUNT) {
+        0 => Err(CalibrationError),
+        hz => Ok(hz),
+    }
+}
+
+/// Remaps the 8259 PICs to vectors 0x20..0x30, unmasks only IRQ 0 and sets
+/// the PIT's channel 0 to fire it at [`TICK_HZ`]. Interrupts stay disabled;
+/// the caller enables them when the IDT is ready.
+pub fn start_tick() {
+    let divisor = (PIT_HZ + TICK_HZ / 2) / TICK_HZ;
+    let [low, high] = (divisor as u16).to_le_bytes();
+    critical_section::with(|cs| {
+        let mut pics = PICS.borrow_ref_mut(cs);
+        // SAFETY: the PIC and PIT ports are standard on every PC; the IDT
+        // handles every vector the PICs can now raise.
+        unsafe {
+            pics.initialize();
+            pics.write_masks(!0x01, 0xff);
+            let mut command = Port::<u8>::new(PIT_COMMAND);
+            let mut channel0 = Port::<u8>::new(PIT_CHANNEL0);
+            // Channel 0, low then high byte, mode 2 (rate generator), binary.
+            command.write(0b0011_0100);
+            channel0.write(low);
+            channel0.write(high);
+        }
+    });
+}
+
+/// Tells the PICs an IRQ on `vector` has been handled.
+pub fn end_of_interrupt(vector: u8) {
+    critical_section::with(|cs| {
+        // SAFETY: called from the interrupt handler of `vector`, once.
+        unsafe { PICS.borrow_ref_mut(cs).notify_end_of_interrupt(vector) };
+    });
+}
+
+/// The timer interrupt: count the tick and acknowledge it.
+pub fn on_tick() {
+    TICKS.fetch_add(1, Ordering::Relaxed);
+    end_of_interrupt(TIMER_VECTOR);
+}
+
+/// Timer interrupts taken since [`start_tick`].
+pub fn ticks() -> u64 {
+    TICKS.load(Ordering::Relaxed)
+}
+
+/// The monotonic clock: TSC cycles since boot, scaled by the calibrated
+/// frequency.
+pub struct TscClock {
+    start: u64,
+    hz: u64,
+}
+
+impl TscClock {
+    /// A clock starting now, counting at `hz`.
+    pub fn new(hz: u64) -> Self {
+        Self { start: rdtsc(), hz }
+    }
+}
+
+impl MonotonicClock for TscClock {
+    fn now_ns(&self) -> u64 {
+        let cycles = rdtsc().wrapping_sub(self.start);
+        (u128::from(cycles) * 1_000_000_000 / u128::from(self.hz)) as u64
+    }
+
+    fn counter_hz(&self) -> u64 {
+        self.hz
+    }
+}

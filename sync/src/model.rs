@@ -115,7 +115,9 @@ pub fn is_stable(a: &[f64]) -> bool {
         }
         let k = a.len();
         let d = 1.0 - kappa * kappa;
-        a = (0..k - 1).map(|j| (a[j] + kappa * a[k - 2 - j]) / d).collect();
+        a = (0..k - 1)
+            .map(|j| (a[j] + kappa * a[k - 2 - j]) / d)
+            .collect();
     }
     true
 }

@@ -388,7 +388,13 @@ impl Predictor for Ensemble {
             let actual = done.sum / self.horizon as f64;
             for (f, e) in done.forecasts.iter().zip(self.mse.iter_mut()) {
                 if let Some(f) = f {
-                    let sq = (f - actual) * (f - actual);
+                    let scale = f.abs().max(actual.abs());
+                    let rel = if scale > 0.0 {
+                        (f - actual) / scale
+                    } else {
+                        0.0
+                    };
+                    let sq = rel * rel;
                     *e = Some(match *e {
                         None => sq,
                         Some(old) => old + self.decay * (sq - old),

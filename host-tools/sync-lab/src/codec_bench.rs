@@ -75,17 +75,23 @@ fn run_pipeline(
         for i in 0..plan.chunks() {
             let (frame, secs) = pick(i, &data[plan.range(i)]);
             times.push(secs);
-            tx.send(frame).map_err(|_| anyhow!("sender thread stopped"))?;
+            tx.send(frame)
+                .map_err(|_| anyhow!("sender thread stopped"))?;
         }
         drop(tx);
-        let frames = sender.join().map_err(|_| anyhow!("sender thread panicked"))?;
+        let frames = sender
+            .join()
+            .map_err(|_| anyhow!("sender thread panicked"))?;
         Ok((times, frames))
     })?;
     let wall = start.elapsed().as_secs_f64();
     // Every frame must decode back to its chunk.
     for (i, f) in frames.iter().enumerate() {
         let r = plan.range(i);
-        ensure!(decode_frame(f, r.len())? == data[r], "chunk {i} did not round-trip");
+        ensure!(
+            decode_frame(f, r.len())? == data[r],
+            "chunk {i} did not round-trip"
+        );
     }
     Ok((times, frames, wall))
 }
@@ -114,7 +120,10 @@ fn row(name: &str, data_len: usize, bw: f64, times: &[f64], frames: &[Vec<u8>], 
 
 /// Benchmarks every codec and the adaptive selector on `data` at `bandwidth_mbs` MB/s.
 pub fn run(data: &[u8], bandwidth_mbs: f64, chunk: usize) -> Result<Report> {
-    ensure!(bandwidth_mbs > 0.0 && bandwidth_mbs.is_finite(), "bandwidth must be positive");
+    ensure!(
+        bandwidth_mbs > 0.0 && bandwidth_mbs.is_finite(),
+        "bandwidth must be positive"
+    );
     ensure!(chunk > 0, "chunk size must be positive");
     let bw = bandwidth_mbs * 1e6;
     let mut rows = Vec::new();

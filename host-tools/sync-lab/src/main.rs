@@ -19,7 +19,11 @@ use crate::sim::{per_run, run_all, trace_timeline, Outcome, Scenario, Workload};
 use crate::trace::{Group, Trace};
 
 #[derive(Parser)]
-#[command(name = "sync-lab", version, about = "Bench for Tern's bandwidth predictors, sync policies and codecs")]
+#[command(
+    name = "sync-lab",
+    version,
+    about = "Bench for Tern's bandwidth predictors, sync policies and codecs"
+)]
 struct Cli {
     #[command(subcommand)]
     verb: Verb,
@@ -87,7 +91,7 @@ struct PolicyArgs {
     #[arg(long, default_value_t = 64.0)]
     state_mb: f64,
     /// Rate of writes into the state, MB/s (uniform over the state).
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = 2.0)]
     dirty_rate: f64,
     /// Compression ratio of deltas.
     #[arg(long, default_value_t = 1.0)]
@@ -205,7 +209,12 @@ fn policy(a: PolicyArgs) -> Result<()> {
         overhead_bytes: a.overhead_kb * 1e3,
         lease_s: a.lease,
     };
-    if !(w.state_bytes > 0.0 && w.write_rate >= 0.0 && w.ratio >= 1.0 && w.overhead_bytes >= 0.0 && w.lease_s > 0.0) {
+    if !(w.state_bytes > 0.0
+        && w.write_rate >= 0.0
+        && w.ratio >= 1.0
+        && w.overhead_bytes >= 0.0
+        && w.lease_s > 0.0)
+    {
         bail!("need --state-mb > 0, --dirty-rate ≥ 0, --ratio ≥ 1, --overhead-kb ≥ 0, --lease > 0");
     }
     if a.runs == 0 {
@@ -228,7 +237,11 @@ fn policy(a: PolicyArgs) -> Result<()> {
                 .iter()
                 .enumerate()
                 .map(|(i, t)| {
-                    let inject = (!a.no_inject).then_some((a.outage_mtbf, a.outage_mean, a.seed.wrapping_add(i as u64)));
+                    let inject = (!a.no_inject).then_some((
+                        a.outage_mtbf,
+                        a.outage_mean,
+                        a.seed.wrapping_add(i as u64),
+                    ));
                     trace_timeline(t, inject)
                 })
                 .collect();
@@ -239,7 +252,12 @@ fn policy(a: PolicyArgs) -> Result<()> {
             )
         }
         (None, Some(s)) => (
-            format!("scenario {}, mean of {} run(s) of {} s", s.name(), a.runs, sim::SCENARIO_S),
+            format!(
+                "scenario {}, mean of {} run(s) of {} s",
+                s.name(),
+                a.runs,
+                sim::SCENARIO_S
+            ),
             scenario_runs(s),
         ),
         _ => bail!("give one of --trace, --scenario or --table-4-3"),
@@ -251,7 +269,10 @@ fn policy(a: PolicyArgs) -> Result<()> {
         }
         return print_json(&Out { policies: outcomes });
     }
-    println!("{label}; state {} MB, writes {} MB/s", a.state_mb, a.dirty_rate);
+    println!(
+        "{label}; state {} MB, writes {} MB/s",
+        a.state_mb, a.dirty_rate
+    );
     print_outcomes(&outcomes, None);
     Ok(())
 }
@@ -347,12 +368,22 @@ fn codec(a: CodecArgs) -> Result<()> {
     for row in &r.codecs {
         println!(
             "  {:<14} {:>10.4} {:>7.3} {:>12} {:>9.4} {:>11.4} {:>10.4}",
-            row.name, row.compress_s, row.ratio, row.bytes, row.serial_s, row.pipelined_s, row.measured_s
+            row.name,
+            row.compress_s,
+            row.ratio,
+            row.bytes,
+            row.serial_s,
+            row.pipelined_s,
+            row.measured_s
         );
     }
     if let Some(ad) = r.codecs.last() {
         let picks: Vec<String> = ad.picks.iter().map(|(c, n)| format!("{c}×{n}")).collect();
-        println!("  adaptive picks: {}; converged to {}", picks.join(", "), r.selected);
+        println!(
+            "  adaptive picks: {}; converged to {}",
+            picks.join(", "),
+            r.selected
+        );
     }
     Ok(())
 }

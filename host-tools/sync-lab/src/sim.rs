@@ -205,7 +205,10 @@ pub fn trace_timeline(tr: &Trace, inject: Option<(f64, f64, u64)>) -> Vec<Tick> 
         while i + 1 < tr.times.len() && tr.times[i + 1] <= now {
             i += 1;
         }
-        let gap = tr.times.get(i + 1).map_or(period, |next| next - tr.times[i]);
+        let gap = tr
+            .times
+            .get(i + 1)
+            .map_or(period, |next| next - tr.times[i]);
         let up = !(gap > 2.0 * period && now >= tr.times[i] + period);
         ticks.push(Tick {
             bw: tr.mbps[i] * 1e6 / 8.0,
@@ -236,6 +239,10 @@ pub struct Workload {
 
 /// The monitor's view of the link at each tick; it does not depend on the policy, so it
 /// is computed once per timeline and shared by all policies.
+///
+/// One monitor runs through all timelines of an invocation in order (its clock
+/// continuing from one to the next), so the outage-rate estimate learns from history
+/// the way a kernel's would across sessions on the same network.
 #[derive(Clone, Copy, Debug)]
 struct Observed {
     bandwidth: f64,
@@ -244,12 +251,7 @@ struct Observed {
     outage_rate: f64,
 }
 
-fn observe(ticks: &[Tick], lease_s: f64) -> Vec<Observed> {
-    let cfg = MonitorConfig {
-        lease_s,
-        ..MonitorConfig::default()
-    };
-    let mut m = LinkMonitor::new(cfg, 0.0);
+fn observe(ticks: &[Tick], m: &mut LinkMonitor, offset: f64) -> Vec<Observed> {
     let mut out = Vec::with_capacity(ticks.len());
     let mut last = Observed {
         bandwidth: ticks.first().map_or(1.0, |t| t.bw),
@@ -258,12 +260,13 @@ fn observe(ticks: &[Tick], lease_s: f64) -> Vec<Observed> {
         outage_rate: 0.0,
     };
     for (s, tick) in ticks.iter().enumerate() {
-        let now = s as f64 + 1.0;
+        let now = offset + s as f64 + 1.0;
         // Timestamps increase and durations are positive, so these cannot fail; a
         // failure would only leave the previous observation in place.
         if tick.up {
             let bytes = tick.bw.max(1.0) as u64;
-            if m.record_heartbeat(now, 2.0 * tick.latency.max(1e-6)).is_ok()
+            if m.record_heartbeat(now, 2.0 * tick.latency.max(1e-6))
+                .is_ok()
                 && m.record_transfer(now, bytes, 1.0).is_ok()
             {
                 last.bandwidth = tick.bw;
@@ -321,7 +324,12 @@ struct Transfer {
     remaining: f64,
 }
 
-fn simulate(ticks: &[Tick], seen: &[Observed], w: &Workload, policy: &mut dyn SyncPolicy) -> Outcome {
+fn simulate(
+    ticks: &[Tick],
+    seen: &[Observed],
+    w: &Workload,
+    policy: &mut dyn SyncPolicy,
+) -> Outcome {
     let mut o = Outcome {
         name: policy.name(),
         used: policy.name() == DEFAULT_POLICY,
@@ -397,9 +405,9 @@ pub const THESIS_INTERVALS_S: [f64; 3] = [240.0, 480.0, 960.0];
 pub const NAPS_WINDOW: usize = 6;
 
 /// Fixed intervals swept for the best-in-hindsight baseline, seconds.
-pub const SWEEP_S: [f64; 18] = [
-    10.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 240.0, 300.0, 420.0, 600.0, 900.0, 1200.0,
-    1800.0, 2700.0, 3600.0, 7200.0,
+pub const SWEEP_S: [f64; 21] = [
+    2.0, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 240.0, 300.0, 420.0, 600.0, 900.0,
+    1200.0, 1800.0, 2700.0, 3600.0, 5400.0, 7200.0,
 ];
 
 /// Every policy compared, fresh for a run starting at t = 0.
@@ -431,8 +439,15 @@ pub fn run_all(timelines: &[Vec<Tick>], w: &Workload) -> Vec<Outcome> {
         })
         .collect();
     let mut sweep: Vec<Outcome> = SWEEP_S.iter().map(|_| Outcome::default()).collect();
+    let cfg = MonitorConfig {
+        lease_s: w.lease_s,
+        ..MonitorConfig::default()
+    };
+    let mut monitor = LinkMonitor::new(cfg, 0.0);
+    let mut offset = 0.0;
     for ticks in timelines {
-        let seen = observe(ticks, w.lease_s);
+        let seen = observe(ticks, &mut monitor, offset);
+        offset += ticks.len() as f64;
         for (k, mut p) in policies().into_iter().enumerate() {
             totals[k].add(&simulate(ticks, &seen, w, p.as_mut()));
         }
@@ -486,6 +501,10 @@ pub const THESIS_TABLE_4_3: [(&str, &str, u32, u32); 18] = [
 mod tests {
     use super::*;
 
+    fn monitor() -> LinkMonitor {
+        LinkMonitor::new(MonitorConfig::default(), 0.0)
+    }
+
     fn workload() -> Workload {
         Workload {
             state_bytes: 64e6,
@@ -499,7 +518,7 @@ mod tests {
     #[test]
     fn fixed_interval_on_a_clean_link_matches_the_thesis_count() {
         let ticks = Scenario::Good.timeline(1);
-        let seen = observe(&ticks, 3.0);
+        let seen = observe(&ticks, &mut monitor(), 0.0);
         let o = simulate(&ticks, &seen, &workload(), &mut Fixed::new(240.0, 0.0));
         assert_eq!(o.syncs, 29.0);
         assert_eq!(o.lost_progress, 0.0);
@@ -520,7 +539,7 @@ mod tests {
         for t in ticks.iter_mut().skip(100).take(10) {
             t.up = false;
         }
-        let seen = observe(&ticks, 3.0);
+        let seen = observe(&ticks, &mut monitor(), 0.0);
         let w = Workload {
             write_rate: 1000.0,
             overhead_bytes: 0.0,

@@ -63,7 +63,11 @@ impl Trace {
             }
             let mut it = line.split_whitespace();
             let (Some(t), Some(v), None) = (it.next(), it.next(), it.next()) else {
-                bail!("{}:{}: expected `<seconds> <Mbit/s>`", path.display(), i + 1);
+                bail!(
+                    "{}:{}: expected `<seconds> <Mbit/s>`",
+                    path.display(),
+                    i + 1
+                );
             };
             let t: f64 = t
                 .parse()
@@ -72,7 +76,11 @@ impl Trace {
                 .parse()
                 .with_context(|| format!("{}:{}: bad throughput {v:?}", path.display(), i + 1))?;
             if !t.is_finite() || !v.is_finite() || v < 0.0 {
-                bail!("{}:{}: values must be finite, throughput ≥ 0", path.display(), i + 1);
+                bail!(
+                    "{}:{}: values must be finite, throughput ≥ 0",
+                    path.display(),
+                    i + 1
+                );
             }
             if times.last().is_some_and(|&last| t <= last) {
                 bail!("{}:{}: time {t} does not increase", path.display(), i + 1);
@@ -109,7 +117,10 @@ pub fn load(path: &Path) -> Result<Vec<Trace>> {
             .with_context(|| format!("listing {}", path.display()))?;
         v.retain(|p| {
             let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            p.is_file() && !n.starts_with('.') && !n.starts_with("README") && !n.starts_with("LICENSE")
+            p.is_file()
+                && !n.starts_with('.')
+                && !n.starts_with("README")
+                && !n.starts_with("LICENSE")
         });
         v.sort();
         v
@@ -122,7 +133,8 @@ pub fn load(path: &Path) -> Result<Vec<Trace>> {
     files
         .iter()
         .map(|f| {
-            let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+            let text =
+                std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
             Trace::parse(f, &text)
         })
         .collect()

@@ -10,7 +10,9 @@
 use core::convert::Infallible;
 use core::ptr::NonNull;
 
-use arm_pl011_uart::{DataBits, LineConfig, PL011Registers, Parity, StopBits, Uart, UniqueMmioPointer};
+use arm_pl011_uart::{
+    DataBits, LineConfig, PL011Registers, Parity, StopBits, Uart, UniqueMmioPointer,
+};
 use tern_board_aarch64::{exception, start_kernel, KernelSetup};
 use tern_board_common as _;
 use tern_hal::{BoardFacts, Isa};
@@ -39,7 +41,8 @@ fn main(dtb: usize) -> ! {
     exception::install_vectors();
     // SAFETY: UART_BASE is QEMU virt's PL011, identity-accessible with the
     // MMU off (and mapped as device memory later); this is its only owner.
-    let regs = unsafe { UniqueMmioPointer::new(NonNull::new_unchecked(UART_BASE as *mut PL011Registers)) };
+    let regs =
+        unsafe { UniqueMmioPointer::new(NonNull::new_unchecked(UART_BASE as *mut PL011Registers)) };
     let mut uart = Uart::new(regs);
     let line = LineConfig {
         data_bits: DataBits::Bits8,
@@ -87,13 +90,15 @@ fn main(dtb: usize) -> ! {
 fn ram_from_device_tree(dtb: usize) -> Result<u64, &'static str> {
     // SAFETY: `dtb` is RAM (x0 or the start of RAM); `from_ptr` checks the
     // header's magic and version before trusting its sizes.
-    let fdt = unsafe { fdt::Fdt::from_ptr(dtb as *const u8) }.map_err(|_| "not a valid device tree")?;
+    let fdt =
+        unsafe { fdt::Fdt::from_ptr(dtb as *const u8) }.map_err(|_| "not a valid device tree")?;
     let size = fdt
         .memory()
         .regions()
         .find(|region| region.starting_address as u64 == RAM_BASE)
         .and_then(|region| region.size);
-    size.map(|size| size as u64).ok_or("no memory region at 0x40000000")
+    size.map(|size| size as u64)
+        .ok_or("no memory region at 0x40000000")
 }
 
 /// Writes straight to the PL011 registers, for the fault dump: it must work

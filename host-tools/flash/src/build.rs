@@ -1,0 +1,125 @@
+//! Building a board's kernel with cargo, in release mode, for its target.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::{Board, FlashError, Variant};
+
+/// The Tern workspace `flash` works in.
+#[derive(Clone, Debug)]
+pub struct Workspace {
+    /// The directory of the workspace's root `Cargo.toml`.
+    pub root: PathBuf,
+    /// Cargo's target directory for host builds.
+    pub target_dir: PathBuf,
+}
+
+impl Workspace {
+    /// Finds the workspace around the current directory (`cargo
+    /// locate-project --workspace`); the target directory is
+    /// `$CARGO_TARGET_DIR` or `<root>/target`.
+    pub fn locate() -> Result<Self, FlashError> {
+        let output = Command::new(cargo())
+            .args(["locate-project", "--workspace", "--message-format", "plain"])
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|source| FlashError::Spawn {
+                program: "cargo".into(),
+                source,
+            })?;
+        if !output.status.success() {
+            return Err(FlashError::NotInWorkspace(
+                String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            ));
+        }
+        let manifest = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+        let root = manifest
+            .parent()
+            .ok_or_else(|| FlashError::NotInWorkspace(manifest.display().to_string()))?
+            .to_owned();
+        let target_dir = match std::env::var_os("CARGO_TARGET_DIR") {
+            Some(dir) => absolute(Path::new(&dir)),
+            None => root.join("target"),
+        };
+        Ok(Self { root, target_dir })
+    }
+
+    /// Where kernels are built: a target directory of their own, so that a
+    /// cargo run from inside `cargo run` or `cargo test` never waits for the
+    /// lock the outer cargo holds on the host target directory.
+    pub fn kernels_dir(&self) -> PathBuf {
+        self.target_dir.join("kernels")
+    }
+
+    /// The path of the built `variant` kernel of `board`.
+    pub fn kernel_path(&self, board: Board, variant: Variant) -> Result<PathBuf, FlashError> {
+        Ok(self
+            .kernels_dir()
+            .join(board.target())
+            .join("release")
+            .join(board.bin(variant)?))
+    }
+
+    /// Builds the `variant` kernel of `board` in release mode and returns its
+    /// ELF's path. `quiet` hides cargo's progress (errors still show).
+    pub fn build_kernel(
+        &self,
+        board: Board,
+        variant: Variant,
+        quiet: bool,
+    ) -> Result<PathBuf, FlashError> {
+        let bin = board.bin(variant)?;
+        let mut command = Command::new(cargo());
+        command
+            .current_dir(&self.root)
+            .env("CARGO_TARGET_DIR", self.kernels_dir())
+            .args(["build", "--release", "-p", board.package()])
+            .args(["--target", board.target(), "--bin", bin]);
+        if quiet {
+            command.arg("--quiet");
+        }
+        let status = command.status().map_err(|source| FlashError::Spawn {
+            program: "cargo".into(),
+            source,
+        })?;
+        if !status.success() {
+            return Err(FlashError::BuildFailed {
+                package: board.package(),
+                bin,
+                status,
+            });
+        }
+        self.kernel_path(board, variant)
+    }
+}
+
+/// The cargo that runs us (set by `cargo run` and `cargo test`), else the one on PATH.
+fn cargo() -> OsString {
+    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernels_are_built_in_their_own_target_dir() {
+        let workspace = Workspace::locate().unwrap();
+        assert!(
+            workspace.root.join("boards").is_dir(),
+            "{:?}",
+            workspace.root
+        );
+        assert_eq!(
+            workspace.kernel_path(Board::Pc, Variant::Tern).unwrap(),
+            workspace
+                .target_dir
+                .join("kernels/x86_64-unknown-none/release/tern-pc")
+        );
+    }
+}

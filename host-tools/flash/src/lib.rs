@@ -1,0 +1,18 @@
+//! The reusable pieces of `flash`: build a Tern kernel for its board, check and
+//! convert its ELF, and deploy it (boot files, SD-card and USB images, the
+//! serial chainloader, QEMU). The CI harness (`tern-ci`) uses the same board
+//! table and QEMU command lines, so tests boot kernels exactly as `flash` does.
+
+pub mod board;
+pub mod build;
+pub mod chainload;
+mod error;
+pub mod fsutil;
+pub mod image;
+pub mod ports;
+pub mod qemu;
+pub mod rpi4;
+pub mod usb;
+
+pub use board::{Board, Variant};
+pub use error::FlashError;

@@ -37,7 +37,10 @@ pub struct ExceptionFrame {
 const FRAME_SIZE: u64 = core::mem::size_of::<ExceptionFrame>() as u64;
 const _: () = assert!(FRAME_SIZE == 272);
 
-static DIRECT_OUTPUT: Mutex<Cell<Option<fn(&[u8])>>> = Mutex::new(Cell::new(None));
+/// A writer that sends bytes straight to the UART.
+pub type DirectOutput = fn(&[u8]);
+
+static DIRECT_OUTPUT: Mutex<Cell<Option<DirectOutput>>> = Mutex::new(Cell::new(None));
 
 /// Installs the vector table in VBAR_EL1.
 pub fn install_vectors() {
@@ -50,14 +53,14 @@ pub fn install_vectors() {
 }
 
 /// Registers the lock-free UART writer used by fault dumps and `halted`.
-pub fn set_direct_output(write: fn(&[u8])) {
+pub fn set_direct_output(write: DirectOutput) {
     critical_section::with(|cs| DIRECT_OUTPUT.borrow(cs).set(Some(write)));
 }
 
 /// Formats `args` straight to the UART, bypassing the console (and its
 /// lock). Does nothing before the board registered its direct output.
 pub fn write_direct(args: fmt::Arguments<'_>) {
-    struct Direct(fn(&[u8]));
+    struct Direct(DirectOutput);
     impl Write for Direct {
         fn write_str(&mut self, s: &str) -> fmt::Result {
             (self.0)(s.as_bytes());

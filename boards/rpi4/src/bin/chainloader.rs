@@ -1,8 +1,8 @@
 //! `tern-rpi4-chainloader`: loads a kernel over the serial line.
 //!
 //! The firmware loads this image at 0x80000; `boot.s` copies it to its link
-//! address (32 MiB) and stays at EL2. It then speaks the host side of
-//! `tern_chainload_protocol` (`flash --serial`): announce readiness about
+//! address (32 MiB) and stays at EL2. It then speaks the device side of
+//! `tern_chainload_protocol` (the host is `flash --serial`): announce readiness about
 //! once a second, take a header, refuse images that would reach the
 //! chainloader itself, receive the image to 0x80000, check its CRC-32C,
 //! and jump to it as the firmware would have (EL2, MMU and caches off,

@@ -44,6 +44,8 @@ impl Uart0 {
                     .fsel15()
                     .set(gpio::gpfsel1::Fsel15::RXD_0)
             });
+            // RX pulled up: an unconnected line idles high instead of
+            // floating into break conditions and garbage bytes.
             GPIO.gpio_pup_pdn_cntrl_reg0().modify(|r| {
                 r.gpio_pup_pdn_cntrl14()
                     .set(gpio::gpio_pup_pdn_cntrl_reg0::GpioPupPdnCntrl14::NONE)

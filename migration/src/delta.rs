@@ -10,7 +10,11 @@ use alloc::vec::Vec;
 /// completely (staging only its own chunks) before `base` is modified; on any
 /// error `base` is unchanged. Afterwards `base` carries the delta's header and
 /// hash, so the next delta in the chain names it as its base.
-pub fn apply_delta<S: Source>(base: &mut Restored, src: S, limits: &Limits) -> Result<(), ReadError> {
+pub fn apply_delta<S: Source>(
+    base: &mut Restored,
+    src: S,
+    limits: &Limits,
+) -> Result<(), ReadError> {
     let mut r = Reader::open(src, limits)?;
     let h = r.header().clone();
     if !h.delta {
@@ -38,9 +42,7 @@ pub fn apply_delta<S: Source>(base: &mut Restored, src: S, limits: &Limits) -> R
     let mut staged: Vec<(u32, u32, Vec<u8>)> = Vec::new();
     let mut buf = Vec::new();
     while let Some(c) = r.next_chunk(&mut buf)? {
-        staged
-            .try_reserve(1)
-            .map_err(|_| ReadError::OutOfMemory)?;
+        staged.try_reserve(1).map_err(|_| ReadError::OutOfMemory)?;
         staged.push((c.region, c.chunk, core::mem::take(&mut buf)));
     }
     let hash = r.finish()?;

@@ -100,7 +100,9 @@ impl RegionEntry {
     /// Length of chunk `i` (the last one may be short).
     pub fn chunk_len(&self, i: u64) -> u64 {
         let start = i * u64::from(self.chunk_size);
-        self.len_bytes.saturating_sub(start).min(u64::from(self.chunk_size))
+        self.len_bytes
+            .saturating_sub(start)
+            .min(u64::from(self.chunk_size))
     }
 }
 

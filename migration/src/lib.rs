@@ -27,7 +27,7 @@ pub use format::{
     ChunkRecord, Header, RegionEntry, RegionKind, CHUNK_SIZE, FORMAT_VERSION, MAGIC, TRAILER_MAGIC,
 };
 pub use io::{Sink, Source};
-pub use reader::{read_checkpoint, Limits, Reader, Restored, RegionData};
+pub use reader::{read_checkpoint, Limits, Reader, RegionData, Restored};
 pub use region::{BulkData, BulkRegion, Elem, ElemType};
-pub use task::{LoadError, Progress, Registry, Snapshot, Step, Task, TaskKind};
+pub use task::{describe_typed, LoadError, Progress, Registry, Snapshot, Step, Task, TaskKind};
 pub use writer::{write_checkpoint, HeaderInfo, Mode};

@@ -3,7 +3,8 @@
 use crate::error::ReadError;
 use crate::format::{
     ChunkRecord, Header, RegionEntry, RegionKind, CODEC_RAW, CRC32C, FLAG_DELTA, FORMAT_VERSION,
-    MAGIC, MAX_BOARD, MAX_CHUNK, MAX_ISA, MAX_KIND, MAX_NAME, MAX_REGIONS, MIN_CHUNK, TRAILER_MAGIC,
+    MAGIC, MAX_BOARD, MAX_CHUNK, MAX_ISA, MAX_KIND, MAX_NAME, MAX_REGIONS, MIN_CHUNK,
+    TRAILER_MAGIC,
 };
 use crate::io::Source;
 use crate::region::{BulkData, ElemType};
@@ -140,29 +141,48 @@ impl<S: Source> Reader<S> {
             let kind = match rd.u8()? {
                 0 => RegionKind::Typed,
                 1 => RegionKind::Bulk,
-                value => return Err(ReadError::BadRegionKind { region: name, value }),
+                value => {
+                    return Err(ReadError::BadRegionKind {
+                        region: name,
+                        value,
+                    })
+                }
             };
             let eb = rd.u8()?;
             let elem = match ElemType::from_u8(eb) {
                 Some(e) if kind == RegionKind::Bulk || e == ElemType::U8 => e,
-                _ => return Err(ReadError::BadElem { region: name, value: eb }),
+                _ => {
+                    return Err(ReadError::BadElem {
+                        region: name,
+                        value: eb,
+                    })
+                }
             };
             let codec = rd.u8()?;
             if codec != CODEC_RAW {
-                return Err(ReadError::BadCodec { region: name, value: codec });
+                return Err(ReadError::BadCodec {
+                    region: name,
+                    value: codec,
+                });
             }
             let len_bytes = rd.u64()?;
             let chunk_size = rd.u32()?;
             let chunk_count = rd.u32()?;
             if !chunk_size.is_power_of_two() || !(MIN_CHUNK..=MAX_CHUNK).contains(&chunk_size) {
-                return Err(ReadError::BadChunkSize { region: name, value: chunk_size });
+                return Err(ReadError::BadChunkSize {
+                    region: name,
+                    value: chunk_size,
+                });
             }
             total = total.saturating_add(len_bytes);
             if total > limits.max_total_bytes {
                 return Err(too_large("state", total, limits.max_total_bytes));
             }
             if len_bytes % elem.size() as u64 != 0 {
-                return Err(ReadError::RaggedLength { region: name, len: len_bytes });
+                return Err(ReadError::RaggedLength {
+                    region: name,
+                    len: len_bytes,
+                });
             }
             let e = RegionEntry {
                 name,

@@ -71,12 +71,14 @@ impl<'a> Snapshot<'a> {
     pub fn typed<T: Serialize>(&mut self, name: &str, value: &T) -> Result<(), WriteError> {
         let bytes =
             postcard::to_allocvec(value).map_err(|_| WriteError::Encode(String::from(name)))?;
-        self.regions.push((String::from(name), SnapBody::Typed(bytes)));
+        self.regions
+            .push((String::from(name), SnapBody::Typed(bytes)));
         Ok(())
     }
     /// Adds a bulk region (borrowed; encoded chunk by chunk while writing).
     pub fn bulk<T: Elem>(&mut self, name: &str, region: &'a BulkRegion<T>) {
-        self.regions.push((String::from(name), SnapBody::Bulk(region)));
+        self.regions
+            .push((String::from(name), SnapBody::Bulk(region)));
     }
     /// Total bytes of state in the snapshot (raw, before framing).
     pub fn state_bytes(&self) -> u64 {
@@ -141,7 +143,11 @@ impl Restored {
         }
     }
     /// Moves bulk region `name` out (no copy) as a clean [`BulkRegion`] of `len` elements.
-    pub fn take_bulk<T: Elem>(&mut self, name: &str, len: usize) -> Result<BulkRegion<T>, LoadError> {
+    pub fn take_bulk<T: Elem>(
+        &mut self,
+        name: &str,
+        len: usize,
+    ) -> Result<BulkRegion<T>, LoadError> {
         let i = self.region(name)?;
         let bad = || LoadError::BadRegion(String::from(name));
         if self.regions[i].kind != crate::RegionKind::Bulk {
@@ -212,5 +218,14 @@ impl Registry {
             });
         }
         (k.load)(restored)
+    }
+}
+
+/// Renders a typed region's postcard bytes as `T`'s `Debug` form (a helper for
+/// [`TaskKind::describe`]).
+pub fn describe_typed<T: DeserializeOwned + core::fmt::Debug>(bytes: &[u8]) -> String {
+    match postcard::from_bytes::<T>(bytes) {
+        Ok(v) => alloc::format!("{v:?}"),
+        Err(_) => String::from("<does not decode>"),
     }
 }

@@ -29,18 +29,29 @@ impl Task for Fill {
         let per = BulkRegion::<u64>::CHUNK_ELEMS as u64;
         let s = self.state.next;
         let e = (s + per).min(self.state.len);
-        for (i, v) in self.data.slice_mut(s as usize..e as usize).iter_mut().enumerate() {
+        for (i, v) in self
+            .data
+            .slice_mut(s as usize..e as usize)
+            .iter_mut()
+            .enumerate()
+        {
             *v = (s + i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         }
         self.state.next = e;
         if e == self.state.len {
-            Step::Finished { verified: true, report: "done".into() }
+            Step::Finished {
+                verified: true,
+                report: "done".into(),
+            }
         } else {
             Step::Running
         }
     }
     fn progress(&self) -> Progress {
-        Progress { done: self.state.next, total: self.state.len }
+        Progress {
+            done: self.state.next,
+            total: self.state.len,
+        }
     }
     fn save<'a>(&'a self, snap: &mut Snapshot<'a>) -> Result<(), WriteError> {
         snap.typed("state", &self.state)?;
@@ -92,7 +103,10 @@ fn capture(t: &dyn Task, mode: Mode) -> (Vec<u8>, [u8; 32]) {
 }
 
 fn fill(len: u64) -> Fill {
-    Fill { state: FillState { next: 0, len }, data: BulkRegion::new(len as usize) }
+    Fill {
+        state: FillState { next: 0, len },
+        data: BulkRegion::new(len as usize),
+    }
 }
 
 #[test]
@@ -108,7 +122,10 @@ fn roundtrip_resumes_to_the_same_state() {
     let mut back = registry().load(r).unwrap();
     while back.step() == Step::Running {}
     while t.step() == Step::Running {}
-    assert_eq!(capture(&*back, Mode::Full).0.len(), capture(&t, Mode::Full).0.len());
+    assert_eq!(
+        capture(&*back, Mode::Full).0.len(),
+        capture(&t, Mode::Full).0.len()
+    );
     let a = read_checkpoint(&capture(&*back, Mode::Full).0[..], &Limits::default()).unwrap();
     let b = read_checkpoint(&capture(&t, Mode::Full).0[..], &Limits::default()).unwrap();
     assert_eq!(a.regions, b.regions);
@@ -120,9 +137,20 @@ fn registry_rejects_unknown_kind_and_version() {
     let (bytes, _) = capture(&t, Mode::Full);
     let r = read_checkpoint(&bytes[..], &Limits::default()).unwrap();
     let mut other = Registry::new();
-    assert!(matches!(other.load(r.clone()), Err(LoadError::UnknownKind(_))));
-    other.register(TaskKind { name: KIND, version: 2, load, describe: |_, _| None });
-    assert!(matches!(other.load(r), Err(LoadError::WrongVersion { found: 1, .. })));
+    assert!(matches!(
+        other.load(r.clone()),
+        Err(LoadError::UnknownKind(_))
+    ));
+    other.register(TaskKind {
+        name: KIND,
+        version: 2,
+        load,
+        describe: |_, _| None,
+    });
+    assert!(matches!(
+        other.load(r),
+        Err(LoadError::WrongVersion { found: 1, .. })
+    ));
 }
 
 #[test]
@@ -134,12 +162,19 @@ fn delta_carries_only_dirty_chunks_and_applies() {
     t.data.set(5, 1);
     t.data.set(90_000, 2);
     let (delta, h1) = capture(&t, Mode::Delta { base_hash: h0 });
-    assert!(delta.len() < 3 * 65_536 + 1000, "delta {} bytes", delta.len());
+    assert!(
+        delta.len() < 3 * 65_536 + 1000,
+        "delta {} bytes",
+        delta.len()
+    );
     let mut base = read_checkpoint(&full[..], &Limits::default()).unwrap();
     // A delta against another base is refused and leaves the base alone.
     let (other, _) = capture(&t, Mode::Delta { base_hash: [7; 32] });
     let before = base.clone();
-    assert_eq!(apply_delta(&mut base, &other[..], &Limits::default()), Err(ReadError::BaseMismatch));
+    assert_eq!(
+        apply_delta(&mut base, &other[..], &Limits::default()),
+        Err(ReadError::BaseMismatch)
+    );
     assert_eq!(base, before);
     apply_delta(&mut base, &delta[..], &Limits::default()).unwrap();
     assert_eq!(base.hash, h1);
@@ -200,7 +235,11 @@ fn corpus() -> Vec<(String, Vec<u8>)> {
     out.push(("trailing byte".into(), b));
     // Wrong version (with a recomputed header CRC, so the version check itself fires).
     let (hdr_end, _) = header_span(&good);
-    for (name, off, val) in [("version 2", 8usize, 2u16), ("version 0", 8, 0), ("flags", 10, 6)] {
+    for (name, off, val) in [
+        ("version 2", 8usize, 2u16),
+        ("version 0", 8, 0),
+        ("flags", 10, 6),
+    ] {
         let mut b = good.clone();
         b[off..off + 2].copy_from_slice(&val.to_le_bytes());
         fix_crc(&mut b, 0, hdr_end);
@@ -288,7 +327,10 @@ fn damaged_deltas_are_rejected_and_leave_the_base_alone() {
         let mut b = delta.clone();
         b[i] ^= 0x10;
         let mut target = base.clone();
-        assert!(apply_delta(&mut target, &b[..], &Limits::default()).is_err(), "flip {i} accepted");
+        assert!(
+            apply_delta(&mut target, &b[..], &Limits::default()).is_err(),
+            "flip {i} accepted"
+        );
         assert_eq!(target, base, "flip {i} touched the base");
     }
     for c in (0..delta.len()).filter(|c| *c < 300 || c % 509 == 0) {

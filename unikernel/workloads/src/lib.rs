@@ -1,2 +1,110 @@
 //! NPB workloads as migratable Tern tasks.
+//!
+//! EP, IS and CG from the NAS Parallel Benchmarks 3.x, written as state machines
+//! whose steps last a few milliseconds, whose state is all in regions, and whose
+//! floating-point results are bit-identical on x86_64 and aarch64 (no fused
+//! multiply-add, `libm` for every transcendental function). Each verifies its
+//! result against NPB's published values.
 #![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+mod cg;
+mod ep;
+mod is;
+mod rand;
+
+use alloc::boxed::Box;
+use serde::{Deserialize, Serialize};
+use tern_migration::{Registry, Task};
+
+/// NPB problem class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Class {
+    /// Sample size.
+    S,
+    /// Workstation size.
+    W,
+    /// Class A.
+    A,
+    /// Class B.
+    B,
+}
+
+impl Class {
+    /// Parses `S`, `W`, `A` or `B` (either case).
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "S" | "s" => Self::S,
+            "W" | "w" => Self::W,
+            "A" | "a" => Self::A,
+            "B" | "b" => Self::B,
+            _ => return None,
+        })
+    }
+    /// The class letter.
+    pub fn letter(self) -> char {
+        match self {
+            Self::S => 'S',
+            Self::W => 'W',
+            Self::A => 'A',
+            Self::B => 'B',
+        }
+    }
+}
+
+/// The benchmarks available as tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// Embarrassingly parallel: Gaussian pairs.
+    Ep,
+    /// Integer sort: bucket sort of keys.
+    Is,
+    /// Conjugate gradient: smallest eigenvalue of a sparse matrix.
+    Cg,
+}
+
+impl Workload {
+    /// Parses `ep`, `is` or `cg`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "ep" | "EP" => Self::Ep,
+            "is" | "IS" => Self::Is,
+            "cg" | "CG" => Self::Cg,
+            _ => return None,
+        })
+    }
+    /// Starts a fresh task of this workload and class.
+    pub fn start(self, class: Class) -> Box<dyn Task> {
+        match self {
+            Self::Ep => Box::new(ep::Ep::new(class)),
+            Self::Is => Box::new(is::Is::new(class)),
+            Self::Cg => Box::new(cg::Cg::new(class)),
+        }
+    }
+}
+
+/// A registry holding every workload's task kind.
+pub fn registry() -> Registry {
+    let mut r = Registry::new();
+    r.register(ep::KIND);
+    r.register(is::KIND);
+    r.register(cg::KIND);
+
+    r
+}
+
+/// Formats NPB's verdict line.
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "VERIFICATION SUCCESSFUL"
+    } else {
+        "VERIFICATION FAILED"
+    }
+}
+
+/// Relative error as NPB computes it.
+fn rel_err(got: f64, want: f64) -> f64 {
+    libm::fabs((got - want) / want)
+}

@@ -110,7 +110,7 @@ pub fn solve(mut a: Vec<f64>, mut b: Vec<f64>) -> Option<Vec<f64>> {
 pub fn is_stable(a: &[f64]) -> bool {
     let mut a = a.to_vec();
     while let Some(&kappa) = a.last() {
-        if !(libm::fabs(kappa) < 1.0) {
+        if kappa.is_nan() || libm::fabs(kappa) >= 1.0 {
             return false;
         }
         let k = a.len();

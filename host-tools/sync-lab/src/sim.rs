@@ -174,10 +174,11 @@ pub fn inject_outages(ticks: &mut [Tick], rng: &mut Rng, mtbf: f64, mean_s: f64,
         let start = t as usize;
         let len = rng.exp(mean_s).ceil().max(1.0) as usize;
         let fade = fade_s as usize;
-        for k in start.saturating_sub(fade)..start {
+        let from = start.saturating_sub(fade);
+        for (k, tick) in ticks.iter_mut().enumerate().take(start).skip(from) {
             let depth = (k + fade - start + 1) as f64 / (fade + 1) as f64;
-            ticks[k].bw *= 1.0 - 0.8 * depth;
-            ticks[k].latency *= 1.0 + 2.0 * depth;
+            tick.bw *= 1.0 - 0.8 * depth;
+            tick.latency *= 1.0 + 2.0 * depth;
         }
         for tick in ticks.iter_mut().skip(start).take(len) {
             tick.up = false;

@@ -157,7 +157,8 @@ fn fill_sd_image(file: &mut File, files: &[(String, Vec<u8>)]) -> io::Result<()>
         fatfs::FormatVolumeOptions::new()
             .fat_type(fatfs::FatType::Fat32)
             .total_sectors(PARTITION_SECTORS)
-            .volume_label(*b"TERN-BOOT  "),
+            .volume_label(*b"TERN-BOOT  ")
+            .volume_id(volume_id()),
     )?;
     let fs = fatfs::FileSystem::new(&mut partition, fatfs::FsOptions::new())?;
     for (name, bytes) in files {
@@ -166,7 +167,18 @@ fn fill_sd_image(file: &mut File, files: &[(String, Vec<u8>)]) -> io::Result<()>
         out.write_all(bytes)?;
         out.flush()?;
     }
+    // Counting the free clusters records the count in the FSInfo sector, so
+    // that `fsck.fat` finds it initialised.
+    fs.stats()?;
     fs.unmount()
+}
+
+/// A volume serial number that differs between cards, as `mkfs.fat` makes it.
+fn volume_id() -> u32 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    now.as_secs() as u32 ^ now.subsec_nanos()
 }
 
 /// A window of a file: the partition, seen by fatfs as a whole disk.

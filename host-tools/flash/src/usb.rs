@@ -9,7 +9,7 @@ use std::process::Command;
 use crate::{fsutil, FlashError};
 
 /// Where the kernel sits on the image; `boards/pc/grub.cfg` loads it from there.
-pub const KERNEL_ON_IMAGE: &str = "boot/tern-pc.elf";
+pub const KERNEL_ON_IMAGE: &str = "boot/tern-pc";
 
 /// Debian packages that provide `grub-mkrescue` and what it runs.
 pub const PACKAGES: &str = "grub-common grub-pc-bin grub-efi-amd64-bin xorriso mtools";

@@ -87,7 +87,7 @@ impl Board {
             (Board::Pc, Variant::Tern) => Ok("tern-pc"),
             (_, Variant::Chainloader) => Err(FlashError::Unsupported {
                 board: self,
-                what: "a serial chainloader",
+                what: "serial chainloader",
             }),
         }
     }

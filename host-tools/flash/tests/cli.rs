@@ -1,0 +1,238 @@
+//! End-to-end tests of the `flash` binary: the QEMU default with the console,
+//! the serial push to a chainloader in QEMU (and the remembered port), the
+//! file deployments, and the errors a user meets first.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tern_flash::build::Workspace;
+use tern_flash::image::KernelElf;
+use tern_flash::qemu::{self, Qemu, Serial};
+use tern_flash::{Board, Variant};
+
+/// TCG boots on a loaded 2-core machine are slow.
+const TIMEOUT: Duration = Duration::from_secs(90);
+
+fn flash() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_flash"))
+}
+
+fn kernel(board: Board, variant: Variant) -> PathBuf {
+    Workspace::locate()
+        .unwrap()
+        .build_kernel(board, variant, true)
+        .unwrap()
+}
+
+fn run(command: &mut Command) -> Output {
+    command.stdin(Stdio::null()).output().expect("run flash")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Collects a reader's bytes on a thread; `until` waits for a pattern.
+struct Collector {
+    bytes: Vec<u8>,
+    rx: mpsc::Receiver<Vec<u8>>,
+}
+
+impl Collector {
+    fn new(mut source: impl Read + Send + 'static) -> Self {
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut buf = [0u8; 1024];
+            while let Ok(n @ 1..) = source.read(&mut buf) {
+                if tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            bytes: Vec::new(),
+            rx,
+        }
+    }
+
+    fn until(&mut self, pattern: &str) -> String {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let text = String::from_utf8_lossy(&self.bytes).into_owned();
+            if let Some(at) = text.find(pattern) {
+                let end = at + pattern.len();
+                self.bytes.drain(..end.min(self.bytes.len()));
+                return text[..end].to_owned();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(chunk) => self.bytes.extend(chunk),
+                Err(_) => panic!("no {pattern:?} within {TIMEOUT:?}; got {text:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn default_boots_in_qemu_with_the_console_attached() {
+    let mut child: Child = flash()
+        .args(["--board", "pc"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = Collector::new(child.stdout.take().unwrap());
+    out.until("Tern 0.1.0 on pc (x86_64)");
+    out.until("tern> ");
+    let mut keys = child.stdin.take().unwrap();
+    keys.write_all(b"halt 3\r").unwrap();
+    out.until("halting with code 3");
+    // With the keyboard closed and QEMU gone, the console and flash end.
+    drop(keys);
+    let deadline = Instant::now() + TIMEOUT;
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "flash did not end after QEMU");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn serial_push_to_a_chainloader_in_qemu_and_the_port_is_remembered() {
+    let loader = KernelElf::read(&kernel(Board::Rpi4, Variant::Chainloader)).unwrap();
+    let staging = tempfile::tempdir().unwrap();
+    let media = qemu::kernel_media(Board::Rpi4, &loader, staging.path()).unwrap();
+    let qemu = Qemu::spawn(Board::Rpi4, &media, Serial::Tcp { wait: false }).unwrap();
+    let port = qemu.tcp_port().unwrap();
+    let config = tempfile::tempdir().unwrap();
+
+    // Nothing remembered yet: `--serial` alone is a clear error.
+    let output = run(flash()
+        .env("XDG_CONFIG_HOME", config.path())
+        .args(["--board", "rpi4", "--serial"]));
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("no serial port given"),
+        "{}",
+        stderr(&output)
+    );
+
+    let spec = format!("tcp:127.0.0.1:{port}");
+    let output = run(flash()
+        .env("XDG_CONFIG_HOME", config.path())
+        .args(["--board", "rpi4", "--serial", &spec]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("verified by the chainloader"),
+        "{}",
+        stderr(&output)
+    );
+    let remembered = std::fs::read_to_string(config.path().join("tern/flash.toml")).unwrap();
+    assert!(remembered.contains(&spec), "{remembered}");
+
+    // The pushed kernel runs: its shell answers on the same line.
+    let mut link = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut out = Collector::new(link.try_clone().unwrap());
+    link.write_all(b"info\r").unwrap();
+    out.until("board: rpi4");
+}
+
+#[test]
+fn files_are_saved_and_boot_dirs_are_updated() {
+    let elf = kernel(Board::Rpi4, Variant::Tern);
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("out");
+    let output = run(flash()
+        .args(["--board", "rpi4", "--kernel"])
+        .arg(&elf)
+        .arg("--save-image")
+        .arg(&saved));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let mut names: Vec<_> = std::fs::read_dir(&saved)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["config.txt", "kernel.elf", "kernel8.img"]);
+
+    let boot = dir.path().join("boot");
+    std::fs::create_dir(&boot).unwrap();
+    std::fs::write(boot.join("start4.elf"), b"firmware").unwrap();
+    let output = run(flash()
+        .args(["--board", "rpi4", "--kernel"])
+        .arg(&elf)
+        .arg("--boot-dir")
+        .arg(&boot));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let warnings = stderr(&output);
+    assert!(
+        warnings.contains("lacks the firmware file fixup4.dat"),
+        "{warnings}"
+    );
+    assert!(warnings.contains("bcm2711-rpi-4-b.dtb"), "{warnings}");
+    assert!(
+        !warnings.contains("lacks the firmware file start4.elf"),
+        "{warnings}"
+    );
+    assert_eq!(
+        std::fs::read(boot.join("kernel8.img")).unwrap(),
+        std::fs::read(saved.join("kernel8.img")).unwrap()
+    );
+}
+
+#[test]
+fn a_kernel_for_another_board_is_refused() {
+    let virt = kernel(Board::Virt, Variant::Tern);
+    let dir = tempfile::tempdir().unwrap();
+    let output = run(flash()
+        .args(["--board", "rpi4", "--kernel"])
+        .arg(&virt)
+        .arg("--save-image")
+        .arg(dir.path().join("out")));
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("was built for virt, not rpi4"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!dir.path().join("out").exists());
+}
+
+#[test]
+fn misplaced_options_and_missing_tools_are_explained() {
+    let output = run(flash().args(["--board", "pc", "--sd-image", "x.img"]));
+    assert!(
+        stderr(&output).contains("--sd-image is for --board rpi4 only"),
+        "{}",
+        stderr(&output)
+    );
+    let output = run(flash().args(["--board", "virt", "--chainloader", "--save-image", "x"]));
+    assert!(
+        stderr(&output).contains("virt has no serial chainloader"),
+        "{}",
+        stderr(&output)
+    );
+
+    // Without grub-mkrescue on PATH, the error names the packages.
+    let pc = kernel(Board::Pc, Variant::Tern);
+    let empty = tempfile::tempdir().unwrap();
+    let output = run(flash()
+        .env("PATH", empty.path())
+        .args(["--board", "pc", "--kernel"])
+        .arg(&pc)
+        .arg("--usb-image")
+        .arg(empty.path().join("usb.img")));
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(message.contains("grub-mkrescue not found"), "{message}");
+    assert!(
+        message.contains("grub-pc-bin") && message.contains("xorriso"),
+        "{message}"
+    );
+    assert!(!Path::new(&empty.path().join("usb.img")).exists());
+}

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, ensure, Result};
 use serde::Serialize;
-use tern_sync::codec::{decode_frame, encode_frame, Codec, CodecSelector};
+use tern_sync::codec::{decode_frame, encode_frame, Choice, Codec, CodecSelector};
 use tern_sync::pipeline::{pipelined_time, Pipeline};
 
 /// One codec (or the adaptive selector) on the data.
@@ -31,7 +31,7 @@ pub struct Row {
     pub pipelined_s: f64,
     /// Measured wall time of the two-thread pipeline, seconds.
     pub measured_s: f64,
-    /// For "adaptive": chunks per codec.
+    /// For "adaptive": chunks per codec, and probe rounds.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub picks: BTreeMap<String, usize>,
 }
@@ -47,7 +47,7 @@ pub struct Report {
     pub chunk_bytes: usize,
     /// One row per fixed codec, then "adaptive".
     pub codecs: Vec<Row>,
-    /// The codec the selector converged to (most-picked outside probes).
+    /// The codec the selector converged to (most used outside probe rounds).
     pub selected: String,
 }
 
@@ -131,18 +131,35 @@ pub fn run(data: &[u8], bandwidth_mbs: f64, chunk: usize) -> Result<Report> {
         let (times, frames, wall) = run_pipeline(data, chunk, bw, |_, d| timed(c, d))?;
         rows.push(row(c.name(), data.len(), bw, &times, &frames, wall));
     }
-    let mut sel = CodecSelector::new(&Codec::ALL, 0.3, 16);
+    let mut sel = CodecSelector::new(&Codec::ALL, 0.3, 8);
     let mut picks: BTreeMap<String, usize> = BTreeMap::new();
     let mut exploit: BTreeMap<String, usize> = BTreeMap::new();
-    let (times, frames, wall) = run_pipeline(data, chunk, bw, |_, d| {
-        let choice = sel.choose(bw);
-        let (f, secs) = timed(choice.codec, d);
-        sel.record(choice.codec, d.len(), f.len(), secs);
-        *picks.entry(choice.codec.name().to_string()).or_default() += 1;
-        if !choice.probe {
-            *exploit.entry(choice.codec.name().to_string()).or_default() += 1;
+    let (times, frames, wall) = run_pipeline(data, chunk, bw, |_, d| match sel.choose(bw) {
+        Choice::Use(c) => {
+            *picks.entry(c.name().to_string()).or_default() += 1;
+            *exploit.entry(c.name().to_string()).or_default() += 1;
+            timed(c, d)
         }
-        (f, secs)
+        Choice::Probe => {
+            // Compress with every codec (all of it is CPU time this chunk costs),
+            // record, then send what the fresh estimates call best.
+            let mut spent = 0.0;
+            let mut outs = Vec::new();
+            for c in sel.candidates().to_vec() {
+                let (f, secs) = timed(c, d);
+                sel.record(c, d.len(), f.len(), secs);
+                spent += secs;
+                outs.push((c, f));
+            }
+            let best = sel.best(bw);
+            *picks.entry("probe".to_string()).or_default() += 1;
+            let frame = outs
+                .into_iter()
+                .find(|(c, _)| *c == best)
+                .map(|(_, f)| f)
+                .unwrap_or_else(|| encode_frame(Codec::None, d));
+            (frame, spent)
+        }
     })?;
     let mut adaptive = row("adaptive", data.len(), bw, &times, &frames, wall);
     adaptive.picks = picks;

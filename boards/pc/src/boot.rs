@@ -10,7 +10,8 @@
 //! The entry zeroes BSS, identity-maps the first 4 GiB with 2 MiB pages
 //! (1 GiB pages are missing on QEMU's default CPU), enables PAE, EFER.LME and
 //! paging, far-jumps into a 64-bit code segment and calls `pc_main(magic,
-//! info)` on the boot stack.
+//! info)` on the boot stack, which has a guard page below it
+//! ([`crate::paging`]).
 
 use core::arch::global_asm;
 
@@ -154,7 +155,11 @@ boot_pdpt:
     .skip 4096
 boot_pd:
     .skip 4 * 4096
-    .balign 16
+    /* Unmapped by `paging::unmap_stack_guard`, so that an overflow of the
+       stack below faults instead of overwriting the page tables. */
+    .global boot_stack_guard
+boot_stack_guard:
+    .skip 4096
 boot_stack_bottom:
     .skip {stack_size}
 boot_stack_top:

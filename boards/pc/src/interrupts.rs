@@ -312,6 +312,14 @@ fn fault(frame: &TrapFrame) -> ! {
             "page not present"
         };
         let _ = write!(out, "CR2={:#018x} ({access}, {cause})\r\n", Cr2::read_raw());
+    } else if f.vector == 8 {
+        // A double fault often escalates a page fault (a stack overflow
+        // into the guard page): its address is still in CR2.
+        let _ = write!(
+            out,
+            "CR2={:#018x} (last page-fault address)\r\n",
+            Cr2::read_raw()
+        );
     }
     let registers = [
         ("RAX", f.rax),

@@ -14,6 +14,7 @@ mod boot;
 mod bootinfo;
 mod cpu;
 mod interrupts;
+mod paging;
 mod serial;
 mod timer;
 
@@ -153,12 +154,31 @@ fn cpu_brand() -> Option<String> {
 /// The board's own shell commands.
 const BOARD_COMMANDS: [Command; 1] = [Command {
     name: "fault",
-    usage: "",
-    help: "take a page fault on purpose (proves the fault dump)",
+    usage: "[stack]",
+    help: "take a page fault (or, with 'stack', overflow the stack into a double fault) on purpose",
     run: fault_command,
 }];
 
-fn fault_command(_: &mut Kernel, _: &[&str], out: &mut dyn Write) -> CommandResult {
+/// Recurses until the stack runs into its guard page.
+fn overflow_stack(depth: u64) -> u64 {
+    // A live local array per frame, so every level really uses stack.
+    let frame = core::hint::black_box([depth; 64]);
+    if core::hint::black_box(depth) == u64::MAX {
+        return frame[0];
+    }
+    overflow_stack(depth + 1).wrapping_add(frame[63])
+}
+
+fn fault_command(_: &mut Kernel, args: &[&str], out: &mut dyn Write) -> CommandResult {
+    match args {
+        [] => {}
+        ["stack"] => {
+            let _ = write!(out, "overflowing the kernel stack\r\n");
+            let depth = overflow_stack(0);
+            return Err(format!("the stack did not overflow ({depth})"));
+        }
+        _ => return Err(String::from("usage: fault [stack]")),
+    }
     let _ = write!(out, "reading unmapped address {MAPPED_LIMIT:#x}\r\n");
     // SAFETY: deliberately reads the first address past the identity map;
     // the page fault it raises ends in the fault dump and a halt, so nothing
@@ -175,6 +195,7 @@ fn fault_command(_: &mut Kernel, _: &[&str], out: &mut dyn Write) -> CommandResu
 extern "C" fn pc_main(magic: u32, info: u32) -> ! {
     let (console, uart_status) = Com1::init();
     interrupts::init();
+    paging::unmap_stack_guard();
 
     // SAFETY: `magic` and `info` are EAX and EBX from the boot loader, and
     // nothing has written memory outside the kernel image yet.

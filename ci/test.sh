@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Tern's test command: installs what is missing (ci/setup.sh), then runs
+# every test of the workspace: host unit tests of the portable crates and
+# host tools, and the QEMU system tests in ci/tests (which build the kernels).
+# Extra arguments go to `cargo test`.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash ci/setup.sh
+exec cargo test "$@"

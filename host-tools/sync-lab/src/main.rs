@@ -280,8 +280,8 @@ fn policy(a: PolicyArgs) -> Result<()> {
 fn print_outcomes(outcomes: &[Outcome], scenario: Option<&str>) {
     let thesis = scenario.is_some();
     print!(
-        "  {:<18} {:>8} {:>10} {:>10} {:>10}",
-        "policy", "syncs", "MB sent", "lost s", "cost s"
+        "  {:<18} {:>8} {:>10} {:>10} {:>10} {:>9}",
+        "policy", "syncs", "MB sent", "lost s", "cost s", "failovers"
     );
     if thesis {
         print!(" {:>14}", "thesis syncs/rc");
@@ -289,12 +289,13 @@ fn print_outcomes(outcomes: &[Outcome], scenario: Option<&str>) {
     println!();
     for o in outcomes {
         print!(
-            "  {:<18} {:>8.1} {:>10.1} {:>10.1} {:>10.1}",
+            "  {:<18} {:>8.1} {:>10.1} {:>10.1} {:>10.1} {:>9.1}",
             o.name,
             o.syncs,
             o.bytes / 1e6,
             o.lost_progress,
-            o.cost
+            o.cost,
+            o.failovers
         );
         if let Some(s) = scenario {
             if let Some((_, _, n, rc)) = sim::THESIS_TABLE_4_3

@@ -299,7 +299,6 @@ pub struct Outcome {
     /// Whether this is the kernel's default policy.
     pub used: bool,
     /// Failovers (outages at least one lease long).
-    #[serde(skip)]
     pub failovers: f64,
 }
 

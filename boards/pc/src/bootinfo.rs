@@ -190,7 +190,7 @@ unsafe fn read_u64(addr: u64) -> u64 {
 ///
 /// `info` must point at a valid start info.
 unsafe fn read_pvh(info: u64) -> Result<MemoryMap, BootInfoError> {
-    // SAFETY (whole function): the start info and the memory map it points
+    // SAFETY: (the whole body) the start info and the memory map it points
     // to are valid by the caller's guarantee and the loader's contract.
     unsafe {
         let version = read_u32(info + 4);
@@ -218,7 +218,7 @@ unsafe fn read_pvh(info: u64) -> Result<MemoryMap, BootInfoError> {
 ///
 /// `info` must point at a valid multiboot2 information structure.
 unsafe fn read_multiboot2(info: u64) -> Result<MemoryMap, BootInfoError> {
-    // SAFETY (whole function): every read stays inside `total_size` bytes of
+    // SAFETY: (the whole body) every read stays inside `total_size` bytes of
     // the structure the caller vouches for.
     unsafe {
         let total = u64::from(read_u32(info));

@@ -248,8 +248,9 @@ extern "C" fn tern_trap(frame: &mut TrapFrame) {
     match frame.vector {
         0..=31 => fault(frame),
         v if v == u64::from(timer::TIMER_VECTOR) => timer::on_tick(),
-        // Masked lines never fire; what arrives here is a spurious IRQ 7 or
-        // 15, which the PICs' end-of-interrupt handling copes with.
+        // COM1 received a byte: waking the CPU was the point, the run loop
+        // reads it. Masked lines never fire; anything else is a spurious
+        // IRQ 7 or 15, which the PICs' end-of-interrupt handling copes with.
         v => timer::end_of_interrupt(v as u8),
     }
 }

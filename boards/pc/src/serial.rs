@@ -4,6 +4,7 @@ use core::convert::Infallible;
 
 use tern_hal::SerialPort;
 use uart_16550::backend::PioBackend;
+use uart_16550::spec::registers::IER;
 use uart_16550::{BaudRate, Config, InitError, Uart16550};
 
 /// COM1's base I/O port.
@@ -21,8 +22,12 @@ pub const COM1_UART: Uart16550<PioBackend> = {
     }
 };
 
-/// COM1 as the kernel's console: 115200 8N1, FIFO on, no interrupts
-/// (received bytes are polled by the run loop).
+/// COM1's IRQ line on the 8259 PIC.
+pub const COM1_IRQ: u8 = 4;
+
+/// COM1 as the kernel's console: 115200 8N1, FIFO on. Received bytes are
+/// polled by the run loop; the receive interrupt only wakes the CPU from
+/// `hlt`, so typing is served at once rather than on the next timer tick.
 pub struct Com1 {
     uart: Uart16550<PioBackend>,
 }
@@ -34,6 +39,7 @@ impl Com1 {
         let mut uart = COM1_UART;
         let status = uart.init(Config {
             baud_rate: BaudRate::Baud115200,
+            interrupts: IER::DATA_READY,
             ..Config::DEFAULT
         });
         (Self { uart }, status)

@@ -1,7 +1,7 @@
 //! Time: the TSC as the monotonic clock, calibrated against the 8254 PIT,
 //! and the PIT's channel 0 as a 100 Hz tick through the remapped 8259 PIC.
 
-use core::arch::x86_64::_rdtsc;
+use core::arch::x86_64::{__cpuid, _rdtsc};
 use core::cell::RefCell;
 use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -10,6 +10,8 @@ use critical_section::Mutex;
 use pic8259::ChainedPics;
 use tern_hal::MonotonicClock;
 use x86_64::instructions::port::Port;
+
+use crate::serial::COM1_IRQ;
 
 /// The PIT's input clock, in Hz.
 const PIT_HZ: u64 = 1_193_182;
@@ -22,9 +24,9 @@ const SLAVE_VECTOR: u8 = TIMER_VECTOR + 8;
 
 /// PIT calibration window: 59659 input clocks are 50 ms.
 const CALIBRATION_COUNT: u16 = 59_659;
-/// Polls of port 0x61 before calibration gives up (each takes about a
-/// microsecond on hardware, so this is far longer than 50 ms).
-const CALIBRATION_MAX_POLLS: u32 = 50_000_000;
+/// TSC cycles after which the PIT is declared stuck: over a second on any
+/// x86_64 CPU, against the 50 ms window.
+const CALIBRATION_TIMEOUT_CYCLES: u64 = 4_000_000_000;
 
 const PIT_CHANNEL0: u16 = 0x40;
 const PIT_CHANNEL2: u16 = 0x42;
@@ -42,14 +44,14 @@ static PICS: Mutex<RefCell<ChainedPics>> = Mutex::new(RefCell::new(unsafe {
 static TICKS: AtomicU64 = AtomicU64::new(0);
 
 /// The TSC calibration failed: the PIT's channel 2 never reached its
-/// terminal count (some modern chipsets gate the PIT's clock off), or the
-/// TSC did not move.
+/// terminal count (some modern chipsets gate the PIT's clock off) and the
+/// CPU does not report its TSC frequency, or the TSC did not move.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CalibrationError;
 
 impl fmt::Display for CalibrationError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("PIT channel 2 did not count; cannot calibrate the TSC")
+        f.write_str("PIT channel 2 did not count and CPUID gives no TSC frequency")
     }
 }
 
@@ -59,7 +61,8 @@ fn rdtsc() -> u64 {
 }
 
 /// Measures the TSC frequency over 50 ms of the PIT's channel 2 in one-shot
-/// mode. Run with interrupts off.
+/// mode, falling back to CPUID when the PIT is stuck. Run with interrupts
+/// off.
 pub fn calibrate_tsc_hz() -> Result<u64, CalibrationError> {
     let mut port_b = Port::<u8>::new(PORT_B);
     let mut command = Port::<u8>::new(PIT_COMMAND);
@@ -76,11 +79,9 @@ pub fn calibrate_tsc_hz() -> Result<u64, CalibrationError> {
         channel2.write(low);
         channel2.write(high);
         let start = rdtsc();
-        let mut polls = 0;
         while port_b.read() & 0x20 == 0 {
-            polls += 1;
-            if polls == CALIBRATION_MAX_POLLS {
-                return Err(CalibrationError);
+            if rdtsc().wrapping_sub(start) > CALIBRATION_TIMEOUT_CYCLES {
+                return cpuid_tsc_hz().ok_or(CalibrationError);
             }
         }
         (start, rdtsc())
@@ -91,9 +92,29 @@ pub fn calibrate_tsc_hz() -> Result<u64, CalibrationError> {
     }
 }
 
-/// Remaps the 8259 PICs to vectors 0x20..0x30, unmasks only IRQ 0 and sets
-/// the PIT's channel 0 to fire it at [`TICK_HZ`]. Interrupts stay disabled;
-/// the caller enables them when the IDT is ready.
+/// The TSC frequency as the CPU reports it, for machines whose PIT does not
+/// count: CPUID leaf 0x15 (TSC/crystal ratio and crystal clock), else leaf
+/// 0x16 (base frequency in MHz, which equals the TSC's on Intel CPUs).
+fn cpuid_tsc_hz() -> Option<u64> {
+    let max_leaf = __cpuid(0).eax;
+    if max_leaf >= 0x15 {
+        let leaf = __cpuid(0x15);
+        if leaf.eax != 0 && leaf.ebx != 0 && leaf.ecx != 0 {
+            return Some(u64::from(leaf.ecx) * u64::from(leaf.ebx) / u64::from(leaf.eax));
+        }
+    }
+    if max_leaf >= 0x16 {
+        let mhz = __cpuid(0x16).eax & 0xffff;
+        if mhz != 0 {
+            return Some(u64::from(mhz) * 1_000_000);
+        }
+    }
+    None
+}
+
+/// Remaps the 8259 PICs to vectors 0x20..0x30, unmasks IRQ 0 and COM1's
+/// IRQ 4 and sets the PIT's channel 0 to fire IRQ 0 at [`TICK_HZ`].
+/// Interrupts stay disabled; the caller enables them when the IDT is ready.
 pub fn start_tick() {
     let divisor = (PIT_HZ + TICK_HZ / 2) / TICK_HZ;
     let [low, high] = (divisor as u16).to_le_bytes();
@@ -103,7 +124,7 @@ pub fn start_tick() {
         // handles every vector the PICs can now raise.
         unsafe {
             pics.initialize();
-            pics.write_masks(!0x01, 0xff);
+            pics.write_masks(!(1 << 0 | 1 << COM1_IRQ), 0xff);
             let mut command = Port::<u8>::new(PIT_COMMAND);
             let mut channel0 = Port::<u8>::new(PIT_CHANNEL0);
             // Channel 0, low then high byte, mode 2 (rate generator), binary.

@@ -9,6 +9,7 @@ mod predict_eval;
 mod sim;
 mod trace;
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
@@ -142,10 +143,21 @@ struct CodecArgs {
 }
 
 fn main() -> Result<()> {
-    match Cli::parse().verb {
-        Verb::Predict(a) => predict(a),
-        Verb::Policy(a) => policy(a),
-        Verb::Codec(a) => codec(a),
+    let mut out = std::io::stdout().lock();
+    let r = match Cli::parse().verb {
+        Verb::Predict(a) => predict(&mut out, a),
+        Verb::Policy(a) => policy(&mut out, a),
+        Verb::Codec(a) => codec(&mut out, a),
+    };
+    match r {
+        // A reader that stops early (`| head`) is not an error.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            Ok(())
+        }
+        r => r,
     }
 }
 
@@ -158,12 +170,12 @@ fn load(path: &std::path::Path, group: GroupFilter) -> Result<Vec<Trace>> {
     Ok(traces)
 }
 
-fn print_json(v: &impl Serialize) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+fn print_json(out: &mut dyn Write, v: &impl Serialize) -> Result<()> {
+    writeln!(out, "{}", serde_json::to_string_pretty(v)?)?;
     Ok(())
 }
 
-fn predict(a: PredictArgs) -> Result<()> {
+fn predict(out: &mut dyn Write, a: PredictArgs) -> Result<()> {
     if !(a.horizon > 0.0 && a.horizon.is_finite()) {
         bail!("--horizon must be a positive number of seconds");
     }
@@ -174,10 +186,13 @@ fn predict(a: PredictArgs) -> Result<()> {
             horizon_s: f64,
             predictors: Vec<predict_eval::Score>,
         }
-        return print_json(&Out {
-            horizon_s: a.horizon,
-            predictors: predict_eval::evaluate(&traces, a.horizon),
-        });
+        return print_json(
+            out,
+            &Out {
+                horizon_s: a.horizon,
+                predictors: predict_eval::evaluate(&traces, a.horizon),
+            },
+        );
     }
     let mut groups: Vec<Group> = traces.iter().map(|t| t.group).collect();
     groups.sort();
@@ -185,23 +200,28 @@ fn predict(a: PredictArgs) -> Result<()> {
     for g in groups {
         let sel: Vec<Trace> = traces.iter().filter(|t| t.group == g).cloned().collect();
         let scores = predict_eval::evaluate(&sel, a.horizon);
-        println!(
+        writeln!(
+            out,
             "group {} ({} traces, {} forecasts), horizon {} s",
             g.name(),
             sel.len(),
             scores.first().map_or(0, |s| s.n),
             a.horizon
-        );
-        println!("  {:<14} {:>10} {:>8}", "predictor", "MAE Mbit/s", "MRE");
+        )?;
+        writeln!(
+            out,
+            "  {:<14} {:>10} {:>8}",
+            "predictor", "MAE Mbit/s", "MRE"
+        )?;
         for s in &scores {
             let mark = if s.used { "  (used)" } else { "" };
-            println!("  {:<14} {:>10.4} {:>8.4}{mark}", s.name, s.mae, s.mre);
+            writeln!(out, "  {:<14} {:>10.4} {:>8.4}{mark}", s.name, s.mae, s.mre)?;
         }
     }
     Ok(())
 }
 
-fn policy(a: PolicyArgs) -> Result<()> {
+fn policy(out: &mut dyn Write, a: PolicyArgs) -> Result<()> {
     let w = Workload {
         state_bytes: a.state_mb * 1e6,
         write_rate: a.dirty_rate * 1e6,
@@ -225,7 +245,7 @@ fn policy(a: PolicyArgs) -> Result<()> {
         per_run(run_all(&tls, &w), a.runs)
     };
     if a.table {
-        return table_4_3(&a, scenario_runs);
+        return table_4_3(out, &a, scenario_runs);
     }
     let (label, outcomes) = match (&a.trace, a.scenario) {
         (Some(path), None) => {
@@ -267,28 +287,31 @@ fn policy(a: PolicyArgs) -> Result<()> {
         struct Out {
             policies: Vec<Outcome>,
         }
-        return print_json(&Out { policies: outcomes });
+        return print_json(out, &Out { policies: outcomes });
     }
-    println!(
+    writeln!(
+        out,
         "{label}; state {} MB, writes {} MB/s",
         a.state_mb, a.dirty_rate
-    );
-    print_outcomes(&outcomes, None);
+    )?;
+    print_outcomes(out, &outcomes, None)?;
     Ok(())
 }
 
-fn print_outcomes(outcomes: &[Outcome], scenario: Option<&str>) {
+fn print_outcomes(out: &mut dyn Write, outcomes: &[Outcome], scenario: Option<&str>) -> Result<()> {
     let thesis = scenario.is_some();
-    print!(
+    write!(
+        out,
         "  {:<18} {:>8} {:>10} {:>10} {:>10} {:>9}",
         "policy", "syncs", "MB sent", "lost s", "cost s", "failovers"
-    );
+    )?;
     if thesis {
-        print!(" {:>14}", "thesis syncs/rc");
+        write!(out, " {:>14}", "thesis syncs/rc")?;
     }
-    println!();
+    writeln!(out)?;
     for o in outcomes {
-        print!(
+        write!(
+            out,
             "  {:<18} {:>8.1} {:>10.1} {:>10.1} {:>10.1} {:>9.1}",
             o.name,
             o.syncs,
@@ -296,23 +319,28 @@ fn print_outcomes(outcomes: &[Outcome], scenario: Option<&str>) {
             o.lost_progress,
             o.cost,
             o.failovers
-        );
+        )?;
         if let Some(s) = scenario {
             if let Some((_, _, n, rc)) = sim::THESIS_TABLE_4_3
                 .iter()
                 .find(|(sc, p, _, _)| *sc == s && *p == o.name)
             {
-                print!(" {:>14}", format!("{n}/{rc}"));
+                write!(out, " {:>14}", format!("{n}/{rc}"))?;
             }
         }
         if o.used {
-            print!("  (used)");
+            write!(out, "  (used)")?;
         }
-        println!();
+        writeln!(out)?;
     }
+    Ok(())
 }
 
-fn table_4_3(a: &PolicyArgs, run: impl Fn(Scenario) -> Vec<Outcome>) -> Result<()> {
+fn table_4_3(
+    out: &mut dyn Write,
+    a: &PolicyArgs,
+    run: impl Fn(Scenario) -> Vec<Outcome>,
+) -> Result<()> {
     let all: Vec<(Scenario, Vec<Outcome>)> = [Scenario::Good, Scenario::Fair, Scenario::Poor]
         .into_iter()
         .map(|s| (s, run(s)))
@@ -330,44 +358,47 @@ fn table_4_3(a: &PolicyArgs, run: impl Fn(Scenario) -> Vec<Outcome>) -> Result<(
                 policies,
             })
             .collect();
-        return print_json(&rows);
+        return print_json(out, &rows);
     }
-    println!(
+    writeln!(out,
         "Thesis Table 4-3, our run: mean of {} run(s) of {} s per scenario; state {} MB, writes {} MB/s.",
         a.runs,
         sim::SCENARIO_S,
         a.state_mb,
         a.dirty_rate
-    );
-    println!("'thesis syncs/rc' = the thesis's published sync count / recomputed work (units not given).");
+    )?;
+    writeln!(out, "'thesis syncs/rc' = the thesis's published sync count / recomputed work (units not given).")?;
     for (s, outcomes) in &all {
-        println!("scenario {}", s.name());
-        print_outcomes(outcomes, Some(s.name()));
+        writeln!(out, "scenario {}", s.name())?;
+        print_outcomes(out, outcomes, Some(s.name()))?;
     }
     Ok(())
 }
 
-fn codec(a: CodecArgs) -> Result<()> {
+fn codec(out: &mut dyn Write, a: CodecArgs) -> Result<()> {
     let data = std::fs::read(&a.data).with_context(|| format!("reading {}", a.data.display()))?;
     if data.is_empty() {
         bail!("{} is empty", a.data.display());
     }
     let r = codec_bench::run(&data, a.bandwidth, a.chunk_kb * 1024)?;
     if a.json {
-        return print_json(&r);
+        return print_json(out, &r);
     }
-    println!(
+    writeln!(
+        out,
         "{} bytes in {} KB chunks at {} MB/s",
         r.data_bytes,
         r.chunk_bytes / 1024,
         r.bandwidth_mbs
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "  {:<14} {:>10} {:>7} {:>12} {:>9} {:>11} {:>10}",
         "codec", "compress s", "ratio", "bytes", "serial s", "pipelined s", "measured s"
-    );
+    )?;
     for row in &r.codecs {
-        println!(
+        writeln!(
+            out,
             "  {:<14} {:>10.4} {:>7.3} {:>12} {:>9.4} {:>11.4} {:>10.4}",
             row.name,
             row.compress_s,
@@ -376,15 +407,16 @@ fn codec(a: CodecArgs) -> Result<()> {
             row.serial_s,
             row.pipelined_s,
             row.measured_s
-        );
+        )?;
     }
     if let Some(ad) = r.codecs.last() {
         let picks: Vec<String> = ad.picks.iter().map(|(c, n)| format!("{c}×{n}")).collect();
-        println!(
+        writeln!(
+            out,
             "  adaptive picks: {}; converged to {}",
             picks.join(", "),
             r.selected
-        );
+        )?;
     }
     Ok(())
 }

@@ -7,7 +7,7 @@
 //! (see `docs/checkpoint-format.md`), [`read_checkpoint`] validates and decodes
 //! one, [`Registry`] turns a decoded checkpoint back into a running task, and
 //! [`apply_delta`] brings a replica forward with a delta checkpoint.
-#![no_std]
+#![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_code)]
 
 extern crate alloc;
@@ -18,6 +18,8 @@ mod format;
 mod io;
 mod reader;
 mod region;
+#[cfg(feature = "std")]
+pub mod std_io;
 mod task;
 mod writer;
 

@@ -108,3 +108,21 @@ fn verdict(ok: bool) -> &'static str {
 fn rel_err(got: f64, want: f64) -> f64 {
     libm::fabs((got - want) / want)
 }
+
+/// The class every workload stores first in its `state` region.
+#[derive(Deserialize)]
+struct ClassOnly {
+    class: Class,
+}
+
+/// Which workload and class a validated checkpoint holds, if it is one of ours.
+pub fn identify(r: &tern_migration::Restored) -> Option<(Workload, Class)> {
+    let w = match r.header.task_kind.as_str() {
+        "npb-ep" => Workload::Ep,
+        "npb-is" => Workload::Is,
+        "npb-cg" => Workload::Cg,
+        _ => return None,
+    };
+    let c: ClassOnly = r.typed("state").ok()?;
+    Some((w, c.class))
+}

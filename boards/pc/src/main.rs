@@ -47,6 +47,9 @@ global_asm!(
 
 /// The heap stays inside the 4 GiB the boot code identity-maps.
 const MAPPED_LIMIT: u64 = 4 << 30;
+/// Smallest heap worth booting with; checked here because a failure inside
+/// the allocator before the kernel starts could not be reported.
+const MIN_HEAP_BYTES: u64 = 1 << 20;
 
 extern "C" {
     /// First byte past the kernel image and its BSS (from the linker script).
@@ -169,6 +172,7 @@ fn overflow_stack(depth: u64) -> u64 {
     overflow_stack(depth + 1).wrapping_add(frame[63])
 }
 
+/// `fault [stack]`: a deliberate CPU exception, to see the fault dump work.
 fn fault_command(_: &mut Kernel, args: &[&str], out: &mut dyn Write) -> CommandResult {
     match args {
         [] => {}
@@ -204,9 +208,11 @@ extern "C" fn pc_main(magic: u32, info: u32) -> ! {
         Err(error) => boot_failure("memory map", &error),
     };
     let kernel_end = core::ptr::addr_of!(__kernel_end) as u64;
-    let Some(heap) = memory_map.largest_free(kernel_end.next_multiple_of(4096), MAPPED_LIMIT)
+    let Some(heap) = memory_map
+        .largest_free(kernel_end.next_multiple_of(4096), MAPPED_LIMIT)
+        .filter(|heap| heap.end - heap.start >= MIN_HEAP_BYTES)
     else {
-        boot_failure("heap", &"no usable RAM above the kernel");
+        boot_failure("heap", &"less than 1 MiB of usable RAM above the kernel");
     };
     // SAFETY: the range is usable RAM per the firmware, above the kernel
     // image, identity-mapped, and the boot information was read out above.

@@ -155,7 +155,7 @@ pub enum Choice {
     /// Compress the chunk with this codec and send it.
     Use(Codec),
     /// Measurement round: compress the chunk with every codec of
-    /// [`CodecSelector::candidates`], [`CodecSelector::record`] each, then send the
+    /// [`CodecSelector::probe_set`], [`CodecSelector::record`] each, then send the
     /// output of [`CodecSelector::best`]. Every estimate is updated on the same chunk,
     /// so codecs are compared on equal data, not on whatever chunks each happened to
     /// get (data varies far more between chunks than codecs differ on one).
@@ -170,7 +170,12 @@ pub struct CodecSelector {
     alpha: f64,
     reprobe_every: u64,
     chunks: u64,
+    probes: u64,
 }
+
+/// Every this many probe rounds, a probe measures every codec, even those too slow to
+/// win at the moment (their speed may have changed with the data).
+pub const FULL_PROBE_EVERY: u64 = 4;
 
 impl CodecSelector {
     /// Selector over `candidates`; estimates are EWMAs with weight `alpha` on the newest
@@ -182,7 +187,24 @@ impl CodecSelector {
             alpha,
             reprobe_every: reprobe_every.max(2),
             chunks: 0,
+            probes: 0,
         }
+    }
+
+    /// The codecs a probe round should measure at bandwidth `bw`: every unmeasured one,
+    /// every one whose measured speed alone exceeds the current best rate (a codec's
+    /// rate `min(V_c, B·θ)` never exceeds V_c, so no other can win), and on every
+    /// [`FULL_PROBE_EVERY`]-th probe round all of them. "None" needs no measurement.
+    pub fn probe_set(&self, bw: f64) -> Vec<Codec> {
+        let full = self.probes % FULL_PROBE_EVERY == 1;
+        let best_rate = self.effective_rate(self.best(bw), bw).unwrap_or(0.0);
+        self.candidates
+            .iter()
+            .zip(&self.estimates)
+            .filter(|(c, _)| **c != Codec::None)
+            .filter(|(_, e)| full || e.is_none_or(|e| e.speed >= best_rate))
+            .map(|(c, _)| *c)
+            .collect()
     }
 
     /// The codecs this selector chooses among.
@@ -225,6 +247,7 @@ impl CodecSelector {
             .zip(&self.estimates)
             .any(|(c, e)| *c != Codec::None && e.is_none());
         if unmeasured || self.chunks.is_multiple_of(self.reprobe_every) {
+            self.probes += 1;
             Choice::Probe
         } else {
             Choice::Use(self.best(bw))
@@ -341,5 +364,28 @@ mod tests {
             s.record(Codec::ZstdFastest, 1000, 1010, 1e-5);
         }
         assert_eq!(s.best(10e6), Codec::None);
+    }
+
+    #[test]
+    fn probes_skip_codecs_too_slow_to_win_except_in_full_rounds() {
+        let mut s = CodecSelector::new(&Codec::ALL, 1.0, 2);
+        // First probe round (full): both compressing codecs.
+        assert_eq!(s.choose(100e6), Choice::Probe);
+        assert_eq!(s.probe_set(100e6), [Codec::Lz4, Codec::ZstdFastest]);
+        s.record(Codec::Lz4, 1000, 500, 1000.0 / 400e6); // rate at 100 MB/s: 200
+        s.record(Codec::ZstdFastest, 1000, 400, 1000.0 / 30e6); // V_c 30 < 200
+        let mut sets = Vec::new();
+        for _ in 0..16 {
+            if s.choose(100e6) == Choice::Probe {
+                sets.push(s.probe_set(100e6));
+            }
+        }
+        assert_eq!(sets.len(), 8);
+        // Rounds 2, 3, 4 skip zstd; round 5 is full again.
+        assert_eq!(sets[0], [Codec::Lz4]);
+        assert_eq!(sets[2], [Codec::Lz4]);
+        assert_eq!(sets[3], [Codec::Lz4, Codec::ZstdFastest]);
+        // On a slow link zstd can win, so it is always probed.
+        assert_eq!(s.probe_set(1e6), [Codec::Lz4, Codec::ZstdFastest]);
     }
 }

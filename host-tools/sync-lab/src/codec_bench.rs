@@ -145,7 +145,7 @@ pub fn run(data: &[u8], bandwidth_mbs: f64, chunk: usize) -> Result<Report> {
             // record, then send what the fresh estimates call best.
             let mut spent = 0.0;
             let mut outs = Vec::new();
-            for c in sel.candidates().to_vec() {
+            for c in sel.probe_set(bw) {
                 let (f, secs) = timed(c, d);
                 sel.record(c, d.len(), f.len(), secs);
                 spent += secs;

@@ -179,7 +179,8 @@ pub const FULL_PROBE_EVERY: u64 = 4;
 
 impl CodecSelector {
     /// Selector over `candidates`; estimates are EWMAs with weight `alpha` on the newest
-    /// measurement; every `reprobe_every`-th chunk (at least every 2nd) is a probe round.
+    /// measurement; chunks 1, 2, 4, … below `reprobe_every` and then every
+    /// `reprobe_every`-th chunk (at least every 2nd) are probe rounds.
     pub fn new(candidates: &[Codec], alpha: f64, reprobe_every: u64) -> Self {
         CodecSelector {
             candidates: candidates.to_vec(),
@@ -246,7 +247,11 @@ impl CodecSelector {
             .iter()
             .zip(&self.estimates)
             .any(|(c, e)| *c != Codec::None && e.is_none());
-        if unmeasured || self.chunks.is_multiple_of(self.reprobe_every) {
+        // Early estimates are the least certain (the first one is also cold: buffers
+        // allocated, pages faulted), so probe on chunks 1, 2, 4, … before settling on
+        // every `reprobe_every`-th chunk.
+        let early = self.chunks < self.reprobe_every && self.chunks.is_power_of_two();
+        if unmeasured || early || self.chunks.is_multiple_of(self.reprobe_every) {
             self.probes += 1;
             Choice::Probe
         } else {
@@ -337,9 +342,12 @@ mod tests {
         assert_eq!(s.choose(1e6), Choice::Probe);
         s.record(Codec::Lz4, 1000, 500, 1000.0 / 400e6); // θ = 2, V_c = 400 MB/s
         s.record(Codec::ZstdFastest, 1000, 250, 1000.0 / 100e6); // θ = 4, V_c = 100 MB/s
-                                                                 // 10 MB/s link: none 10, lz4 min(400, 20) = 20, zstd min(100, 40) = 40 → zstd.
+                                                                 // Chunk 2 is an early probe round.
+        assert_eq!(s.choose(10e6), Choice::Probe);
+        // 10 MB/s link: none 10, lz4 min(400, 20) = 20, zstd min(100, 40) = 40 → zstd.
         assert_eq!(s.choose(10e6), Choice::Use(Codec::ZstdFastest));
-        // 60 MB/s: lz4 min(400, 120) = 120, zstd min(100, 240) = 100 → lz4.
+        assert_eq!(s.choose(10e6), Choice::Probe); // chunk 4
+                                                   // 60 MB/s: lz4 min(400, 120) = 120, zstd min(100, 240) = 100 → lz4.
         assert_eq!(s.choose(60e6), Choice::Use(Codec::Lz4));
         // 1 GB/s: none 1000 beats lz4 400 and zstd 100.
         assert_eq!(s.choose(1e9), Choice::Use(Codec::None));
@@ -347,6 +355,7 @@ mod tests {
         let mut only = CodecSelector::new(&[Codec::Lz4], 1.0, 1000);
         only.choose(1e9);
         only.record(Codec::Lz4, 1000, 500, 1e-6);
+        only.choose(1e9);
         assert_eq!(only.choose(1e9), Choice::Use(Codec::Lz4));
     }
 
@@ -356,8 +365,9 @@ mod tests {
         assert_eq!(s.choose(1e6), Choice::Probe);
         s.record(Codec::Lz4, 1000, 500, 1e-5);
         s.record(Codec::ZstdFastest, 1000, 250, 1e-5);
+        // Chunks 2..=9: 2 (early), 4 and 8 (every 4th).
         let probes = (0..8).filter(|_| s.choose(10e6) == Choice::Probe).count();
-        assert_eq!(probes, 2);
+        assert_eq!(probes, 3);
         // Incompressible data arrives: ratios fall towards 1 and "none" takes over.
         for _ in 0..20 {
             s.record(Codec::Lz4, 1000, 1004, 1e-5);

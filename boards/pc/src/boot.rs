@@ -5,7 +5,7 @@
 //! multiboot2 header; both enter [`tern_entry32`] in 32-bit protected mode
 //! with paging off and EBX pointing at their boot information. Multiboot2
 //! also sets EAX to its magic; PVH leaves EAX undefined, so Rust tells the
-//! two apart ([`crate::bootinfo`]).
+//! two apart ([`tern_board_pc::bootinfo`]).
 //!
 //! The entry zeroes BSS, identity-maps the first 4 GiB with 2 MiB pages
 //! (1 GiB pages are missing on QEMU's default CPU), enables PAE, EFER.LME and
@@ -17,9 +17,6 @@ use core::arch::global_asm;
 
 /// Bytes of boot stack: the whole kernel runs on it.
 pub const STACK_SIZE: usize = 256 * 1024;
-
-/// Multiboot2's value of EAX at entry.
-pub const MULTIBOOT2_MAGIC: u32 = 0x36d7_6289;
 
 global_asm!(
     r#"

@@ -11,7 +11,6 @@
 extern crate alloc;
 
 mod boot;
-mod bootinfo;
 mod cpu;
 mod interrupts;
 mod paging;
@@ -31,9 +30,9 @@ use tern_hal::{Board, BoardFacts, HeapStats, Isa, MonotonicClock};
 use tern_unikernel::shell::{Command, CommandResult};
 use tern_unikernel::Kernel;
 
-use bootinfo::MemoryMap;
 use cpu::RawCom1;
 use serial::Com1;
+use tern_board_pc::bootinfo::{self, MemoryMap};
 use timer::TscClock;
 
 // The board's name in a non-loaded section, for `flash` to check.
@@ -73,8 +72,8 @@ impl PcBoard {
     fn log_boot_summary(&self) {
         let map = &self.memory_map;
         defmt::info!(
-            "booted via {}: {=u64} MiB usable RAM in {=usize} ranges, heap {=u64} MiB, TSC {=u64} Hz",
-            map.protocol,
+            "booted via {=str}: {=u64} MiB usable RAM in {=usize} ranges, heap {=u64} MiB, TSC {=u64} Hz",
+            map.protocol.name(),
             map.usable_bytes() >> 20,
             map.regions().len(),
             self.heap_bytes >> 20,

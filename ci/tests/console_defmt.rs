@@ -33,10 +33,10 @@ fn rpi4_boot_log_is_decoded_between_intact_shell_text() {
 
 #[test]
 fn pc_boot_log_is_decoded_between_intact_shell_text() {
-    // boards/pc/src/main.rs, `log_boot_summary`; `Pvh` is a defmt::Format enum.
+    // boards/pc/src/main.rs, `log_boot_summary`.
     boot_log_is_decoded(
         Board::Pc,
-        "booted via Pvh: ",
+        "booted via PVH: ",
         &[" MiB usable RAM in ", " ranges, heap ", " MiB, TSC ", " Hz"],
     );
 }

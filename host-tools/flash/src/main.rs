@@ -4,6 +4,7 @@
 //! to the rpi4 chainloader.
 
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -69,8 +70,18 @@ fn parse_board(name: &str) -> Result<Board, FlashError> {
     name.parse()
 }
 
-fn main() -> Result<()> {
-    let args = Args::parse();
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // `{:#}` prints the whole chain of causes on one line.
+            eprintln!("flash: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<()> {
     let board = args.board;
     let variant = if args.chainloader {
         board.bin(Variant::Chainloader)?;

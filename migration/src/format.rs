@@ -25,7 +25,9 @@ pub(crate) const MAX_REGIONS: usize = 1024;
 pub(crate) const CODEC_RAW: u8 = 0;
 
 /// CRC-32C (Castagnoli), as used for chunks, header and table.
-pub(crate) const CRC32C: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+/// Slice-by-16 tables (16 KiB): several times faster than the byte-wise table.
+pub(crate) const CRC32C: crc::Crc<u32, crc::Table<16>> =
+    crc::Crc::<u32, crc::Table<16>>::new(&crc::CRC_32_ISCSI);
 
 /// What a region holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,184 @@
+//! Checkpoint throughput and sizes, measured against `memcpy` in the same run.
+//!
+//! `cargo bench -p tern-migration --bench throughput`
+//!
+//! 1. capture (write_checkpoint into memory) and restore (read_checkpoint from
+//!    memory) of a 64 MiB bulk region, against copying the same bytes;
+//! 2. checkpoint size against raw state size for each workload (class S and W,
+//!    stopped half way);
+//! 3. delta size after 1% of a bulk region's chunks are dirtied.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+use tern_migration::{
+    apply_delta, read_checkpoint, write_checkpoint, BulkRegion, HeaderInfo, Limits, Mode, Snapshot,
+    Step,
+};
+use tern_workloads::{Class, Workload};
+
+const BYTES: usize = 64 << 20;
+const ROUNDS: usize = 7;
+
+fn info(kind: &str, p: (u64, u64)) -> HeaderInfo {
+    HeaderInfo {
+        task_kind: kind.into(),
+        task_version: 1,
+        progress: p.0,
+        progress_total: p.1,
+        epoch: 1,
+        created_unix_ms: 0,
+        isa: std::env::consts::ARCH.into(),
+        board: "bench".into(),
+    }
+}
+
+/// Best of ROUNDS.
+fn best(mut f: impl FnMut()) -> Duration {
+    (0..ROUNDS)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        })
+        .min()
+        .unwrap_or_default()
+}
+
+fn rate(d: Duration) -> f64 {
+    BYTES as f64 / d.as_secs_f64() / 1e9
+}
+
+fn throughput() {
+    let elems = BYTES / 8;
+    let region = BulkRegion::from_vec(
+        (0..elems as u64)
+            .map(|i| (i as f64).sqrt())
+            .collect::<Vec<f64>>(),
+    );
+    let src: Vec<u8> = region
+        .as_slice()
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    let mut dst = vec![0u8; BYTES];
+    let memcpy = best(|| {
+        dst.copy_from_slice(black_box(&src));
+        black_box(&dst);
+    });
+    let mut out = Vec::with_capacity(BYTES + (1 << 20));
+    let capture = best(|| {
+        out.clear();
+        let mut snap = Snapshot::new();
+        snap.bulk("data", &region);
+        write_checkpoint(&mut out, &info("bench", (0, 1)), &snap, Mode::Full).unwrap();
+        black_box(&out);
+    });
+    let restore = best(|| {
+        black_box(read_checkpoint(black_box(&out[..]), &Limits::default()).unwrap());
+    });
+    println!(
+        "bulk region of {} MiB (f64), best of {ROUNDS}:",
+        BYTES >> 20
+    );
+    println!("  memcpy    {:6.2} GB/s", rate(memcpy));
+    println!(
+        "  capture   {:6.2} GB/s  = {:.2} x memcpy",
+        rate(capture),
+        memcpy.as_secs_f64() / capture.as_secs_f64()
+    );
+    println!(
+        "  restore   {:6.2} GB/s  = {:.2} x memcpy",
+        rate(restore),
+        memcpy.as_secs_f64() / restore.as_secs_f64()
+    );
+    println!(
+        "  file      {} bytes for {} bytes of state (+{:.3}%)",
+        out.len(),
+        BYTES,
+        (out.len() - BYTES) as f64 * 100.0 / BYTES as f64
+    );
+}
+
+fn sizes() {
+    println!("checkpoint size against raw state, stopped at 50%:");
+    for class in [Class::S, Class::W] {
+        for (name, w) in [
+            ("ep", Workload::Ep),
+            ("is", Workload::Is),
+            ("cg", Workload::Cg),
+        ] {
+            let mut t = w.start(class);
+            while t.progress().done * 2 < t.progress().total {
+                if t.step() != Step::Running {
+                    break;
+                }
+            }
+            let mut snap = Snapshot::new();
+            t.save(&mut snap).unwrap();
+            let raw = snap.state_bytes();
+            let mut out = Vec::new();
+            let p = t.progress();
+            write_checkpoint(
+                &mut out,
+                &info(t.kind(), (p.done, p.total)),
+                &snap,
+                Mode::Full,
+            )
+            .unwrap();
+            println!(
+                "  {name} {}: state {:>10} B, checkpoint {:>10} B, overhead {:>6} B ({:.2}%)",
+                class.letter(),
+                raw,
+                out.len(),
+                out.len() as u64 - raw,
+                (out.len() as u64 - raw) as f64 * 100.0 / raw as f64
+            );
+        }
+    }
+}
+
+fn delta() {
+    let elems = BYTES / 8;
+    let mut region = BulkRegion::from_vec(vec![1.0f64; elems]);
+    let mut snap = Snapshot::new();
+    snap.bulk("data", &region);
+    let mut full = Vec::new();
+    let h = write_checkpoint(&mut full, &info("bench", (0, 1)), &snap, Mode::Full).unwrap();
+    region.clear_dirty();
+    let chunks = region.chunk_count();
+    let dirty = chunks.div_ceil(100);
+    // Spread the writes: one element in each of `dirty` chunks.
+    for i in 0..dirty {
+        let chunk = i * chunks / dirty;
+        region.set(chunk * BulkRegion::<f64>::CHUNK_ELEMS, 2.0);
+    }
+    let mut snap = Snapshot::new();
+    snap.bulk("data", &region);
+    let mut d = Vec::new();
+    write_checkpoint(
+        &mut d,
+        &info("bench", (1, 1)),
+        &snap,
+        Mode::Delta { base_hash: h },
+    )
+    .unwrap();
+    let mut base = read_checkpoint(&full[..], &Limits::default()).unwrap();
+    apply_delta(&mut base, &d[..], &Limits::default()).unwrap();
+    println!(
+        "delta after dirtying {dirty} of {chunks} chunks (1%): {} bytes = {:.2}% of the full checkpoint ({} bytes)",
+        d.len(),
+        d.len() as f64 * 100.0 / full.len() as f64,
+        full.len()
+    );
+}
+
+fn main() {
+    // `cargo test --benches` runs this binary too; keep that cheap.
+    if std::env::args().any(|a| a == "--bench") {
+        throughput();
+        sizes();
+        delta();
+    } else {
+        println!("throughput bench: run with `cargo bench -p tern-migration --bench throughput`");
+    }
+}

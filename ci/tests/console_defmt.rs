@@ -8,6 +8,7 @@ use std::io::{self, Read};
 use std::time::{Duration, Instant};
 
 use tern_ci::{Node, BOOT_TIMEOUT, REPLY_TIMEOUT};
+use tern_console::deframe::FrameError;
 use tern_console::{Event, StreamDecoder};
 use tern_flash::{Board, Variant};
 
@@ -101,6 +102,18 @@ fn boot_log_is_decoded(board: Board, log_start: &str, log_parts: &[&str]) {
     assert_timestamped(log);
     assert_eq!(decoder.errors().dropped(), 0, "frames dropped");
     assert_eq!(decoder.errors().resyncs, 0, "decoder fell out of step");
+
+    // With the same table, a malformed frame (the rzCOBS symbol 0x80
+    // promises seven more bytes, one follows) is dropped and counted, and the
+    // text after it still comes through.
+    assert_eq!(
+        decoder.feed(b"\x00\x01\x80\x00ok"),
+        [
+            Event::Dropped(FrameError::Undecodable { len: 2 }),
+            Event::Text(b"ok".to_vec())
+        ]
+    );
+    assert_eq!(decoder.errors().undecodable, 1);
 }
 
 /// Checks `[   1.234567 INFO ] ...`: seconds with six decimals, right-aligned

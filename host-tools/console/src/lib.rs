@@ -95,6 +95,10 @@ pub enum ConsoleError {
     /// The terminal could not be switched to raw mode or back.
     #[error("terminal: {0}")]
     Terminal(#[source] io::Error),
+    /// The handlers that end the session cleanly on SIGTERM, SIGHUP and
+    /// SIGINT could not be installed.
+    #[error("signal handlers: {0}")]
+    Signals(#[source] io::Error),
     /// Writing to the terminal, the log file or the device failed.
     #[error("console i/o: {0}")]
     Io(#[source] io::Error),

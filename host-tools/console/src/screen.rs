@@ -82,11 +82,6 @@ impl<W: Write> Screen<W> {
         self.out.flush()
     }
 
-    /// The writer behind the screen.
-    pub fn get_ref(&self) -> &W {
-        &self.out
-    }
-
     fn text(&mut self, text: &[u8]) -> io::Result<()> {
         self.out.write_all(text)?;
         self.out.flush()?;
@@ -124,11 +119,13 @@ mod tests {
     use crate::deframe::FrameError;
 
     fn shown(events: &[Event]) -> String {
-        let mut screen = Screen::new(Vec::new());
+        let mut out = Vec::new();
+        let mut screen = Screen::new(&mut out);
         for event in events {
             screen.show(event).unwrap();
         }
-        String::from_utf8(screen.get_ref().clone()).unwrap()
+        drop(screen);
+        String::from_utf8(out).unwrap()
     }
 
     #[test]

@@ -61,7 +61,7 @@ pub fn run(options: &ConsoleOptions) -> Result<(), ConsoleError> {
         .then(RawTerminal::enter)
         .transpose()
         .map_err(ConsoleError::Terminal)?;
-    let signals = StopSignals::register().map_err(ConsoleError::Terminal)?;
+    let signals = StopSignals::register().map_err(ConsoleError::Signals)?;
 
     let mut session = Session {
         options,

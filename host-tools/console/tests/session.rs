@@ -159,6 +159,25 @@ fn shows_text_and_frames_forwards_keys_and_exits_on_ctrl_bracket() {
 }
 
 #[test]
+fn text_after_a_missed_frame_start_still_shows() {
+    let (listener, port) = listen();
+    let mut console = Console::start(&port, &[]);
+    let mut device = accept(&listener);
+    console.expect_line(|l| l.starts_with("[console: connected to"));
+    // The tail of a frame whose start the console never saw: its closing
+    // delimiter looks like an opener, and the text after it like a frame
+    // until the line goes quiet.
+    device.write_all(b"\x90\x7c\x00tern> late\r\n").unwrap();
+    console.expect_line(|l| l.ends_with("tern> late"));
+    // In step again: a frame after it is a frame.
+    device.write_all(b"\x00\x01\x88\x13\x7c\x00").unwrap();
+    console.expect_line(|l| l == "[defmt frame, 4 bytes]");
+    console.type_keys(b"\x1d");
+    let (ok, stderr) = console.wait();
+    assert!(ok, "exit status; stderr: {stderr}");
+}
+
+#[test]
 fn waits_for_a_vanished_device_and_reconnects() {
     let (listener, port) = listen();
     let dir = std::env::temp_dir().join(format!("tern-console-session-{}", std::process::id()));

@@ -161,8 +161,8 @@ impl Decoded {
             assert!(
                 Instant::now() < deadline,
                 "timed out; text {:?}, logs {:#?} (no logs at all with intact text: \
-                 the build's defmt filter drops `info`; a board's build script should \
-                 default DEFMT_LOG to info, as boards/aarch64/build.rs does)",
+                 the build's defmt filter drops `info`; the workspace's \
+                 .cargo/config.toml defaults DEFMT_LOG to info)",
                 String::from_utf8_lossy(&self.text),
                 self.logs
             );

@@ -3,17 +3,18 @@
 //! partition, an SD-card image, a PC USB-stick image, or over a serial line
 //! to the rpi4 chainloader.
 
+use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{ArgGroup, Parser};
 use indicatif::{ProgressBar, ProgressStyle};
-use tern_console::{ConsoleOptions, PortSpec};
+use tern_console::{ConsoleOptions, Event, PortSpec, Screen, StreamDecoder};
 use tern_flash::build::Workspace;
 use tern_flash::chainload::{self, Timeouts};
 use tern_flash::image::KernelElf;
@@ -139,8 +140,9 @@ fn run(args: Args) -> Result<()> {
             );
         }
     } else if let Some(port) = &args.serial {
-        let spec = serial_push(board, &elf, port, args.baud)?;
+        let (spec, link) = serial_push(board, &elf, port, args.baud)?;
         if args.monitor {
+            show_boot(link, &elf, args.log.as_deref())?;
             attach_console(spec, &elf_path, &args)?;
         }
     } else if let Some(image) = &args.usb_image {
@@ -175,8 +177,14 @@ fn save_image(board: Board, elf: &KernelElf, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Pushes the raw image to the chainloader and remembers the port.
-fn serial_push(board: Board, elf: &KernelElf, port: &str, baud: u32) -> Result<PortSpec> {
+/// Pushes the raw image to the chainloader and remembers the port; returns
+/// the port and the still open link.
+fn serial_push(
+    board: Board,
+    elf: &KernelElf,
+    port: &str,
+    baud: u32,
+) -> Result<(PortSpec, Box<dyn chainload::Link>)> {
     let memory = PortMemory::user()?;
     let port = if port.is_empty() {
         memory
@@ -208,7 +216,51 @@ fn serial_push(board: Board, elf: &KernelElf, port: &str, baud: u32) -> Result<P
         "flash: {} bytes verified by the chainloader; the kernel is starting",
         image.len()
     );
-    Ok(spec)
+    Ok((spec, link))
+}
+
+/// How long the kernel may take from the jump to its shell prompt.
+const BOOT_OUTPUT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The Tern shell's prompt, after which the kernel waits for input.
+const PROMPT: &[u8] = b"tern> ";
+
+/// Shows the pushed kernel's first output, read on the link that is still
+/// open, up to its shell prompt: the kernel starts the moment the image is
+/// verified, and its banner would be lost while the console opens the port anew.
+fn show_boot(
+    mut link: Box<dyn chainload::Link>,
+    elf: &KernelElf,
+    log: Option<&Path>,
+) -> Result<()> {
+    let mut decoder =
+        StreamDecoder::new(elf.bytes()).unwrap_or_else(|_| StreamDecoder::without_table());
+    let out = std::io::stdout().lock();
+    let mut screen = match log {
+        Some(path) => Screen::with_log(out, path)
+            .with_context(|| format!("opening the log file {}", path.display()))?,
+        None => Screen::new(out),
+    };
+    let deadline = Instant::now() + BOOT_OUTPUT_TIMEOUT;
+    let mut text = Vec::new();
+    let mut buf = [0u8; 1024];
+    while Instant::now() < deadline && !text.windows(PROMPT.len()).any(|w| w == PROMPT) {
+        let n = match link.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(error) if matches!(error.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
+                continue
+            }
+            Err(error) => return Err(error).context("reading the kernel's first output"),
+        };
+        for event in decoder.feed(&buf[..n]) {
+            if let Event::Text(bytes) = &event {
+                text.extend_from_slice(bytes);
+            }
+            screen.show(&event).context("showing the kernel's output")?;
+        }
+    }
+    screen.finish().context("showing the kernel's output")
 }
 
 fn attach_console(port: PortSpec, elf: &Path, args: &Args) -> Result<()> {

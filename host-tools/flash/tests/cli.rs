@@ -3,7 +3,6 @@
 //! file deployments, and the errors a user meets first.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -123,23 +122,43 @@ fn serial_push_to_a_chainloader_in_qemu_and_the_port_is_remembered() {
     );
 
     let spec = format!("tcp:127.0.0.1:{port}");
-    let output = run(flash()
+    let mut child = flash()
         .env("XDG_CONFIG_HOME", config.path())
-        .args(["--board", "rpi4", "--serial", &spec]));
-    assert!(output.status.success(), "{}", stderr(&output));
-    assert!(
-        stderr(&output).contains("verified by the chainloader"),
-        "{}",
-        stderr(&output)
-    );
+        .args(["--board", "rpi4", "--serial", &spec, "--monitor"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = Collector::new(child.stdout.take().unwrap());
+    let mut err = Collector::new(child.stderr.take().unwrap());
+    err.until("verified by the chainloader");
+    // The banner, read on the push's own connection, then the console.
+    out.until("Tern 0.1.0 on rpi4 (aarch64)");
+    out.until("tern> ");
+    out.until("[console: connected");
     let remembered = std::fs::read_to_string(config.path().join("tern/flash.toml")).unwrap();
     assert!(remembered.contains(&spec), "{remembered}");
 
-    // The pushed kernel runs: its shell answers on the same line.
-    let mut link = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let mut out = Collector::new(link.try_clone().unwrap());
-    link.write_all(b"info\r").unwrap();
+    // Keystrokes reach the pushed kernel's shell through the console.
+    let mut keys = child.stdin.take().unwrap();
+    keys.write_all(b"info\r").unwrap();
     out.until("board: rpi4");
+    keys.write_all(b"halt 3\r").unwrap();
+    out.until("halting with code 3");
+    drop(keys);
+    let mut qemu = qemu;
+    assert_eq!(
+        qemu.wait_timeout(TIMEOUT)
+            .unwrap()
+            .and_then(|status| status.code()),
+        Some(qemu::halt_status(Board::Rpi4, 3))
+    );
+    let deadline = Instant::now() + TIMEOUT;
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "flash did not end after QEMU");
+        thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]

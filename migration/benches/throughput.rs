@@ -6,7 +6,9 @@
 //!    memory) of a 64 MiB bulk region, against copying the same bytes;
 //! 2. checkpoint size against raw state size for each workload (class S and W,
 //!    stopped half way);
-//! 3. delta size after 1% of a bulk region's chunks are dirtied.
+//! 3. delta size after 1% of a bulk region's chunks are dirtied;
+//! 4. the longest step of each workload (class W), i.e. how long a migration
+//!    request waits for the next migration point on this machine.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -172,12 +174,42 @@ fn delta() {
     );
 }
 
+fn steps() {
+    println!("step length, class W (the wait for a migration point):");
+    for (name, w) in [
+        ("ep", Workload::Ep),
+        ("is", Workload::Is),
+        ("cg", Workload::Cg),
+    ] {
+        let mut t = w.start(Class::W);
+        let (mut longest, mut total, mut n) = (Duration::ZERO, Duration::ZERO, 0u32);
+        loop {
+            let start = Instant::now();
+            let s = t.step();
+            let d = start.elapsed();
+            longest = longest.max(d);
+            total += d;
+            n += 1;
+            if let Step::Finished { verified, .. } = s {
+                assert!(verified, "{name} W did not verify");
+                break;
+            }
+        }
+        println!(
+            "  {name} W: {n} steps, mean {:.3} ms, longest {:.3} ms",
+            total.as_secs_f64() * 1e3 / f64::from(n),
+            longest.as_secs_f64() * 1e3
+        );
+    }
+}
+
 fn main() {
     // `cargo test --benches` runs this binary too; keep that cheap.
     if std::env::args().any(|a| a == "--bench") {
         throughput();
         sizes();
         delta();
+        steps();
     } else {
         println!("throughput bench: run with `cargo bench -p tern-migration --bench throughput`");
     }

@@ -129,6 +129,9 @@ pub struct Cg {
     pv: BulkRegion<f64>,
     q: BulkRegion<f64>,
     r: BulkRegion<f64>,
+    /// Set when the data contradicts itself (only a crafted checkpoint can do
+    /// that); the run then ends unverified instead of indexing out of bounds.
+    broken: Option<&'static str>,
 }
 
 /// Sizes of the bulk regions in a given phase (the assembly work arrays are
@@ -218,6 +221,7 @@ impl Cg {
             r: BulkRegion::new(p.n + 2),
             s,
             p,
+            broken: None,
         }
     }
 
@@ -381,9 +385,15 @@ impl Cg {
                 let a = self.a.all_mut();
                 let colidx = self.colidx.all_mut();
                 for j in s..e {
-                    let j1 = if j > 0 { rowstr[j] - nzloc[j - 1] } else { 0 } as usize;
-                    let j2 = (rowstr[j + 1] - nzloc[j]) as usize;
-                    let from = rowstr[j] as usize;
+                    let j1 = if j > 0 { rowstr[j] - nzloc[j - 1] } else { 0 };
+                    let j2 = rowstr[j + 1] - nzloc[j];
+                    let from = rowstr[j];
+                    // Only a crafted checkpoint breaks 0 <= j1 <= from and j2 - j1 <= row length.
+                    if j1 < 0 || j1 > from || j2 < j1 || from + (j2 - j1) > rowstr[j + 1] {
+                        self.broken = Some("row counts out of range");
+                        break;
+                    }
+                    let (j1, j2, from) = (j1 as usize, j2 as usize, from as usize);
                     for k in j1..j2 {
                         a[k] = a[from + k - j1];
                         colidx[k] = colidx[from + k - j1];
@@ -549,6 +559,12 @@ impl Task for Cg {
     }
     fn step(&mut self) -> Step {
         self.run_phase();
+        if let Some(why) = self.broken {
+            return Step::Finished {
+                verified: false,
+                report: format!(" CG: inconsistent state ({why})\n {}", verdict(false)),
+            };
+        }
         if self.s.phase == Phase::Done {
             let (verified, report) = self.report();
             Step::Finished { verified, report }
@@ -639,6 +655,7 @@ fn load(mut rs: Restored) -> Result<Box<dyn Task>, LoadError> {
         r: rs.take_bulk("r", p.n + 2)?,
         s,
         p,
+        broken: None,
     };
     // Every index the algorithm takes from the data must be in bounds.
     let nn = t.p.n as i32;

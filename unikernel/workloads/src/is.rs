@@ -135,6 +135,9 @@ pub struct Is {
     keys: BulkRegion<i32>,
     buff1: BulkRegion<i32>,
     buff2: BulkRegion<i32>,
+    /// Set when the data contradicts itself (only a crafted checkpoint can do
+    /// that); the run then ends unverified instead of indexing out of bounds.
+    broken: Option<&'static str>,
 }
 
 impl Is {
@@ -158,6 +161,7 @@ impl Is {
             buff1: BulkRegion::new(p.max_key),
             buff2: BulkRegion::new(p.keys),
             p,
+            broken: None,
         }
     }
 
@@ -242,7 +246,10 @@ impl Is {
                 let out = self.buff2.all_mut();
                 for &key in &self.keys.as_slice()[s..e] {
                     let p = &mut self.s.bucket_ptrs[(key >> shift) as usize];
-                    out[*p as usize] = key;
+                    match out.get_mut(*p as usize) {
+                        Some(slot) => *slot = key,
+                        None => self.broken = Some("bucket pointer out of range"),
+                    }
                     *p += 1;
                 }
                 self.s.phase = if e == n {
@@ -260,7 +267,10 @@ impl Is {
                     ranks.iter_mut().for_each(|r| *r = 0);
                     let m = if i > 0 { self.s.bucket_ptrs[i - 1] } else { 0 };
                     for &key in &self.buff2.as_slice()[m as usize..self.s.bucket_ptrs[i] as usize] {
-                        ranks[key as usize - k1] += 1;
+                        match ranks.get_mut((key as usize).wrapping_sub(k1)) {
+                            Some(r) => *r += 1,
+                            None => self.broken = Some("key outside its bucket"),
+                        }
                     }
                     ranks[0] += m;
                     for k in 1..per {
@@ -286,7 +296,10 @@ impl Is {
                 for &key in &self.buff2.as_slice()[s..e] {
                     let r = &mut ranks[key as usize];
                     *r -= 1;
-                    keys[*r as usize] = key;
+                    match keys.get_mut(*r as usize) {
+                        Some(slot) => *slot = key,
+                        None => self.broken = Some("rank out of range"),
+                    }
                 }
                 self.s.phase = if e == n {
                     Phase::SortCheck(1)
@@ -337,6 +350,12 @@ impl Task for Is {
     }
     fn step(&mut self) -> Step {
         self.run_phase();
+        if let Some(why) = self.broken {
+            return Step::Finished {
+                verified: false,
+                report: format!(" IS: inconsistent state ({why})\n {}", verdict(false)),
+            };
+        }
         if self.s.phase == Phase::Done {
             let (verified, report) = self.report();
             Step::Finished { verified, report }
@@ -407,6 +426,7 @@ fn load(mut r: Restored) -> Result<Box<dyn Task>, LoadError> {
         keys,
         buff1,
         buff2,
+        broken: None,
     }))
 }
 

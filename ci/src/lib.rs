@@ -20,8 +20,6 @@ use tern_flash::qemu::{self, Media, Qemu, Serial};
 use tern_flash::{Board, FlashError, Variant};
 use thiserror::Error;
 
-pub use tern_flash;
-
 /// Time from QEMU's start to the shell prompt: TCG on a loaded 2-core
 /// machine running several tests at once is slow.
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(90);

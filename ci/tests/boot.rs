@@ -2,8 +2,8 @@
 //! shell, answers `info` and an unknown command, and `halt 3` ends QEMU with
 //! the board's exit status for code 3.
 
-use tern_ci::tern_flash::qemu::halt_status;
 use tern_ci::{Node, BOOT_TIMEOUT, REPLY_TIMEOUT};
+use tern_flash::qemu::halt_status;
 use tern_flash::Board;
 
 /// Boots `board` and checks everything the shell promises.

@@ -140,6 +140,10 @@ setup_packages() {
     if ((qemu_ok)); then
         log "qemu: $(qemu-system-aarch64 --version | head -n 1)"
     else
+        if [[ -z $codename ]]; then
+            log "QEMU >= 9 is missing and /etc/os-release names no Debian codename: install QEMU >= 9 by hand"
+            return 1
+        fi
         add_backports "$codename"
         apt_update
         log "apt: installing QEMU from $codename-backports"

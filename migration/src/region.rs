@@ -74,17 +74,21 @@ macro_rules! elem {
     ($t:ty, $code:ident, $n:expr) => {
         impl Elem for $t {
             const TYPE: ElemType = ElemType::$code;
+            // Sized up front and filled by exact chunks: compiles to a plain
+            // copy on little-endian machines, a byte swap on big-endian ones.
             fn encode(items: &[Self], out: &mut Vec<u8>) {
-                for x in items {
-                    out.extend_from_slice(&x.to_le_bytes());
+                let start = out.len();
+                out.resize(start + items.len() * $n, 0);
+                for (c, x) in out[start..].chunks_exact_mut($n).zip(items) {
+                    c.copy_from_slice(&x.to_le_bytes());
                 }
             }
             fn decode(bytes: &[u8], out: &mut Vec<Self>) {
-                for c in bytes.chunks_exact($n) {
+                out.extend(bytes.chunks_exact($n).map(|c| {
                     let mut a = [0u8; $n];
                     a.copy_from_slice(c);
-                    out.push(<$t>::from_le_bytes(a));
-                }
+                    <$t>::from_le_bytes(a)
+                }));
             }
             fn wrap(v: Vec<Self>) -> BulkData {
                 BulkData::$code(v)

@@ -217,3 +217,80 @@ fn export_writes_the_region_bytes() {
     assert_eq!(missing.status.code(), Some(2));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Deltas are not written by run-task; the library writes one here, as a sync
+/// service would, and inspect must show, verify and refuse to export it whole.
+#[test]
+fn delta_checkpoints_show_their_base() {
+    use tern_migration::{write_checkpoint, HeaderInfo, Mode, Snapshot, Step};
+    let dir = tempdir("delta");
+    let mut t = tern_workloads::Workload::Is.start(tern_workloads::Class::S);
+    for _ in 0..10 {
+        assert_eq!(t.step(), Step::Running);
+    }
+    let write = |t: &dyn tern_migration::Task, mode: Mode, path: &Path| {
+        let mut snap = Snapshot::new();
+        t.save(&mut snap).unwrap();
+        let p = t.progress();
+        let info = HeaderInfo {
+            task_kind: t.kind().into(),
+            task_version: t.version(),
+            progress: p.done,
+            progress_total: p.total,
+            epoch: 1,
+            created_unix_ms: 0,
+            isa: "x86_64".into(),
+            board: "test".into(),
+        };
+        let mut bytes = Vec::new();
+        let h = write_checkpoint(&mut bytes, &info, &snap, mode).unwrap();
+        std::fs::write(path, bytes).unwrap();
+        h
+    };
+    let (full, delta) = (dir.join("full.ckpt"), dir.join("delta.ckpt"));
+    let base = write(&*t, Mode::Full, &full);
+    t.clear_dirty();
+    t.step();
+    write(&*t, Mode::Delta { base_hash: base }, &delta);
+    let j: serde_json::Value =
+        serde_json::from_slice(&inspect(&["show", delta.to_str().unwrap(), "--json"]).stdout)
+            .unwrap();
+    assert_eq!(j["ok"], true);
+    assert_eq!(j["delta"], true);
+    let base_hex: String = base.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(j["base_sha256"], base_hex.as_str());
+    let full_j: serde_json::Value =
+        serde_json::from_slice(&inspect(&["show", full.to_str().unwrap(), "--json"]).stdout)
+            .unwrap();
+    assert_eq!(full_j["sha256"], base_hex.as_str());
+    // Fewer bulk chunks than the full checkpoint holds.
+    let chunks = |v: &serde_json::Value| -> u64 {
+        v["regions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["chunks"].as_u64().unwrap())
+            .sum()
+    };
+    assert!(
+        chunks(&j) < chunks(&full_j),
+        "{} vs {}",
+        chunks(&j),
+        chunks(&full_j)
+    );
+    assert!(inspect(&["verify", delta.to_str().unwrap()])
+        .status
+        .success());
+    let out = dir.join("x.bin");
+    let e = inspect(&[
+        "export",
+        delta.to_str().unwrap(),
+        "--region",
+        "key_array",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(e.status.code(), Some(2));
+    assert!(!out.exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

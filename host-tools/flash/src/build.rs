@@ -17,23 +17,18 @@ pub struct Workspace {
 
 impl Workspace {
     /// Finds the workspace around the current directory (`cargo
-    /// locate-project --workspace`); the target directory is
-    /// `$CARGO_TARGET_DIR` or `<root>/target`.
+    /// locate-project --workspace`), else the one `flash` was built from (so
+    /// an installed `flash` still builds kernels from its sources); the
+    /// target directory is `$CARGO_TARGET_DIR` or `<root>/target`.
     pub fn locate() -> Result<Self, FlashError> {
-        let output = Command::new(cargo())
-            .args(["locate-project", "--workspace", "--message-format", "plain"])
-            .stderr(Stdio::piped())
-            .output()
-            .map_err(|source| FlashError::Spawn {
-                program: "cargo".into(),
-                source,
-            })?;
-        if !output.status.success() {
-            return Err(FlashError::NotInWorkspace(
-                String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-            ));
-        }
-        let manifest = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+        let manifest = locate_from(None).or_else(|error| {
+            let sources = Path::new(env!("CARGO_MANIFEST_DIR"));
+            if sources.is_dir() {
+                locate_from(Some(sources))
+            } else {
+                Err(error)
+            }
+        })?;
         let root = manifest
             .parent()
             .ok_or_else(|| FlashError::NotInWorkspace(manifest.display().to_string()))?
@@ -92,6 +87,30 @@ impl Workspace {
         }
         self.kernel_path(board, variant)
     }
+}
+
+/// The workspace manifest found by cargo from `dir` (default: the current directory).
+fn locate_from(dir: Option<&Path>) -> Result<PathBuf, FlashError> {
+    let mut command = Command::new(cargo());
+    command.args(["locate-project", "--workspace", "--message-format", "plain"]);
+    if let Some(dir) = dir {
+        command.current_dir(dir);
+    }
+    let output = command
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|source| FlashError::Spawn {
+            program: "cargo".into(),
+            source,
+        })?;
+    if !output.status.success() {
+        return Err(FlashError::NotInWorkspace(
+            String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        ));
+    }
+    Ok(PathBuf::from(
+        String::from_utf8_lossy(&output.stdout).trim(),
+    ))
 }
 
 /// The cargo that runs us (set by `cargo run` and `cargo test`), else the one on PATH.

@@ -107,10 +107,9 @@ fn run(args: Args) -> Result<()> {
         bail!("--usb-image is for --board pc only");
     }
 
-    let workspace = Workspace::locate()?;
     let elf_path = match &args.kernel {
         Some(path) => path.clone(),
-        None => workspace.build_kernel(board, variant, false)?,
+        None => Workspace::locate()?.build_kernel(board, variant, false)?,
     };
     let elf = KernelElf::read(&elf_path)?;
     elf.check(board, variant)?;
@@ -146,7 +145,8 @@ fn run(args: Args) -> Result<()> {
             attach_console(spec, &elf_path, &args)?;
         }
     } else if let Some(image) = &args.usb_image {
-        let grub_cfg = workspace.root.join("boards/pc/grub.cfg");
+        // The GRUB configuration is part of the pc board's sources.
+        let grub_cfg = Workspace::locate()?.root.join("boards/pc/grub.cfg");
         usb::write_usb_image(image, elf.bytes(), &grub_cfg)?;
         eprintln!("flash: wrote the USB-stick image {}", image.display());
     } else {

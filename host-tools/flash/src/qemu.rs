@@ -1,7 +1,7 @@
 //! Booting a kernel in QEMU the way each board's hardware would, with the
 //! board's serial port on the process's standard streams or on a TCP socket.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
@@ -158,49 +158,36 @@ impl Qemu {
         if serial == Serial::Stdio {
             command.stdin(Stdio::piped()).stdout(Stdio::piped());
         }
-        let mut child = command.spawn().map_err(|source| FlashError::Spawn {
+        let child = command.spawn().map_err(|source| FlashError::Spawn {
             program: program.into(),
             source,
         })?;
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let pipe = child.stderr.take().map(BufReader::new);
         let mut qemu = Self {
             child,
             tcp_port,
-            stderr: stderr.clone(),
+            stderr: Arc::default(),
         };
-        match (serial, pipe) {
-            (Serial::Tcp { wait: true }, Some(mut pipe)) => {
-                // QEMU announces the socket on stderr before it waits.
-                let mut line = String::new();
-                loop {
-                    line.clear();
-                    if pipe.read_line(&mut line).unwrap_or(0) == 0 {
-                        return Err(qemu.failed());
-                    }
-                    lock(&stderr).push_str(&line);
-                    if line.contains("waiting for connection") {
-                        break;
-                    }
-                }
-                drain(pipe, stderr);
+        if let Some(pipe) = qemu.child.stderr.take() {
+            drain(pipe, qemu.stderr.clone());
+        }
+        match (serial, tcp_port) {
+            // QEMU announces the socket on stderr before it holds the guest.
+            (Serial::Tcp { wait: true }, Some(_)) => {
+                qemu.wait_until(|qemu| qemu.stderr_text().contains("waiting for connection"))?
             }
-            (serial, Some(pipe)) => {
-                drain(pipe, stderr);
-                if let (Serial::Tcp { .. }, Some(port)) = (serial, tcp_port) {
-                    qemu.wait_listening(port)?;
-                }
+            (Serial::Tcp { wait: false }, Some(port)) => {
+                qemu.wait_until(|_| TcpStream::connect(("127.0.0.1", port)).is_ok())?
             }
-            (_, None) => {}
+            _ => {}
         }
         Ok(qemu)
     }
 
-    /// Polls until the socket accepts (a connection the guest does not wait for).
-    fn wait_listening(&mut self, port: u16) -> Result<(), FlashError> {
+    /// Polls `ready` until it holds, failing if QEMU exits or takes too long.
+    fn wait_until(&mut self, ready: impl Fn(&Self) -> bool) -> Result<(), FlashError> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            if ready(self) {
                 return Ok(());
             }
             if self.child.try_wait().ok().flatten().is_some() {
@@ -211,7 +198,7 @@ impl Qemu {
                     what: "QEMU's serial socket",
                 });
             }
-            thread::sleep(Duration::from_millis(50));
+            thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -269,7 +256,7 @@ impl Drop for Qemu {
 }
 
 /// Keeps reading QEMU's stderr into `sink` so QEMU never blocks on a full pipe.
-fn drain(mut pipe: BufReader<ChildStderr>, sink: Arc<Mutex<String>>) {
+fn drain(mut pipe: ChildStderr, sink: Arc<Mutex<String>>) {
     thread::spawn(move || {
         let mut buf = [0u8; 1024];
         while let Ok(n @ 1..) = pipe.read(&mut buf) {

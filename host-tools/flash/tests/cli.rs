@@ -101,6 +101,49 @@ fn default_boots_in_qemu_with_the_console_attached() {
     }
 }
 
+/// The processes whose parent is `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+            // After "(comm) ": state, then the parent's pid.
+            stat.rsplit_once(") ")
+                .and_then(|(_, rest)| rest.split(' ').nth(1)?.parse::<u32>().ok())
+                == Some(pid)
+        })
+        .collect()
+}
+
+#[test]
+fn ctrl_close_bracket_leaves_and_stops_qemu() {
+    let mut child: Child = flash()
+        .args(["--board", "virt"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = Collector::new(child.stdout.take().unwrap());
+    out.until("tern> ");
+    let qemu = children(child.id());
+    assert_eq!(qemu.len(), 1, "one QEMU under flash: {qemu:?}");
+    let mut keys = child.stdin.take().unwrap();
+    keys.write_all(&[tern_console::EXIT_KEY]).unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "flash ignored Ctrl-]");
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !Path::new(&format!("/proc/{}", qemu[0])).exists(),
+        "QEMU outlived flash"
+    );
+}
+
 #[test]
 fn serial_push_to_a_chainloader_in_qemu_and_the_port_is_remembered() {
     let loader = KernelElf::read(&kernel(Board::Rpi4, Variant::Chainloader)).unwrap();

@@ -18,6 +18,7 @@ mod format;
 mod io;
 mod reader;
 mod region;
+pub mod serial_transfer;
 #[cfg(feature = "std")]
 pub mod std_io;
 mod task;

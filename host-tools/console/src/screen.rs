@@ -25,6 +25,8 @@ pub struct Screen<W: Write> {
     log: Option<File>,
     /// The current, unfinished text line.
     pending: Vec<u8>,
+    /// Whether a progress line (see [`Screen::progress`]) is on display.
+    status_shown: bool,
 }
 
 impl<W: Write> Screen<W> {
@@ -34,6 +36,7 @@ impl<W: Write> Screen<W> {
             out,
             log: None,
             pending: Vec::new(),
+            status_shown: false,
         }
     }
 
@@ -58,8 +61,36 @@ impl<W: Write> Screen<W> {
         }
     }
 
+    /// Shows a transient status line (a transfer's progress): each call
+    /// overwrites the previous one, and the next text or line replaces it.
+    /// It is not logged. While a text line is unfinished it is not shown, so
+    /// that the line being typed stays intact.
+    pub fn progress(&mut self, status: &str) -> io::Result<()> {
+        if !self.pending.is_empty() {
+            return Ok(());
+        }
+        self.out.write_all(b"\r")?;
+        self.out.write_all(status.as_bytes())?;
+        // Erase what a longer previous status left on the line.
+        self.out.write_all(b"\x1b[K")?;
+        self.out.flush()?;
+        self.status_shown = true;
+        Ok(())
+    }
+
+    /// Removes the progress line, if one is shown, so that output starts at
+    /// the beginning of an empty line.
+    fn clear_status(&mut self) -> io::Result<()> {
+        if self.status_shown {
+            self.out.write_all(b"\r\x1b[K")?;
+            self.status_shown = false;
+        }
+        Ok(())
+    }
+
     /// Shows a line of the console's own, e.g. `[console: reconnected]`.
     pub fn line(&mut self, line: &str) -> io::Result<()> {
+        self.clear_status()?;
         if !self.pending.is_empty() {
             self.out.write_all(b"\r\n")?;
         }
@@ -74,6 +105,7 @@ impl<W: Write> Screen<W> {
     /// Ends the unfinished text line, if any, on the terminal (so that what
     /// runs next starts on a fresh line) and in the log file (at exit).
     pub fn finish(&mut self) -> io::Result<()> {
+        self.clear_status()?;
         if !self.pending.is_empty() {
             self.out.write_all(b"\r\n")?;
             let pending = std::mem::take(&mut self.pending);
@@ -83,6 +115,7 @@ impl<W: Write> Screen<W> {
     }
 
     fn text(&mut self, text: &[u8]) -> io::Result<()> {
+        self.clear_status()?;
         self.out.write_all(text)?;
         self.out.flush()?;
         let mut rest = text;

@@ -2,6 +2,7 @@
 //! device, reconnection when the device goes away.
 
 use std::io::{self, IsTerminal, Read, Write};
+use std::ops::ControlFlow;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
@@ -12,7 +13,8 @@ use std::time::{Duration, Instant};
 use nix::sys::termios::{self, SetArg, Termios};
 
 use crate::port::{self, Link};
-use crate::{ConsoleError, ConsoleOptions, Screen, StreamDecoder};
+use crate::transfer::{self, is_timeout, Caught, CheckpointCatcher, SendError, SendEvent};
+use crate::{ConsoleError, ConsoleOptions, Event, Screen, StreamDecoder, TransferOptions};
 
 /// The key that ends the console: Ctrl-] (as in telnet and picocom).
 pub const EXIT_KEY: u8 = 0x1d;
@@ -27,12 +29,37 @@ const KEY_POLL: Duration = Duration::from_millis(50);
 /// [`crate::deframe::Deframer::flush_idle`]).
 const IDLE_FLUSH: Duration = Duration::from_millis(100);
 
+/// Least time between two updates of a transfer's progress line.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+
 /// Runs the console until Ctrl-], a termination signal, or (when standard
-/// input is not a terminal and has ended) the device going away.
+/// input is not a terminal and has ended) the device going away; caught
+/// checkpoints are saved in the current directory.
 ///
 /// Errors before the session starts (bad ELF, absent or busy port, log file)
 /// are returned at once; once connected, a vanished device is waited for.
 pub fn run(options: &ConsoleOptions) -> Result<(), ConsoleError> {
+    run_with(options, &TransferOptions::default())
+}
+
+/// [`run`], with checkpoints handled as `transfers` says. With
+/// [`TransferOptions::send`], the file is read before connecting and sent
+/// first; if sending fails, the session still runs, and its end returns
+/// [`ConsoleError::Send`].
+pub fn run_with(options: &ConsoleOptions, transfers: &TransferOptions) -> Result<(), ConsoleError> {
+    if !transfers.save_dir.is_dir() {
+        return Err(ConsoleError::SaveDir(transfers.save_dir.clone()));
+    }
+    let send = match &transfers.send {
+        Some(path) => {
+            let bytes = std::fs::read(path).map_err(|source| ConsoleError::ReadCheckpoint {
+                path: path.clone(),
+                source,
+            })?;
+            Some((transfer::transfer_name(path), bytes))
+        }
+        None => None,
+    };
     let decoder = match &options.elf {
         Some(path) => {
             let elf = std::fs::read(path).map_err(|source| ConsoleError::ReadElf {
@@ -65,16 +92,26 @@ pub fn run(options: &ConsoleOptions) -> Result<(), ConsoleError> {
 
     let mut session = Session {
         options,
+        transfers,
         decoder,
+        catcher: CheckpointCatcher::new(),
+        receiving: String::new(),
+        last_progress: None,
         screen,
         keys: spawn_keyboard_reader(),
         interactive,
         input_ended: false,
         stop: signals.flag.clone(),
+        send,
+        send_failure: None,
     };
     let result = session.run(link);
     let finish = session.finish();
-    result.and(finish)
+    result.and(finish)?;
+    match session.send_failure {
+        Some(error) => Err(ConsoleError::Send(error)),
+        None => Ok(()),
+    }
 }
 
 /// What ended a connected stretch of the session.
@@ -97,12 +134,22 @@ enum Input {
 
 struct Session<'a, W: Write> {
     options: &'a ConsoleOptions,
+    transfers: &'a TransferOptions,
     decoder: StreamDecoder,
+    catcher: CheckpointCatcher,
+    /// The name of the checkpoint being received, for the progress line.
+    receiving: String,
+    /// When the progress line was last updated.
+    last_progress: Option<Instant>,
     screen: Screen<W>,
     keys: Receiver<Input>,
     interactive: bool,
     input_ended: bool,
     stop: Arc<AtomicBool>,
+    /// The checkpoint to send once connected: transfer name and bytes.
+    send: Option<(String, Vec<u8>)>,
+    /// Why sending the checkpoint failed, if it did.
+    send_failure: Option<SendError>,
 }
 
 impl<W: Write> Session<'_, W> {
@@ -110,11 +157,20 @@ impl<W: Write> Session<'_, W> {
         let port = &self.options.port;
         self.say(&format!("[console: connected to {port}; Ctrl-] exits]"))?;
         loop {
-            if let End::Exit = self.pump(link.as_mut())? {
+            let end = match self.send.take() {
+                Some((name, bytes)) => self.send_checkpoint(link.as_mut(), &name, &bytes)?,
+                None => None,
+            };
+            let end = match end {
+                Some(end) => end,
+                None => self.pump(link.as_mut())?,
+            };
+            if let End::Exit = end {
                 return Ok(());
             }
             self.say(&format!("[console: {port} disconnected, waiting...]"))?;
             self.decoder.reset();
+            self.catcher.reset();
             match self.reconnect()? {
                 Some(new_link) => link = new_link,
                 None => return Ok(()),
@@ -147,17 +203,184 @@ impl<W: Write> Session<'_, W> {
                 Ok(n) => {
                     last_received = Instant::now();
                     for event in self.decoder.feed(&buffer[..n]) {
-                        self.screen.show(&event).map_err(ConsoleError::Io)?;
+                        self.show(event)?;
                     }
                 }
                 Err(e) if is_timeout(&e) => {
                     if last_received.elapsed() >= IDLE_FLUSH {
                         if let Some(event) = self.decoder.flush_idle() {
-                            self.screen.show(&event).map_err(ConsoleError::Io)?;
+                            self.show(event)?;
+                        }
+                        if let Some(caught) = self.catcher.flush_idle() {
+                            self.caught(caught)?;
                         }
                     }
                 }
                 Err(_) => return Ok(End::Disconnected),
+            }
+        }
+    }
+
+    /// Shows one event of the device output; its text goes through the
+    /// checkpoint catcher first.
+    fn show(&mut self, event: Event) -> Result<(), ConsoleError> {
+        match event {
+            Event::Text(text) => {
+                for caught in self.catcher.push(&text) {
+                    self.caught(caught)?;
+                }
+                Ok(())
+            }
+            other => self.screen.show(&other).map_err(ConsoleError::Io),
+        }
+    }
+
+    /// Shows, or acts on, what the checkpoint catcher found.
+    fn caught(&mut self, caught: Caught) -> Result<(), ConsoleError> {
+        match caught {
+            Caught::Text(text) => self
+                .screen
+                .show(&Event::Text(text))
+                .map_err(ConsoleError::Io),
+            Caught::Started { name, total } => {
+                self.say(&format!(
+                    "[console: receiving checkpoint {name} ({total} bytes)]"
+                ))?;
+                self.receiving = name;
+                self.last_progress = None;
+                Ok(())
+            }
+            Caught::Progress { received, total } => {
+                let status = format!(
+                    "[console: receiving checkpoint {}: {received}/{total} bytes]",
+                    self.receiving
+                );
+                self.progress(&status)
+            }
+            Caught::Checkpoint(checkpoint) => {
+                let line = match transfer::save_checkpoint(&self.transfers.save_dir, &checkpoint) {
+                    Ok(path) => format!(
+                        "[console: checkpoint saved to {} ({} bytes, sha256 ok)]",
+                        path.display(),
+                        checkpoint.bytes.len()
+                    ),
+                    Err(error) => format!("[console: {error}; nothing saved]"),
+                };
+                self.say(&line)
+            }
+            Caught::Failed(error) => self.say(&format!(
+                "[console: checkpoint transfer failed: {error}; nothing saved]"
+            )),
+            // A node answering a transfer this console did not start (the
+            // user typed `receive`): show the reply as the node printed it.
+            Caught::Reply(reply) => self
+                .screen
+                .show(&Event::Text(format!("{reply}\r\n").into_bytes()))
+                .map_err(ConsoleError::Io),
+        }
+    }
+
+    /// Updates the transient progress line, at most every
+    /// [`PROGRESS_INTERVAL`].
+    fn progress(&mut self, status: &str) -> Result<(), ConsoleError> {
+        let now = Instant::now();
+        if self
+            .last_progress
+            .is_some_and(|last| now.duration_since(last) < PROGRESS_INTERVAL)
+        {
+            return Ok(());
+        }
+        self.last_progress = Some(now);
+        self.screen.progress(status).map_err(ConsoleError::Io)
+    }
+
+    /// Sends a checkpoint to the node's `receive`, showing the device output
+    /// and the progress meanwhile. Keys typed during the transfer are
+    /// dropped (they would break the line protocol), except the exit key.
+    /// Returns how the connection ended if it did, `None` to go on.
+    fn send_checkpoint(
+        &mut self,
+        link: &mut dyn Link,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<Option<End>, ConsoleError> {
+        self.say(&format!(
+            "[console: sending checkpoint {name} ({} bytes)]",
+            bytes.len()
+        ))?;
+        let mut exit = false;
+        let mut screen_error = None;
+        let mut last_progress: Option<Instant> = None;
+        let (screen, keys, stop, input_ended) = (
+            &mut self.screen,
+            &self.keys,
+            &self.stop,
+            &mut self.input_ended,
+        );
+        let result = transfer::send_checkpoint(
+            link,
+            &mut self.decoder,
+            name,
+            bytes,
+            self.transfers.reply_timeout,
+            |event| {
+                loop {
+                    match keys.try_recv() {
+                        Ok(Input::Exit) => exit = true,
+                        Ok(Input::Bytes(_)) => {}
+                        Ok(Input::Eof) | Err(TryRecvError::Disconnected) => {
+                            *input_ended = true;
+                            break;
+                        }
+                        Err(TryRecvError::Empty) => break,
+                    }
+                }
+                if exit || stop.load(Ordering::Relaxed) {
+                    exit = true;
+                    return ControlFlow::Break(());
+                }
+                let shown = match event {
+                    SendEvent::Output(event) => screen.show(&event),
+                    SendEvent::Progress { sent, total } => {
+                        let now = Instant::now();
+                        if last_progress.is_some_and(|last| now - last < PROGRESS_INTERVAL) {
+                            Ok(())
+                        } else {
+                            last_progress = Some(now);
+                            screen.progress(&format!(
+                                "[console: sending checkpoint {name}: {sent}/{total} bytes]"
+                            ))
+                        }
+                    }
+                    SendEvent::Idle => Ok(()),
+                };
+                match shown {
+                    Ok(()) => ControlFlow::Continue(()),
+                    Err(error) => {
+                        screen_error = Some(error);
+                        ControlFlow::Break(())
+                    }
+                }
+            },
+        );
+        if let Some(error) = screen_error {
+            return Err(ConsoleError::Io(error));
+        }
+        match result {
+            Ok(confirmed) => {
+                self.say(&format!(
+                    "[console: checkpoint {confirmed} sent; the node confirmed it (DONE)]"
+                ))?;
+                Ok(None)
+            }
+            Err(SendError::Cancelled) if exit => Ok(Some(End::Exit)),
+            Err(error) => {
+                self.say(&format!(
+                    "[console: sending checkpoint {name} failed: {error}]"
+                ))?;
+                let end = matches!(error, SendError::Disconnected).then_some(End::Disconnected);
+                self.send_failure = Some(error);
+                Ok(end)
             }
         }
     }
@@ -217,13 +440,6 @@ impl<W: Write> Session<'_, W> {
         }
         self.screen.finish().map_err(ConsoleError::Io)
     }
-}
-
-fn is_timeout(error: &io::Error) -> bool {
-    matches!(
-        error.kind(),
-        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-    )
 }
 
 /// Reads standard input on a thread of its own (reads block), cutting it at

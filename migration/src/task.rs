@@ -18,6 +18,22 @@ pub struct Progress {
     pub total: u64,
 }
 
+impl Progress {
+    /// Progress in percent (0 to 100; 100 for an empty task).
+    pub fn percent(&self) -> f64 {
+        if self.total == 0 {
+            100.0
+        } else {
+            self.done as f64 * 100.0 / self.total as f64
+        }
+    }
+    /// Whether at least `percent` of the work is done: the test that decides
+    /// where a run stops for a migration ("stop at 50%").
+    pub fn reached(&self, percent: f64) -> bool {
+        self.done as f64 * 100.0 >= percent * self.total as f64
+    }
+}
+
 /// What a step left behind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {

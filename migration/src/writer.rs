@@ -7,7 +7,7 @@ use crate::format::{
 };
 use crate::io::Sink;
 use crate::region::ElemType;
-use crate::task::{SnapBody, Snapshot};
+use crate::task::{SnapBody, Snapshot, Task};
 use alloc::string::String;
 use alloc::vec::Vec;
 use sha2::{Digest, Sha256};
@@ -31,6 +31,30 @@ pub struct HeaderInfo {
     pub isa: String,
     /// This node's board.
     pub board: String,
+}
+
+impl HeaderInfo {
+    /// The header of a checkpoint of `task` at its current migration point,
+    /// captured in ownership `epoch` on a node of `isa` and `board`.
+    pub fn for_task(
+        task: &dyn Task,
+        epoch: u64,
+        created_unix_ms: u64,
+        isa: &str,
+        board: &str,
+    ) -> Self {
+        let p = task.progress();
+        Self {
+            task_kind: task.kind().into(),
+            task_version: task.version(),
+            progress: p.done,
+            progress_total: p.total,
+            epoch,
+            created_unix_ms,
+            isa: isa.into(),
+            board: board.into(),
+        }
+    }
 }
 
 /// Full checkpoint, or delta holding only the chunks dirtied since the base.

@@ -2,13 +2,15 @@
 //!
 //! The run loop is deliberately simple and cooperative: each turn it feeds
 //! typed bytes to the shell, then polls every registered [`Service`] once
-//! (the network stack, task runners and sync sessions of later layers plug in
-//! here), and when nothing had work it sleeps until the next interrupt.
+//! (the task runner, and the network stack and sync sessions of later layers
+//! plug in here), and when nothing had work it sleeps until the next
+//! interrupt.
 
 use alloc::boxed::Box;
+use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::cell::Cell;
+use core::cell::{Cell, RefCell};
 use core::fmt::{self, Write};
 
 use critical_section::Mutex;
@@ -16,6 +18,7 @@ use tern_hal::Board;
 
 use crate::console::{self, ConsoleWriter};
 use crate::shell::{self, Command, LineEditor};
+use crate::tasks::{TaskRunner, TaskTable};
 
 static BOARD: Mutex<Cell<Option<&'static dyn Board>>> = Mutex::new(Cell::new(None));
 
@@ -56,27 +59,57 @@ pub enum ServiceStatus {
 pub trait Service {
     /// Short name, shown by diagnostics.
     fn name(&self) -> &'static str;
-    /// Makes whatever progress is possible without blocking.
-    fn poll(&mut self, now_ns: u64) -> ServiceStatus;
+    /// Makes whatever progress is possible without blocking; messages for
+    /// the user (a task finished) go to `out`, the console.
+    fn poll(&mut self, now_ns: u64, out: &mut dyn Write) -> ServiceStatus;
 }
 
-/// The running kernel: the board, the services and the shell's commands.
+/// Where the kernel reads console bytes from (the UART, or a test's script).
+pub type ByteInput = Box<dyn FnMut() -> Option<u8>>;
+
+/// The running kernel: the board, the services, the shell's commands and the
+/// task table they share.
 pub struct Kernel {
     board: &'static dyn Board,
     services: Vec<Box<dyn Service>>,
     commands: Vec<Command>,
     halt_requested: Option<u8>,
+    tasks: Rc<RefCell<TaskTable>>,
+    input: ByteInput,
 }
 
 impl Kernel {
-    /// A kernel on `board` with the built-in shell commands.
+    /// A kernel on `board` reading the console, with the built-in shell
+    /// commands, the task commands and the task runner.
     pub fn new(board: &'static dyn Board) -> Self {
+        let tasks = Rc::new(RefCell::new(TaskTable::new()));
+        let mut commands = shell::builtin_commands();
+        commands.extend(crate::tasks::commands());
+        commands.extend(crate::migrate::commands());
         Self {
             board,
-            services: Vec::new(),
-            commands: shell::builtin_commands(),
+            services: alloc::vec![Box::new(TaskRunner::new(tasks.clone())) as Box<dyn Service>],
+            commands,
             halt_requested: None,
+            tasks,
+            input: Box::new(console::read_byte),
         }
+    }
+
+    /// Replaces the console input (tests feed scripted bytes).
+    pub fn set_input(&mut self, input: ByteInput) {
+        self.input = input;
+    }
+
+    /// The next console byte, if one is waiting. Commands that take over the
+    /// console (`receive`) read through this.
+    pub fn read_byte(&mut self) -> Option<u8> {
+        (self.input)()
+    }
+
+    /// The task table, shared with the task runner.
+    pub fn tasks(&self) -> &Rc<RefCell<TaskTable>> {
+        &self.tasks
     }
 
     /// The board the kernel runs on.
@@ -127,6 +160,16 @@ impl Kernel {
         }
     }
 
+    /// Polls every service once; returns whether any had work.
+    pub fn poll_services(&mut self, out: &mut dyn Write) -> bool {
+        let now = self.board.clock().now_ns();
+        let mut busy = false;
+        for service in &mut self.services {
+            busy |= service.poll(now, out) == ServiceStatus::Busy;
+        }
+        busy
+    }
+
     /// Prints the banner and runs the run loop until a halt.
     pub fn run(&mut self) -> ! {
         let mut out = ConsoleWriter;
@@ -135,7 +178,7 @@ impl Kernel {
         let mut editor = LineEditor::new();
         loop {
             let mut busy = false;
-            while let Some(byte) = console::read_byte() {
+            while let Some(byte) = self.read_byte() {
                 busy = true;
                 if let Some(line) = editor.feed(byte, &mut out) {
                     self.execute(&line, &mut out);
@@ -145,10 +188,7 @@ impl Kernel {
                     let _ = out.write_str(shell::PROMPT);
                 }
             }
-            let now = self.board.clock().now_ns();
-            for service in &mut self.services {
-                busy |= service.poll(now) == ServiceStatus::Busy;
-            }
+            busy |= self.poll_services(&mut out);
             if !busy {
                 self.board.wait_for_interrupt();
             }

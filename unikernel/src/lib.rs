@@ -2,8 +2,9 @@
 //!
 //! Boards (`boards/*`) bring the machine up and call [`start`] with a
 //! [`Board`] and the serial console. From there everything is portable: the
-//! console with its defmt framing ([`console`]), the shell ([`shell`]) and
-//! the run loop that polls [`Service`]s ([`kernel`]). This crate contains no
+//! console with its defmt framing ([`console`]), the shell ([`shell`]), the
+//! run loop that polls [`Service`]s ([`kernel`]), the task runner
+//! ([`tasks`]) and task migration over the console ([`migrate`]). This crate contains no
 //! `unsafe` and no register access; it is unit-tested on the host.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
@@ -12,7 +13,11 @@ extern crate alloc;
 
 pub mod console;
 pub mod kernel;
+pub mod migrate;
 pub mod shell;
+pub mod tasks;
+#[cfg(test)]
+mod testing;
 
 pub use kernel::{Kernel, Service, ServiceStatus};
 pub use tern_hal::{Board, BoardFacts, HeapStats, Isa, MonotonicClock, SerialPort};

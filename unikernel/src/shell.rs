@@ -189,55 +189,11 @@ fn halt(kernel: &mut Kernel, args: &[&str], out: &mut dyn Write) -> CommandResul
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::FakeBoard;
     use std::string::ToString;
-    use tern_hal::{BoardFacts, HeapStats, Isa, MonotonicClock};
-
-    struct FakeClock;
-    impl MonotonicClock for FakeClock {
-        fn now_ns(&self) -> u64 {
-            2_500_000_000
-        }
-        fn counter_hz(&self) -> u64 {
-            1_000_000
-        }
-    }
-
-    struct FakeBoard;
-    impl Board for FakeBoard {
-        fn facts(&self) -> BoardFacts {
-            BoardFacts {
-                board: "rpi4",
-                isa: Isa::Aarch64,
-                model: "test board",
-                memory_bytes: 1 << 30,
-                timer_hz: 54_000_000,
-                serial_number: Some(0x1000_0000_abcd),
-                mac_address: Some([0xdc, 0xa6, 0x32, 1, 2, 3]),
-            }
-        }
-        fn clock(&self) -> &dyn MonotonicClock {
-            &FakeClock
-        }
-        fn timer_interrupts(&self) -> u64 {
-            7
-        }
-        fn heap_stats(&self) -> HeapStats {
-            HeapStats {
-                total_bytes: 4 << 20,
-                used_bytes: 1 << 20,
-            }
-        }
-        fn wait_for_interrupt(&self) {}
-        fn halt(&self, code: u8) -> ! {
-            panic!("halt {code}")
-        }
-    }
-    use tern_hal::Board;
-
-    static BOARD: FakeBoard = FakeBoard;
 
     fn run(line: &str) -> (Kernel, String) {
-        let mut kernel = Kernel::new(&BOARD);
+        let mut kernel = Kernel::new(FakeBoard::leak());
         let mut out = String::new();
         kernel.execute(line, &mut out);
         (kernel, out)
@@ -277,7 +233,7 @@ mod tests {
     #[test]
     fn mem_reports_heap_usage() {
         let (_, out) = run("mem");
-        assert!(out.contains("heap: 1024 KiB used of 4096 KiB"), "{out}");
+        assert!(out.contains("heap: 1024 KiB used of 65536 KiB"), "{out}");
     }
 
     #[test]
@@ -298,7 +254,7 @@ mod tests {
             let _ = write!(out, "hello {}", args.join(","));
             Ok(())
         }
-        let mut kernel = Kernel::new(&BOARD);
+        let mut kernel = Kernel::new(FakeBoard::leak());
         kernel.add_command(Command {
             name: "info",
             usage: "",

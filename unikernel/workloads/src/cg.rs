@@ -57,6 +57,15 @@ fn params(class: Class) -> Params {
     }
 }
 
+/// Bytes of state a run of `class` allocates at its peak (before assembly
+/// frees the row buffers).
+pub(crate) fn state_bytes(class: Class) -> u64 {
+    let p = params(class);
+    let (n, w) = (p.n, p.w());
+    // f64 + i32 per matrix entry and per row-buffer entry; five f64 vectors.
+    (12 * p.nz_alloc() + 4 * (n + 1) + 8 * n + 12 * n * w + 40 * (n + 2)) as u64
+}
+
 impl Params {
     /// Entries reserved for the matrix before duplicates are merged (NPB's NZ).
     fn nz_alloc(&self) -> usize {

@@ -53,6 +53,12 @@ pub struct Ep {
     x: Vec<f64>,
 }
 
+/// Bytes of state a run allocates (the batch scratch; the rest is a few
+/// words), the same for every class.
+pub(crate) const fn state_bytes() -> u64 {
+    16 * NK as u64
+}
+
 fn m(class: Class) -> u32 {
     match class {
         Class::S => 24,

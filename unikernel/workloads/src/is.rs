@@ -112,6 +112,12 @@ fn params(class: Class) -> Params {
     }
 }
 
+/// Bytes of state a run of `class` allocates (keys, both buffers, buckets).
+pub(crate) fn state_bytes(class: Class) -> u64 {
+    let p = params(class);
+    (4 * (2 * p.keys + p.max_key) + 8 * p.buckets) as u64
+}
+
 impl Params {
     /// Buckets ranked per step: about STEP keys plus key slots.
     fn buckets_per_step(&self) -> usize {

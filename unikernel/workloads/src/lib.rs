@@ -75,6 +75,23 @@ impl Workload {
             _ => return None,
         })
     }
+    /// The short name `parse` accepts: `ep`, `is` or `cg`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ep => "ep",
+            Self::Is => "is",
+            Self::Cg => "cg",
+        }
+    }
+    /// Bytes of memory a run of `class` allocates for its state, so that a
+    /// node can refuse a run that would not fit before starting it.
+    pub fn state_bytes(self, class: Class) -> u64 {
+        match self {
+            Self::Ep => ep::state_bytes(),
+            Self::Is => is::state_bytes(class),
+            Self::Cg => cg::state_bytes(class),
+        }
+    }
     /// Starts a fresh task of this workload and class.
     pub fn start(self, class: Class) -> Box<dyn Task> {
         match self {

@@ -72,3 +72,29 @@ fn is_class_s_verifies() {
 fn cg_class_s_verifies() {
     check(Workload::Cg);
 }
+
+#[test]
+fn state_bytes_covers_the_saved_state() {
+    for w in [Workload::Ep, Workload::Is, Workload::Cg] {
+        for c in [Class::S, Class::W] {
+            let t = w.start(c);
+            let mut snap = Snapshot::new();
+            t.save(&mut snap).unwrap();
+            let estimate = w.state_bytes(c);
+            assert!(
+                snap.state_bytes() <= estimate + 1024,
+                "{} {c:?}: saved {} > estimate {estimate}",
+                w.name(),
+                snap.state_bytes()
+            );
+            // IS and CG hold their state in bulk regions: the estimate is tight.
+            if w != Workload::Ep {
+                assert!(
+                    snap.state_bytes() >= estimate / 10 * 9,
+                    "{} {c:?}",
+                    w.name()
+                );
+            }
+        }
+    }
+}

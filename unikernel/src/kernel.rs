@@ -188,7 +188,13 @@ impl Kernel {
                     let _ = out.write_str(shell::PROMPT);
                 }
             }
-            busy |= self.poll_services(&mut out);
+            let mut notices = String::new();
+            busy |= self.poll_services(&mut notices);
+            if !notices.is_empty() {
+                // Notices (a task finished) interrupt the prompt: they get a
+                // line of their own, then the prompt and the typing come back.
+                let _ = write!(out, "\r\n{notices}{}{}", shell::PROMPT, editor.pending());
+            }
             if !busy {
                 self.board.wait_for_interrupt();
             }

@@ -22,6 +22,12 @@ use crate::tasks::{parse_id, TaskState};
 /// `receive` gives up after this long without a byte.
 pub const RECEIVE_TIMEOUT_NS: u64 = 30_000_000_000;
 
+/// While bytes came this recently, `receive` polls the UART without
+/// sleeping: some boards' UARTs (the Pi's PL011 here) raise no receive
+/// interrupt, and a 16-byte FIFO would overflow while the CPU waits for the
+/// next timer tick. After the ACK the sender's next line comes within this.
+const SPIN_NS: u64 = 1_000_000_000;
+
 /// Ctrl-C: leaves receive mode at once.
 const CANCEL: u8 = 0x03;
 
@@ -148,10 +154,15 @@ fn receive_lines(
     let mut last_byte_ns = board.clock().now_ns();
     loop {
         let Some(byte) = kernel.read_byte() else {
-            if board.clock().now_ns().saturating_sub(last_byte_ns) > RECEIVE_TIMEOUT_NS {
+            let quiet_ns = board.clock().now_ns().saturating_sub(last_byte_ns);
+            if quiet_ns > RECEIVE_TIMEOUT_NS {
                 return Err("timeout".into());
             }
-            board.wait_for_interrupt();
+            if quiet_ns < SPIN_NS {
+                core::hint::spin_loop();
+            } else {
+                board.wait_for_interrupt();
+            }
             continue;
         };
         last_byte_ns = board.clock().now_ns();

@@ -42,7 +42,8 @@ impl core::fmt::Debug for Command {
 /// Collects typed bytes into lines, echoing them and handling backspace.
 #[derive(Debug, Default)]
 pub struct LineEditor {
-    line: Vec<u8>,
+    /// Printable ASCII only, so a `String` byte for byte.
+    line: String,
     overflowed: bool,
     last_was_cr: bool,
 }
@@ -51,6 +52,11 @@ impl LineEditor {
     /// An empty editor.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// What has been typed of the current line so far.
+    pub fn pending(&self) -> &str {
+        &self.line
     }
 
     /// Feeds one typed byte; returns the finished line on Enter.
@@ -69,7 +75,7 @@ impl LineEditor {
                     let _ = write!(echo, "error: line longer than {MAX_LINE} bytes\r\n");
                     return Some(String::new());
                 }
-                Some(String::from_utf8_lossy(&line).into_owned())
+                Some(line)
             }
             0x08 | 0x7f => {
                 if self.line.pop().is_some() {
@@ -79,7 +85,7 @@ impl LineEditor {
             }
             0x20..=0x7e => {
                 if self.line.len() < MAX_LINE {
-                    self.line.push(byte);
+                    self.line.push(char::from(byte));
                     let _ = echo.write_char(char::from(byte));
                 } else {
                     self.overflowed = true;
@@ -278,9 +284,13 @@ mod tests {
     #[test]
     fn editor_handles_backspace_and_line_endings() {
         let mut editor = LineEditor::new();
-        let (lines, echo) = feed_all(&mut editor, b"inff\x7fo\r\nmem\nhelp\r");
+        let (_, echo) = feed_all(&mut editor, b"inff\x7fo");
+        assert_eq!(editor.pending(), "info");
+        assert!(echo.starts_with("inff\x08 \x08o"));
+        let (lines, echo) = feed_all(&mut editor, b"\r\nmem\nhelp\r");
+        assert_eq!(editor.pending(), "");
         assert_eq!(lines, ["info", "mem", "help"]);
-        assert!(echo.starts_with("inff\x08 \x08o\r\n"));
+        assert!(echo.starts_with("\r\nmem\r\n"));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
+use std::process::{Command, ExitStatus};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -67,6 +68,16 @@ pub enum HarnessError {
     /// Talking to the node failed.
     #[error("serial i/o: {0}")]
     Io(#[from] io::Error),
+    /// A host tool of the workspace did not build.
+    #[error("building {package} ({bin}) failed: {status}")]
+    ToolBuild {
+        /// The tool's package.
+        package: String,
+        /// The binary.
+        bin: String,
+        /// cargo's exit status.
+        status: ExitStatus,
+    },
 }
 
 /// Builds (once per test process) the `variant` kernel of `board` in release
@@ -85,6 +96,40 @@ pub fn kernel(board: Board, variant: Variant) -> Result<PathBuf, FlashError> {
     let path = Workspace::locate()?.build_kernel(board, variant, true)?;
     KernelElf::read(&path)?.check(board, variant)?;
     built.insert((board, variant), path.clone());
+    Ok(path)
+}
+
+/// Builds (once per test process) the binary `bin` of the workspace's host
+/// tool package `package` (e.g. `tern-inspect`, `inspect`) and returns its
+/// path, so that tests run the tool exactly as users do. It is built in a
+/// target directory of its own (`<target>/tools`): the cargo running the
+/// tests holds the lock on the main one.
+pub fn host_tool(package: &str, bin: &str) -> Result<PathBuf, HarnessError> {
+    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let built = BUILT.get_or_init(Default::default);
+    let mut built = built
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(path) = built.get(bin) {
+        return Ok(path.clone());
+    }
+    let workspace = Workspace::locate()?;
+    let target_dir = workspace.target_dir.join("tools");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(&workspace.root)
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .args(["build", "--quiet", "-p", package, "--bin", bin])
+        .status()?;
+    if !status.success() {
+        return Err(HarnessError::ToolBuild {
+            package: package.into(),
+            bin: bin.into(),
+            status,
+        });
+    }
+    let path = target_dir.join("debug").join(bin);
+    built.insert(bin.into(), path.clone());
     Ok(path)
 }
 

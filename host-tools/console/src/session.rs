@@ -353,6 +353,14 @@ impl<W: Write> Session<'_, W> {
                         }
                     }
                     SendEvent::Idle => Ok(()),
+                    SendEvent::Finished(Ok(confirmed)) => screen.line(&format!(
+                        "[console: checkpoint {confirmed} sent; the node confirmed it (DONE)]"
+                    )),
+                    // The user leaving needs no words.
+                    SendEvent::Finished(Err(SendError::Cancelled)) => Ok(()),
+                    SendEvent::Finished(Err(error)) => screen.line(&format!(
+                        "[console: sending checkpoint {name} failed: {error}]"
+                    )),
                 };
                 match shown {
                     Ok(()) => ControlFlow::Continue(()),
@@ -367,17 +375,9 @@ impl<W: Write> Session<'_, W> {
             return Err(ConsoleError::Io(error));
         }
         match result {
-            Ok(confirmed) => {
-                self.say(&format!(
-                    "[console: checkpoint {confirmed} sent; the node confirmed it (DONE)]"
-                ))?;
-                Ok(None)
-            }
+            Ok(_) => Ok(None),
             Err(SendError::Cancelled) if exit => Ok(Some(End::Exit)),
             Err(error) => {
-                self.say(&format!(
-                    "[console: sending checkpoint {name} failed: {error}]"
-                ))?;
                 let end = matches!(error, SendError::Disconnected).then_some(End::Disconnected);
                 self.send_failure = Some(error);
                 Ok(end)

@@ -7,9 +7,8 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use tern_migration::serial_transfer::{
-    self, Decoder, Received, Reply, TransferError, MAX_LINE, PREFIX,
-};
+use tern_migration::serial_transfer::{self, Decoder, MAX_LINE, PREFIX};
+pub use tern_migration::serial_transfer::{Received, Reply, TransferError};
 use thiserror::Error;
 
 use crate::{Event, StreamDecoder};
@@ -269,7 +268,7 @@ pub const RECEIVE_COMMAND: &str = "receive";
 
 /// What [`send_checkpoint`] reports while it works.
 #[derive(Debug)]
-pub enum SendEvent {
+pub enum SendEvent<'a> {
     /// Device output that is not a reply (shell text, defmt logs), to show.
     Output(Event),
     /// The node acknowledged `sent` of `total` bytes.
@@ -281,6 +280,9 @@ pub enum SendEvent {
     },
     /// Nothing arrived for a moment; a chance to look at the keyboard.
     Idle,
+    /// The outcome (also returned), reported before the device output that
+    /// followed the node's last reply, so that it shows in order.
+    Finished(&'a Result<String, SendError>),
 }
 
 /// Why sending a checkpoint failed.
@@ -322,14 +324,15 @@ pub enum SendError {
 /// from `link` may time out (`TimedOut`/`WouldBlock`), which is reported as
 /// [`SendEvent::Idle`]. `observe` returning `Break` cancels the transfer
 /// (the node then times out or sees a broken transfer and leaves receive
-/// mode by itself).
+/// mode by itself). The last event is [`SendEvent::Finished`], followed
+/// only by output that arrived after the node's last reply.
 pub fn send_checkpoint<L: Read + Write + ?Sized>(
     link: &mut L,
     decoder: &mut StreamDecoder,
     name: &str,
     bytes: &[u8],
     timeout: Duration,
-    mut observe: impl FnMut(SendEvent) -> ControlFlow<()>,
+    mut observe: impl FnMut(SendEvent<'_>) -> ControlFlow<()>,
 ) -> Result<String, SendError> {
     let mut replies = Replies {
         link,
@@ -337,13 +340,19 @@ pub fn send_checkpoint<L: Read + Write + ?Sized>(
         timeout,
         catcher: CheckpointCatcher::new(),
         pending: Vec::new(),
+        deferred: Vec::new(),
         buffer: vec![0; 4096],
     };
     let result = replies.exchange(name, bytes, &mut observe);
+    // The outcome is decided: a cancel request changes nothing any more.
+    let _ = observe(SendEvent::Finished(&result));
+    let mut rest = std::mem::take(&mut replies.deferred);
     // Text held as a possible transfer line start is the session's again.
     if let Some(Caught::Text(text)) = replies.catcher.flush_idle() {
-        // The outcome is decided; a cancel request changes nothing now.
-        let _ = observe(SendEvent::Output(Event::Text(text)));
+        rest.push(Event::Text(text));
+    }
+    for event in rest {
+        let _ = observe(SendEvent::Output(event));
     }
     result
 }
@@ -363,6 +372,8 @@ struct Replies<'a, L: ?Sized> {
     catcher: CheckpointCatcher,
     /// Replies read but not yet handed out (several may arrive in one read).
     pending: Vec<Reply>,
+    /// Output read after a pending reply: shown once that reply is handled.
+    deferred: Vec<Event>,
     buffer: Vec<u8>,
 }
 
@@ -372,7 +383,7 @@ impl<L: Read + Write + ?Sized> Replies<'_, L> {
         &mut self,
         name: &str,
         bytes: &[u8],
-        observe: &mut impl FnMut(SendEvent) -> ControlFlow<()>,
+        observe: &mut impl FnMut(SendEvent<'_>) -> ControlFlow<()>,
     ) -> Result<String, SendError> {
         let total = bytes.len() as u64;
         self.write_line(RECEIVE_COMMAND)?;
@@ -402,6 +413,21 @@ impl<L: Read + Write + ?Sized> Replies<'_, L> {
         }
     }
 
+    /// Shows device output, or defers it while a reply read before it
+    /// waits to be handled.
+    fn output(
+        &mut self,
+        event: Event,
+        observe: &mut impl FnMut(SendEvent<'_>) -> ControlFlow<()>,
+    ) -> Result<(), SendError> {
+        if !self.pending.is_empty() {
+            self.deferred.push(event);
+        } else if observe(SendEvent::Output(event)).is_break() {
+            return Err(SendError::Cancelled);
+        }
+        Ok(())
+    }
+
     /// Types `line` and Enter, as a user would.
     fn write_line(&mut self, line: &str) -> Result<(), SendError> {
         let mut typed = Vec::with_capacity(line.len() + 1);
@@ -416,9 +442,15 @@ impl<L: Read + Write + ?Sized> Replies<'_, L> {
     fn next(
         &mut self,
         expected: &str,
-        observe: &mut impl FnMut(SendEvent) -> ControlFlow<()>,
+        observe: &mut impl FnMut(SendEvent<'_>) -> ControlFlow<()>,
     ) -> Result<Reply, SendError> {
         let deadline = Instant::now() + self.timeout;
+        // The previous reply has been handled: what followed it shows now.
+        for event in std::mem::take(&mut self.deferred) {
+            if observe(SendEvent::Output(event)).is_break() {
+                return Err(SendError::Cancelled);
+            }
+        }
         loop {
             if !self.pending.is_empty() {
                 return Ok(self.pending.remove(0));
@@ -441,25 +473,20 @@ impl<L: Read + Write + ?Sized> Replies<'_, L> {
                 Err(error) => return Err(error.into()),
             };
             for event in events {
-                let Event::Text(text) = event else {
-                    if observe(SendEvent::Output(event)).is_break() {
-                        return Err(SendError::Cancelled);
+                let text = match event {
+                    Event::Text(text) => text,
+                    other => {
+                        self.output(other, observe)?;
+                        continue;
                     }
-                    continue;
                 };
                 for caught in self.catcher.push(&text) {
-                    let flow = match caught {
-                        Caught::Reply(reply) => {
-                            self.pending.push(reply);
-                            ControlFlow::Continue(())
-                        }
-                        Caught::Text(text) => observe(SendEvent::Output(Event::Text(text))),
+                    match caught {
+                        Caught::Reply(reply) => self.pending.push(reply),
+                        Caught::Text(text) => self.output(Event::Text(text), observe)?,
                         // A node does not send checkpoints while receiving
                         // one; such lines are not shown either.
-                        _ => ControlFlow::Continue(()),
-                    };
-                    if flow.is_break() {
-                        return Err(SendError::Cancelled);
+                        _ => {}
                     }
                 }
             }
@@ -824,6 +851,9 @@ mod tests {
                     progress.push(sent);
                 }
                 SendEvent::Idle => {}
+                SendEvent::Finished(result) => {
+                    shown.extend(format!("<{}>", result.is_ok()).bytes())
+                }
             }
             ControlFlow::Continue(())
         });
@@ -838,10 +868,13 @@ mod tests {
         assert_eq!(result.unwrap(), "is-S");
         assert_eq!(node.received.as_ref().unwrap().bytes, bytes);
         assert_eq!(progress, [0, 384, 768, 1000]);
-        assert_eq!(shown, "receive\r\n<frame>");
-        // What follows DONE is left on the link for the session.
-        let rest: Vec<u8> = node.output.drain(..).collect();
-        assert_eq!(rest, b"task 1 (is S) resumed at 50.0% from x86_64/pc\r\n");
+        // What followed DONE in the last read comes after the outcome; the
+        // rest stays on the link for the session.
+        let rest = String::from_utf8(node.output.drain(..).collect()).unwrap();
+        assert_eq!(
+            format!("{shown}{rest}"),
+            "receive\r\n<frame><true>task 1 (is S) resumed at 50.0% from x86_64/pc\r\n"
+        );
     }
 
     #[test]
@@ -863,7 +896,7 @@ mod tests {
             "{error}"
         );
         assert_eq!(error.to_string(), "no READY from the node within 50ms");
-        assert_eq!(shown, "receive\r\n<frame>");
+        assert_eq!(shown, "receive\r\n<frame><false>");
 
         let mut node = FakeNode::new(Behaviour::Vanish);
         let (result, _, _) = send(&mut node, &bytes, Duration::from_secs(5));

@@ -8,6 +8,8 @@ use std::sync::mpsc::{self, Receiver};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use tern_migration::serial_transfer;
+
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A running `console` with its output collected line by line.
@@ -245,5 +247,168 @@ fn absent_port_and_bad_elf_are_clear_errors() {
     assert!(
         stderr.contains("cannot read the defmt table"),
         "stderr: {stderr}"
+    );
+}
+
+/// Writes what a kernel prints for `checkpoint 1`, with a defmt frame in the
+/// middle of a DATA line.
+fn print_checkpoint(device: &mut TcpStream, name: &str, bytes: &[u8]) {
+    let mut out = b"tern> checkpoint 1\r\n".to_vec();
+    for (i, line) in serial_transfer::encode(name, bytes).enumerate() {
+        let (head, tail) = line.split_at(line.len() / 2);
+        out.extend_from_slice(head.as_bytes());
+        if i == 1 {
+            out.extend_from_slice(b"\x00\x01\x88\x13\x7c\x00");
+        }
+        out.extend_from_slice(tail.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"tern> ");
+    device.write_all(&out).unwrap();
+}
+
+#[test]
+fn saves_a_checkpoint_the_node_prints() {
+    let dir = tempfile::tempdir().unwrap();
+    let (listener, port) = listen();
+    let mut console = Console::start(&port, &["--save-dir", dir.path().to_str().unwrap()]);
+    let mut device = accept(&listener);
+    console.expect_line(|l| l.starts_with("[console: connected to"));
+
+    let bytes: Vec<u8> = (0..2000u32).map(|i| (i * 31) as u8).collect();
+    print_checkpoint(&mut device, "is-S-50.0", &bytes);
+    console.expect_line(|l| l == "[console: receiving checkpoint is-S-50.0 (2000 bytes)]");
+    let path = dir.path().join("is-S-50.0.tckpt");
+    let saved = format!(
+        "[console: checkpoint saved to {} (2000 bytes, sha256 ok)]",
+        path.display()
+    );
+    // The progress line (overwritten with `\r`) precedes it on the terminal.
+    console.expect_line(|l| l.ends_with(&saved));
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    device.write_all(b"\r\n").unwrap();
+    console.expect_line(|l| l == "tern> ");
+    assert!(
+        console.seen.iter().all(|l| !l.contains("TERN-CKPT")),
+        "transfer lines shown: {:#?}",
+        console.seen
+    );
+
+    // A damaged transfer: reported, nothing saved.
+    let mut lines: Vec<String> = serial_transfer::encode("broken", &bytes).collect();
+    lines.remove(2);
+    device
+        .write_all(format!("{}\r\ntern> \r\n", lines.join("\r\n")).as_bytes())
+        .unwrap();
+    console.expect_line(|l| {
+        l.ends_with("[console: checkpoint transfer failed: data at offset 768, expected offset 384; nothing saved]")
+    });
+    assert!(!dir.path().join("broken.tckpt").exists());
+    console.type_keys(b"\x1d");
+    let (ok, stderr) = console.wait();
+    assert!(ok, "exit status; stderr: {stderr}");
+}
+
+/// Plays a kernel's `receive` on `device`: READY, an ACK per line, then
+/// `DONE` or (`refuse`) an ERROR at END. Returns the checkpoint received.
+fn receive_on_device(device: &mut TcpStream, refuse: bool) -> Option<serial_transfer::Received> {
+    read_until(device, b"receive\r");
+    device.write_all(b"receive\r\nTERN-CKPT READY\r\n").unwrap();
+    let mut decoder = serial_transfer::Decoder::new(1 << 20);
+    let mut pending = Vec::new();
+    let mut buffer = [0u8; 1024];
+    loop {
+        let n = device.read(&mut buffer).expect("device read");
+        assert!(n > 0, "console closed the link");
+        pending.extend_from_slice(&buffer[..n]);
+        while let Some(end) = pending.iter().position(|&b| b == b'\r') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            let line = String::from_utf8(line[..end].to_vec()).unwrap();
+            if refuse && line.starts_with("TERN-CKPT END") {
+                device
+                    .write_all(b"TERN-CKPT ERROR bad checkpoint: chunk 3 of region keys fails its CRC\r\ntern> ")
+                    .unwrap();
+                return None;
+            }
+            match decoder.feed_line(&line).unwrap() {
+                Some(received) => {
+                    let reply = format!(
+                        "{}\r\ntask 1 (is S) resumed at 50.0% from x86_64/pc\r\ntern> ",
+                        serial_transfer::Reply::Done(received.name.clone())
+                    );
+                    device.write_all(reply.as_bytes()).unwrap();
+                    return Some(received);
+                }
+                None => {
+                    let next = decoder.next_offset().unwrap();
+                    let ack = serial_transfer::Reply::Ack(next);
+                    device.write_all(format!("{ack}\r\n").as_bytes()).unwrap();
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn sends_a_checkpoint_file_to_receive() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("is-S-50.0.tckpt");
+    let bytes: Vec<u8> = (0..5000u32).map(|i| (i * 7) as u8).collect();
+    std::fs::write(&file, &bytes).unwrap();
+
+    let (listener, port) = listen();
+    let mut console = Console::start(&port, &["--send", file.to_str().unwrap()]);
+    let mut device = accept(&listener);
+    let received = receive_on_device(&mut device, false).unwrap();
+    assert_eq!(received.name, "is-S-50.0");
+    assert_eq!(received.bytes, bytes);
+    console.expect_line(|l| {
+        l.ends_with("[console: checkpoint is-S-50.0 sent; the node confirmed it (DONE)]")
+    });
+    console.expect_line(|l| l == "task 1 (is S) resumed at 50.0% from x86_64/pc");
+    // The session goes on: keys reach the node.
+    console.type_keys(b"ps\r");
+    read_until(&mut device, b"ps\r");
+    console.close_stdin();
+    thread::sleep(Duration::from_millis(200));
+    drop(device);
+    let (ok, stderr) = console.wait();
+    assert!(ok, "exit status; stderr: {stderr}");
+}
+
+#[test]
+fn a_refused_send_is_reported_and_fails_the_exit_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("damaged.tckpt");
+    std::fs::write(&file, [1u8; 100]).unwrap();
+
+    let (listener, port) = listen();
+    let mut console = Console::start(&port, &["--send", file.to_str().unwrap()]);
+    let mut device = accept(&listener);
+    assert!(receive_on_device(&mut device, true).is_none());
+    let message =
+        "the node refused the checkpoint: bad checkpoint: chunk 3 of region keys fails its CRC";
+    console.expect_line(|l| {
+        l.ends_with(&format!(
+            "[console: sending checkpoint damaged failed: {message}]"
+        ))
+    });
+    console.close_stdin();
+    thread::sleep(Duration::from_millis(200));
+    drop(device);
+    let (ok, stderr) = console.wait();
+    assert!(!ok);
+    assert_eq!(
+        stderr.trim(),
+        format!("console: sending the checkpoint failed: {message}")
+    );
+
+    // An unreadable file is refused before connecting.
+    let console = Console::start(&port, &["--send", "/nonexistent/x.tckpt"]);
+    let (ok, stderr) = console.wait();
+    assert!(!ok);
+    assert!(
+        stderr.starts_with("console: cannot read checkpoint /nonexistent/x.tckpt: "),
+        "{stderr}"
     );
 }

@@ -118,13 +118,13 @@ fn run(args: Args) -> Result<ExitCode> {
             Step::Running => {
                 if let (Some(pct), Some(path)) = (args.stop_at, &args.checkpoint) {
                     let p = task.progress();
-                    if p.done as f64 * 100.0 >= pct * p.total as f64 {
+                    if p.reached(pct) {
                         save(&*task, epoch, path)?;
                         println!(
                             "stopped at {}/{} ({:.1}%), checkpoint written to {}",
                             p.done,
                             p.total,
-                            p.done as f64 * 100.0 / p.total as f64,
+                            p.percent(),
                             path.display()
                         );
                         return Ok(ExitCode::SUCCESS);
@@ -139,20 +139,11 @@ fn run(args: Args) -> Result<ExitCode> {
 fn save(task: &dyn Task, epoch: u64, path: &Path) -> Result<()> {
     let mut snap = Snapshot::new();
     task.save(&mut snap)?;
-    let p = task.progress();
-    let info = HeaderInfo {
-        task_kind: task.kind().into(),
-        task_version: task.version(),
-        progress: p.done,
-        progress_total: p.total,
-        epoch,
-        created_unix_ms: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0),
-        isa: std::env::consts::ARCH.into(),
-        board: BOARD.into(),
-    };
+    let created_unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let info = HeaderInfo::for_task(task, epoch, created_unix_ms, std::env::consts::ARCH, BOARD);
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     let result = (|| -> Result<()> {
         let f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;

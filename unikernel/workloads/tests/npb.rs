@@ -20,17 +20,7 @@ fn run(t: &mut dyn Task) -> (bool, String, u64) {
 fn migrate(t: &dyn Task) -> Box<dyn Task> {
     let mut snap = Snapshot::new();
     t.save(&mut snap).unwrap();
-    let p = t.progress();
-    let info = HeaderInfo {
-        task_kind: t.kind().into(),
-        task_version: t.version(),
-        progress: p.done,
-        progress_total: p.total,
-        epoch: 1,
-        created_unix_ms: 0,
-        isa: "x86_64".into(),
-        board: "test".into(),
-    };
+    let info = HeaderInfo::for_task(t, 1, 0, "x86_64", "test");
     let mut bytes = Vec::new();
     write_checkpoint(&mut bytes, &info, &snap, Mode::Full).unwrap();
     registry()

@@ -4,8 +4,8 @@
 //! [`Board`] and the serial console. From there everything is portable: the
 //! console with its defmt framing ([`console`]), the shell ([`shell`]), the
 //! run loop that polls [`Service`]s ([`kernel`]), the task runner
-//! ([`tasks`]) and task migration over the console ([`migrate`]). This crate contains no
-//! `unsafe` and no register access; it is unit-tested on the host.
+//! ([`tasks`]) and task migration over the console ([`migrate`]). This crate
+//! contains no `unsafe` and no register access; it is unit-tested on the host.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 

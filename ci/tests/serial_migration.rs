@@ -143,6 +143,7 @@ fn check_with_inspect(path: &Path, workload: &str) {
 fn send(node: &mut Node, name: &str, bytes: &[u8]) -> (Result<String, SendError>, String) {
     let mut decoder = StreamDecoder::without_table();
     let mut shown = Vec::new();
+    let mut tenths = 0;
     let since = Instant::now();
     let result = transfer::send_checkpoint(
         &mut node.link(),
@@ -151,8 +152,14 @@ fn send(node: &mut Node, name: &str, bytes: &[u8]) -> (Result<String, SendError>
         bytes,
         REPLY_TIMEOUT,
         |event| {
-            if let SendEvent::Output(Event::Text(text)) = event {
-                shown.extend(text);
+            match event {
+                SendEvent::Output(Event::Text(text)) => shown.extend(text),
+                // A trace of the pace, every tenth of the bytes.
+                SendEvent::Progress { sent, total } if sent * 10 / total.max(1) > tenths => {
+                    tenths = sent * 10 / total.max(1);
+                    eprintln!("  {name}: {sent}/{total} bytes after {:?}", since.elapsed());
+                }
+                _ => {}
             }
             ControlFlow::Continue(())
         },

@@ -4,6 +4,7 @@
 
 use std::io::{self, Read, Write};
 use std::ops::ControlFlow;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -241,6 +242,9 @@ pub fn save_checkpoint(dir: &Path, checkpoint: &Received) -> Result<PathBuf, Sav
     let write = || -> io::Result<()> {
         let mut file = tempfile::Builder::new()
             .prefix(".tern-ckpt-")
+            // An ordinary file's mode (the umask applies), not the private
+            // 0600 of temporary files: the checkpoint is the user's output.
+            .permissions(std::fs::Permissions::from_mode(0o666))
             .tempfile_in(dir)?;
         file.write_all(&checkpoint.bytes)?;
         file.as_file().sync_all()?;
@@ -703,6 +707,12 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["is-S.tckpt"], "no temporary file left");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_ne!(
+            mode & 0o044,
+            0,
+            "readable by others as umask allows: {mode:o}"
+        );
 
         let missing = dir.path().join("missing");
         let error = save_checkpoint(&missing, &checkpoint).unwrap_err();

@@ -115,7 +115,7 @@ pub trait CacheMaintenance {
 }
 
 /// Which DMA ring a buffer belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Ring {
     /// Receive ring.
     Rx,

@@ -216,7 +216,7 @@ pub mod bits {
 
 pub use bits::*;
 
-/// Mask of the RX error bits of a descriptor (Linux `DMA_RX_ERR`... bits 0..=4).
+/// RX error bits of length_status: OV, CRC_ERROR, RXER, NO, LG (Linux `DMA_RX_FI_MASK` bits).
 pub const DESC_RX_ERRORS: u32 = 0x1F;
 
 register_structs! {

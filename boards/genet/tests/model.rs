@@ -696,3 +696,27 @@ fn tx_ring_full_short_frames_and_bad_lengths() {
     assert_eq!(genet.tx_in_flight(), 256);
     no_violations(&mut genet);
 }
+
+#[test]
+fn a_link_that_drops_and_returns_at_another_speed_is_reprogrammed() {
+    let mut genet = start(|_| {}).unwrap();
+    assert_eq!(link_up(&mut genet).speed, Speed::Mbps1000);
+    genet.parts_mut().0.phy.link_up = false;
+    assert_eq!(genet.poll_link(), Ok(None));
+    assert_eq!(genet.link(), None);
+    let phy = &mut genet.parts_mut().0.phy;
+    phy.link_up = true;
+    phy.partner_lpa = 0x4181;
+    phy.partner_stat1000 = 0;
+    let link = link_up(&mut genet);
+    assert_eq!(
+        link,
+        Link {
+            speed: Speed::Mbps100,
+            full_duplex: true
+        }
+    );
+    assert_eq!(genet.link(), Some(link));
+    assert_eq!(genet.parts_mut().0.reg(UMAC_CMD) >> 2 & 3, 1);
+    no_violations(&mut genet);
+}

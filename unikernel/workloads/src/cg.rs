@@ -568,18 +568,8 @@ impl Task for Cg {
     }
     fn step(&mut self) -> Step {
         self.run_phase();
-        if let Some(why) = self.broken {
-            return Step::Finished {
-                verified: false,
-                report: format!(" CG: inconsistent state ({why})\n {}", verdict(false)),
-            };
-        }
-        if self.s.phase == Phase::Done {
-            let (verified, report) = self.report();
-            Step::Finished { verified, report }
-        } else {
-            Step::Running
-        }
+        let done = self.s.phase == Phase::Done;
+        crate::phased_step("CG", self.broken, done, || self.report())
     }
     fn progress(&self) -> Progress {
         Progress {

@@ -356,18 +356,8 @@ impl Task for Is {
     }
     fn step(&mut self) -> Step {
         self.run_phase();
-        if let Some(why) = self.broken {
-            return Step::Finished {
-                verified: false,
-                report: format!(" IS: inconsistent state ({why})\n {}", verdict(false)),
-            };
-        }
-        if self.s.phase == Phase::Done {
-            let (verified, report) = self.report();
-            Step::Finished { verified, report }
-        } else {
-            Step::Running
-        }
+        let done = self.s.phase == Phase::Done;
+        crate::phased_step("IS", self.broken, done, || self.report())
     }
     fn progress(&self) -> Progress {
         Progress {

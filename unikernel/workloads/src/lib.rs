@@ -121,6 +121,29 @@ fn verdict(ok: bool) -> &'static str {
     }
 }
 
+/// The outcome of one step of a phased workload (IS, CG): a state found
+/// inconsistent (a crafted checkpoint) ends the run unverified; the last
+/// phase ends it with the workload's own report; otherwise it goes on.
+fn phased_step(
+    label: &str,
+    broken: Option<&'static str>,
+    done: bool,
+    report: impl FnOnce() -> (bool, alloc::string::String),
+) -> tern_migration::Step {
+    if let Some(why) = broken {
+        return tern_migration::Step::Finished {
+            verified: false,
+            report: alloc::format!(" {label}: inconsistent state ({why})\n {}", verdict(false)),
+        };
+    }
+    if done {
+        let (verified, report) = report();
+        tern_migration::Step::Finished { verified, report }
+    } else {
+        tern_migration::Step::Running
+    }
+}
+
 /// Relative error as NPB computes it.
 fn rel_err(got: f64, want: f64) -> f64 {
     libm::fabs((got - want) / want)

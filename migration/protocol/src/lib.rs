@@ -1,0 +1,30 @@
+//! The Tern migration protocol (see `docs/protocol.md`), host-tested and
+//! `no_std` + `alloc` so the kernel and host tools share it.
+//!
+//! Layers, each sans-IO (byte buffers in and out, so smoltcp sockets and a
+//! host `TcpStream` both drive it):
+//! - [`frame`]: `u32` little-endian length framing with a maximum;
+//! - [`message`]: the messages (serde + postcard);
+//! - [`channel`]: mutual authentication from a pre-shared key (HMAC over the
+//!   transcript), per-direction keys from HKDF-SHA-256, every frame sealed with
+//!   ChaCha20-Poly1305 under a counter nonce;
+//! - [`transfer`]: offer → need → chunks → commit → ack on each side, with
+//!   deduplication against the receiver's replica and ownership by epochs.
+#![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+pub mod channel;
+mod error;
+pub mod frame;
+pub mod message;
+pub mod transfer;
+
+pub use channel::{Config, Connection, Event, Psk, Role, Security};
+pub use error::{ChannelError, FrameError, TransferError};
+pub use message::{
+    ChunkInfo, Codec, Handshake, Hash, Hello, Message, NackReason, Offer, TaskSummary, Transfer,
+    PROTOCOL_VERSION,
+};
+pub use transfer::{Incoming, Known, Outgoing, Policy, ReceivePhase, Replica, SendPhase};

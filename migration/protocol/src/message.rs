@@ -1,0 +1,197 @@
+//! The protocol's messages (serde + postcard; field order is the wire order,
+//! see `docs/protocol.md`).
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+
+/// Version of this protocol; a peer speaking another version is refused.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// A 32-byte SHA-256 digest.
+pub type Hash = [u8; 32];
+
+/// What a node says about itself in the handshake.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// [`PROTOCOL_VERSION`] of the sender.
+    pub version: u16,
+    /// ISA of the node (`x86_64`, `aarch64`).
+    pub isa: String,
+    /// Board of the node (`pc`, `qemu-virt`, `rpi4`, `linux-host`).
+    pub board: String,
+    /// Node identity, unique in the cluster.
+    pub node_id: u64,
+    /// Task kinds this node can run (`npb-ep`, ...).
+    pub task_kinds: Vec<String>,
+    /// True when the node runs without a key (explicit insecure mode): both
+    /// sides must agree, a keyed node refuses an insecure one.
+    pub insecure: bool,
+}
+
+/// Plaintext handshake messages (before the channel is sealed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Handshake {
+    /// Each side's introduction and its fresh random nonce.
+    Hello {
+        /// The node's description.
+        hello: Hello,
+        /// 32 random bytes from the board's entropy source.
+        nonce: [u8; 32],
+    },
+    /// Proof of PSK knowledge: HMAC-SHA-256 over the transcript hash.
+    Auth {
+        /// The MAC (see the key schedule in `docs/protocol.md`).
+        mac: Hash,
+    },
+}
+
+/// How a chunk's payload is encoded on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Codec {
+    /// The bytes as they are.
+    None,
+    /// LZ4 block format (reserved: version 1 refuses it with a typed error).
+    Lz4,
+    /// Zstandard frame (reserved: version 1 refuses it with a typed error).
+    Zstd,
+}
+
+/// One transfer chunk of a checkpoint as announced in an offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkInfo {
+    /// SHA-256 of the chunk's bytes: its identity for deduplication.
+    pub hash: Hash,
+    /// CRC-32C of the chunk's bytes (cheap first check on arrival).
+    pub crc: u32,
+    /// Length in bytes.
+    pub len: u32,
+}
+
+/// Whether a transfer moves the task or only copies its state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Transfer {
+    /// Migration: on ack the receiver owns the task at the offered epoch.
+    Migrate,
+    /// Inspector fetch: a copy; ownership does not move.
+    Copy,
+}
+
+/// The sender's announcement of a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offer {
+    /// Migrate or copy.
+    pub transfer: Transfer,
+    /// Task identity, stable across nodes.
+    pub task_id: u64,
+    /// Task kind name.
+    pub kind: String,
+    /// Task kind state version.
+    pub kind_version: u32,
+    /// Equal computation progress of the checkpoint.
+    pub progress: u64,
+    /// Progress at completion.
+    pub progress_total: u64,
+    /// Ownership epoch the receiver takes on ack (the checkpoint's header epoch).
+    pub epoch: u64,
+    /// SHA-256 of the whole checkpoint (its identity, the trailer hash is inside it).
+    pub checkpoint_hash: Hash,
+    /// Total checkpoint length in bytes.
+    pub total_len: u64,
+    /// The checkpoint's bytes split at fixed offsets, in order.
+    pub chunks: Vec<ChunkInfo>,
+}
+
+/// One task as listed by a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSummary {
+    /// Task identity.
+    pub task_id: u64,
+    /// Task kind name.
+    pub kind: String,
+    /// Progress done.
+    pub progress: u64,
+    /// Progress at completion.
+    pub progress_total: u64,
+    /// Node id of the owner as this node knows it.
+    pub owner: u64,
+    /// Ownership epoch.
+    pub epoch: u64,
+}
+
+/// Why a peer refused a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NackReason {
+    /// The receiver knows the task at an epoch at least as high.
+    StaleEpoch {
+        /// The epoch the receiver knows.
+        known: u64,
+    },
+    /// The receiver cannot run this task kind/version.
+    UnsupportedKind,
+    /// A chunk's codec is not supported.
+    UnsupportedCodec,
+    /// A chunk did not match its announced hash, CRC or length.
+    BadChunk {
+        /// Index of the chunk in the offer.
+        index: u32,
+    },
+    /// Commit came before every needed chunk.
+    MissingChunks,
+    /// The assembled checkpoint's hash or epoch differs from the offer/commit.
+    HashMismatch,
+    /// The assembled checkpoint failed validation by the checkpoint reader.
+    InvalidCheckpoint,
+    /// The offer is too large for this node.
+    TooLarge,
+    /// No task with this id.
+    UnknownTask,
+    /// The message was not expected in the current phase.
+    UnexpectedMessage,
+    /// The node is busy with another transfer.
+    Busy,
+}
+
+/// Messages inside the sealed channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// Sender → receiver: a checkpoint is available.
+    Offer(Offer),
+    /// Receiver → sender: indices (into the offer) of the chunks it lacks.
+    Need {
+        /// Strictly increasing chunk indices.
+        chunks: Vec<u32>,
+    },
+    /// Sender → receiver: one needed chunk.
+    Chunk {
+        /// Index into the offer's chunk list.
+        index: u32,
+        /// Payload encoding.
+        codec: Codec,
+        /// The (encoded) bytes.
+        payload: Vec<u8>,
+    },
+    /// Sender → receiver: all needed chunks sent; take the task.
+    Commit {
+        /// Must equal the offer's checkpoint hash.
+        checkpoint_hash: Hash,
+        /// Must equal the offer's epoch.
+        epoch: u64,
+    },
+    /// Receiver → sender: checkpoint accepted (for a migration: the receiver now owns the task).
+    Ack {
+        /// The epoch now in force.
+        epoch: u64,
+    },
+    /// Either side: refusal, with its reason.
+    Nack(NackReason),
+    /// Inspector → node: list the tasks.
+    List,
+    /// Node → inspector: the tasks.
+    Tasks(Vec<TaskSummary>),
+    /// Inspector → node: send a consistent checkpoint of this task (answered by an `Offer` with [`Transfer::Copy`]).
+    Fetch {
+        /// Task identity.
+        task_id: u64,
+    },
+}

@@ -1,0 +1,175 @@
+//! Property tests of the message codec and the frame decoder.
+
+use proptest::prelude::*;
+use tern_protocol::frame::{write_frame, FrameDecoder};
+use tern_protocol::{
+    ChunkInfo, Codec, Handshake, Hello, Message, NackReason, Offer, TaskSummary, Transfer,
+};
+
+fn hello() -> impl Strategy<Value = Hello> {
+    (
+        any::<u16>(),
+        "[a-z0-9_]{0,12}",
+        "[a-z-]{0,12}",
+        any::<u64>(),
+        prop::collection::vec("[a-z-]{1,8}", 0..4),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(version, isa, board, node_id, task_kinds, insecure)| Hello {
+                version,
+                isa,
+                board,
+                node_id,
+                task_kinds,
+                insecure,
+            },
+        )
+}
+
+fn chunk() -> impl Strategy<Value = ChunkInfo> {
+    (any::<[u8; 32]>(), any::<u32>(), any::<u32>()).prop_map(|(hash, crc, len)| ChunkInfo {
+        hash,
+        crc,
+        len,
+    })
+}
+
+fn nack() -> impl Strategy<Value = NackReason> {
+    prop_oneof![
+        any::<u64>().prop_map(|known| NackReason::StaleEpoch { known }),
+        any::<u32>().prop_map(|index| NackReason::BadChunk { index }),
+        Just(NackReason::UnsupportedKind),
+        Just(NackReason::UnsupportedCodec),
+        Just(NackReason::MissingChunks),
+        Just(NackReason::HashMismatch),
+        Just(NackReason::InvalidCheckpoint),
+        Just(NackReason::TooLarge),
+        Just(NackReason::UnknownTask),
+        Just(NackReason::UnexpectedMessage),
+        Just(NackReason::Busy),
+    ]
+}
+
+fn message() -> impl Strategy<Value = Message> {
+    let offer = (
+        any::<bool>(),
+        any::<u64>(),
+        "[a-z-]{1,10}",
+        any::<u32>(),
+        any::<[u64; 4]>(),
+        any::<[u8; 32]>(),
+        prop::collection::vec(chunk(), 0..20),
+    )
+        .prop_map(
+            |(copy, task_id, kind, kind_version, n, checkpoint_hash, chunks)| {
+                Message::Offer(Offer {
+                    transfer: if copy {
+                        Transfer::Copy
+                    } else {
+                        Transfer::Migrate
+                    },
+                    task_id,
+                    kind,
+                    kind_version,
+                    progress: n[0],
+                    progress_total: n[1],
+                    epoch: n[2],
+                    checkpoint_hash,
+                    total_len: n[3],
+                    chunks,
+                })
+            },
+        );
+    let summary =
+        (any::<u64>(), "[a-z-]{1,10}", any::<[u64; 4]>()).prop_map(|(task_id, kind, n)| {
+            TaskSummary {
+                task_id,
+                kind,
+                progress: n[0],
+                progress_total: n[1],
+                owner: n[2],
+                epoch: n[3],
+            }
+        });
+    prop_oneof![
+        offer,
+        prop::collection::vec(any::<u32>(), 0..50).prop_map(|chunks| Message::Need { chunks }),
+        (
+            any::<u32>(),
+            0..3u8,
+            prop::collection::vec(any::<u8>(), 0..2000)
+        )
+            .prop_map(|(index, c, payload)| Message::Chunk {
+                index,
+                codec: [Codec::None, Codec::Lz4, Codec::Zstd][c as usize],
+                payload
+            }),
+        (any::<[u8; 32]>(), any::<u64>()).prop_map(|(checkpoint_hash, epoch)| Message::Commit {
+            checkpoint_hash,
+            epoch
+        }),
+        any::<u64>().prop_map(|epoch| Message::Ack { epoch }),
+        nack().prop_map(Message::Nack),
+        Just(Message::List),
+        prop::collection::vec(summary, 0..5).prop_map(Message::Tasks),
+        any::<u64>().prop_map(|task_id| Message::Fetch { task_id }),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn messages_round_trip(m in message()) {
+        let bytes = postcard::to_allocvec(&m).unwrap();
+        prop_assert_eq!(postcard::from_bytes::<Message>(&bytes).unwrap(), m);
+    }
+
+    #[test]
+    fn handshakes_round_trip(h in hello(), nonce in any::<[u8; 32]>(), mac in any::<[u8; 32]>()) {
+        for m in [Handshake::Hello { hello: h.clone(), nonce }, Handshake::Auth { mac }] {
+            let bytes = postcard::to_allocvec(&m).unwrap();
+            prop_assert_eq!(postcard::from_bytes::<Handshake>(&bytes).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn every_strict_prefix_of_a_message_is_an_error(m in message()) {
+        let bytes = postcard::to_allocvec(&m).unwrap();
+        for cut in 0..bytes.len() {
+            prop_assert!(postcard::from_bytes::<Message>(&bytes[..cut]).is_err());
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_decode_to_a_value_or_an_error(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+        let _ = postcard::from_bytes::<Message>(&bytes);
+        let _ = postcard::from_bytes::<Handshake>(&bytes);
+        let mut d = FrameDecoder::new(256);
+        d.push(&bytes).unwrap();
+        while let Ok(Some(f)) = d.next_frame() {
+            prop_assert!(f.len() <= 256);
+        }
+    }
+
+    #[test]
+    fn frames_survive_any_split(ms in prop::collection::vec(message(), 1..6), cuts in prop::collection::vec(1usize..500, 0..20)) {
+        let mut wire = Vec::new();
+        let bodies: Vec<Vec<u8>> = ms.iter().map(|m| postcard::to_allocvec(m).unwrap()).collect();
+        for b in &bodies {
+            write_frame(b, 1 << 20, &mut wire).unwrap();
+        }
+        let mut d = FrameDecoder::new(1 << 20);
+        let mut got = Vec::new();
+        let mut rest = &wire[..];
+        for c in cuts.iter().chain(core::iter::once(&usize::MAX)) {
+            let (now, later) = rest.split_at((*c).min(rest.len()));
+            d.push(now).unwrap();
+            while let Some(f) = d.next_frame().unwrap() {
+                got.push(postcard::from_bytes::<Message>(&f).unwrap());
+            }
+            rest = later;
+        }
+        d.finish().unwrap();
+        prop_assert_eq!(got, ms);
+    }
+}

@@ -1,0 +1,334 @@
+//! Whole migrations between two in-memory peers, with real checkpoints.
+
+mod common;
+
+use common::*;
+use tern_migration::{read_checkpoint, Limits};
+use tern_protocol::{
+    Codec, Connection, Event, Incoming, Known, Message, NackReason, Outgoing, Policy, ReceivePhase,
+    Replica, SendPhase, TaskSummary, Transfer, TransferError,
+};
+
+fn policy(known: Option<Known>) -> Policy {
+    Policy {
+        max_len: 1 << 30,
+        kinds: vec![("test-sum".into(), 1)],
+        known,
+    }
+}
+
+/// Runs the transfer phases over an established channel; returns the need and the bytes on the wire.
+fn run(
+    out: &mut Outgoing,
+    inc: &mut Incoming<'_>,
+    c: &mut Connection,
+    s: &mut Connection,
+) -> Result<(Vec<u32>, usize), TransferError> {
+    let mut wire = 0;
+    c.send(&out.offer()).unwrap();
+    let mut need = Vec::new();
+    loop {
+        let oc = c.take_output();
+        wire += oc.len();
+        for e in s.receive(&oc).unwrap() {
+            let Event::Message(m) = e else {
+                panic!("event {e:?}")
+            };
+            match inc.on_message(m) {
+                Ok(Some(reply)) => {
+                    if let Message::Need { chunks } = &reply {
+                        need = chunks.clone();
+                    }
+                    s.send(&reply).unwrap()
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    s.send(&err.nack().unwrap()).unwrap();
+                    let back = s.take_output();
+                    for e in c.receive(&back).unwrap() {
+                        let Event::Message(m) = e else { panic!() };
+                        out.on_message(m).unwrap_err();
+                    }
+                    return Err(err);
+                }
+            }
+        }
+        let os = s.take_output();
+        for e in c.receive(&os).unwrap() {
+            let Event::Message(m) = e else {
+                panic!("event {e:?}")
+            };
+            out.on_message(m)?;
+        }
+        while let Some(m) = out.poll_send() {
+            c.send(&m).unwrap();
+        }
+        if out.phase() == SendPhase::Acked {
+            return Ok((need, wire));
+        }
+        if oc.is_empty() && os.is_empty() {
+            panic!("stalled in {:?} / {:?}", out.phase(), inc.phase());
+        }
+    }
+}
+
+#[test]
+fn migration_with_dedup_against_the_base_replica() {
+    let mut d = data(60_000); // 480 KB: 8 transfer chunks
+    let base = checkpoint(4, 100, &d);
+    d.set(30_000, 1);
+    let next = checkpoint(5, 120, &d);
+    let replica = Replica::new(base);
+    let (mut c, mut s) = established();
+    let mut out = Outgoing::new(Transfer::Migrate, 42, next.clone()).unwrap();
+    let mut inc = Incoming::new(
+        policy(Some(Known {
+            epoch: 4,
+            checkpoint_hash: None,
+        })),
+        Some(&replica),
+    );
+    assert!(out.owns_task());
+    let (need, wire) = run(&mut out, &mut inc, &mut c, &mut s).unwrap();
+    // Needed: 0 (header: progress, epoch; typed state), 3 and 4 (the changed
+    // bulk chunk's record: its data and its CRC straddle them), 7 (the
+    // trailer's SHA-256). The other four come from the replica.
+    let n = tern_protocol::transfer::chunk_list(&next).len();
+    assert_eq!(n, 8);
+    assert_eq!(need, vec![0, 3, 4, 7]);
+    assert!(wire * 10 < next.len() * 6, "wire {wire} of {}", next.len());
+    assert!(!out.owns_task());
+    assert_eq!(inc.phase(), ReceivePhase::Accepted);
+    let got = inc.take_checkpoint().unwrap();
+    assert_eq!(got, next);
+    let r = read_checkpoint(&got[..], &Limits::default()).unwrap();
+    assert_eq!((r.header.epoch, r.header.progress), (5, 120));
+}
+
+#[test]
+fn migration_without_replica_sends_everything() {
+    let next = checkpoint(1, 10, &data(20_000));
+    let (mut c, mut s) = established();
+    let mut out = Outgoing::new(Transfer::Migrate, 1, next.clone()).unwrap();
+    let mut inc = Incoming::new(policy(None), None);
+    let (need, wire) = run(&mut out, &mut inc, &mut c, &mut s).unwrap();
+    assert_eq!(need, (0..3).collect::<Vec<u32>>());
+    assert!(wire > next.len());
+    assert_eq!(inc.take_checkpoint().unwrap(), next);
+}
+
+#[test]
+fn stale_epoch_is_refused_and_the_sender_keeps_the_task() {
+    let next = checkpoint(3, 10, &data(100));
+    let (mut c, mut s) = established();
+    let mut out = Outgoing::new(Transfer::Migrate, 1, next).unwrap();
+    let mut inc = Incoming::new(
+        policy(Some(Known {
+            epoch: 3,
+            checkpoint_hash: None,
+        })),
+        None,
+    );
+    assert_eq!(
+        run(&mut out, &mut inc, &mut c, &mut s).unwrap_err(),
+        TransferError::Rejected(NackReason::StaleEpoch { known: 3 })
+    );
+    assert!(out.owns_task());
+    assert_eq!(out.phase(), SendPhase::Failed);
+    assert_eq!(inc.take_checkpoint(), None);
+}
+
+#[test]
+fn unknown_kind_and_too_large_are_refused() {
+    let next = checkpoint(3, 10, &data(100));
+    let out = Outgoing::new(Transfer::Migrate, 1, next).unwrap();
+    let mut p = policy(None);
+    p.kinds = vec![("test-sum".into(), 2)];
+    let mut inc = Incoming::new(p, None);
+    assert_eq!(
+        inc.on_message(out.offer()),
+        Err(TransferError::Rejected(NackReason::UnsupportedKind))
+    );
+    let mut p = policy(None);
+    p.max_len = 100;
+    let mut inc = Incoming::new(p, None);
+    assert_eq!(
+        inc.on_message(out.offer()),
+        Err(TransferError::Rejected(NackReason::TooLarge))
+    );
+}
+
+#[test]
+fn a_repeated_offer_after_a_lost_ack_is_acked_again() {
+    let next = checkpoint(6, 10, &data(100));
+    let mut out = Outgoing::new(Transfer::Migrate, 1, next.clone()).unwrap();
+    let mut inc = Incoming::new(policy(None), None);
+    let Some(Message::Need { chunks }) = inc.on_message(out.offer()).unwrap() else {
+        panic!()
+    };
+    out.on_message(Message::Need { chunks }).unwrap();
+    while let Some(m) = out.poll_send() {
+        if let Some(ack) = inc.on_message(m).unwrap() {
+            assert_eq!(ack, Message::Ack { epoch: 6 });
+        }
+    }
+    // The ack is lost: the sender is in doubt, keeps the task paused, reconnects.
+    assert!(out.in_doubt() && out.owns_task());
+    out.restart();
+    let hash = match out.offer() {
+        Message::Offer(o) => o.checkpoint_hash,
+        _ => unreachable!(),
+    };
+    let mut again = Incoming::new(
+        policy(Some(Known {
+            epoch: 6,
+            checkpoint_hash: Some(hash),
+        })),
+        None,
+    );
+    let reply = again.on_message(out.offer()).unwrap().unwrap();
+    assert_eq!(reply, Message::Ack { epoch: 6 });
+    out.on_message(reply).unwrap();
+    assert!(!out.owns_task());
+}
+
+#[test]
+fn bad_chunks_need_and_commit_are_typed() {
+    let next = checkpoint(2, 10, &data(20_000));
+    let mut out = Outgoing::new(Transfer::Migrate, 1, next.clone()).unwrap();
+    // A need outside the offer, or not increasing.
+    assert_eq!(
+        out.on_message(Message::Need { chunks: vec![0, 9] }),
+        Err(TransferError::BadNeed { index: 9 })
+    );
+    out.restart();
+    assert_eq!(
+        out.on_message(Message::Need { chunks: vec![1, 1] }),
+        Err(TransferError::BadNeed { index: 1 })
+    );
+    out.restart();
+    assert!(out.owns_task());
+
+    let mut inc = Incoming::new(policy(None), None);
+    inc.on_message(out.offer()).unwrap();
+    assert_eq!(
+        inc.on_message(Message::Chunk {
+            index: 0,
+            codec: Codec::None,
+            payload: vec![0; 65536]
+        }),
+        Err(TransferError::Rejected(NackReason::BadChunk { index: 0 }))
+    );
+    let mut inc = Incoming::new(policy(None), None);
+    inc.on_message(out.offer()).unwrap();
+    assert_eq!(
+        inc.on_message(Message::Chunk {
+            index: 0,
+            codec: Codec::Zstd,
+            payload: vec![]
+        }),
+        Err(TransferError::Rejected(NackReason::UnsupportedCodec))
+    );
+    let mut inc = Incoming::new(policy(None), None);
+    inc.on_message(out.offer()).unwrap();
+    let Message::Offer(o) = out.offer() else {
+        unreachable!()
+    };
+    assert_eq!(
+        inc.on_message(Message::Commit {
+            checkpoint_hash: o.checkpoint_hash,
+            epoch: 2
+        }),
+        Err(TransferError::Rejected(NackReason::MissingChunks))
+    );
+    // A chunk twice is refused.
+    let mut inc = Incoming::new(policy(None), None);
+    inc.on_message(out.offer()).unwrap();
+    let chunk = Message::Chunk {
+        index: 2,
+        codec: Codec::None,
+        payload: next[2 * 65536..].to_vec(),
+    };
+    assert_eq!(inc.on_message(chunk.clone()), Ok(None));
+    assert_eq!(
+        inc.on_message(chunk),
+        Err(TransferError::Rejected(NackReason::BadChunk { index: 2 }))
+    );
+    // Messages out of phase.
+    let mut inc = Incoming::new(policy(None), None);
+    assert_eq!(
+        inc.on_message(Message::Commit {
+            checkpoint_hash: [0; 32],
+            epoch: 2
+        }),
+        Err(TransferError::Rejected(NackReason::UnexpectedMessage))
+    );
+    assert!(matches!(
+        Outgoing::new(Transfer::Migrate, 1, next[..100].to_vec()),
+        Err(TransferError::InvalidCheckpoint)
+    ));
+}
+
+#[test]
+fn an_offer_whose_chunks_lie_about_the_checkpoint_is_refused_at_commit() {
+    // Chunks consistent with the offer, but the whole is not a valid checkpoint.
+    let next = checkpoint(2, 10, &data(100));
+    let out = Outgoing::new(Transfer::Migrate, 1, next.clone()).unwrap();
+    let Message::Offer(mut o) = out.offer() else {
+        unreachable!()
+    };
+    let mut bad = next.clone();
+    bad[20] ^= 1;
+    o.chunks = tern_protocol::transfer::chunk_list(&bad);
+    let mut inc = Incoming::new(policy(None), None);
+    inc.on_message(Message::Offer(o.clone())).unwrap();
+    inc.on_message(Message::Chunk {
+        index: 0,
+        codec: Codec::None,
+        payload: bad,
+    })
+    .unwrap();
+    assert_eq!(
+        inc.on_message(Message::Commit {
+            checkpoint_hash: o.checkpoint_hash,
+            epoch: 2
+        }),
+        Err(TransferError::Rejected(NackReason::InvalidCheckpoint))
+    );
+    assert_eq!(inc.take_checkpoint(), None);
+}
+
+#[test]
+fn inspector_list_and_fetch_copy_without_moving_ownership() {
+    let (mut inspector, mut node) = established();
+    inspector.send(&Message::List).unwrap();
+    let (_, ev) = pump(&mut inspector, &mut node);
+    assert_eq!(ev, vec![Event::Message(Message::List)]);
+    let tasks = vec![TaskSummary {
+        task_id: 7,
+        kind: "test-sum".into(),
+        progress: 10,
+        progress_total: 1000,
+        owner: 2,
+        epoch: 3,
+    }];
+    node.send(&Message::Tasks(tasks.clone())).unwrap();
+    let (ev, _) = pump(&mut inspector, &mut node);
+    assert_eq!(ev, vec![Event::Message(Message::Tasks(tasks))]);
+
+    // fetch 7: the node answers with an offer of a copy; the roles of the
+    // transfer are reversed relative to the connection.
+    let ckpt = checkpoint(3, 10, &data(10_000));
+    let mut out = Outgoing::new(Transfer::Copy, 7, ckpt.clone()).unwrap();
+    let mut inc = Incoming::new(
+        Policy {
+            max_len: 1 << 30,
+            kinds: vec![],
+            known: None,
+        },
+        None,
+    );
+    run(&mut out, &mut inc, &mut node, &mut inspector).unwrap();
+    assert!(out.owns_task(), "a copy leaves the task where it is");
+    assert_eq!(inc.take_checkpoint().unwrap(), ckpt);
+}

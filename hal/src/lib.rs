@@ -122,3 +122,48 @@ pub trait Board: Sync {
     /// from `code` (see `docs/architecture.md`); on hardware the CPU parks.
     fn halt(&self, code: u8) -> !;
 }
+
+/// Why a network device refused to send a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetError {
+    /// Every transmit buffer is in flight; try again after the next poll.
+    Busy,
+    /// The frame is empty or longer than [`NetDevice::max_frame_len`].
+    BadLength(usize),
+    /// The device reported an error.
+    Device,
+}
+
+impl fmt::Display for NetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NetError::Busy => f.write_str("transmit queue full"),
+            NetError::BadLength(len) => write!(f, "bad frame length {len}"),
+            NetError::Device => f.write_str("device error"),
+        }
+    }
+}
+
+/// An Ethernet controller, as the kernel's network stack (smoltcp) sees it.
+///
+/// Frames are whole Ethernet frames without the FCS. The interface is
+/// object-safe and copy-based so that every driver fits it: virtio-net
+/// (through `virtio-drivers`) as well as the Pi 4's GENET, whose
+/// `receive()`/`transmit(len, fill)` map onto [`NetDevice::receive`] and
+/// [`NetDevice::transmit`]. The kernel adapts it to smoltcp's `phy::Device`.
+pub trait NetDevice: Send {
+    /// The station's MAC address.
+    fn mac_address(&self) -> [u8; 6];
+    /// The longest frame the device sends or receives (1514 for a
+    /// standard Ethernet MTU of 1500).
+    fn max_frame_len(&self) -> usize;
+    /// Whether the link is up (a device that cannot tell says `true`).
+    fn link_up(&self) -> bool;
+    /// Copies the next received frame into `buf` and returns its length;
+    /// `None` when no frame is waiting. A frame longer than `buf` is dropped.
+    fn receive(&mut self, buf: &mut [u8]) -> Option<usize>;
+    /// Whether [`NetDevice::transmit`] would find a free buffer now.
+    fn can_transmit(&mut self) -> bool;
+    /// Queues `frame` for sending.
+    fn transmit(&mut self, frame: &[u8]) -> Result<(), NetError>;
+}

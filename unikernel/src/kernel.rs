@@ -14,9 +14,10 @@ use core::cell::{Cell, RefCell};
 use core::fmt::{self, Write};
 
 use critical_section::Mutex;
-use tern_hal::Board;
+use tern_hal::{Board, NetDevice};
 
 use crate::console::{self, ConsoleWriter};
+use crate::net::{NetService, NetStack};
 use crate::shell::{self, Command, LineEditor};
 use crate::tasks::{TaskRunner, TaskTable};
 
@@ -75,6 +76,7 @@ pub struct Kernel {
     commands: Vec<Command>,
     halt_requested: Option<u8>,
     tasks: Rc<RefCell<TaskTable>>,
+    net: Option<Rc<RefCell<NetStack>>>,
     input: ByteInput,
 }
 
@@ -92,6 +94,7 @@ impl Kernel {
             commands,
             halt_requested: None,
             tasks,
+            net: None,
             input: Box::new(console::read_byte),
         }
     }
@@ -110,6 +113,25 @@ impl Kernel {
     /// The task table, shared with the task runner.
     pub fn tasks(&self) -> &Rc<RefCell<TaskTable>> {
         &self.tasks
+    }
+
+    /// Gives the kernel a network device: adds the network stack's service
+    /// and the `net` command.
+    pub fn attach_net(&mut self, device: Box<dyn NetDevice>) {
+        let stack = Rc::new(RefCell::new(NetStack::new(
+            device,
+            self.board.clock().now_ns(),
+        )));
+        self.services.push(Box::new(NetService::new(stack.clone())));
+        for command in crate::net::commands() {
+            self.add_command(command);
+        }
+        self.net = Some(stack);
+    }
+
+    /// The network stack, if the board has a network device.
+    pub fn net(&self) -> Option<&Rc<RefCell<NetStack>>> {
+        self.net.as_ref()
     }
 
     /// The board the kernel runs on.

@@ -4,7 +4,8 @@
 //! [`Board`] and the serial console. From there everything is portable: the
 //! console with its defmt framing ([`console`]), the shell ([`shell`]), the
 //! run loop that polls [`Service`]s ([`kernel`]), the task runner
-//! ([`tasks`]) and task migration over the console ([`migrate`]). This crate
+//! ([`tasks`]), task migration over the console ([`migrate`]) and the
+//! network stack ([`net`]). This crate
 //! contains no `unsafe` and no register access; it is unit-tested on the host.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
@@ -14,13 +15,14 @@ extern crate alloc;
 pub mod console;
 pub mod kernel;
 pub mod migrate;
+pub mod net;
 pub mod shell;
 pub mod tasks;
 #[cfg(test)]
 mod testing;
 
 pub use kernel::{Kernel, Service, ServiceStatus};
-pub use tern_hal::{Board, BoardFacts, HeapStats, Isa, MonotonicClock, SerialPort};
+pub use tern_hal::{Board, BoardFacts, HeapStats, Isa, MonotonicClock, NetDevice, SerialPort};
 
 /// Tern's version, as printed in the banner.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -41,11 +43,25 @@ pub fn start(
     serial: &'static mut dyn SerialPort,
     board_commands: &[shell::Command],
 ) -> ! {
+    start_with_net(board, serial, board_commands, None)
+}
+
+/// [`start`] for a board that found a network device: the kernel also runs
+/// the network stack ([`net`]) on `net`.
+pub fn start_with_net(
+    board: &'static dyn Board,
+    serial: &'static mut dyn SerialPort,
+    board_commands: &[shell::Command],
+    net: Option<alloc::boxed::Box<dyn NetDevice>>,
+) -> ! {
     console::install(serial);
     kernel::install_board(board);
     let mut kernel = Kernel::new(board);
     for command in board_commands {
         kernel.add_command(*command);
+    }
+    if let Some(device) = net {
+        kernel.attach_net(device);
     }
     kernel.run()
 }

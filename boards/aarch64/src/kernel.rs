@@ -5,7 +5,7 @@ use alloc::boxed::Box;
 use core::fmt::Write;
 use core::ops::Range;
 
-use tern_hal::{BoardFacts, SerialPort};
+use tern_hal::{BoardFacts, NetDevice, SerialPort};
 use tern_unikernel::shell::{Command, CommandResult};
 use tern_unikernel::Kernel;
 
@@ -59,6 +59,21 @@ fn fault(_: &mut Kernel, _: &[&str], out: &mut dyn Write) -> CommandResult {
 /// [`crate::exception::install_vectors`]; `setup` must describe the machine
 /// (see [`mmu::enable`] and [`irq::init`]).
 pub unsafe fn start_kernel<S: SerialPort + 'static>(setup: KernelSetup<'_>, serial: S) -> ! {
+    // SAFETY: the caller's contract is this function's.
+    unsafe { start_kernel_with_net(setup, serial, || None) }
+}
+
+/// [`start_kernel`] for a board with a network device: `probe_net` runs
+/// once the heap and the MMU are up and returns the device, if it found one.
+///
+/// # Safety
+///
+/// As for [`start_kernel`].
+pub unsafe fn start_kernel_with_net<S: SerialPort + 'static>(
+    setup: KernelSetup<'_>,
+    serial: S,
+    probe_net: impl FnOnce() -> Option<Box<dyn NetDevice>>,
+) -> ! {
     let ram = setup.ram.start..setup.ram.end.min(MAPPED_END);
     // SAFETY: the caller guarantees the memory map and the call order.
     unsafe {
@@ -71,5 +86,6 @@ pub unsafe fn start_kernel<S: SerialPort + 'static>(setup: KernelSetup<'_>, seri
     }
     let board = Box::leak(Box::new(Aarch64Board::new(setup.facts, ram)));
     let serial = Box::leak(Box::new(serial));
-    tern_unikernel::start(board, serial, &[FAULT_COMMAND])
+    let net = probe_net();
+    tern_unikernel::start_with_net(board, serial, &[FAULT_COMMAND], net)
 }

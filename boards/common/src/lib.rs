@@ -1,4 +1,5 @@
-//! Pieces shared by every Tern board: the kernel heap and the defmt logger.
+//! Pieces shared by every Tern board: the kernel heap and the defmt logger,
+//! and for the QEMU boards the virtio-net driver glue ([`virtio`]).
 //!
 //! The heap is a [`talc`] allocator behind a spinlock. A board claims its free
 //! RAM once, early in boot, with [`init_heap`]; the portable kernel reads usage
@@ -6,7 +7,10 @@
 //! spin on a lock the interrupted code may hold).
 #![no_std]
 
+extern crate alloc;
+
 mod logger;
+pub mod virtio;
 
 use talc::source::Claim;
 use talc::TalcLock;

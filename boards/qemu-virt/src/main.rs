@@ -3,9 +3,14 @@
 //! QEMU loads this ELF, enters it at EL2 (with `virtualization=on`; EL1
 //! works too) with the device tree at the start of RAM (or in `x0`). Here: the vectors, the
 //! PL011 console (through `arm-pl011-uart`), the RAM size from the device
-//! tree, then the shared aarch64 bring-up.
+//! tree, then the shared aarch64 bring-up, and virtio-net over MMIO ([`net`])
+//! once the heap is up.
 #![no_std]
 #![no_main]
+
+extern crate alloc;
+
+mod net;
 
 use core::convert::Infallible;
 use core::ptr::NonNull;
@@ -13,7 +18,7 @@ use core::ptr::NonNull;
 use arm_pl011_uart::{
     DataBits, LineConfig, PL011Registers, Parity, StopBits, Uart, UniqueMmioPointer,
 };
-use tern_board_aarch64::{exception, start_kernel, KernelSetup};
+use tern_board_aarch64::{exception, start_kernel_with_net, KernelSetup};
 use tern_board_common as _;
 use tern_hal::{BoardFacts, Isa};
 
@@ -83,7 +88,7 @@ fn main(dtb: usize) -> ! {
     };
     // SAFETY: called once at EL1 with the MMU off, vectors installed; RAM
     // comes from QEMU's device tree and holds this image, MMIO every device.
-    unsafe { start_kernel(setup, VirtSerial(uart)) }
+    unsafe { start_kernel_with_net(setup, VirtSerial(uart), || net::probe(dtb)) }
 }
 
 /// Size of the RAM bank at [`RAM_BASE`], from the device tree at `dtb`.

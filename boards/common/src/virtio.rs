@@ -1,0 +1,128 @@
+//! virtio-net for the QEMU boards: the `virtio-drivers` [`Hal`] of an
+//! identity-mapped kernel and the [`NetDevice`] adapter the kernel uses.
+//!
+//! Both the PC (PCI transport) and QEMU `virt` (MMIO transport) run with
+//! physical address == virtual address and DMA-coherent memory under QEMU,
+//! so DMA buffers come straight from the kernel heap and sharing a buffer is
+//! just handing over its address.
+
+use alloc::alloc::{alloc_zeroed, dealloc, Layout};
+use core::ptr::NonNull;
+
+use tern_hal::{NetDevice, NetError};
+use virtio_drivers::device::net::{TxBuffer, VirtIONet};
+use virtio_drivers::transport::Transport;
+use virtio_drivers::{BufferDirection, Hal, PhysAddr, PAGE_SIZE};
+
+/// Receive and transmit queue length.
+const QUEUE_SIZE: usize = 16;
+/// Receive buffer length: a 1514-byte frame plus the virtio-net header,
+/// rounded up.
+const RX_BUFFER_LEN: usize = 2048;
+/// The longest Ethernet frame (without FCS) for a 1500-byte MTU.
+const MAX_FRAME_LEN: usize = 1514;
+
+/// DMA memory from the heap of an identity-mapped kernel.
+pub struct HeapHal;
+
+fn dma_layout(pages: usize) -> Layout {
+    // PAGE_SIZE is a power of two and `pages` comes from the driver's
+    // small queue sizes, so the layout is always valid.
+    Layout::from_size_align(pages * PAGE_SIZE, PAGE_SIZE).expect("DMA layout")
+}
+
+// SAFETY: `dma_alloc` returns zeroed, page-aligned, exclusively owned heap
+// memory whose physical address equals its address (identity map); MMIO
+// addresses are identity-mapped as device memory by the boards; sharing
+// needs no copy because QEMU's DMA sees the same (coherent) memory.
+unsafe impl Hal for HeapHal {
+    fn dma_alloc(pages: usize, _: BufferDirection) -> (PhysAddr, NonNull<u8>) {
+        // SAFETY: the layout has a non-zero size (the driver asks for at
+        // least one page).
+        let ptr = unsafe { alloc_zeroed(dma_layout(pages)) };
+        let ptr = NonNull::new(ptr).expect("out of memory for virtio DMA");
+        (ptr.as_ptr() as PhysAddr, ptr)
+    }
+
+    unsafe fn dma_dealloc(_: PhysAddr, vaddr: NonNull<u8>, pages: usize) -> i32 {
+        // SAFETY: the caller passes back what `dma_alloc` returned for
+        // `pages` pages, which was allocated with the same layout.
+        unsafe { dealloc(vaddr.as_ptr(), dma_layout(pages)) };
+        0
+    }
+
+    unsafe fn mmio_phys_to_virt(paddr: PhysAddr, _: usize) -> NonNull<u8> {
+        NonNull::new(paddr as *mut u8).expect("MMIO at address 0")
+    }
+
+    unsafe fn share(buffer: NonNull<[u8]>, _: BufferDirection) -> PhysAddr {
+        buffer.cast::<u8>().as_ptr() as PhysAddr
+    }
+
+    unsafe fn unshare(_: PhysAddr, _: NonNull<[u8]>, _: BufferDirection) {}
+}
+
+/// A virtio-net device on any transport, as a [`NetDevice`].
+pub struct VirtioNet<T: Transport>(VirtIONet<HeapHal, T, QUEUE_SIZE>);
+
+// SAFETY: the kernel is single-core and the device is only ever used from
+// the run loop (never from an interrupt handler), so moving it between
+// "threads" cannot race on the transport's registers.
+unsafe impl<T: Transport> Send for VirtioNet<T> {}
+
+impl<T: Transport> VirtioNet<T> {
+    /// Initialises the device behind `transport`; `None` (after printing
+    /// why through defmt) when the device refuses.
+    pub fn new(transport: T) -> Option<Self> {
+        match VirtIONet::new(transport, RX_BUFFER_LEN) {
+            Ok(net) => Some(Self(net)),
+            Err(error) => {
+                defmt::error!("virtio-net: {}", defmt::Display2Format(&error));
+                None
+            }
+        }
+    }
+}
+
+impl<T: Transport> NetDevice for VirtioNet<T> {
+    fn mac_address(&self) -> [u8; 6] {
+        self.0.mac_address()
+    }
+
+    fn max_frame_len(&self) -> usize {
+        MAX_FRAME_LEN
+    }
+
+    fn link_up(&self) -> bool {
+        // QEMU's virtio-net link is up unless the monitor says otherwise;
+        // the driver does not expose the status field.
+        true
+    }
+
+    fn receive(&mut self, buf: &mut [u8]) -> Option<usize> {
+        let rx = self.0.receive().ok()?;
+        let packet = rx.packet();
+        let len = packet.len();
+        let fits = len <= buf.len();
+        if fits {
+            buf[..len].copy_from_slice(packet);
+        }
+        // A buffer that cannot go back shrinks the ring by one; nothing
+        // better can be done with it.
+        let _ = self.0.recycle_rx_buffer(rx);
+        fits.then_some(len)
+    }
+
+    fn can_transmit(&mut self) -> bool {
+        self.0.can_send()
+    }
+
+    fn transmit(&mut self, frame: &[u8]) -> Result<(), NetError> {
+        if frame.is_empty() || frame.len() > MAX_FRAME_LEN {
+            return Err(NetError::BadLength(frame.len()));
+        }
+        self.0
+            .send(TxBuffer::from(frame))
+            .map_err(|_| NetError::Device)
+    }
+}

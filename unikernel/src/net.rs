@@ -1,0 +1,513 @@
+//! The network stack: smoltcp on top of the board's [`NetDevice`].
+//!
+//! The [`NetStack`] owns the device, the smoltcp interface and its sockets;
+//! the [`NetService`] polls it every run-loop turn (smoltcp answers ICMP echo
+//! requests by itself), and the shell command `net` shows the state or sets
+//! a static address: `net 10.0.2.2/24 [gateway]`.
+
+use alloc::boxed::Box;
+use alloc::rc::Rc;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::cell::RefCell;
+use core::fmt::Write;
+
+use smoltcp::iface::{Config, Interface, SocketSet};
+use smoltcp::phy::{self, DeviceCapabilities, Medium};
+use smoltcp::time::Instant;
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address, Ipv4Cidr};
+use tern_hal::NetDevice;
+
+use crate::kernel::{Kernel, Service, ServiceStatus};
+use crate::shell::{Command, CommandResult};
+
+/// Frame counters, shown by `net`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Frames received.
+    pub rx_frames: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Frames sent.
+    pub tx_frames: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Frames smoltcp produced that the device refused.
+    pub tx_errors: u64,
+}
+
+/// The board's device seen as a smoltcp `phy::Device`: frames are copied
+/// in and out of the device, which keeps [`NetDevice`] object-safe.
+struct Phy<'a> {
+    device: &'a mut dyn NetDevice,
+    counters: &'a mut Counters,
+}
+
+/// A received frame, already copied out of the device.
+struct RxToken(Vec<u8>);
+
+/// Permission to send one frame.
+struct TxToken<'a> {
+    device: &'a mut dyn NetDevice,
+    counters: &'a mut Counters,
+}
+
+impl phy::RxToken for RxToken {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl phy::TxToken for TxToken<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut frame = vec![0; len];
+        let result = f(&mut frame);
+        match self.device.transmit(&frame) {
+            Ok(()) => {
+                self.counters.tx_frames += 1;
+                self.counters.tx_bytes += len as u64;
+            }
+            Err(_) => self.counters.tx_errors += 1,
+        }
+        result
+    }
+}
+
+impl phy::Device for Phy<'_> {
+    type RxToken<'b>
+        = RxToken
+    where
+        Self: 'b;
+    type TxToken<'b>
+        = TxToken<'b>
+    where
+        Self: 'b;
+
+    fn receive(&mut self, _: Instant) -> Option<(RxToken, TxToken<'_>)> {
+        let mut buf = vec![0; self.device.max_frame_len()];
+        let len = self.device.receive(&mut buf)?;
+        buf.truncate(len);
+        self.counters.rx_frames += 1;
+        self.counters.rx_bytes += len as u64;
+        let tx = TxToken {
+            device: &mut *self.device,
+            counters: &mut *self.counters,
+        };
+        Some((RxToken(buf), tx))
+    }
+
+    fn transmit(&mut self, _: Instant) -> Option<TxToken<'_>> {
+        if !self.device.can_transmit() {
+            return None;
+        }
+        Some(TxToken {
+            device: &mut *self.device,
+            counters: &mut *self.counters,
+        })
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ethernet;
+        caps.max_transmission_unit = self.device.max_frame_len();
+        caps
+    }
+}
+
+/// The node's network interface: device, smoltcp interface, sockets.
+pub struct NetStack {
+    device: Box<dyn NetDevice>,
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    counters: Counters,
+    config: Option<Ipv4Config>,
+}
+
+/// A static IPv4 configuration: `address/prefix` and an optional gateway.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ipv4Config {
+    /// The node's address and prefix length.
+    pub cidr: Ipv4Cidr,
+    /// The default router, if any.
+    pub gateway: Option<Ipv4Address>,
+}
+
+impl Ipv4Config {
+    /// Parses the `net` command's arguments: `10.0.2.2/24 [10.0.2.1]`.
+    pub fn parse(args: &[&str]) -> Result<Self, String> {
+        let (cidr, gateway) = match args {
+            [cidr] => (*cidr, None),
+            [cidr, gateway] => (*cidr, Some(*gateway)),
+            _ => return Err(String::from("usage: net [<address>/<prefix> [gateway]]")),
+        };
+        let (address, prefix) = cidr
+            .split_once('/')
+            .ok_or_else(|| alloc::format!("'{cidr}' is not <address>/<prefix>"))?;
+        let address: Ipv4Address = address
+            .parse()
+            .map_err(|_| alloc::format!("'{address}' is not an IPv4 address"))?;
+        let prefix: u8 = prefix
+            .parse()
+            .ok()
+            .filter(|p| (1..=32).contains(p))
+            .ok_or_else(|| alloc::format!("'{prefix}' is not a prefix length 1-32"))?;
+        let gateway = gateway
+            .map(|g| {
+                g.parse::<Ipv4Address>()
+                    .map_err(|_| alloc::format!("'{g}' is not an IPv4 address"))
+            })
+            .transpose()?;
+        Ok(Self {
+            cidr: Ipv4Cidr::new(address, prefix),
+            gateway,
+        })
+    }
+}
+
+impl NetStack {
+    /// A stack on `device`, with no address yet; `now_ns` is the clock.
+    pub fn new(mut device: Box<dyn NetDevice>, now_ns: u64) -> Self {
+        let mac = EthernetAddress(device.mac_address());
+        let mut config = Config::new(HardwareAddress::Ethernet(mac));
+        // The seed only spreads TCP initial sequence numbers and ports;
+        // the MAC differs per node, the clock per boot.
+        config.random_seed = now_ns
+            ^ u64::from_le_bytes([
+                mac.0[0], mac.0[1], mac.0[2], mac.0[3], mac.0[4], mac.0[5], 0, 0,
+            ]);
+        let mut counters = Counters::default();
+        let iface = Interface::new(
+            config,
+            &mut Phy {
+                device: device.as_mut(),
+                counters: &mut counters,
+            },
+            instant(now_ns),
+        );
+        Self {
+            device,
+            iface,
+            sockets: SocketSet::new(Vec::new()),
+            counters,
+            config: None,
+        }
+    }
+
+    /// Replaces the interface's address and default route.
+    pub fn configure(&mut self, config: Ipv4Config) {
+        self.iface.update_ip_addrs(|addrs| {
+            addrs.clear();
+            // One address always fits (the list holds several).
+            let _ = addrs.push(IpCidr::Ipv4(config.cidr));
+        });
+        let routes = self.iface.routes_mut();
+        routes.remove_default_ipv4_route();
+        if let Some(gateway) = config.gateway {
+            // Only fails when the route table is full, which one route
+            // never makes it.
+            let _ = routes.add_default_ipv4_route(gateway);
+        }
+        self.config = Some(config);
+    }
+
+    /// The configured address and gateway, if any.
+    pub fn ipv4(&self) -> Option<Ipv4Config> {
+        self.config
+    }
+
+    /// Frame counters.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// Moves frames between the device and smoltcp; whether anything
+    /// happened.
+    pub fn poll(&mut self, now_ns: u64) -> bool {
+        let before = self.counters;
+        let mut phy = Phy {
+            device: self.device.as_mut(),
+            counters: &mut self.counters,
+        };
+        let changed = self
+            .iface
+            .poll(instant(now_ns), &mut phy, &mut self.sockets);
+        changed == smoltcp::iface::PollResult::SocketStateChanged || before != self.counters
+    }
+
+    /// The `net` command's report: MAC, address, link and counters.
+    pub fn report(&self, out: &mut dyn Write) {
+        let mac = EthernetAddress(self.device.mac_address());
+        let _ = write!(out, "mac {mac}\r\n");
+        match self.config {
+            Some(Ipv4Config { cidr, .. }) => {
+                let _ = write!(out, "address {cidr}\r\n");
+            }
+            None => {
+                let _ = write!(
+                    out,
+                    "address none (set one with 'net <address>/<prefix>')\r\n"
+                );
+            }
+        }
+        if let Some(gateway) = self.config.and_then(|c| c.gateway) {
+            let _ = write!(out, "gateway {gateway}\r\n");
+        }
+        let link = if self.device.link_up() { "up" } else { "down" };
+        let c = self.counters;
+        let _ = write!(
+            out,
+            "link {link}\r\nrx {} frames {} bytes\r\ntx {} frames {} bytes {} errors\r\n",
+            c.rx_frames, c.rx_bytes, c.tx_frames, c.tx_bytes, c.tx_errors
+        );
+    }
+}
+
+fn instant(now_ns: u64) -> Instant {
+    Instant::from_micros((now_ns / 1000) as i64)
+}
+
+/// The run-loop service that polls the shared [`NetStack`].
+pub struct NetService(Rc<RefCell<NetStack>>);
+
+impl NetService {
+    /// A service polling `stack`.
+    pub fn new(stack: Rc<RefCell<NetStack>>) -> Self {
+        Self(stack)
+    }
+}
+
+impl Service for NetService {
+    fn name(&self) -> &'static str {
+        "net"
+    }
+
+    fn poll(&mut self, now_ns: u64, _: &mut dyn Write) -> ServiceStatus {
+        if self.0.borrow_mut().poll(now_ns) {
+            ServiceStatus::Busy
+        } else {
+            ServiceStatus::Idle
+        }
+    }
+}
+
+/// The network shell commands.
+pub fn commands() -> Vec<Command> {
+    vec![Command {
+        name: "net",
+        usage: "[<address>/<prefix> [gateway]]",
+        help: "show the network interface, or set its IPv4 address",
+        run: net_command,
+    }]
+}
+
+fn net_command(kernel: &mut Kernel, args: &[&str], out: &mut dyn Write) -> CommandResult {
+    let stack = kernel
+        .net()
+        .ok_or_else(|| String::from("this node has no network device"))?;
+    let mut stack = stack.borrow_mut();
+    if !args.is_empty() {
+        stack.configure(Ipv4Config::parse(args)?);
+    }
+    stack.report(out);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{exec, FakeBoard};
+    use std::collections::VecDeque;
+    use std::sync::{Arc, Mutex};
+
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::{
+        ArpOperation, ArpPacket, ArpRepr, EthernetFrame, EthernetProtocol, EthernetRepr,
+        Icmpv4Packet, Icmpv4Repr, IpProtocol, Ipv4Packet, Ipv4Repr,
+    };
+
+    const NODE_MAC: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
+    const PEER_MAC: EthernetAddress = EthernetAddress([0x02, 0, 0, 0, 0, 1]);
+    const NODE_IP: Ipv4Address = Ipv4Address::new(10, 0, 2, 2);
+    const PEER_IP: Ipv4Address = Ipv4Address::new(10, 0, 2, 1);
+
+    /// Frames waiting for the node, and frames it sent.
+    #[derive(Default)]
+    struct Wire {
+        to_node: VecDeque<Vec<u8>>,
+        from_node: Vec<Vec<u8>>,
+    }
+
+    /// A device whose other end is the test.
+    struct FakeNic(Arc<Mutex<Wire>>);
+
+    impl NetDevice for FakeNic {
+        fn mac_address(&self) -> [u8; 6] {
+            NODE_MAC
+        }
+        fn max_frame_len(&self) -> usize {
+            1514
+        }
+        fn link_up(&self) -> bool {
+            true
+        }
+        fn receive(&mut self, buf: &mut [u8]) -> Option<usize> {
+            let frame = self.0.lock().unwrap().to_node.pop_front()?;
+            buf[..frame.len()].copy_from_slice(&frame);
+            Some(frame.len())
+        }
+        fn can_transmit(&mut self) -> bool {
+            true
+        }
+        fn transmit(&mut self, frame: &[u8]) -> Result<(), tern_hal::NetError> {
+            self.0.lock().unwrap().from_node.push(frame.to_vec());
+            Ok(())
+        }
+    }
+
+    fn ethernet(ethertype: EthernetProtocol, dst: EthernetAddress, payload: &[u8]) -> Vec<u8> {
+        let repr = EthernetRepr {
+            src_addr: PEER_MAC,
+            dst_addr: dst,
+            ethertype,
+        };
+        let mut buf = vec![0; repr.buffer_len() + payload.len()];
+        let mut frame = EthernetFrame::new_unchecked(&mut buf);
+        repr.emit(&mut frame);
+        frame.payload_mut().copy_from_slice(payload);
+        buf
+    }
+
+    fn arp_request() -> Vec<u8> {
+        let repr = ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Request,
+            source_hardware_addr: PEER_MAC,
+            source_protocol_addr: PEER_IP,
+            target_hardware_addr: EthernetAddress([0; 6]),
+            target_protocol_addr: NODE_IP,
+        };
+        let mut buf = vec![0; repr.buffer_len()];
+        repr.emit(&mut ArpPacket::new_unchecked(&mut buf));
+        ethernet(EthernetProtocol::Arp, EthernetAddress::BROADCAST, &buf)
+    }
+
+    fn echo_request(seq_no: u16) -> Vec<u8> {
+        let icmp = Icmpv4Repr::EchoRequest {
+            ident: 0x7e4e,
+            seq_no,
+            data: b"tern ping",
+        };
+        let ip = Ipv4Repr {
+            src_addr: PEER_IP,
+            dst_addr: NODE_IP,
+            next_header: IpProtocol::Icmp,
+            payload_len: icmp.buffer_len(),
+            hop_limit: 64,
+        };
+        let caps = ChecksumCapabilities::default();
+        let mut buf = vec![0; ip.buffer_len() + icmp.buffer_len()];
+        let mut packet = Ipv4Packet::new_unchecked(&mut buf);
+        ip.emit(&mut packet, &caps);
+        icmp.emit(
+            &mut Icmpv4Packet::new_unchecked(packet.payload_mut()),
+            &caps,
+        );
+        ethernet(EthernetProtocol::Ipv4, EthernetAddress(NODE_MAC), &buf)
+    }
+
+    fn node_with_nic() -> (Kernel, Arc<Mutex<Wire>>) {
+        let wire = Arc::new(Mutex::new(Wire::default()));
+        let mut kernel = Kernel::new(FakeBoard::leak());
+        kernel.attach_net(Box::new(FakeNic(wire.clone())));
+        (kernel, wire)
+    }
+
+    fn poll(kernel: &mut Kernel) {
+        let mut out = String::new();
+        for _ in 0..10 {
+            kernel.poll_services(&mut out);
+        }
+        assert_eq!(out, "");
+    }
+
+    #[test]
+    fn answers_arp_and_ping_once_configured() {
+        let (mut kernel, wire) = node_with_nic();
+        wire.lock().unwrap().to_node.push_back(arp_request());
+        poll(&mut kernel);
+        assert!(
+            wire.lock().unwrap().from_node.is_empty(),
+            "an unconfigured node answered"
+        );
+
+        let shown = exec(&mut kernel, "net 10.0.2.2/24 10.0.2.1");
+        assert!(shown.contains("address 10.0.2.2/24\r\n"), "{shown}");
+        assert!(shown.contains("gateway 10.0.2.1\r\n"), "{shown}");
+
+        wire.lock().unwrap().to_node.push_back(arp_request());
+        poll(&mut kernel);
+        let reply = wire.lock().unwrap().from_node.pop().expect("no ARP reply");
+        let frame = EthernetFrame::new_checked(&reply[..]).unwrap();
+        assert_eq!(frame.dst_addr(), PEER_MAC);
+        let arp = ArpRepr::parse(&ArpPacket::new_checked(frame.payload()).unwrap()).unwrap();
+        assert_eq!(
+            arp,
+            ArpRepr::EthernetIpv4 {
+                operation: ArpOperation::Reply,
+                source_hardware_addr: EthernetAddress(NODE_MAC),
+                source_protocol_addr: NODE_IP,
+                target_hardware_addr: PEER_MAC,
+                target_protocol_addr: PEER_IP,
+            }
+        );
+
+        wire.lock().unwrap().to_node.push_back(echo_request(7));
+        poll(&mut kernel);
+        let reply = wire.lock().unwrap().from_node.pop().expect("no echo reply");
+        let frame = EthernetFrame::new_checked(&reply[..]).unwrap();
+        let packet = Ipv4Packet::new_checked(frame.payload()).unwrap();
+        assert_eq!((packet.src_addr(), packet.dst_addr()), (NODE_IP, PEER_IP));
+        let icmp = Icmpv4Repr::parse(
+            &Icmpv4Packet::new_checked(packet.payload()).unwrap(),
+            &ChecksumCapabilities::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            icmp,
+            Icmpv4Repr::EchoReply {
+                ident: 0x7e4e,
+                seq_no: 7,
+                data: b"tern ping",
+            }
+        );
+
+        let shown = exec(&mut kernel, "net");
+        assert!(shown.contains("mac 52-54-00-12-34-56\r\n"), "{shown}");
+        assert!(shown.contains("link up\r\n"), "{shown}");
+        assert!(shown.contains("rx 3 frames"), "{shown}");
+        assert!(shown.contains("tx 2 frames"), "{shown}");
+    }
+
+    #[test]
+    fn bad_addresses_are_refused_with_a_reason() {
+        let (mut kernel, _) = node_with_nic();
+        for (line, reason) in [
+            ("net 10.0.2.2", "is not <address>/<prefix>"),
+            ("net 10.0.2/24", "is not an IPv4 address"),
+            ("net 10.0.2.2/33", "is not a prefix length"),
+            ("net 10.0.2.2/24 gw", "'gw' is not an IPv4 address"),
+            ("net 10.0.2.2/24 10.0.2.1 x", "usage: net"),
+        ] {
+            let shown = exec(&mut kernel, line);
+            assert!(shown.starts_with("error: net: "), "{line}: {shown}");
+            assert!(shown.contains(reason), "{line}: {shown}");
+        }
+        assert!(exec(&mut kernel, "net").contains("address none"));
+    }
+
+    #[test]
+    fn a_node_without_a_device_has_no_net_command() {
+        let mut kernel = Kernel::new(FakeBoard::leak());
+        assert!(exec(&mut kernel, "net").contains("unknown command 'net'"));
+    }
+}

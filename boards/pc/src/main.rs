@@ -4,7 +4,8 @@
 //! `multiboot2` command (USB stick, see `grub.cfg`). [`boot`] gets the CPU
 //! into long mode; [`pc_main`] then reads the memory map, installs the
 //! descriptor tables, the heap, the clock and the timer tick, and hands the
-//! machine to the portable kernel with COM1 as its console.
+//! machine to the portable kernel with COM1 as its console and virtio-net
+//! ([`net`]) as its network device.
 #![no_std]
 #![no_main]
 
@@ -13,6 +14,7 @@ extern crate alloc;
 mod boot;
 mod cpu;
 mod interrupts;
+mod net;
 mod paging;
 mod serial;
 mod timer;
@@ -251,5 +253,6 @@ extern "C" fn pc_main(magic: u32, info: u32) -> ! {
         let _ = write!(RawCom1, "warning: COM1 init: {error}\r\n");
     }
     x86_64::instructions::interrupts::enable();
-    tern_unikernel::start(board, Box::leak(Box::new(console)), &BOARD_COMMANDS)
+    let net = net::probe(MAPPED_LIMIT);
+    tern_unikernel::start_with_net(board, Box::leak(Box::new(console)), &BOARD_COMMANDS, net)
 }

@@ -39,7 +39,8 @@ pub enum Security {
 /// A node's channel configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// What this node says about itself (its `insecure` flag is set from `security`).
+    /// What this node says about itself (its `version` is set to [`PROTOCOL_VERSION`]
+    /// and its `insecure` flag from `security`).
     pub hello: Hello,
     /// The configured key; `None` refuses every channel.
     pub security: Option<Security>,

@@ -4,7 +4,7 @@
 
 use crate::error::TransferError;
 use crate::message::{ChunkInfo, Codec, Hash, Message, NackReason, Offer, Transfer};
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::string::String;
 use alloc::vec::Vec;
 use sha2::{Digest, Sha256};
@@ -263,7 +263,7 @@ pub struct Incoming<'r> {
     replica: Option<&'r Replica>,
     offer: Option<Offer>,
     buf: Vec<u8>,
-    missing: BTreeMap<u32, ()>,
+    missing: BTreeSet<u32>,
     phase: ReceivePhase,
 }
 
@@ -275,7 +275,7 @@ impl<'r> Incoming<'r> {
             replica,
             offer: None,
             buf: Vec::new(),
-            missing: BTreeMap::new(),
+            missing: BTreeSet::new(),
             phase: ReceivePhase::AwaitOffer,
         }
     }
@@ -326,7 +326,7 @@ impl<'r> Incoming<'r> {
                     payload,
                 },
             ) => {
-                if self.missing.remove(&index).is_none() {
+                if !self.missing.remove(&index) {
                     return reject(NackReason::BadChunk { index });
                 }
                 if codec != Codec::None {
@@ -438,7 +438,7 @@ impl<'r> Incoming<'r> {
                 Some(b) => buf[start..start + b.len()].copy_from_slice(b),
                 None => {
                     need.push(i as u32);
-                    self.missing.insert(i as u32, ());
+                    self.missing.insert(i as u32);
                 }
             }
         }

@@ -60,7 +60,11 @@ fuzz_target!(|data: &[u8]| {
 
     // Frames → messages → both phase machines (as if the channel had opened them).
     let replica = Replica::new(checkpoint().clone());
-    let policy = Policy { max_len: 1 << 20, kinds: vec![("fuzz".into(), 1)], known: None };
+    let policy = Policy {
+        max_len: 1 << 20,
+        kinds: vec![("fuzz".into(), 1)],
+        known: None,
+    };
     let mut incoming = Incoming::new(policy, Some(&replica));
     let mut outgoing = Outgoing::new(Transfer::Migrate, 1, checkpoint().clone()).unwrap();
     let mut frames = FrameDecoder::new(MAX);

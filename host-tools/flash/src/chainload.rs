@@ -29,9 +29,17 @@ impl<T: Read + Write + Send> Link for T {}
 pub struct Timeouts {
     /// For the chainloader's ready message (the device may still be booting).
     pub ready: Duration,
-    /// For each reply after the header and after the image.
+    /// For each reply after the header and after the image. The reply after
+    /// the image also gets [`SLOWEST_DEVICE_RATE`]'s time for the image.
     pub reply: Duration,
 }
+
+/// The slowest rate, in bytes per second, at which a device is expected to
+/// take in the image. The host's writes can finish long before the device has
+/// read the bytes (a TCP socket or the OS buffers hold them), so the wait for
+/// the verdict must include the device's reading time: 1 KiB/s is a tenth of
+/// 115200 baud, and slower than QEMU's emulated UART on a loaded machine.
+pub const SLOWEST_DEVICE_RATE: u64 = 1024;
 
 impl Default for Timeouts {
     fn default() -> Self {
@@ -117,7 +125,8 @@ pub fn push<L: Read + Write + ?Sized>(
         sent += chunk.len() as u64;
         progress(sent);
     }
-    match reply(link, timeouts.reply)? {
+    let reading_time = Duration::from_secs(image.len() as u64 / SLOWEST_DEVICE_RATE);
+    match reply(link, timeouts.reply + reading_time)? {
         IMAGE_VERIFIED => Ok(()),
         REJECT_CHECKSUM => Err(FlashError::ChecksumMismatch),
         other => Err(FlashError::UnexpectedReply(other)),

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use tern_flash::build::Workspace;
 use tern_flash::image::KernelElf;
+pub use tern_flash::qemu::Launch;
 use tern_flash::qemu::{self, Media, Qemu, Serial};
 use tern_flash::{Board, FlashError, Variant};
 use thiserror::Error;
@@ -218,6 +219,17 @@ impl Node {
 
     /// Starts QEMU for `board` booting `boot`, serial on `serial`.
     pub fn start(board: Board, boot: Boot, serial: SerialMode) -> Result<Self, HarnessError> {
+        Self::start_with(board, boot, serial, &Launch::default())
+    }
+
+    /// [`Node::start`] with QEMU in a network namespace and with extra
+    /// arguments (network devices), as `launch` says.
+    pub fn start_with(
+        board: Board,
+        boot: Boot,
+        serial: SerialMode,
+        launch: &Launch,
+    ) -> Result<Self, HarnessError> {
         let staging = tempfile::tempdir()?;
         let media = match boot {
             Boot::Elf(path) => qemu::kernel_media(board, &KernelElf::read(&path)?, staging.path())?,
@@ -229,7 +241,7 @@ impl Node {
             SerialMode::Tcp => Serial::Tcp { wait: true },
             SerialMode::TcpOpen => Serial::Tcp { wait: false },
         };
-        let qemu = Qemu::spawn(board, &media, mode)?;
+        let qemu = Qemu::spawn_with(board, &media, mode, launch)?;
         let mut node = Self {
             board,
             qemu,

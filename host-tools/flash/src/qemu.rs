@@ -106,6 +106,33 @@ pub fn halt_status(board: Board, code: u8) -> i32 {
     }
 }
 
+/// Where and how else QEMU runs, beyond the board's defaults (tests put
+/// nodes on a bridge inside a network namespace).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Launch {
+    /// Run QEMU inside this network namespace (`ip netns exec NS qemu…`).
+    pub netns: Option<String>,
+    /// Arguments appended to QEMU's command line (e.g. `-netdev`, `-device`).
+    pub extra_args: Vec<String>,
+}
+
+impl Launch {
+    /// `command` as this launch runs it: extra arguments appended and, with
+    /// a namespace, wrapped in `ip netns exec`.
+    fn wrap(&self, mut command: Command) -> Command {
+        command.args(&self.extra_args);
+        let Some(netns) = &self.netns else {
+            return command;
+        };
+        let mut wrapped = Command::new("ip");
+        wrapped
+            .args(["netns", "exec", netns])
+            .arg(command.get_program())
+            .args(command.get_args());
+        wrapped
+    }
+}
+
 /// A running QEMU; killed when dropped.
 pub struct Qemu {
     child: Child,
@@ -117,6 +144,16 @@ impl Qemu {
     /// Starts QEMU for `board` booting `media`, serial on `serial`. For
     /// [`Serial::Tcp`] it returns once the socket accepts connections.
     pub fn spawn(board: Board, media: &Media, serial: Serial) -> Result<Self, FlashError> {
+        Self::spawn_with(board, media, serial, &Launch::default())
+    }
+
+    /// [`Qemu::spawn`] with the namespace and extra arguments of `launch`.
+    pub fn spawn_with(
+        board: Board,
+        media: &Media,
+        serial: Serial,
+        launch: &Launch,
+    ) -> Result<Self, FlashError> {
         let mut last_error = None;
         let attempts = if serial == Serial::Stdio {
             1
@@ -124,7 +161,7 @@ impl Qemu {
             BIND_ATTEMPTS
         };
         for _ in 0..attempts {
-            match Self::try_spawn(board, media, serial) {
+            match Self::try_spawn(board, media, serial, launch) {
                 Ok(qemu) => return Ok(qemu),
                 Err(error @ FlashError::QemuFailed { .. }) if serial != Serial::Stdio => {
                     last_error = Some(error)
@@ -137,7 +174,12 @@ impl Qemu {
         }))
     }
 
-    fn try_spawn(board: Board, media: &Media, serial: Serial) -> Result<Self, FlashError> {
+    fn try_spawn(
+        board: Board,
+        media: &Media,
+        serial: Serial,
+        launch: &Launch,
+    ) -> Result<Self, FlashError> {
         let (program, _) = machine(board);
         let (chardev, tcp_port) = match serial {
             Serial::Stdio => ("stdio".to_owned(), None),
@@ -153,7 +195,7 @@ impl Qemu {
                 )
             }
         };
-        let mut command = command(board, media, &chardev);
+        let mut command = launch.wrap(command(board, media, &chardev));
         command.stdin(Stdio::null()).stderr(Stdio::piped());
         if serial == Serial::Stdio {
             command.stdin(Stdio::piped()).stdout(Stdio::piped());
@@ -320,6 +362,30 @@ mod tests {
             .collect();
         assert!(args.join(" ").contains("-drive format=raw,file=usb.img"));
         assert!(args.contains(&"isa-debug-exit,iobase=0xf4,iosize=0x04".to_owned()));
+    }
+
+    #[test]
+    fn a_launch_appends_arguments_and_enters_the_namespace() {
+        let kernel = Media::Kernel("tern-virt".into());
+        let launch = Launch {
+            netns: Some("tern-net".into()),
+            extra_args: vec!["-device".into(), "virtio-net-device,netdev=n0".into()],
+        };
+        let wrapped = launch.wrap(command(Board::Virt, &kernel, "stdio"));
+        let args: Vec<_> = wrapped
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(wrapped.get_program(), "ip");
+        assert_eq!(
+            args[..4],
+            ["netns", "exec", "tern-net", "qemu-system-aarch64"]
+        );
+        assert!(args
+            .join(" ")
+            .ends_with("-serial stdio -device virtio-net-device,netdev=n0"));
+        let plain = Launch::default().wrap(command(Board::Pc, &kernel, "stdio"));
+        assert_eq!(plain.get_program(), "qemu-system-x86_64");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Network test: a node's virtio-net (MMIO on `virt`, PCI on the PC) and
-//! the kernel's smoltcp stack answer a real Linux `ping`.
+//! the kernel's smoltcp stack answer a real Linux `ping`, and a TCP client
+//! (bash's `/dev/tcp`) reads the node's banner from its hello port (4471).
 //!
 //! Each test makes a network namespace of its own holding a bridge with the
 //! Linux side's address 10.0.2.1/24 and a tap device that QEMU, started
@@ -146,6 +147,21 @@ fn linux_pings_the_node(board: Board, nic: &str) {
     assert!(
         ping.contains("3 packets transmitted, 3 received"),
         "ping:\n{ping}"
+    );
+
+    // TCP: the hello port answers with the banner line and closes.
+    let hello = namespace.exec(
+        "timeout",
+        &[
+            "20",
+            "bash",
+            "-c",
+            &format!("exec 3<>/dev/tcp/{NODE_ADDRESS}/4471 && cat <&3"),
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&hello.stdout),
+        format!("Tern 0.1.0 on {} ({})\n", board.name(), board.isa())
     );
 
     // The node counted the traffic: an ARP reply and three echo replies

@@ -118,10 +118,9 @@ impl Kernel {
     /// Gives the kernel a network device: adds the network stack's service
     /// and the `net` command.
     pub fn attach_net(&mut self, device: Box<dyn NetDevice>) {
-        let stack = Rc::new(RefCell::new(NetStack::new(
-            device,
-            self.board.clock().now_ns(),
-        )));
+        let banner = crate::banner(&self.board.facts());
+        let now = self.board.clock().now_ns();
+        let stack = Rc::new(RefCell::new(NetStack::new(device, now, banner)));
         self.services.push(Box::new(NetService::new(stack.clone())));
         for command in crate::net::commands() {
             self.add_command(command);

@@ -4,6 +4,10 @@
 //! the [`NetService`] polls it every run-loop turn (smoltcp answers ICMP echo
 //! requests by itself), and the shell command `net` shows the state or sets
 //! a static address: `net 10.0.2.2/24 [gateway]`.
+//!
+//! TCP port [`HELLO_PORT`] (4471) answers every connection with the node's
+//! banner line (`Tern 0.1.0 on virt (aarch64)\n`) and closes it: a check
+//! that TCP works end to end with any client (`nc`, bash's `/dev/tcp`).
 
 use alloc::boxed::Box;
 use alloc::rc::Rc;
@@ -13,14 +17,18 @@ use alloc::vec::Vec;
 use core::cell::RefCell;
 use core::fmt::Write;
 
-use smoltcp::iface::{Config, Interface, SocketSet};
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
+use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address, Ipv4Cidr};
 use tern_hal::NetDevice;
 
 use crate::kernel::{Kernel, Service, ServiceStatus};
 use crate::shell::{Command, CommandResult};
+
+/// The TCP port that answers with the node's banner.
+pub const HELLO_PORT: u16 = 4471;
 
 /// Frame counters, shown by `net`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -122,6 +130,8 @@ pub struct NetStack {
     sockets: SocketSet<'static>,
     counters: Counters,
     config: Option<Ipv4Config>,
+    hello: SocketHandle,
+    banner: String,
 }
 
 /// A static IPv4 configuration: `address/prefix` and an optional gateway.
@@ -166,8 +176,9 @@ impl Ipv4Config {
 }
 
 impl NetStack {
-    /// A stack on `device`, with no address yet; `now_ns` is the clock.
-    pub fn new(mut device: Box<dyn NetDevice>, now_ns: u64) -> Self {
+    /// A stack on `device`, with no address yet; `now_ns` is the clock,
+    /// `banner` the line the [`HELLO_PORT`] service sends.
+    pub fn new(mut device: Box<dyn NetDevice>, now_ns: u64, banner: String) -> Self {
         let mac = EthernetAddress(device.mac_address());
         let mut config = Config::new(HardwareAddress::Ethernet(mac));
         // The seed only spreads TCP initial sequence numbers and ports;
@@ -185,12 +196,19 @@ impl NetStack {
             },
             instant(now_ns),
         );
+        let mut sockets = SocketSet::new(Vec::new());
+        let hello = sockets.add(tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; 64]),
+            tcp::SocketBuffer::new(vec![0; 256]),
+        ));
         Self {
             device,
             iface,
-            sockets: SocketSet::new(Vec::new()),
+            sockets,
             counters,
             config: None,
+            hello,
+            banner,
         }
     }
 
@@ -232,7 +250,29 @@ impl NetStack {
         let changed = self
             .iface
             .poll(instant(now_ns), &mut phy, &mut self.sockets);
-        changed == smoltcp::iface::PollResult::SocketStateChanged || before != self.counters
+        let served = self.serve_hello();
+        changed == smoltcp::iface::PollResult::SocketStateChanged
+            || served
+            || before != self.counters
+    }
+
+    /// Listens on [`HELLO_PORT`], and answers a connection with the banner
+    /// line, then closes it; whether it did something.
+    fn serve_hello(&mut self) -> bool {
+        let socket = self.sockets.get_mut::<tcp::Socket>(self.hello);
+        if !socket.is_open() {
+            // Only fails for port 0 or an open socket, neither the case.
+            let _ = socket.listen(HELLO_PORT);
+            return true;
+        }
+        if socket.state() == tcp::State::Established && socket.can_send() {
+            let line = alloc::format!("{}\n", self.banner);
+            // The buffer is empty and larger than the banner.
+            let _ = socket.send_slice(line.as_bytes());
+            socket.close();
+            return true;
+        }
+        false
     }
 
     /// The `net` command's report: MAC, address, link and counters.
@@ -486,6 +526,95 @@ mod tests {
         assert!(shown.contains("link up\r\n"), "{shown}");
         assert!(shown.contains("rx 3 frames"), "{shown}");
         assert!(shown.contains("tx 2 frames"), "{shown}");
+    }
+
+    /// The test's end of the wire, as a device for a smoltcp client.
+    struct PeerNic(Arc<Mutex<Wire>>);
+
+    impl NetDevice for PeerNic {
+        fn mac_address(&self) -> [u8; 6] {
+            PEER_MAC.0
+        }
+        fn max_frame_len(&self) -> usize {
+            1514
+        }
+        fn link_up(&self) -> bool {
+            true
+        }
+        fn receive(&mut self, buf: &mut [u8]) -> Option<usize> {
+            let mut wire = self.0.lock().unwrap();
+            if wire.from_node.is_empty() {
+                return None;
+            }
+            let frame = wire.from_node.remove(0);
+            buf[..frame.len()].copy_from_slice(&frame);
+            Some(frame.len())
+        }
+        fn can_transmit(&mut self) -> bool {
+            true
+        }
+        fn transmit(&mut self, frame: &[u8]) -> Result<(), tern_hal::NetError> {
+            self.0.lock().unwrap().to_node.push_back(frame.to_vec());
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_hello_port_sends_the_banner_and_closes() {
+        let (mut kernel, wire) = node_with_nic();
+        exec(&mut kernel, "net 10.0.2.2/24");
+
+        // A smoltcp client on the other end of the wire.
+        let mut peer = PeerNic(wire);
+        let mut counters = Counters::default();
+        let mut phy = Phy {
+            device: &mut peer,
+            counters: &mut counters,
+        };
+        let mut client = Interface::new(
+            Config::new(HardwareAddress::Ethernet(PEER_MAC)),
+            &mut phy,
+            Instant::ZERO,
+        );
+        client.update_ip_addrs(|addrs| {
+            addrs
+                .push(IpCidr::Ipv4(Ipv4Cidr::new(PEER_IP, 24)))
+                .unwrap();
+        });
+        let mut sockets = SocketSet::new(Vec::new());
+        let handle = sockets.add(tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; 256]),
+            tcp::SocketBuffer::new(vec![0; 64]),
+        ));
+        let socket = sockets.get_mut::<tcp::Socket>(handle);
+        socket
+            .connect(client.context(), (NODE_IP, HELLO_PORT), 49152)
+            .unwrap();
+
+        let mut received = Vec::new();
+        for turn in 0..200 {
+            let mut out = String::new();
+            kernel.poll_services(&mut out);
+            client.poll(Instant::from_millis(turn), &mut phy, &mut sockets);
+            let socket = sockets.get_mut::<tcp::Socket>(handle);
+            while socket.can_recv() {
+                socket
+                    .recv(|data| {
+                        received.extend_from_slice(data);
+                        (data.len(), ())
+                    })
+                    .unwrap();
+            }
+            if !socket.may_recv() && !received.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(
+            String::from_utf8(received).unwrap(),
+            "Tern 0.1.0 on rpi4 (aarch64)\n"
+        );
+        // The node closed its side after the line.
+        assert!(!sockets.get_mut::<tcp::Socket>(handle).may_recv());
     }
 
     #[test]

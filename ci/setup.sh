@@ -151,7 +151,8 @@ setup_packages() {
     fi
 
     local missing=()
-    for package in dosfstools mtools grub-pc-bin grub-efi-amd64-bin grub-common xorriso gcc-aarch64-linux-gnu; do
+    # Image tools, the aarch64 Linux linker, and ip/ping for the network tests.
+    for package in dosfstools mtools grub-pc-bin grub-efi-amd64-bin grub-common xorriso gcc-aarch64-linux-gnu iproute2 iputils-ping; do
         installed "$package" || missing+=("$package")
     done
     if ((${#missing[@]})); then
@@ -159,7 +160,7 @@ setup_packages() {
         log "apt: installing ${missing[*]}"
         as_root apt-get install -y -q --no-install-recommends "${missing[@]}"
     else
-        log "apt: image tools already installed"
+        log "apt: image, cross-link and network tools already installed"
     fi
 }
 

@@ -144,6 +144,32 @@ impl fmt::Display for NetError {
     }
 }
 
+/// Why an entropy source could not deliver random bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntropyError {
+    /// The hardware generator did not produce data in time (absent or not
+    /// modelled, e.g. the Pi 4's RNG200 under QEMU).
+    Timeout,
+    /// The device reported a failure.
+    Device,
+}
+
+impl fmt::Display for EntropyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EntropyError::Timeout => f.write_str("the random number generator produced no data"),
+            EntropyError::Device => f.write_str("the random number generator failed"),
+        }
+    }
+}
+
+/// A hardware random number generator: the fresh nonces of the migration
+/// protocol's key exchange come from here, never from the clock.
+pub trait EntropySource: Send {
+    /// Fills `buf` with random bytes.
+    fn fill(&mut self, buf: &mut [u8]) -> Result<(), EntropyError>;
+}
+
 /// An Ethernet controller, as the kernel's network stack (smoltcp) sees it.
 ///
 /// Frames are whole Ethernet frames without the FCS. The interface is

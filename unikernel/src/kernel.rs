@@ -14,7 +14,7 @@ use core::cell::{Cell, RefCell};
 use core::fmt::{self, Write};
 
 use critical_section::Mutex;
-use tern_hal::{Board, NetDevice};
+use tern_hal::{Board, EntropySource, NetDevice};
 
 use crate::console::{self, ConsoleWriter};
 use crate::net::{NetService, NetStack};
@@ -77,8 +77,13 @@ pub struct Kernel {
     halt_requested: Option<u8>,
     tasks: Rc<RefCell<TaskTable>>,
     net: Option<Rc<RefCell<NetStack>>>,
+    entropy: Option<SharedEntropy>,
     input: ByteInput,
 }
+
+/// The board's random number generator, shared by the services that need
+/// fresh nonces.
+pub type SharedEntropy = Rc<RefCell<Box<dyn EntropySource>>>;
 
 impl Kernel {
     /// A kernel on `board` reading the console, with the built-in shell
@@ -95,6 +100,7 @@ impl Kernel {
             halt_requested: None,
             tasks,
             net: None,
+            entropy: None,
             input: Box::new(console::read_byte),
         }
     }
@@ -126,6 +132,16 @@ impl Kernel {
             self.add_command(command);
         }
         self.net = Some(stack);
+    }
+
+    /// Gives the kernel the board's random number generator.
+    pub fn attach_entropy(&mut self, entropy: Box<dyn EntropySource>) {
+        self.entropy = Some(Rc::new(RefCell::new(entropy)));
+    }
+
+    /// The board's random number generator, if it has one.
+    pub fn entropy(&self) -> Option<&SharedEntropy> {
+        self.entropy.as_ref()
     }
 
     /// The network stack, if the board has a network device.

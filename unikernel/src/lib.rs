@@ -22,7 +22,10 @@ pub mod tasks;
 mod testing;
 
 pub use kernel::{Kernel, Service, ServiceStatus};
-pub use tern_hal::{Board, BoardFacts, HeapStats, Isa, MonotonicClock, NetDevice, SerialPort};
+pub use tern_hal::{
+    Board, BoardFacts, EntropyError, EntropySource, HeapStats, Isa, MonotonicClock, NetDevice,
+    SerialPort,
+};
 
 /// Tern's version, as printed in the banner.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -32,27 +35,27 @@ pub fn banner(facts: &BoardFacts) -> alloc::string::String {
     alloc::format!("Tern {} on {} ({})", VERSION, facts.board, facts.isa)
 }
 
+/// The optional devices a board found, handed to the kernel at start.
+#[derive(Default)]
+pub struct Devices {
+    /// The Ethernet controller: the kernel runs the network stack ([`net`]) on it.
+    pub net: Option<alloc::boxed::Box<dyn NetDevice>>,
+    /// The hardware random number generator (nonces of the migration
+    /// protocol); without one the node refuses authenticated migration.
+    pub entropy: Option<alloc::boxed::Box<dyn EntropySource>>,
+}
+
 /// Hands the machine to the portable kernel; never returns.
 ///
 /// The board calls this once it has a heap, a console, a clock and
 /// interrupts, passing any board-specific shell commands (bring-up and
-/// diagnostics). The kernel prints the banner, starts the shell and runs the
-/// run loop until the shell's `halt`.
+/// diagnostics) and the optional devices it found. The kernel prints the
+/// banner, starts the shell and runs the run loop until the shell's `halt`.
 pub fn start(
     board: &'static dyn Board,
     serial: &'static mut dyn SerialPort,
     board_commands: &[shell::Command],
-) -> ! {
-    start_with_net(board, serial, board_commands, None)
-}
-
-/// [`start`] for a board that found a network device: the kernel also runs
-/// the network stack ([`net`]) on `net`.
-pub fn start_with_net(
-    board: &'static dyn Board,
-    serial: &'static mut dyn SerialPort,
-    board_commands: &[shell::Command],
-    net: Option<alloc::boxed::Box<dyn NetDevice>>,
+    devices: Devices,
 ) -> ! {
     console::install(serial);
     kernel::install_board(board);
@@ -60,7 +63,10 @@ pub fn start_with_net(
     for command in board_commands {
         kernel.add_command(*command);
     }
-    if let Some(device) = net {
+    if let Some(entropy) = devices.entropy {
+        kernel.attach_entropy(entropy);
+    }
+    if let Some(device) = devices.net {
         kernel.attach_net(device);
     }
     kernel.run()

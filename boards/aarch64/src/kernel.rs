@@ -5,9 +5,9 @@ use alloc::boxed::Box;
 use core::fmt::Write;
 use core::ops::Range;
 
-use tern_hal::{BoardFacts, NetDevice, SerialPort};
+use tern_hal::{BoardFacts, SerialPort};
 use tern_unikernel::shell::{Command, CommandResult};
-use tern_unikernel::Kernel;
+use tern_unikernel::{Devices, Kernel};
 
 use crate::mmu::{self, MemoryMap};
 use crate::{irq, Aarch64Board};
@@ -60,19 +60,20 @@ fn fault(_: &mut Kernel, _: &[&str], out: &mut dyn Write) -> CommandResult {
 /// (see [`mmu::enable`] and [`irq::init`]).
 pub unsafe fn start_kernel<S: SerialPort + 'static>(setup: KernelSetup<'_>, serial: S) -> ! {
     // SAFETY: the caller's contract is this function's.
-    unsafe { start_kernel_with_net(setup, serial, || None) }
+    unsafe { start_kernel_with_devices(setup, serial, Devices::default) }
 }
 
-/// [`start_kernel`] for a board with a network device: `probe_net` runs
-/// once the heap and the MMU are up and returns the device, if it found one.
+/// [`start_kernel`] for a board with optional devices (network, random
+/// number generator): `probe` runs once the heap and the MMU are up and
+/// returns what it found.
 ///
 /// # Safety
 ///
 /// As for [`start_kernel`].
-pub unsafe fn start_kernel_with_net<S: SerialPort + 'static>(
+pub unsafe fn start_kernel_with_devices<S: SerialPort + 'static>(
     setup: KernelSetup<'_>,
     serial: S,
-    probe_net: impl FnOnce() -> Option<Box<dyn NetDevice>>,
+    probe: impl FnOnce() -> Devices,
 ) -> ! {
     let ram = setup.ram.start..setup.ram.end.min(MAPPED_END);
     // SAFETY: the caller guarantees the memory map and the call order.
@@ -86,6 +87,6 @@ pub unsafe fn start_kernel_with_net<S: SerialPort + 'static>(
     }
     let board = Box::leak(Box::new(Aarch64Board::new(setup.facts, ram)));
     let serial = Box::leak(Box::new(serial));
-    let net = probe_net();
-    tern_unikernel::start_with_net(board, serial, &[FAULT_COMMAND], net)
+    let devices = probe();
+    tern_unikernel::start(board, serial, &[FAULT_COMMAND], devices)
 }

@@ -30,7 +30,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use tern_board_common as _;
 use tern_hal::{Board, BoardFacts, HeapStats, Isa, MonotonicClock};
 use tern_unikernel::shell::{Command, CommandResult};
-use tern_unikernel::Kernel;
+use tern_unikernel::{Devices, Kernel};
 
 use cpu::RawCom1;
 use serial::Com1;
@@ -253,6 +253,9 @@ extern "C" fn pc_main(magic: u32, info: u32) -> ! {
         let _ = write!(RawCom1, "warning: COM1 init: {error}\r\n");
     }
     x86_64::instructions::interrupts::enable();
-    let net = net::probe(MAPPED_LIMIT);
-    tern_unikernel::start_with_net(board, Box::leak(Box::new(console)), &BOARD_COMMANDS, net)
+    let devices = Devices {
+        net: net::probe(MAPPED_LIMIT),
+        entropy: None,
+    };
+    tern_unikernel::start(board, Box::leak(Box::new(console)), &BOARD_COMMANDS, devices)
 }

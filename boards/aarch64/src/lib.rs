@@ -30,6 +30,7 @@ pub mod semihosting;
 pub(crate) use board::claim_heap;
 pub use board::{Aarch64Board, GenericTimerClock};
 pub use kernel::{start_kernel, start_kernel_with_devices, KernelSetup, FAULT_COMMAND};
+pub use tern_unikernel::Devices;
 
 core::arch::global_asm!(include_str!("boot.s"));
 core::arch::global_asm!(include_str!("vectors.s"));

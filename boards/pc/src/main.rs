@@ -257,5 +257,10 @@ extern "C" fn pc_main(magic: u32, info: u32) -> ! {
         net: net::probe(MAPPED_LIMIT),
         entropy: None,
     };
-    tern_unikernel::start(board, Box::leak(Box::new(console)), &BOARD_COMMANDS, devices)
+    tern_unikernel::start(
+        board,
+        Box::leak(Box::new(console)),
+        &BOARD_COMMANDS,
+        devices,
+    )
 }

@@ -18,10 +18,10 @@ use core::ptr::NonNull;
 use arm_pl011_uart::{
     DataBits, LineConfig, PL011Registers, Parity, StopBits, Uart, UniqueMmioPointer,
 };
+use tern_board_aarch64::Devices;
 use tern_board_aarch64::{exception, start_kernel_with_devices, KernelSetup};
 use tern_board_common as _;
 use tern_hal::{BoardFacts, Isa};
-use tern_unikernel::Devices;
 
 tern_board_aarch64::entry!(b"virt", main);
 
@@ -89,10 +89,12 @@ fn main(dtb: usize) -> ! {
     };
     // SAFETY: called once at EL1 with the MMU off, vectors installed; RAM
     // comes from QEMU's device tree and holds this image, MMIO every device.
-    unsafe { start_kernel_with_devices(setup, VirtSerial(uart), || Devices {
-        net: net::probe(dtb),
-        entropy: None,
-    }) }
+    unsafe {
+        start_kernel_with_devices(setup, VirtSerial(uart), || Devices {
+            net: net::probe(dtb),
+            entropy: None,
+        })
+    }
 }
 
 /// Size of the RAM bank at [`RAM_BASE`], from the device tree at `dtb`.

@@ -24,7 +24,7 @@ pub mod transfer;
 pub use channel::{Config, Connection, Event, Psk, Role, Security};
 pub use error::{ChannelError, FrameError, TransferError};
 pub use message::{
-    ChunkInfo, Codec, Handshake, Hash, Hello, Message, NackReason, Offer, TaskSummary, Transfer,
-    PROTOCOL_VERSION,
+    ChunkInfo, Codec, Handshake, Hash, Hello, Message, MigrationReport, NackReason, Offer,
+    Role as TaskRole, TaskStatus, TaskSummary, Transfer, PROTOCOL_VERSION,
 };
 pub use transfer::{Incoming, Known, Outgoing, Policy, ReceivePhase, Replica, SendPhase};

@@ -75,6 +75,10 @@ pub enum Transfer {
     Migrate,
     /// Inspector fetch: a copy; ownership does not move.
     Copy,
+    /// A copy the receiving node keeps as its replica of the task (the
+    /// pre-copy rounds of a migration, a standby's sync); ownership does not
+    /// move, and later offers of the task are deduplicated against it.
+    Replicate,
 }
 
 /// The sender's announcement of a checkpoint.
@@ -102,10 +106,37 @@ pub struct Offer {
     pub chunks: Vec<ChunkInfo>,
 }
 
+/// A node's relation to a task it lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    /// The node runs the task and is its owner at the listed epoch.
+    Owner,
+    /// The node holds a replica of the task (a standby or a pre-copy target).
+    Standby,
+}
+
+/// Where a listed task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskStatus {
+    /// Being stepped.
+    Running,
+    /// Waiting at a migration point.
+    Paused,
+    /// Migration under way: paused until the receiver acknowledges.
+    Migrating,
+    /// Finished; whether its self-verification passed.
+    Finished {
+        /// The workload's verdict.
+        verified: bool,
+    },
+    /// Only a replica is held here; it does not run.
+    Replica,
+}
+
 /// One task as listed by a node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskSummary {
-    /// Task identity.
+    /// Task identity (stable across nodes).
     pub task_id: u64,
     /// Task kind name.
     pub kind: String,
@@ -117,6 +148,40 @@ pub struct TaskSummary {
     pub owner: u64,
     /// Ownership epoch.
     pub epoch: u64,
+    /// This node's role for the task.
+    pub role: Role,
+    /// Running, paused, finished, or only a replica.
+    pub status: TaskStatus,
+    /// Milliseconds since the last completed sync or replica update, if any.
+    pub last_sync_ms_ago: Option<u64>,
+    /// Name of the sync-interval policy in force for the task, if it is synced.
+    pub policy: Option<String>,
+}
+
+/// What a node measured while migrating a task (the answer to
+/// [`Message::MigrateTo`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationReport {
+    /// Task identity.
+    pub task_id: u64,
+    /// The epoch the receiver took.
+    pub epoch: u64,
+    /// ISA of the sending node.
+    pub from_isa: String,
+    /// ISA of the receiving node.
+    pub to_isa: String,
+    /// Size of the final checkpoint, in bytes.
+    pub state_bytes: u64,
+    /// Bytes the sender wrote to the connection for the whole migration
+    /// (handshake, pre-copy and stop-and-copy, framing and sealing included).
+    pub wire_bytes: u64,
+    /// Pre-copy rounds before the stop-and-copy.
+    pub precopy_rounds: u32,
+    /// From the request to the receiver's ack, in milliseconds.
+    pub total_ms: u64,
+    /// While the task did not run (pause at the migration point to the ack),
+    /// in milliseconds.
+    pub downtime_ms: u64,
 }
 
 /// Why a peer refused a step.
@@ -150,6 +215,9 @@ pub enum NackReason {
     UnexpectedMessage,
     /// The node is busy with another transfer.
     Busy,
+    /// A requested migration failed: the peer could not be reached, refused
+    /// or broke off; this node still owns the task.
+    MigrationFailed,
 }
 
 /// Messages inside the sealed channel.
@@ -193,5 +261,26 @@ pub enum Message {
     Fetch {
         /// Task identity.
         task_id: u64,
+    },
+    /// Inspector → node: migrate this task to the node at `to`
+    /// (`address:port`); answered by [`Message::Migrated`] or a nack once
+    /// the migration is over.
+    MigrateTo {
+        /// Task identity.
+        task_id: u64,
+        /// The receiving node's control address, `address:port`.
+        to: String,
+    },
+    /// Node → inspector: the requested migration succeeded.
+    Migrated(MigrationReport),
+    /// Liveness probe (sync sessions' heartbeats, the link monitor's latency).
+    Ping {
+        /// Echoed in the pong.
+        nonce: u64,
+    },
+    /// Answer to [`Message::Ping`].
+    Pong {
+        /// The ping's nonce.
+        nonce: u64,
     },
 }

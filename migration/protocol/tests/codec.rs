@@ -3,7 +3,8 @@
 use proptest::prelude::*;
 use tern_protocol::frame::{write_frame, FrameDecoder};
 use tern_protocol::{
-    ChunkInfo, Codec, Handshake, Hello, Message, NackReason, Offer, TaskSummary, Transfer,
+    ChunkInfo, Codec, Handshake, Hello, Message, MigrationReport, NackReason, Offer, TaskRole,
+    TaskStatus, TaskSummary, Transfer,
 };
 
 fn hello() -> impl Strategy<Value = Hello> {
@@ -48,12 +49,13 @@ fn nack() -> impl Strategy<Value = NackReason> {
         Just(NackReason::UnknownTask),
         Just(NackReason::UnexpectedMessage),
         Just(NackReason::Busy),
+        Just(NackReason::MigrationFailed),
     ]
 }
 
 fn message() -> impl Strategy<Value = Message> {
     let offer = (
-        any::<bool>(),
+        0..3u8,
         any::<u64>(),
         "[a-z-]{1,10}",
         any::<u32>(),
@@ -62,13 +64,10 @@ fn message() -> impl Strategy<Value = Message> {
         prop::collection::vec(chunk(), 0..20),
     )
         .prop_map(
-            |(copy, task_id, kind, kind_version, n, checkpoint_hash, chunks)| {
+            |(transfer, task_id, kind, kind_version, n, checkpoint_hash, chunks)| {
                 Message::Offer(Offer {
-                    transfer: if copy {
-                        Transfer::Copy
-                    } else {
-                        Transfer::Migrate
-                    },
+                    transfer: [Transfer::Migrate, Transfer::Copy, Transfer::Replicate]
+                        [transfer as usize],
                     task_id,
                     kind,
                     kind_version,
@@ -81,16 +80,55 @@ fn message() -> impl Strategy<Value = Message> {
                 })
             },
         );
-    let summary =
-        (any::<u64>(), "[a-z-]{1,10}", any::<[u64; 4]>()).prop_map(|(task_id, kind, n)| {
-            TaskSummary {
+    let summary = (
+        any::<u64>(),
+        "[a-z-]{1,10}",
+        any::<[u64; 4]>(),
+        any::<bool>(),
+        0..5u8,
+        any::<Option<u64>>(),
+        prop::option::of("[a-z-]{1,10}"),
+    )
+        .prop_map(
+            |(task_id, kind, n, standby, status, last_sync_ms_ago, policy)| TaskSummary {
                 task_id,
                 kind,
                 progress: n[0],
                 progress_total: n[1],
                 owner: n[2],
                 epoch: n[3],
-            }
+                role: if standby {
+                    TaskRole::Standby
+                } else {
+                    TaskRole::Owner
+                },
+                status: [
+                    TaskStatus::Running,
+                    TaskStatus::Paused,
+                    TaskStatus::Migrating,
+                    TaskStatus::Finished { verified: true },
+                    TaskStatus::Replica,
+                ][status as usize],
+                last_sync_ms_ago,
+                policy,
+            },
+        );
+    let report = (
+        any::<[u64; 6]>(),
+        any::<u32>(),
+        "[a-z0-9_]{1,8}",
+        "[a-z0-9_]{1,8}",
+    )
+        .prop_map(|(n, precopy_rounds, from_isa, to_isa)| MigrationReport {
+            task_id: n[0],
+            epoch: n[1],
+            from_isa,
+            to_isa,
+            state_bytes: n[2],
+            wire_bytes: n[3],
+            precopy_rounds,
+            total_ms: n[4],
+            downtime_ms: n[5],
         });
     prop_oneof![
         offer,
@@ -114,6 +152,11 @@ fn message() -> impl Strategy<Value = Message> {
         Just(Message::List),
         prop::collection::vec(summary, 0..5).prop_map(Message::Tasks),
         any::<u64>().prop_map(|task_id| Message::Fetch { task_id }),
+        (any::<u64>(), "[0-9.:]{1,21}")
+            .prop_map(|(task_id, to)| Message::MigrateTo { task_id, to }),
+        report.prop_map(Message::Migrated),
+        any::<u64>().prop_map(|nonce| Message::Ping { nonce }),
+        any::<u64>().prop_map(|nonce| Message::Pong { nonce }),
     ]
 }
 

@@ -6,7 +6,7 @@ use common::*;
 use tern_migration::{read_checkpoint, Limits};
 use tern_protocol::{
     Codec, Connection, Event, Incoming, Known, Message, NackReason, Outgoing, Policy, ReceivePhase,
-    Replica, SendPhase, TaskSummary, Transfer, TransferError,
+    Replica, SendPhase, TaskRole, TaskStatus, TaskSummary, Transfer, TransferError,
 };
 
 fn policy(known: Option<Known>) -> Policy {
@@ -311,6 +311,10 @@ fn inspector_list_and_fetch_copy_without_moving_ownership() {
         progress_total: 1000,
         owner: 2,
         epoch: 3,
+        role: TaskRole::Owner,
+        status: TaskStatus::Running,
+        last_sync_ms_ago: None,
+        policy: None,
     }];
     node.send(&Message::Tasks(tasks.clone())).unwrap();
     let (ev, _) = pump(&mut inspector, &mut node);

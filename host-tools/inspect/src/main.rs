@@ -1,9 +1,13 @@
 //! Checkpoint inspector for files and live Tern nodes, in the spirit of CRIU's `crit`.
 //!
-//! `inspect show FILE [--json]`, `inspect verify FILE`, `inspect diff A B`,
-//! `inspect export FILE --region NAME -o OUT`. Exit status 0 on success; 1 when
-//! a checkpoint fails verification (the failing region and chunk are named);
-//! 2 on usage or I/O errors.
+//! Files: `inspect show FILE [--json]`, `inspect verify FILE`, `inspect diff A B`,
+//! `inspect export FILE --region NAME -o OUT`. Live nodes (control service,
+//! `docs/protocol.md`): `inspect --node ADDR:PORT list [--json]`,
+//! `inspect --node ADDR:PORT fetch TASK -o FILE`,
+//! `inspect --node ADDR:PORT migrate TASK --to ADDR:PORT [--json]`, keyed by
+//! `--key-file FILE` or `TERN_KEY`, or `--insecure`. Exit status 0 on success;
+//! 1 when a checkpoint fails verification (the failing region and chunk are
+//! named); 2 on usage, I/O or node errors.
 
 mod origin;
 mod walk;
@@ -15,14 +19,36 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+use tern_inspect::node::{self, task_table, NodeClient, TaskView, CONTROL_PORT};
+use tern_protocol::Security;
 use walk::{walk, Walk};
 
 /// Command line.
 #[derive(Parser, Debug)]
 #[command(name = "inspect", about = "Inspect Tern checkpoints")]
 struct Args {
+    #[command(flatten)]
+    node: NodeArgs,
     #[command(subcommand)]
     verb: Verb,
+}
+
+/// How to reach a live node.
+#[derive(clap::Args, Debug)]
+struct NodeArgs {
+    /// A live node's control service, `ADDR:PORT` (port 4470), for list, fetch, migrate.
+    #[arg(long, global = true)]
+    node: Option<String>,
+    /// File holding the cluster key as 64 hex digits (else `TERN_KEY`).
+    #[arg(long, global = true, conflicts_with = "insecure")]
+    key_file: Option<PathBuf>,
+    /// Talk to a node running without a key (no authentication, no secrecy).
+    #[arg(long, global = true)]
+    insecure: bool,
+    /// Seconds to wait for each answer of the node.
+    #[arg(long, global = true, default_value_t = 30)]
+    timeout: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -58,6 +84,34 @@ enum Verb {
         #[arg(short = 'o', long = "output")]
         out: PathBuf,
     },
+    /// A live node's tasks (needs --node).
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Save a consistent copy of a live task's checkpoint (needs --node).
+    Fetch {
+        /// Global task id (see `list`).
+        task: u64,
+        /// Output file.
+        #[arg(short = 'o', long = "output")]
+        out: PathBuf,
+    },
+    /// Ask a live node to migrate a task to another node (needs --node).
+    Migrate {
+        /// Global task id (see `list`).
+        task: u64,
+        /// The receiving node's control service, `ADDR:PORT`.
+        #[arg(long)]
+        to: String,
+        /// Seconds to wait for the migration to finish.
+        #[arg(long, default_value_t = 300)]
+        wait: u64,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Appends a line to the output buffer (writing to a String cannot fail).
@@ -85,8 +139,100 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// Connects to the node named by `--node`, with the key the options give.
+fn connect(args: &NodeArgs) -> Result<NodeClient> {
+    let Some(addr) = &args.node else {
+        bail!(
+            "this verb talks to a live node: pass --node ADDR:PORT (control port {CONTROL_PORT})"
+        );
+    };
+    let security = node::security(args.key_file.as_deref(), args.insecure)?;
+    if matches!(security, Security::ExplicitlyInsecure) {
+        eprintln!(
+            "inspect: warning: --insecure: no authentication and no secrecy on this connection"
+        );
+    }
+    Ok(NodeClient::connect(
+        addr,
+        security,
+        Duration::from_secs(args.timeout),
+    )?)
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
+fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let result = (|| -> Result<()> {
+        let mut f =
+            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
 fn run(args: Args, o: &mut String) -> Result<ExitCode> {
     match args.verb {
+        Verb::List { json } => {
+            let tasks: Vec<TaskView> = connect(&args.node)?
+                .list()?
+                .iter()
+                .map(TaskView::from)
+                .collect();
+            if json {
+                say!(o, "{}", serde_json::to_string_pretty(&tasks)?);
+            } else if tasks.is_empty() {
+                say!(o, "no tasks");
+            } else {
+                o.push_str(&task_table(&tasks));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Verb::Fetch { task, out } => {
+            let bytes = connect(&args.node)?.fetch(task)?;
+            write_atomic(&out, &bytes)?;
+            say!(
+                o,
+                "fetched task {task}: {} bytes to {}",
+                bytes.len(),
+                out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Verb::Migrate {
+            task,
+            to,
+            wait,
+            json,
+        } => {
+            let report = connect(&args.node)?.migrate(task, &to, Duration::from_secs(wait))?;
+            if json {
+                say!(o, "{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                say!(
+                    o,
+                    "task {} migrated {} -> {} (epoch {})",
+                    report.task_id,
+                    report.from_isa,
+                    report.to_isa,
+                    report.epoch
+                );
+                say!(o, "  total     {} ms", report.total_ms);
+                say!(o, "  downtime  {} ms", report.downtime_ms);
+                say!(o, "  state     {} bytes", report.state_bytes);
+                say!(
+                    o,
+                    "  wire      {} bytes ({} pre-copy rounds)",
+                    report.wire_bytes,
+                    report.precopy_rounds
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Verb::Show { file, json } => {
             let w = walk(&FileOrigin(file), None)?;
             if json {

@@ -88,5 +88,10 @@ pub unsafe fn start_kernel_with_devices<S: SerialPort + 'static>(
     let board = Box::leak(Box::new(Aarch64Board::new(setup.facts, ram)));
     let serial = Box::leak(Box::new(serial));
     let devices = probe();
-    tern_unikernel::start(board, serial, &[FAULT_COMMAND], devices)
+    tern_unikernel::start(
+        board,
+        serial,
+        &[FAULT_COMMAND, tern_board_common::random::RANDOM_COMMAND],
+        devices,
+    )
 }

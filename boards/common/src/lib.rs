@@ -1,5 +1,6 @@
 //! Pieces shared by every Tern board: the kernel heap and the defmt logger,
-//! and for the QEMU boards the virtio-net driver glue ([`virtio`]).
+//! the `random` shell command ([`random`]), and for the QEMU boards the
+//! virtio-net and virtio-rng driver glue ([`virtio`]).
 //!
 //! The heap is a [`talc`] allocator behind a spinlock. A board claims its free
 //! RAM once, early in boot, with [`init_heap`]; the portable kernel reads usage
@@ -10,6 +11,7 @@
 extern crate alloc;
 
 mod logger;
+pub mod random;
 pub mod virtio;
 
 use talc::source::Claim;

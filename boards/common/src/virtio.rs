@@ -1,5 +1,6 @@
-//! virtio-net for the QEMU boards: the `virtio-drivers` [`Hal`] of an
-//! identity-mapped kernel and the [`NetDevice`] adapter the kernel uses.
+//! virtio devices for the QEMU boards: the `virtio-drivers` [`Hal`] of an
+//! identity-mapped kernel, and the adapters the kernel uses: virtio-net as a
+//! [`NetDevice`], virtio-rng as an [`EntropySource`].
 //!
 //! Both the PC (PCI transport) and QEMU `virt` (MMIO transport) run with
 //! physical address == virtual address and DMA-coherent memory under QEMU,
@@ -9,9 +10,11 @@
 use alloc::alloc::{alloc_zeroed, dealloc, Layout};
 use core::ptr::NonNull;
 
-use tern_hal::{NetDevice, NetError};
+use alloc::boxed::Box;
+use tern_hal::{EntropyError, EntropySource, NetDevice, NetError};
 use virtio_drivers::device::net::{TxBuffer, VirtIONet};
-use virtio_drivers::transport::Transport;
+use virtio_drivers::device::rng::VirtIORng;
+use virtio_drivers::transport::{DeviceType, Transport};
 use virtio_drivers::{BufferDirection, Hal, PhysAddr, PAGE_SIZE};
 
 /// Receive and transmit queue length.
@@ -124,5 +127,78 @@ impl<T: Transport> NetDevice for VirtioNet<T> {
         self.0
             .send(TxBuffer::from(frame))
             .map_err(|_| NetError::Device)
+    }
+}
+
+/// How many requests in a row may come back empty before the generator is
+/// declared broken (QEMU's backend answers every request with data).
+const RNG_EMPTY_ANSWERS: usize = 8;
+
+/// A virtio-rng device on any transport, as an [`EntropySource`].
+pub struct VirtioRng<T: Transport>(VirtIORng<HeapHal, T>);
+
+// SAFETY: as for `VirtioNet`: single core, used only from the run loop.
+unsafe impl<T: Transport> Send for VirtioRng<T> {}
+
+impl<T: Transport> VirtioRng<T> {
+    /// Initialises the device behind `transport`; `None` (after printing
+    /// why through defmt) when the device refuses.
+    pub fn new(transport: T) -> Option<Self> {
+        match VirtIORng::new(transport) {
+            Ok(rng) => Some(Self(rng)),
+            Err(error) => {
+                defmt::error!("virtio-rng: {}", defmt::Display2Format(&error));
+                None
+            }
+        }
+    }
+}
+
+impl<T: Transport> EntropySource for VirtioRng<T> {
+    fn fill(&mut self, buf: &mut [u8]) -> Result<(), EntropyError> {
+        let mut filled = 0;
+        let mut empty = 0;
+        // The device may answer a request with fewer bytes than asked.
+        while filled < buf.len() {
+            let got = self
+                .0
+                .request_entropy(&mut buf[filled..])
+                .map_err(|_| EntropyError::Device)?;
+            if got == 0 {
+                empty += 1;
+                if empty == RNG_EMPTY_ANSWERS {
+                    return Err(EntropyError::Timeout);
+                }
+            }
+            filled += got.min(buf.len() - filled);
+        }
+        Ok(())
+    }
+}
+
+/// The devices the boards use, found among virtio transports.
+#[derive(Default)]
+pub struct VirtioDevices {
+    /// The first network device.
+    pub net: Option<Box<dyn NetDevice>>,
+    /// The first entropy device.
+    pub entropy: Option<Box<dyn EntropySource>>,
+}
+
+impl VirtioDevices {
+    /// Initialises the device behind `transport` if it is of a type the
+    /// kernel uses and no device of that type was taken yet; other
+    /// transports are left alone (dropped).
+    pub fn offer<T: Transport + 'static>(&mut self, transport: T) {
+        match transport.device_type() {
+            DeviceType::Network if self.net.is_none() => {
+                self.net = VirtioNet::new(transport).map(|net| Box::new(net) as Box<dyn NetDevice>);
+            }
+            DeviceType::EntropySource if self.entropy.is_none() => {
+                self.entropy =
+                    VirtioRng::new(transport).map(|rng| Box::new(rng) as Box<dyn EntropySource>);
+            }
+            _ => {}
+        }
     }
 }

@@ -4,8 +4,9 @@
 //! `multiboot2` command (USB stick, see `grub.cfg`). [`boot`] gets the CPU
 //! into long mode; [`pc_main`] then reads the memory map, installs the
 //! descriptor tables, the heap, the clock and the timer tick, and hands the
-//! machine to the portable kernel with COM1 as its console and virtio-net
-//! ([`net`]) as its network device.
+//! machine to the portable kernel with COM1 as its console, virtio-net as
+//! its network device and virtio-rng or RDRAND as its entropy source
+//! ([`devices`]).
 #![no_std]
 #![no_main]
 
@@ -13,9 +14,10 @@ extern crate alloc;
 
 mod boot;
 mod cpu;
+mod devices;
 mod interrupts;
-mod net;
 mod paging;
+mod rdrand;
 mod serial;
 mod timer;
 
@@ -156,12 +158,15 @@ fn cpu_brand() -> Option<String> {
 }
 
 /// The board's own shell commands.
-const BOARD_COMMANDS: [Command; 1] = [Command {
-    name: "fault",
-    usage: "[stack]",
-    help: "take a page fault (or, with 'stack', overflow the stack into a double fault) on purpose",
-    run: fault_command,
-}];
+const BOARD_COMMANDS: [Command; 2] = [
+    Command {
+        name: "fault",
+        usage: "[stack]",
+        help: "take a page fault (or, with 'stack', overflow the stack into a double fault) on purpose",
+        run: fault_command,
+    },
+    tern_board_common::random::RANDOM_COMMAND,
+];
 
 /// Recurses until the stack runs into its guard page.
 fn overflow_stack(depth: u64) -> u64 {
@@ -253,9 +258,10 @@ extern "C" fn pc_main(magic: u32, info: u32) -> ! {
         let _ = write!(RawCom1, "warning: COM1 init: {error}\r\n");
     }
     x86_64::instructions::interrupts::enable();
+    let found = devices::probe(MAPPED_LIMIT);
     let devices = Devices {
-        net: net::probe(MAPPED_LIMIT),
-        entropy: None,
+        net: found.net,
+        entropy: found.entropy,
     };
     tern_unikernel::start(
         board,

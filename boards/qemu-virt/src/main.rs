@@ -3,14 +3,14 @@
 //! QEMU loads this ELF, enters it at EL2 (with `virtualization=on`; EL1
 //! works too) with the device tree at the start of RAM (or in `x0`). Here: the vectors, the
 //! PL011 console (through `arm-pl011-uart`), the RAM size from the device
-//! tree, then the shared aarch64 bring-up, and virtio-net over MMIO ([`net`])
-//! once the heap is up.
+//! tree, then the shared aarch64 bring-up, and virtio-net and virtio-rng
+//! over MMIO ([`devices`]) once the heap is up.
 #![no_std]
 #![no_main]
 
 extern crate alloc;
 
-mod net;
+mod devices;
 
 use core::convert::Infallible;
 use core::ptr::NonNull;
@@ -90,9 +90,12 @@ fn main(dtb: usize) -> ! {
     // SAFETY: called once at EL1 with the MMU off, vectors installed; RAM
     // comes from QEMU's device tree and holds this image, MMIO every device.
     unsafe {
-        start_kernel_with_devices(setup, VirtSerial(uart), || Devices {
-            net: net::probe(dtb),
-            entropy: None,
+        start_kernel_with_devices(setup, VirtSerial(uart), || {
+            let found = devices::probe(dtb);
+            Devices {
+                net: found.net,
+                entropy: found.entropy,
+            }
         })
     }
 }

@@ -63,6 +63,9 @@ pub fn machine(board: Board) -> (&'static str, &'static [&'static str]) {
                 "1G",
                 "-semihosting-config",
                 "enable=on,target=native",
+                // The entropy source of the migration protocol's nonces.
+                "-device",
+                "virtio-rng-device",
             ],
         ),
         Board::Pc => (
@@ -74,6 +77,9 @@ pub fn machine(board: Board) -> (&'static str, &'static [&'static str]) {
                 "512M",
                 "-device",
                 "isa-debug-exit,iobase=0xf4,iosize=0x04",
+                // The entropy source of the migration protocol's nonces.
+                "-device",
+                "virtio-rng-pci",
                 "-no-reboot",
             ],
         ),

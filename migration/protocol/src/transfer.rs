@@ -5,6 +5,7 @@
 use crate::error::TransferError;
 use crate::message::{ChunkInfo, Codec, Hash, Message, NackReason, Offer, Transfer};
 use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec::Vec;
 use sha2::{Digest, Sha256};
@@ -100,6 +101,17 @@ impl Outgoing {
     /// The offer to send first (again after a reconnection in doubt).
     pub fn offer(&self) -> Message {
         Message::Offer(self.offer.clone())
+    }
+
+    /// What the offer announces (task, epoch, size, chunks).
+    pub fn offered(&self) -> &Offer {
+        &self.offer
+    }
+
+    /// The checkpoint's bytes, given back (after an ack the sender keeps them
+    /// as its replica of the task).
+    pub fn into_checkpoint(self) -> Vec<u8> {
+        self.bytes
     }
 
     /// The current phase.
@@ -257,14 +269,41 @@ pub enum ReceivePhase {
     Failed,
 }
 
+/// The replica a receiver deduplicates against: borrowed for one transfer,
+/// or shared with the node's replica store (a receiver kept across the
+/// polls of a run loop cannot borrow from a store that changes meanwhile).
+enum ReplicaRef<'r> {
+    Borrowed(&'r Replica),
+    Shared(Rc<Replica>),
+}
+
+impl ReplicaRef<'_> {
+    fn get(&self) -> &Replica {
+        match self {
+            Self::Borrowed(r) => r,
+            Self::Shared(r) => r,
+        }
+    }
+}
+
 /// The receiving side of one transfer.
 pub struct Incoming<'r> {
     policy: Policy,
-    replica: Option<&'r Replica>,
+    replica: Option<ReplicaRef<'r>>,
     offer: Option<Offer>,
     buf: Vec<u8>,
     missing: BTreeSet<u32>,
     phase: ReceivePhase,
+}
+
+impl Incoming<'static> {
+    /// A receiver applying `policy`, deduplicating against a replica shared
+    /// with the caller's store (see [`Incoming::new`]).
+    pub fn with_shared_replica(policy: Policy, replica: Option<Rc<Replica>>) -> Self {
+        let mut incoming = Incoming::new(policy, None);
+        incoming.replica = replica.map(ReplicaRef::Shared);
+        incoming
+    }
 }
 
 impl<'r> Incoming<'r> {
@@ -272,7 +311,7 @@ impl<'r> Incoming<'r> {
     pub fn new(policy: Policy, replica: Option<&'r Replica>) -> Self {
         Self {
             policy,
-            replica,
+            replica: replica.map(ReplicaRef::Borrowed),
             offer: None,
             buf: Vec::new(),
             missing: BTreeSet::new(),
@@ -432,7 +471,8 @@ impl<'r> Incoming<'r> {
             let start = i * TRANSFER_CHUNK as usize;
             match self
                 .replica
-                .and_then(|r| r.find(c))
+                .as_ref()
+                .and_then(|r| r.get().find(c))
                 .filter(|b| chunk_matches(c, b))
             {
                 Some(b) => buf[start..start + b.len()].copy_from_slice(b),

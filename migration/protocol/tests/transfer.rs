@@ -106,6 +106,26 @@ fn migration_with_dedup_against_the_base_replica() {
 }
 
 #[test]
+fn a_shared_replica_dedups_like_a_borrowed_one_and_the_sender_gets_its_bytes_back() {
+    let mut d = data(60_000);
+    let base = checkpoint(4, 100, &d);
+    d.set(30_000, 1);
+    let next = checkpoint(5, 120, &d);
+    let replica = std::rc::Rc::new(Replica::new(base));
+    let (mut c, mut s) = established();
+    let mut out = Outgoing::new(Transfer::Replicate, 42, next.clone()).unwrap();
+    assert_eq!(out.offered().epoch, 5);
+    assert_eq!(out.offered().total_len, next.len() as u64);
+    let mut inc = Incoming::with_shared_replica(policy(None), Some(replica.clone()));
+    let (need, _) = run(&mut out, &mut inc, &mut c, &mut s).unwrap();
+    assert_eq!(need, vec![0, 3, 4, 7]);
+    // A replicate transfer moves no ownership.
+    assert!(out.owns_task());
+    assert_eq!(inc.take_checkpoint().unwrap(), next);
+    assert_eq!(out.into_checkpoint(), next);
+}
+
+#[test]
 fn migration_without_replica_sends_everything() {
     let next = checkpoint(1, 10, &data(20_000));
     let (mut c, mut s) = established();

@@ -17,6 +17,7 @@ use critical_section::Mutex;
 use tern_hal::{Board, EntropySource, NetDevice};
 
 use crate::console::{self, ConsoleWriter};
+use crate::control::{node_id_from_mac, Control, ControlService};
 use crate::net::{NetService, NetStack};
 use crate::shell::{self, Command, LineEditor};
 use crate::tasks::{TaskRunner, TaskTable};
@@ -77,6 +78,7 @@ pub struct Kernel {
     halt_requested: Option<u8>,
     tasks: Rc<RefCell<TaskTable>>,
     net: Option<Rc<RefCell<NetStack>>>,
+    control: Option<Rc<RefCell<Control>>>,
     entropy: Option<SharedEntropy>,
     input: ByteInput,
 }
@@ -89,7 +91,8 @@ impl Kernel {
     /// A kernel on `board` reading the console, with the built-in shell
     /// commands, the task commands and the task runner.
     pub fn new(board: &'static dyn Board) -> Self {
-        let tasks = Rc::new(RefCell::new(TaskTable::new()));
+        let node_id = board.facts().mac_address.map_or(0, node_id_from_mac);
+        let tasks = Rc::new(RefCell::new(TaskTable::new(node_id)));
         let mut commands = shell::builtin_commands();
         commands.extend(crate::tasks::commands());
         commands.extend(crate::migrate::commands());
@@ -100,6 +103,7 @@ impl Kernel {
             halt_requested: None,
             tasks,
             net: None,
+            control: None,
             entropy: None,
             input: Box::new(console::read_byte),
         }
@@ -121,22 +125,47 @@ impl Kernel {
         &self.tasks
     }
 
-    /// Gives the kernel a network device: adds the network stack's service
-    /// and the `net` command.
+    /// Gives the kernel a network device: adds the network stack's service,
+    /// the control service (migration, port 4470) and their commands. The
+    /// device's MAC becomes the node's identity.
     pub fn attach_net(&mut self, device: Box<dyn NetDevice>) {
         let banner = crate::banner(&self.board.facts());
         let now = self.board.clock().now_ns();
         let stack = Rc::new(RefCell::new(NetStack::new(device, now, banner)));
+        self.tasks
+            .borrow_mut()
+            .set_node_id(node_id_from_mac(stack.borrow().mac_address()));
+        let control = Rc::new(RefCell::new(Control::new(
+            self.board,
+            stack.clone(),
+            self.tasks.clone(),
+            self.entropy.clone(),
+        )));
         self.services.push(Box::new(NetService::new(stack.clone())));
+        self.services
+            .push(Box::new(ControlService::new(control.clone())));
         for command in crate::net::commands() {
             self.add_command(command);
         }
+        for command in crate::control::commands() {
+            self.add_command(command);
+        }
         self.net = Some(stack);
+        self.control = Some(control);
     }
 
     /// Gives the kernel the board's random number generator.
     pub fn attach_entropy(&mut self, entropy: Box<dyn EntropySource>) {
-        self.entropy = Some(Rc::new(RefCell::new(entropy)));
+        let entropy = Rc::new(RefCell::new(entropy));
+        if let Some(control) = &self.control {
+            control.borrow_mut().set_entropy(entropy.clone());
+        }
+        self.entropy = Some(entropy);
+    }
+
+    /// The control service (migration), if the board has a network device.
+    pub fn control(&self) -> Option<&Rc<RefCell<Control>>> {
+        self.control.as_ref()
     }
 
     /// The board's random number generator, if it has one.

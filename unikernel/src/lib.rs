@@ -4,8 +4,9 @@
 //! [`Board`] and the serial console. From there everything is portable: the
 //! console with its defmt framing ([`console`]), the shell ([`shell`]), the
 //! run loop that polls [`Service`]s ([`kernel`]), the task runner
-//! ([`tasks`]), task migration over the console ([`migrate`]) and the
-//! network stack ([`net`]). This crate
+//! ([`tasks`]), task migration over the console ([`migrate`]), the
+//! network stack ([`net`]) and live migration over Ethernet with its control
+//! service ([`control`]). This crate
 //! contains no `unsafe` and no register access; it is unit-tested on the host.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
@@ -13,6 +14,7 @@
 extern crate alloc;
 
 pub mod console;
+pub mod control;
 pub mod kernel;
 pub mod migrate;
 pub mod net;

@@ -11,13 +11,15 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt::Write;
 
+use alloc::boxed::Box;
+use tern_hal::{Board, BoardFacts};
 use tern_migration::serial_transfer::{self, Decoder, Received, Reply, MAX_LINE, PREFIX};
-use tern_migration::{read_checkpoint, write_checkpoint, HeaderInfo, Limits, Mode, Snapshot};
-use tern_workloads::{identify, registry};
+use tern_migration::{read_checkpoint, write_checkpoint, HeaderInfo, Limits, Mode, Snapshot, Task};
+use tern_workloads::{identify, registry, Class, Workload};
 
 use crate::kernel::Kernel;
 use crate::shell::{Command, CommandResult};
-use crate::tasks::{parse_id, TaskState};
+use crate::tasks::{parse_id, TaskEntry, TaskState};
 
 /// `receive` gives up after this long without a byte.
 pub const RECEIVE_TIMEOUT_NS: u64 = 30_000_000_000;
@@ -50,9 +52,63 @@ pub fn commands() -> [Command; 2] {
 }
 
 /// Bytes the heap can still hand out.
-fn free_heap(kernel: &Kernel) -> u64 {
-    let stats = kernel.board().heap_stats();
+pub(crate) fn free_heap(board: &dyn Board) -> u64 {
+    let stats = board.heap_stats();
     stats.total_bytes.saturating_sub(stats.used_bytes)
+}
+
+/// Writes a full checkpoint of `entry` at `epoch`. Tasks are only stepped
+/// between polls, so whenever this runs the task is at a migration point.
+pub(crate) fn capture(
+    entry: &TaskEntry,
+    epoch: u64,
+    facts: &BoardFacts,
+) -> Result<Vec<u8>, String> {
+    let id = entry.id;
+    let mut snap = Snapshot::new();
+    entry
+        .task
+        .save(&mut snap)
+        .map_err(|e| format!("capturing task {id}: {e}"))?;
+    // The boards have no wall clock: creation time 0 means "unknown".
+    let info = HeaderInfo::for_task(&*entry.task, epoch, 0, facts.isa.name(), facts.board);
+    let mut bytes = Vec::new();
+    write_checkpoint(&mut bytes, &info, &snap, Mode::Full)
+        .map_err(|e| format!("writing the checkpoint of task {id}: {e}"))?;
+    Ok(bytes)
+}
+
+/// A task rebuilt from a checkpoint, ready to be added to the task table.
+pub(crate) struct Resumed {
+    /// Its workload.
+    pub workload: Workload,
+    /// Its class.
+    pub class: Class,
+    /// The task, at the checkpoint's progress.
+    pub task: Box<dyn Task>,
+    /// `isa/board` of the node that wrote the checkpoint.
+    pub from: String,
+    /// The checkpoint's epoch.
+    pub epoch: u64,
+}
+
+/// Validates `bytes` completely and rebuilds its task (a workload known here).
+pub(crate) fn resume(bytes: &[u8], limits: &Limits) -> Result<Resumed, String> {
+    let restored = read_checkpoint(bytes, limits).map_err(|e| format!("bad checkpoint: {e}"))?;
+    let (workload, class) =
+        identify(&restored).ok_or("the checkpoint holds no NPB workload known here")?;
+    let from = format!("{}/{}", restored.header.isa, restored.header.board);
+    let epoch = restored.header.epoch;
+    let task = registry()
+        .load(restored)
+        .map_err(|e| format!("cannot resume: {e}"))?;
+    Ok(Resumed {
+        workload,
+        class,
+        task,
+        from,
+        epoch,
+    })
 }
 
 fn checkpoint(kernel: &mut Kernel, args: &[&str], out: &mut dyn Write) -> CommandResult {
@@ -65,20 +121,14 @@ fn checkpoint(kernel: &mut Kernel, args: &[&str], out: &mut dyn Write) -> Comman
             "task {id} has finished; there is nothing to migrate"
         ));
     }
+    if entry.state == TaskState::Migrating {
+        return Err(format!("task {id} is migrating over the network"));
+    }
     // The runner steps tasks between commands, so the task is at a
     // migration point now; it stays there until `cont` or `kill`.
     entry.state = TaskState::Paused;
     let progress = entry.task.progress();
-    let mut snap = Snapshot::new();
-    entry
-        .task
-        .save(&mut snap)
-        .map_err(|e| format!("capturing task {id}: {e}"))?;
-    // The boards have no wall clock: creation time 0 means "unknown".
-    let info = HeaderInfo::for_task(&*entry.task, entry.epoch, 0, facts.isa.name(), facts.board);
-    let mut bytes = Vec::new();
-    write_checkpoint(&mut bytes, &info, &snap, Mode::Full)
-        .map_err(|e| format!("writing the checkpoint of task {id}: {e}"))?;
+    let bytes = capture(entry, entry.epoch, &facts)?;
     let name = format!(
         "{}-{}-{:.1}",
         entry.workload.name(),
@@ -112,25 +162,23 @@ fn receive(kernel: &mut Kernel, args: &[&str], out: &mut dyn Write) -> CommandRe
 
 fn receive_and_resume(kernel: &mut Kernel, out: &mut dyn Write) -> Result<(), String> {
     // The received bytes and the decoded state are in memory together.
-    let Received { name, bytes } = receive_lines(kernel, free_heap(kernel) / 2, out)?;
+    let Received { name, bytes } = receive_lines(kernel, free_heap(kernel.board()) / 2, out)?;
     let limits = Limits {
-        max_total_bytes: free_heap(kernel),
+        max_total_bytes: free_heap(kernel.board()),
     };
-    let restored =
-        read_checkpoint(&bytes[..], &limits).map_err(|e| format!("bad checkpoint: {e}"))?;
+    let Resumed {
+        workload,
+        class,
+        task,
+        from,
+        epoch,
+    } = resume(&bytes, &limits)?;
     drop(bytes);
-    let (workload, class) =
-        identify(&restored).ok_or("the checkpoint holds no NPB workload known here")?;
-    let from = format!("{}/{}", restored.header.isa, restored.header.board);
-    let epoch = restored.header.epoch.saturating_add(1);
-    let task = registry()
-        .load(restored)
-        .map_err(|e| format!("cannot resume: {e}"))?;
     let percent = task.progress().percent();
     let id = kernel
         .tasks()
         .borrow_mut()
-        .add(workload, class, task, None, epoch);
+        .add(workload, class, task, None, epoch.saturating_add(1));
     let _ = writeln!(out, "{}\r", Reply::Done(name));
     let _ = writeln!(
         out,

@@ -8,6 +8,10 @@
 //! TCP port [`HELLO_PORT`] (4471) answers every connection with the node's
 //! banner line (`Tern 0.1.0 on virt (aarch64)\n`) and closes it: a check
 //! that TCP works end to end with any client (`nc`, bash's `/dev/tcp`).
+//! TCP port [`SINK_PORT`] (4472) reads and discards everything a client
+//! sends and closes when the client does: the host measures the node's TCP
+//! receive throughput against it. Other services (the control service of
+//! [`crate::control`]) add their own sockets with [`NetStack::add_tcp`].
 
 use alloc::boxed::Box;
 use alloc::rc::Rc;
@@ -21,7 +25,7 @@ use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
-use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address, Ipv4Cidr};
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, IpEndpoint, Ipv4Address, Ipv4Cidr};
 use tern_hal::NetDevice;
 
 use crate::kernel::{Kernel, Service, ServiceStatus};
@@ -29,6 +33,12 @@ use crate::shell::{Command, CommandResult};
 
 /// The TCP port that answers with the node's banner.
 pub const HELLO_PORT: u16 = 4471;
+
+/// The TCP port that discards what it receives (throughput benchmark).
+pub const SINK_PORT: u16 = 4472;
+
+/// Receive buffer of the sink: one full TCP window without scaling.
+const SINK_BUFFER: usize = 64 * 1024;
 
 /// Frame counters, shown by `net`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -131,6 +141,7 @@ pub struct NetStack {
     counters: Counters,
     config: Option<Ipv4Config>,
     hello: SocketHandle,
+    sink: SocketHandle,
     banner: String,
 }
 
@@ -201,6 +212,10 @@ impl NetStack {
             tcp::SocketBuffer::new(vec![0; 64]),
             tcp::SocketBuffer::new(vec![0; 256]),
         ));
+        let sink = sockets.add(tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; SINK_BUFFER]),
+            tcp::SocketBuffer::new(vec![0; 16]),
+        ));
         Self {
             device,
             iface,
@@ -208,8 +223,45 @@ impl NetStack {
             counters,
             config: None,
             hello,
+            sink,
             banner,
         }
+    }
+
+    /// The device's MAC address.
+    pub fn mac_address(&self) -> [u8; 6] {
+        self.device.mac_address()
+    }
+
+    /// Adds a TCP socket with these buffer sizes; the caller drives it
+    /// through [`NetStack::tcp`].
+    pub fn add_tcp(&mut self, rx_bytes: usize, tx_bytes: usize) -> SocketHandle {
+        self.sockets.add(tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; rx_bytes]),
+            tcp::SocketBuffer::new(vec![0; tx_bytes]),
+        ))
+    }
+
+    /// Drops a socket added by [`NetStack::add_tcp`] (its buffers are freed).
+    pub fn remove_tcp(&mut self, handle: SocketHandle) {
+        self.sockets.remove(handle);
+    }
+
+    /// A socket added by [`NetStack::add_tcp`].
+    pub fn tcp(&mut self, handle: SocketHandle) -> &mut tcp::Socket<'static> {
+        self.sockets.get_mut::<tcp::Socket>(handle)
+    }
+
+    /// Opens a connection from `handle` (closed) to `remote`, from
+    /// `local_port`.
+    pub fn connect(
+        &mut self,
+        handle: SocketHandle,
+        remote: IpEndpoint,
+        local_port: u16,
+    ) -> Result<(), tcp::ConnectError> {
+        let socket = self.sockets.get_mut::<tcp::Socket>(handle);
+        socket.connect(self.iface.context(), remote, local_port)
     }
 
     /// Replaces the interface's address and default route.
@@ -250,7 +302,7 @@ impl NetStack {
         let changed = self
             .iface
             .poll(instant(now_ns), &mut phy, &mut self.sockets);
-        let served = self.serve_hello();
+        let served = self.serve_hello() | self.serve_sink();
         changed == smoltcp::iface::PollResult::SocketStateChanged
             || served
             || before != self.counters
@@ -273,6 +325,29 @@ impl NetStack {
             return true;
         }
         false
+    }
+
+    /// Listens on [`SINK_PORT`], discards what arrives and closes once the
+    /// client has; whether it did something.
+    fn serve_sink(&mut self) -> bool {
+        let socket = self.sockets.get_mut::<tcp::Socket>(self.sink);
+        if !socket.is_open() {
+            // Only fails for port 0 or an open socket, neither the case.
+            let _ = socket.listen(SINK_PORT);
+            return true;
+        }
+        let mut read = false;
+        while let Ok(n) = socket.recv(|data| (data.len(), data.len())) {
+            if n == 0 {
+                break;
+            }
+            read = true;
+        }
+        if socket.state() == tcp::State::CloseWait {
+            socket.close();
+            return true;
+        }
+        read
     }
 
     /// The `net` command's report: MAC, address, link and counters.
@@ -356,8 +431,7 @@ fn net_command(kernel: &mut Kernel, args: &[&str], out: &mut dyn Write) -> Comma
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{exec, FakeBoard};
-    use std::collections::VecDeque;
+    use crate::testing::{exec, FakeBoard, Wire, WireEnd};
     use std::sync::{Arc, Mutex};
 
     use smoltcp::phy::ChecksumCapabilities;
@@ -370,40 +444,6 @@ mod tests {
     const PEER_MAC: EthernetAddress = EthernetAddress([0x02, 0, 0, 0, 0, 1]);
     const NODE_IP: Ipv4Address = Ipv4Address::new(10, 0, 2, 2);
     const PEER_IP: Ipv4Address = Ipv4Address::new(10, 0, 2, 1);
-
-    /// Frames waiting for the node, and frames it sent.
-    #[derive(Default)]
-    struct Wire {
-        to_node: VecDeque<Vec<u8>>,
-        from_node: Vec<Vec<u8>>,
-    }
-
-    /// A device whose other end is the test.
-    struct FakeNic(Arc<Mutex<Wire>>);
-
-    impl NetDevice for FakeNic {
-        fn mac_address(&self) -> [u8; 6] {
-            NODE_MAC
-        }
-        fn max_frame_len(&self) -> usize {
-            1514
-        }
-        fn link_up(&self) -> bool {
-            true
-        }
-        fn receive(&mut self, buf: &mut [u8]) -> Option<usize> {
-            let frame = self.0.lock().unwrap().to_node.pop_front()?;
-            buf[..frame.len()].copy_from_slice(&frame);
-            Some(frame.len())
-        }
-        fn can_transmit(&mut self) -> bool {
-            true
-        }
-        fn transmit(&mut self, frame: &[u8]) -> Result<(), tern_hal::NetError> {
-            self.0.lock().unwrap().from_node.push(frame.to_vec());
-            Ok(())
-        }
-    }
 
     fn ethernet(ethertype: EthernetProtocol, dst: EthernetAddress, payload: &[u8]) -> Vec<u8> {
         let repr = EthernetRepr {
@@ -458,7 +498,7 @@ mod tests {
     fn node_with_nic() -> (Kernel, Arc<Mutex<Wire>>) {
         let wire = Arc::new(Mutex::new(Wire::default()));
         let mut kernel = Kernel::new(FakeBoard::leak());
-        kernel.attach_net(Box::new(FakeNic(wire.clone())));
+        kernel.attach_net(Box::new(WireEnd::node(wire.clone(), NODE_MAC)));
         (kernel, wire)
     }
 
@@ -486,7 +526,12 @@ mod tests {
 
         wire.lock().unwrap().to_node.push_back(arp_request());
         poll(&mut kernel);
-        let reply = wire.lock().unwrap().from_node.pop().expect("no ARP reply");
+        let reply = wire
+            .lock()
+            .unwrap()
+            .from_node
+            .pop_back()
+            .expect("no ARP reply");
         let frame = EthernetFrame::new_checked(&reply[..]).unwrap();
         assert_eq!(frame.dst_addr(), PEER_MAC);
         let arp = ArpRepr::parse(&ArpPacket::new_checked(frame.payload()).unwrap()).unwrap();
@@ -503,7 +548,12 @@ mod tests {
 
         wire.lock().unwrap().to_node.push_back(echo_request(7));
         poll(&mut kernel);
-        let reply = wire.lock().unwrap().from_node.pop().expect("no echo reply");
+        let reply = wire
+            .lock()
+            .unwrap()
+            .from_node
+            .pop_back()
+            .expect("no echo reply");
         let frame = EthernetFrame::new_checked(&reply[..]).unwrap();
         let packet = Ipv4Packet::new_checked(frame.payload()).unwrap();
         assert_eq!((packet.src_addr(), packet.dst_addr()), (NODE_IP, PEER_IP));
@@ -528,44 +578,13 @@ mod tests {
         assert!(shown.contains("tx 2 frames"), "{shown}");
     }
 
-    /// The test's end of the wire, as a device for a smoltcp client.
-    struct PeerNic(Arc<Mutex<Wire>>);
-
-    impl NetDevice for PeerNic {
-        fn mac_address(&self) -> [u8; 6] {
-            PEER_MAC.0
-        }
-        fn max_frame_len(&self) -> usize {
-            1514
-        }
-        fn link_up(&self) -> bool {
-            true
-        }
-        fn receive(&mut self, buf: &mut [u8]) -> Option<usize> {
-            let mut wire = self.0.lock().unwrap();
-            if wire.from_node.is_empty() {
-                return None;
-            }
-            let frame = wire.from_node.remove(0);
-            buf[..frame.len()].copy_from_slice(&frame);
-            Some(frame.len())
-        }
-        fn can_transmit(&mut self) -> bool {
-            true
-        }
-        fn transmit(&mut self, frame: &[u8]) -> Result<(), tern_hal::NetError> {
-            self.0.lock().unwrap().to_node.push_back(frame.to_vec());
-            Ok(())
-        }
-    }
-
     #[test]
     fn the_hello_port_sends_the_banner_and_closes() {
         let (mut kernel, wire) = node_with_nic();
         exec(&mut kernel, "net 10.0.2.2/24");
 
         // A smoltcp client on the other end of the wire.
-        let mut peer = PeerNic(wire);
+        let mut peer = WireEnd::peer(wire, PEER_MAC.0);
         let mut counters = Counters::default();
         let mut phy = Phy {
             device: &mut peer,

@@ -85,8 +85,15 @@ impl LineEditor {
             }
             0x20..=0x7e => {
                 if self.line.len() < MAX_LINE {
+                    // The argument of `key` is the cluster's secret: it is
+                    // never echoed.
+                    let shown = if self.line.starts_with("key ") {
+                        '*'
+                    } else {
+                        char::from(byte)
+                    };
                     self.line.push(char::from(byte));
-                    let _ = echo.write_char(char::from(byte));
+                    let _ = echo.write_char(shown);
                 } else {
                     self.overflowed = true;
                 }
@@ -291,6 +298,14 @@ mod tests {
         assert_eq!(editor.pending(), "");
         assert_eq!(lines, ["info", "mem", "help"]);
         assert!(echo.starts_with("\r\nmem\r\n"));
+    }
+
+    #[test]
+    fn editor_does_not_echo_a_key() {
+        let mut editor = LineEditor::new();
+        let (lines, echo) = feed_all(&mut editor, b"key 00ff\r");
+        assert_eq!(lines, ["key 00ff"]);
+        assert_eq!(echo, "key ****\r\n");
     }
 
     #[test]

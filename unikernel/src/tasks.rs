@@ -28,6 +28,10 @@ pub enum TaskState {
     Running,
     /// Waiting at a migration point for `cont`, `checkpoint` or `kill`.
     Paused,
+    /// Paused at a migration point while a network migration's
+    /// stop-and-copy runs: the receiver's ack moves it away, a failure
+    /// before the commit gives it back its earlier state.
+    Migrating,
     /// Done; `verified` tells whether its self-check passed.
     Finished {
         /// The workload's verification verdict.
@@ -40,6 +44,7 @@ impl fmt::Display for TaskState {
         f.write_str(match self {
             Self::Running => "running",
             Self::Paused => "paused",
+            Self::Migrating => "migrating",
             Self::Finished { verified: true } => "verified",
             Self::Finished { verified: false } => "failed",
         })
@@ -50,6 +55,9 @@ impl fmt::Display for TaskState {
 pub struct TaskEntry {
     /// Number shown by `ps` and used by the commands.
     pub id: u32,
+    /// Identity across nodes, kept by migrations: the protocol names the
+    /// task by it (see [`TaskTable::global_id`]).
+    pub task_id: u64,
     /// The NPB workload.
     pub workload: Workload,
     /// Its problem class.
@@ -82,6 +90,7 @@ impl TaskEntry {
 pub struct TaskTable {
     entries: Vec<TaskEntry>,
     next_id: u32,
+    node_id: u64,
 }
 
 impl fmt::Debug for TaskTable {
@@ -92,15 +101,33 @@ impl fmt::Debug for TaskTable {
 }
 
 impl TaskTable {
-    /// An empty table.
-    pub fn new() -> Self {
+    /// An empty table of the node `node_id` (see [`TaskTable::global_id`]).
+    pub fn new(node_id: u64) -> Self {
         Self {
             entries: Vec::new(),
             next_id: 1,
+            node_id,
         }
     }
 
-    /// Adds a task in state `Running`; returns its id.
+    /// The node identity new tasks' global ids are made from.
+    pub fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    /// Sets the node identity (once the network device's MAC is known).
+    pub fn set_node_id(&mut self, node_id: u64) {
+        self.node_id = node_id;
+    }
+
+    /// The global id of a task started here with local id `id`: the node
+    /// id (48 bits, from the MAC) in the high bits, the low 16 bits of the
+    /// local id below, so ids started on different nodes never collide.
+    pub fn global_id(&self, id: u32) -> u64 {
+        (self.node_id << 16) | u64::from(id & 0xffff)
+    }
+
+    /// Adds a task started here, in state `Running`; returns its id.
     pub fn add(
         &mut self,
         workload: Workload,
@@ -109,10 +136,26 @@ impl TaskTable {
         pause_at: Option<f64>,
         epoch: u64,
     ) -> u32 {
+        let task_id = self.global_id(self.next_id);
+        self.add_with_id(workload, class, task, pause_at, epoch, task_id)
+    }
+
+    /// Adds a task that keeps its global id `task_id` (a migrated one), in
+    /// state `Running`; returns its local id.
+    pub fn add_with_id(
+        &mut self,
+        workload: Workload,
+        class: Class,
+        task: Box<dyn Task>,
+        pause_at: Option<f64>,
+        epoch: u64,
+        task_id: u64,
+    ) -> u32 {
         let id = self.next_id;
         self.next_id += 1;
         self.entries.push(TaskEntry {
             id,
+            task_id,
             workload,
             class,
             task,
@@ -126,6 +169,11 @@ impl TaskTable {
     /// The task with this id.
     pub fn get_mut(&mut self, id: u32) -> Option<&mut TaskEntry> {
         self.entries.iter_mut().find(|e| e.id == id)
+    }
+
+    /// The task with this global id.
+    pub fn by_task_id(&mut self, task_id: u64) -> Option<&mut TaskEntry> {
+        self.entries.iter_mut().find(|e| e.task_id == task_id)
     }
 
     /// Drops the task with this id; returns it.
@@ -300,16 +348,21 @@ fn ps(kernel: &mut Kernel, _: &[&str], out: &mut dyn Write) -> CommandResult {
         let _ = writeln!(out, "no tasks\r");
         return Ok(());
     }
-    let _ = writeln!(out, "  id  task  class  progress  state\r");
+    let _ = writeln!(
+        out,
+        "  id  task  class  progress  state      epoch  global id\r"
+    );
     for e in tasks.entries() {
         let _ = writeln!(
             out,
-            "{:>4}  {:<4}  {:<5}  {:>7.1}%  {}\r",
+            "{:>4}  {:<4}  {:<5}  {:>7.1}%  {:<9}  {:>5}  {:016x}\r",
             e.id,
             e.workload.name(),
             e.class.letter(),
             e.task.progress().percent(),
-            e.state
+            e.state,
+            e.epoch,
+            e.task_id
         );
     }
     Ok(())
@@ -331,11 +384,18 @@ fn cont(kernel: &mut Kernel, args: &[&str], out: &mut dyn Write) -> CommandResul
 
 fn kill(kernel: &mut Kernel, args: &[&str], out: &mut dyn Write) -> CommandResult {
     let id = parse_id(args, "kill <id>")?;
-    let entry = kernel
-        .tasks()
-        .borrow_mut()
-        .remove(id)
-        .ok_or_else(|| format!("no task {id}"))?;
+    let mut tasks = kernel.tasks().borrow_mut();
+    let state = tasks
+        .get_mut(id)
+        .ok_or_else(|| format!("no task {id}"))?
+        .state;
+    // Until the receiver answers, the migration decides who owns the task.
+    if state == TaskState::Migrating {
+        return Err(format!(
+            "task {id} is migrating; its owner is being decided"
+        ));
+    }
+    let entry = tasks.remove(id).ok_or_else(|| format!("no task {id}"))?;
     let _ = writeln!(out, "{} killed\r", entry.label());
     Ok(())
 }

@@ -1,9 +1,16 @@
-//! A fake board for the host unit tests of the shell, the task runner and
-//! migration.
+//! A fake board, an in-memory Ethernet cable and a fake random number
+//! generator for the host unit tests of the shell, the task runner, the
+//! network stack and migration.
 
 use std::boxed::Box;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use tern_hal::{Board, BoardFacts, HeapStats, Isa, MonotonicClock};
+use std::sync::{Arc, Mutex};
+use std::vec::Vec;
+use tern_hal::{
+    Board, BoardFacts, EntropyError, EntropySource, HeapStats, Isa, MonotonicClock, NetDevice,
+    NetError,
+};
 
 use crate::Kernel;
 
@@ -91,4 +98,96 @@ pub fn run_tasks(kernel: &mut Kernel, max_polls: usize) -> std::string::String {
         }
     }
     panic!("tasks still running after {max_polls} polls: {out}")
+}
+
+/// Frames in flight on an in-memory Ethernet cable between a node's end
+/// and a peer's end.
+#[derive(Default)]
+pub struct Wire {
+    /// Frames waiting for the node end.
+    pub to_node: VecDeque<Vec<u8>>,
+    /// Frames the node end sent, waiting for the peer end.
+    pub from_node: VecDeque<Vec<u8>>,
+    /// While true, frames either end sends are lost (a cut cable).
+    pub cut: bool,
+}
+
+/// One end of a [`Wire`], as a network device.
+pub struct WireEnd {
+    wire: Arc<Mutex<Wire>>,
+    mac: [u8; 6],
+    node_side: bool,
+}
+
+impl WireEnd {
+    /// The node's end.
+    pub fn node(wire: Arc<Mutex<Wire>>, mac: [u8; 6]) -> Self {
+        Self {
+            wire,
+            mac,
+            node_side: true,
+        }
+    }
+    /// The peer's end.
+    pub fn peer(wire: Arc<Mutex<Wire>>, mac: [u8; 6]) -> Self {
+        Self {
+            wire,
+            mac,
+            node_side: false,
+        }
+    }
+}
+
+impl NetDevice for WireEnd {
+    fn mac_address(&self) -> [u8; 6] {
+        self.mac
+    }
+    fn max_frame_len(&self) -> usize {
+        1514
+    }
+    fn link_up(&self) -> bool {
+        true
+    }
+    fn receive(&mut self, buf: &mut [u8]) -> Option<usize> {
+        let mut wire = self.wire.lock().unwrap();
+        let queue = if self.node_side {
+            &mut wire.to_node
+        } else {
+            &mut wire.from_node
+        };
+        let frame = queue.pop_front()?;
+        buf[..frame.len()].copy_from_slice(&frame);
+        Some(frame.len())
+    }
+    fn can_transmit(&mut self) -> bool {
+        true
+    }
+    fn transmit(&mut self, frame: &[u8]) -> Result<(), NetError> {
+        let mut wire = self.wire.lock().unwrap();
+        if !wire.cut {
+            let queue = if self.node_side {
+                &mut wire.from_node
+            } else {
+                &mut wire.to_node
+            };
+            queue.push_back(frame.to_vec());
+        }
+        Ok(())
+    }
+}
+
+/// A deterministic stand-in for a hardware random number generator
+/// (xorshift64): tests need nonces, not unpredictability.
+pub struct FakeEntropy(pub u64);
+
+impl EntropySource for FakeEntropy {
+    fn fill(&mut self, buf: &mut [u8]) -> Result<(), EntropyError> {
+        for byte in buf {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            *byte = self.0 as u8;
+        }
+        Ok(())
+    }
 }

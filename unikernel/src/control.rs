@@ -1201,10 +1201,13 @@ impl Control {
             "migrate: {} -> {}: pre-copy {}: {} of {} chunks, {} B sent\r",
             m.label, m.to, m.precopy_rounds, m.need, chunks, sent
         );
-        // Another round while the changed chunks keep shrinking.
+        // Another round while the changed chunks keep shrinking and the
+        // replica still saves some (a task whose every chunk changes
+        // between two rounds gains nothing from more pre-copy).
         let again = m.precopy_rounds < MAX_PRECOPY_ROUNDS
             && m.need > 0
-            && m.last_need.is_none_or(|last| m.need < last);
+            && m.last_need
+                .is_none_or(|last| m.need < last && m.need < chunks);
         m.last_need = Some(m.need);
         self.begin_round(m, again, now_ns, out)?;
         Ok(None)
@@ -1255,13 +1258,15 @@ impl Control {
                 };
                 let _ = writeln!(
                     out,
-                    "migrated {} to {} ({} -> {}): epoch {}, {} pre-copy rounds, total {} ms, downtime {} ms, state {} B, wire {} B\r",
+                    "migrated {} to {} ({} -> {}): epoch {}, {} pre-copy rounds, stop-and-copy {} of {} chunks, total {} ms, downtime {} ms, state {} B, wire {} B\r",
                     m.label,
                     m.to,
                     report.from_isa,
                     report.to_isa,
                     report.epoch,
                     report.precopy_rounds,
+                    m.need,
+                    offer.chunks.len(),
                     report.total_ms,
                     report.downtime_ms,
                     report.state_bytes,
@@ -1725,6 +1730,7 @@ mod tests {
             .unwrap();
         let state = number_after(done, "state ");
         let wire = number_after(done, "wire ");
+        assert!(done.contains(", stop-and-copy 2 of 16 chunks, "), "{done}");
         assert!(wire < state + 2 * 65_536 + 20_000, "{done}");
         assert!(
             p.out_b.contains("task 1 (cg S) resumed at 30."),

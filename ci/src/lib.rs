@@ -6,6 +6,8 @@
 //! with [`Node::expect`], type with [`Node::send_line`] and read QEMU's exit
 //! status with [`Node::wait_exit`]; QEMU is killed when the node is dropped.
 
+pub mod cluster;
+
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -356,6 +358,12 @@ impl Node {
     /// consume the output after the last match and time out after 100 ms.
     pub fn link(&mut self) -> NodeLink<'_> {
         NodeLink { node: self }
+    }
+
+    /// The serial output not consumed by [`Node::expect`] yet (left unconsumed).
+    pub fn unread(&self) -> String {
+        let state = self.output.lock();
+        String::from_utf8_lossy(&state.bytes[self.cursor.min(state.bytes.len())..]).into_owned()
     }
 
     /// Everything QEMU wrote to its standard error.

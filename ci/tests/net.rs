@@ -95,3 +95,34 @@ fn linux_pings_a_virt_node_over_virtio_mmio() {
 fn linux_pings_a_pc_node_over_virtio_pci() {
     linux_pings_the_node(Board::Pc, "virtio-net-pci");
 }
+
+/// The lab's Linux hosts (namespaces on veths) reach each other across the
+/// bridge through sockets the test process opens inside their namespaces.
+#[test]
+fn linux_hosts_on_the_bridge_talk_through_sockets_opened_in_their_namespaces() {
+    use std::io::{Read, Write};
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    let mut lab = Lab::create("hosts", 0).unwrap();
+    lab.add_linux_host(100).unwrap();
+    lab.add_linux_host(101).unwrap();
+    let addr: SocketAddr = ([10, 0, 2, 101], 5001).into();
+    let listener = lab.linux_host(101).unwrap().listen(addr).unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut conn, peer) = listener.accept().unwrap();
+        let mut got = Vec::new();
+        conn.read_to_end(&mut got).unwrap();
+        (peer, got)
+    });
+    let mut sock = lab
+        .linux_host(100)
+        .unwrap()
+        .connect(addr, Duration::from_secs(10))
+        .unwrap();
+    sock.write_all(b"across the bridge").unwrap();
+    drop(sock);
+    let (peer, got) = server.join().unwrap();
+    assert_eq!(peer.ip().to_string(), "10.0.2.100");
+    assert_eq!(got, b"across the bridge");
+}

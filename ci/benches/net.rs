@@ -1,0 +1,200 @@
+//! Network benchmark, in one run on one lab (`tern_flash::netlab`, needs root):
+//!
+//! 1. TCP throughput into each node's sink (port 4472, reads and discards)
+//!    from a Linux host on the lab's bridge, against the same Rust sender
+//!    and a Rust receiver in a second Linux host on the same bridge;
+//! 2. migrations PC → virt → PC of a running task: total time against the
+//!    wire-time bound (state bytes ÷ the throughput measured into the
+//!    receiving node in step 1), and downtime against total time.
+//!
+//! Run with `cargo bench -p tern-ci --bench net` (optionally `-- ROUNDS`,
+//! default 3). Medians over the rounds; every round's figures are printed.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tern_ci::cluster::Cluster;
+use tern_flash::netlab::Netns;
+use tern_flash::Board;
+use tern_inspect::node::random_key;
+use tern_protocol::{MigrationReport, Security, TaskRole, TaskStatus};
+
+/// Bytes sent per throughput sample.
+const SAMPLE_BYTES: usize = 32 << 20;
+
+/// The node's sink port.
+const SINK_PORT: u16 = 4472;
+
+/// The Linux receiver's port.
+const LINUX_PORT: u16 = 5001;
+
+/// Sends `SAMPLE_BYTES` to `addr` from namespace `from`, half-closes, and
+/// waits for the receiver to close: the time until then is the transfer's.
+/// Returns MB/s (10^6 bytes per second).
+fn throughput(from: &Netns, addr: SocketAddr) -> f64 {
+    let mut sock = from
+        .connect(addr, Duration::from_secs(10))
+        .expect("connect to the receiver");
+    sock.set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    let block = vec![0x5au8; 64 * 1024];
+    let start = Instant::now();
+    let mut sent = 0;
+    while sent < SAMPLE_BYTES {
+        sock.write_all(&block).expect("send");
+        sent += block.len();
+    }
+    sock.shutdown(Shutdown::Write).unwrap();
+    // The receiver closes once it has read everything.
+    let mut rest = [0u8; 16];
+    while sock.read(&mut rest).expect("receiver's close") > 0 {}
+    sent as f64 / start.elapsed().as_secs_f64() / 1e6
+}
+
+/// A Rust receiver in namespace `ns`: reads and discards each connection
+/// to its end, then closes, like the node's sink.
+fn linux_receiver(ns: &Netns, addr: SocketAddr) {
+    let listener = ns.listen(addr).expect("listen");
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut buf = vec![0u8; 256 * 1024];
+            while conn.read(&mut buf).is_ok_and(|n| n > 0) {}
+        }
+    });
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let rounds: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(3);
+    let key = random_key().expect("OS random generator");
+    let mut cluster = Cluster::start("bench", &[Board::Pc, Board::Virt], Security::Key(key))
+        .expect("nodes boot on the lab");
+    for host in [100u8, 101] {
+        cluster
+            .lab_mut()
+            .add_linux_host(host)
+            .expect("Linux host on the bridge");
+    }
+    let sender = cluster.lab().linux_host(100).expect("sender namespace");
+    let receiver_ns = cluster.lab().linux_host(101).expect("receiver namespace");
+    let linux_addr: SocketAddr = ([10, 0, 2, 101], LINUX_PORT).into();
+    linux_receiver(receiver_ns, linux_addr);
+
+    println!(
+        "TCP throughput, {} MiB per sample, MB/s:",
+        SAMPLE_BYTES >> 20
+    );
+    println!(
+        "{:<6} {:>14} {:>14} {:>14}",
+        "round", "linux->linux", "linux->pc", "linux->virt"
+    );
+    let (mut linux, mut pc, mut virt) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        linux.push(throughput(sender, linux_addr));
+        pc.push(throughput(
+            sender,
+            SocketAddr::new(Cluster::address(0).into(), SINK_PORT),
+        ));
+        virt.push(throughput(
+            sender,
+            SocketAddr::new(Cluster::address(1).into(), SINK_PORT),
+        ));
+        println!(
+            "{round:<6} {:>14.1} {:>14.1} {:>14.1}",
+            linux[round], pc[round], virt[round]
+        );
+    }
+    let (linux, pc, virt) = (median(linux), median(pc), median(virt));
+    println!(
+        "median {linux:>14.1} {pc:>14.1} {virt:>14.1}   (node / Linux: pc {:.3}, virt {:.3})",
+        pc / linux,
+        virt / linux
+    );
+
+    // Migrations of one running task, back and forth, `rounds` times each way.
+    cluster.shell(0, "run cg A").expect("task starts");
+    let task = cluster
+        .wait_for_task(
+            0,
+            "the task",
+            Duration::from_secs(30),
+            Duration::from_millis(300),
+            |t| t.iter().find(|t| t.role == TaskRole::Owner).cloned(),
+        )
+        .expect("task listed");
+    println!("\nmigrations of cg A (bound = state bytes / throughput into the receiver):");
+    println!(
+        "{:<18} {:>12} {:>12} {:>10} {:>10} {:>12} {:>12}",
+        "direction",
+        "state bytes",
+        "wire bytes",
+        "total ms",
+        "bound ms",
+        "total/bound",
+        "downtime ms"
+    );
+    let mut ratios = Vec::new();
+    let mut downtime_share = Vec::new();
+    let mut owner = 0;
+    for _ in 0..rounds * 2 {
+        let to = 1 - owner;
+        let report: MigrationReport = cluster
+            .client(owner, Duration::from_secs(20))
+            .expect("control connection")
+            .migrate(
+                task.task_id,
+                &Cluster::control(to).to_string(),
+                Duration::from_secs(300),
+            )
+            .expect("migration");
+        let mbps = if to == 0 { pc } else { virt };
+        let bound_ms = report.state_bytes as f64 / (mbps * 1e6) * 1e3;
+        let ratio = report.total_ms as f64 / bound_ms;
+        ratios.push(ratio);
+        downtime_share.push(report.downtime_ms as f64 / report.total_ms.max(1) as f64);
+        println!(
+            "{:<18} {:>12} {:>12} {:>10} {:>10.1} {:>12.2} {:>12}",
+            format!("{} -> {}", report.from_isa, report.to_isa),
+            report.state_bytes,
+            report.wire_bytes,
+            report.total_ms,
+            bound_ms,
+            ratio,
+            report.downtime_ms
+        );
+        owner = to;
+        // The task keeps running on its new owner.
+        let listed = cluster
+            .wait_for_task(
+                owner,
+                "the migrated task",
+                Duration::from_secs(30),
+                Duration::from_millis(300),
+                |t| {
+                    t.iter()
+                        .find(|t| t.task_id == task.task_id && t.role == TaskRole::Owner)
+                        .cloned()
+                },
+            )
+            .expect("the receiver owns the task");
+        assert!(
+            matches!(listed.status, TaskStatus::Running),
+            "the task must still run to be migrated again: {listed:?}"
+        );
+    }
+    println!(
+        "median total/bound {:.2}, median downtime/total {:.3}",
+        median(ratios),
+        median(downtime_share)
+    );
+}

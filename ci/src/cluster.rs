@@ -1,0 +1,226 @@
+//! Several QEMU nodes on one network lab (`tern_flash::netlab`), configured
+//! through their serial consoles (address, key) and reached from the host
+//! through their control service (`tern_inspect::node`), with sockets opened
+//! inside the lab's namespace.
+//!
+//! Node `i` sits on tap `i`, with MAC `52:54:00:7e:00:<2+i>` and address
+//! `10.0.2.<2+i>/24`; the control service listens on port 4470.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use tern_flash::netlab::{Lab, NetlabError};
+use tern_flash::{Board, Variant};
+use tern_inspect::node::{key_hex, NodeClient, NodeError, CONTROL_PORT};
+use tern_protocol::{Security, TaskSummary};
+use thiserror::Error;
+
+use crate::{
+    kernel, tern_prompt, Boot, HarnessError, Node, SerialMode, BOOT_TIMEOUT, REPLY_TIMEOUT,
+};
+
+/// What went wrong while running a cluster.
+#[derive(Debug, Error)]
+pub enum ClusterError {
+    /// Booting or talking to a node's console failed.
+    #[error(transparent)]
+    Harness(#[from] HarnessError),
+    /// The network lab failed.
+    #[error(transparent)]
+    Lab(#[from] NetlabError),
+    /// The control service failed.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    /// A shell command answered with an error.
+    #[error("node {node}: '{command}' answered: {answer}")]
+    Shell {
+        /// The node's index.
+        node: usize,
+        /// The command.
+        command: String,
+        /// Its answer.
+        answer: String,
+    },
+    /// A node never listed the awaited task state.
+    #[error("node {node} did not list {what} within {timeout:?}")]
+    Waited {
+        /// The node's index.
+        node: usize,
+        /// What was awaited.
+        what: String,
+        /// How long.
+        timeout: Duration,
+    },
+}
+
+/// The QEMU network device of each board.
+pub fn nic(board: Board) -> &'static str {
+    match board {
+        Board::Pc => "virtio-net-pci",
+        Board::Virt | Board::Rpi4 => "virtio-net-device",
+    }
+}
+
+/// Nodes on one lab, each configured with an address and the cluster's security.
+pub struct Cluster {
+    // Nodes first: QEMU must go before its taps and namespace.
+    nodes: Vec<Node>,
+    lab: Lab,
+    security: Security,
+}
+
+impl Cluster {
+    /// Builds the kernels, creates lab `tag` and boots one node per entry of
+    /// `boards` (all at once), then gives each its address and the key.
+    pub fn start(tag: &str, boards: &[Board], security: Security) -> Result<Self, ClusterError> {
+        for board in boards {
+            kernel(*board, Variant::Tern).map_err(HarnessError::from)?;
+        }
+        let lab = Lab::create(tag, boards.len())?;
+        let mut nodes = Vec::new();
+        for (i, board) in boards.iter().enumerate() {
+            let launch = lab.launch(i, nic(*board), &Self::mac(i));
+            let elf = kernel(*board, Variant::Tern).map_err(HarnessError::from)?;
+            nodes.push(Node::start_with(
+                *board,
+                Boot::Elf(elf),
+                SerialMode::Pipes,
+                &launch,
+            )?);
+        }
+        let mut cluster = Self {
+            nodes,
+            lab,
+            security,
+        };
+        // The shell masks a key as it is typed: the answer is awaited, not the echo.
+        let (key, answer) = match &cluster.security {
+            Security::Key(psk) => (key_hex(psk), "key: set\r\n"),
+            Security::ExplicitlyInsecure => ("insecure".into(), "INSECURE MODE"),
+        };
+        for i in 0..boards.len() {
+            let node = &mut cluster.nodes[i];
+            node.expect(tern_prompt(), BOOT_TIMEOUT)?;
+            cluster.shell(i, &format!("net {}/24", Self::address(i)))?;
+            let node = &mut cluster.nodes[i];
+            node.send_line(&format!("key {key}"))?;
+            node.expect(answer, REPLY_TIMEOUT)?;
+            node.expect(tern_prompt(), REPLY_TIMEOUT)?;
+        }
+        Ok(cluster)
+    }
+
+    /// The MAC address of node `i`.
+    pub fn mac(i: usize) -> String {
+        format!("52:54:00:7e:00:{:02x}", 2 + i)
+    }
+
+    /// The IPv4 address of node `i`.
+    pub fn address(i: usize) -> Ipv4Addr {
+        Ipv4Addr::new(10, 0, 2, 2 + i as u8)
+    }
+
+    /// Node `i`'s control service.
+    pub fn control(i: usize) -> SocketAddr {
+        SocketAddr::from((Self::address(i), CONTROL_PORT))
+    }
+
+    /// The lab the nodes are on.
+    pub fn lab(&self) -> &Lab {
+        &self.lab
+    }
+
+    /// The lab, to add Linux hosts to it.
+    pub fn lab_mut(&mut self) -> &mut Lab {
+        &mut self.lab
+    }
+
+    /// Node `i`'s console.
+    pub fn node(&mut self, i: usize) -> &mut Node {
+        &mut self.nodes[i]
+    }
+
+    /// The unread console output of every node, labelled, for error reports.
+    pub fn consoles(&self) -> String {
+        self.nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("--- node {i} ({}) console ---\n{}", n.board(), n.unread()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether the cluster has no node.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Runs a shell command on node `i`; an `error:` answer is an error.
+    pub fn shell(&mut self, i: usize, command: &str) -> Result<String, ClusterError> {
+        let answer = self.nodes[i].command(command)?;
+        if answer.contains("error:") {
+            return Err(ClusterError::Shell {
+                node: i,
+                command: command.into(),
+                answer,
+            });
+        }
+        Ok(answer)
+    }
+
+    /// An authenticated control connection to node `i`, opened in the lab.
+    pub fn client(&self, i: usize, timeout: Duration) -> Result<NodeClient, ClusterError> {
+        self.client_with(i, self.security.clone(), timeout)
+    }
+
+    /// A control connection to node `i` with another security (bad peers).
+    pub fn client_with(
+        &self,
+        i: usize,
+        security: Security,
+        timeout: Duration,
+    ) -> Result<NodeClient, ClusterError> {
+        let addr = Self::control(i);
+        let sock = self.lab.netns().connect(addr, timeout)?;
+        Ok(NodeClient::handshake(
+            &addr.to_string(),
+            sock,
+            security,
+            timeout,
+        )?)
+    }
+
+    /// Polls node `i`'s task list every `every` until `pick` chooses a task,
+    /// for at most `timeout`; connection failures count as "not yet".
+    pub fn wait_for_task(
+        &self,
+        i: usize,
+        what: &str,
+        timeout: Duration,
+        every: Duration,
+        mut pick: impl FnMut(&[TaskSummary]) -> Option<TaskSummary>,
+    ) -> Result<TaskSummary, ClusterError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let listed = self
+                .client(i, Duration::from_secs(10))
+                .and_then(|mut c| Ok(c.list()?));
+            if let Some(task) = listed.ok().as_deref().and_then(&mut pick) {
+                return Ok(task);
+            }
+            if Instant::now() >= deadline {
+                return Err(ClusterError::Waited {
+                    node: i,
+                    what: what.into(),
+                    timeout,
+                });
+            }
+            std::thread::sleep(every);
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! The demonstration: a running task moves x86_64 → aarch64 → x86_64 over
+//! TCP between two QEMU nodes and still passes NPB's verification. The
+//! default, NPB EP class S, lasts one to two minutes in QEMU here:
+//! long enough for both migrations mid-run.
+//!
+//! Node 0 is a PC (`q35`, virtio-net-pci), node 1 a `virt` aarch64 machine
+//! (virtio-net over MMIO), both on the bridge of a fresh network namespace
+//! (`tern_flash::netlab`, so it needs root). Their consoles set the address
+//! and a fresh random key; the task starts with the shell's `run`; the host
+//! follows it and requests the migrations through the nodes' control
+//! service (`MigrateTo`, answered by the sender's migration report).
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tern_ci::cluster::{Cluster, ClusterError};
+use tern_flash::netlab::{self, NetlabError};
+use tern_flash::Board;
+use tern_inspect::node::random_key;
+use tern_protocol::{MigrationReport, Psk, Security, TaskRole, TaskStatus, TaskSummary};
+use thiserror::Error;
+
+/// The demo's settings.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// NPB workload (`ep`, `is`, `cg`).
+    pub workload: String,
+    /// NPB class (`S`, `W`, `A`, `B`).
+    pub class: String,
+    /// Progress (percent) at which the task leaves the PC.
+    pub first_at: f64,
+    /// Percentage points the task runs on the aarch64 node before it comes
+    /// back (the aarch64 QEMU node computes several times faster than the
+    /// PC one, whose x86_64 kernel target has no SSE: soft floating point).
+    pub run_there: f64,
+    /// Longest wait for the whole run.
+    pub timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            workload: "ep".into(),
+            class: "S".into(),
+            first_at: 20.0,
+            run_there: 40.0,
+            timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Why the demo failed.
+#[derive(Debug, Error)]
+pub enum DemoError {
+    /// Not root, or `ip` missing.
+    #[error(transparent)]
+    Lab(#[from] NetlabError),
+    /// The nodes failed.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// The OS random generator failed.
+    #[error("OS random generator: {0}")]
+    Random(String),
+    /// The task was not where it should be.
+    #[error("{0}")]
+    Task(String),
+    /// A step failed while the nodes ran: the error and their consoles.
+    #[error("{source}\n{consoles}")]
+    Nodes {
+        /// What failed.
+        source: Box<DemoError>,
+        /// The nodes' console output that explains it.
+        consoles: String,
+    },
+}
+
+/// One migration as the report shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Migration {
+    /// Sender's ISA.
+    pub from_isa: String,
+    /// Receiver's ISA.
+    pub to_isa: String,
+    /// Size of the final checkpoint.
+    pub state_bytes: u64,
+    /// Bytes the sender wrote for the whole migration.
+    pub wire_bytes: u64,
+    /// Request to ack, in milliseconds.
+    pub total_ms: u64,
+    /// Time the task did not run, in milliseconds.
+    pub downtime_ms: u64,
+    /// Pre-copy rounds before the stop-and-copy.
+    pub precopy_rounds: u32,
+    /// Progress (percent) when the migration was requested.
+    pub at_percent: f64,
+}
+
+impl Migration {
+    fn new(r: &MigrationReport, at_percent: f64) -> Self {
+        Self {
+            from_isa: r.from_isa.clone(),
+            to_isa: r.to_isa.clone(),
+            state_bytes: r.state_bytes,
+            wire_bytes: r.wire_bytes,
+            total_ms: r.total_ms,
+            downtime_ms: r.downtime_ms,
+            precopy_rounds: r.precopy_rounds,
+            at_percent,
+        }
+    }
+}
+
+/// The demo's result (`--report FILE` writes it as JSON).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    /// NPB workload.
+    pub workload: String,
+    /// NPB class.
+    pub class: String,
+    /// Whether the task passed NPB's verification at the end.
+    pub verified: bool,
+    /// The migrations, in order.
+    pub migrations: Vec<Migration>,
+    /// Global id of the task.
+    pub task_id: u64,
+    /// Wall time from the task's start to its end, in seconds.
+    pub run_s: f64,
+}
+
+/// What the demo tells its user while it runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A step begins.
+    Stage(String),
+    /// The task's progress on the node of this ISA.
+    Progress {
+        /// ISA of the node running the task.
+        isa: &'static str,
+        /// Percent done.
+        percent: f64,
+    },
+    /// A migration finished.
+    Migrated(Migration),
+}
+
+/// The nodes: the PC first, then the aarch64 machine.
+pub const BOARDS: [Board; 2] = [Board::Pc, Board::Virt];
+
+/// How often the host polls the task's progress.
+const POLL: Duration = Duration::from_millis(300);
+
+/// Longest wait for one control answer.
+const ANSWER: Duration = Duration::from_secs(20);
+
+/// Runs the demo; `on_event` sees its progress. Returns the report and the
+/// cluster (still running, for `--keep`) with the key its nodes use.
+pub fn run(
+    options: &Options,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<(Report, Cluster, Psk), DemoError> {
+    netlab::require_root()?;
+    let key = random_key().map_err(|e| DemoError::Random(e.to_string()))?;
+    on_event(Event::Stage(
+        "building the pc and virt kernels, booting both nodes".into(),
+    ));
+    let mut cluster = Cluster::start("demo", &BOARDS, Security::Key(key.clone()))?;
+    for (i, board) in BOARDS.iter().enumerate() {
+        on_event(Event::Stage(format!(
+            "node {i}: {} ({}) at {}",
+            board.name(),
+            board.isa(),
+            Cluster::control(i)
+        )));
+    }
+    let result = drive(options, &mut cluster, on_event);
+    match result {
+        Ok(report) => Ok((report, cluster, key)),
+        Err(e) => Err(DemoError::Nodes {
+            source: Box::new(e),
+            consoles: cluster.consoles(),
+        }),
+    }
+}
+
+/// Starts the task on node 0, migrates it there and back, waits for its end.
+fn drive(
+    options: &Options,
+    cluster: &mut Cluster,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<Report, DemoError> {
+    let kind = format!("npb-{}", options.workload);
+    let started = Instant::now();
+    cluster.shell(0, &format!("run {} {}", options.workload, options.class))?;
+    on_event(Event::Stage(format!(
+        "{} class {} runs on the PC",
+        options.workload, options.class
+    )));
+    let deadline = started + options.timeout;
+    let owned = |kind: &str, tasks: &[TaskSummary]| {
+        tasks
+            .iter()
+            .find(|t| t.kind == kind && t.role == TaskRole::Owner)
+            .cloned()
+    };
+    let task = cluster.wait_for_task(0, "the started task", ANSWER, POLL, |t| owned(&kind, t))?;
+    let id = task.task_id;
+
+    let mut migrations = Vec::new();
+    let mut at = options.first_at;
+    for (from, to) in [(0, 1), (1, 0)] {
+        let task = follow(cluster, from, id, deadline, on_event, |t| {
+            percent(t) >= at || matches!(t.status, TaskStatus::Finished { .. })
+        })?;
+        if matches!(task.status, TaskStatus::Finished { .. }) {
+            return Err(DemoError::Task(format!(
+                "the task finished before {at}% was seen: choose a longer workload or class"
+            )));
+        }
+        on_event(Event::Stage(format!(
+            "migrating at {:.1}%: {} -> {}",
+            percent(&task),
+            BOARDS[from].isa(),
+            BOARDS[to].isa()
+        )));
+        let report = cluster
+            .client(from, ANSWER)?
+            .migrate(
+                id,
+                &Cluster::control(to).to_string(),
+                deadline.saturating_duration_since(Instant::now()),
+            )
+            .map_err(ClusterError::from)?;
+        let migration = Migration::new(&report, percent(&task));
+        on_event(Event::Migrated(migration.clone()));
+        migrations.push(migration);
+        // The way back: once the task has run a little on its new node.
+        let arrived = follow(cluster, to, id, deadline, on_event, |_| true)?;
+        at = percent(&arrived) + options.run_there;
+    }
+    let done = follow(cluster, 0, id, deadline, on_event, |t| {
+        matches!(t.status, TaskStatus::Finished { .. })
+    })?;
+    let run_s = started.elapsed().as_secs_f64();
+    // The node's own verdict line is the workload's report.
+    let line = cluster
+        .node(0)
+        .expect("VERIFICATION SUCCESSFUL", ANSWER)
+        .is_ok();
+    let verified = line && matches!(done.status, TaskStatus::Finished { verified: true });
+    Ok(Report {
+        workload: options.workload.clone(),
+        class: options.class.clone(),
+        verified,
+        migrations,
+        task_id: id,
+        run_s,
+    })
+}
+
+fn percent(t: &TaskSummary) -> f64 {
+    if t.progress_total == 0 {
+        100.0
+    } else {
+        t.progress as f64 * 100.0 / t.progress_total as f64
+    }
+}
+
+/// Follows task `id` on node `i` (which must own it) until `until` holds.
+fn follow(
+    cluster: &Cluster,
+    i: usize,
+    id: u64,
+    deadline: Instant,
+    on_event: &mut dyn FnMut(Event),
+    until: impl Fn(&TaskSummary) -> bool,
+) -> Result<TaskSummary, DemoError> {
+    let isa = BOARDS[i].isa();
+    let timeout = deadline.saturating_duration_since(Instant::now());
+    let task = cluster.wait_for_task(i, "the task's progress", timeout, POLL, |tasks| {
+        let t = tasks
+            .iter()
+            .find(|t| t.task_id == id && t.role == TaskRole::Owner)?;
+        on_event(Event::Progress {
+            isa,
+            percent: percent(t),
+        });
+        until(t).then(|| t.clone())
+    })?;
+    Ok(task)
+}

@@ -1,0 +1,6 @@
+//! Tern's front door. [`demo`] boots an x86_64 PC node and an aarch64 `virt`
+//! node in QEMU on a private network, starts an NPB task on the PC, migrates
+//! it to the aarch64 node and back while it runs, and reports whether it
+//! still verified and what each migration cost.
+
+pub mod demo;

@@ -83,6 +83,9 @@ impl Aarch64Board {
             crate::image_end() as u64,
             stats.total_bytes / 1024
         );
+        if let Some(why) = crate::kernel::no_network_reason() {
+            defmt::warn!("net: {=str}: no network", why);
+        }
     }
 }
 

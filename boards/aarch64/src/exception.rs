@@ -6,7 +6,8 @@
 //! SPSR, x0-x30, SP) and halts the machine with [`FAULT_EXIT_CODE`]. The
 //! dump is written through the board's *direct* output ([`set_direct_output`]),
 //! which pokes the UART registers without taking the console lock, so it
-//! works even if the fault hit while the console was in use.
+//! works even if the fault hit while the console was in use. Data aborts of
+//! the [`crate::probe`] accessors (absent devices) are recovered instead.
 
 use core::cell::Cell;
 use core::fmt::{self, Write};
@@ -103,8 +104,15 @@ extern "C" fn tern_exception(vector: u64, frame: &mut ExceptionFrame) {
     match vector.0 % 4 {
         1 => crate::irq::handle_irq(),
         0 if is_semihosting_trap(frame) => frame.elr += 4,
+        0 if is_data_abort() && crate::probe::fixup(&mut frame.elr) => {}
         _ => fault(vector, frame),
     }
+}
+
+/// Whether the synchronous exception is a data abort taken at EL1 (exception
+/// class 0x25).
+fn is_data_abort() -> bool {
+    ESR_EL1.read(ESR_EL1::EC) == 0x25
 }
 
 /// Whether the exception is the UNDEFINED `HLT #0xF000` of a semihosting

@@ -2,8 +2,13 @@
 //! MMU, heap, interrupts, then the portable kernel.
 
 use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::cell::Cell;
 use core::fmt::Write;
 use core::ops::Range;
+
+use critical_section::Mutex;
 
 use tern_hal::{BoardFacts, SerialPort};
 use tern_unikernel::shell::{Command, CommandResult};
@@ -39,6 +44,36 @@ pub const FAULT_COMMAND: Command = Command {
     run: fault,
 };
 
+/// Why the board's probe found no network device, if it said.
+static NO_NETWORK: Mutex<Cell<Option<&'static str>>> = Mutex::new(Cell::new(None));
+
+/// Records why the board has no network device (called from the `probe` of
+/// [`start_kernel_with_devices`]). The reason is logged once the console is
+/// up (the banner stays the first line) and answers the `net` command,
+/// which the kernel only has with a network device.
+pub fn report_no_network(why: String) {
+    let why: &'static str = why.leak();
+    critical_section::with(|cs| NO_NETWORK.borrow(cs).set(Some(why)));
+}
+
+/// The reason recorded by [`report_no_network`].
+pub(crate) fn no_network_reason() -> Option<&'static str> {
+    critical_section::with(|cs| NO_NETWORK.borrow(cs).get())
+}
+
+/// Stands in for the kernel's `net` on a board without a network device.
+const NO_NETWORK_COMMAND: Command = Command {
+    name: "net",
+    usage: "",
+    help: "why this node has no network device",
+    run: no_network,
+};
+
+fn no_network(_: &mut Kernel, _: &[&str], _: &mut dyn Write) -> CommandResult {
+    let why = no_network_reason().unwrap_or("the board found none");
+    Err(alloc::format!("no network device: {why}"))
+}
+
 /// An address outside the identity map: reading it is a translation fault.
 const UNMAPPED: usize = 0x0000_dead_0000_0000;
 
@@ -65,7 +100,8 @@ pub unsafe fn start_kernel<S: SerialPort + 'static>(setup: KernelSetup<'_>, seri
 
 /// [`start_kernel`] for a board with optional devices (network, random
 /// number generator): `probe` runs once the heap and the MMU are up and
-/// returns what it found.
+/// returns what it found (and may say why it found no network device with
+/// [`report_no_network`]).
 ///
 /// # Safety
 ///
@@ -88,10 +124,9 @@ pub unsafe fn start_kernel_with_devices<S: SerialPort + 'static>(
     let board = Box::leak(Box::new(Aarch64Board::new(setup.facts, ram)));
     let serial = Box::leak(Box::new(serial));
     let devices = probe();
-    tern_unikernel::start(
-        board,
-        serial,
-        &[FAULT_COMMAND, tern_board_common::random::RANDOM_COMMAND],
-        devices,
-    )
+    let mut commands = Vec::from([FAULT_COMMAND, tern_board_common::random::RANDOM_COMMAND]);
+    if devices.net.is_none() && no_network_reason().is_some() {
+        commands.push(NO_NETWORK_COMMAND);
+    }
+    tern_unikernel::start(board, serial, &commands, devices)
 }

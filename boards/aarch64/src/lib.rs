@@ -6,6 +6,9 @@
 //! - [`exception`]: the EL1 vector table; faults print a register dump
 //!   straight to the UART and halt.
 //! - [`mmu`]: identity map, RAM write-back cacheable, MMIO Device-nGnRE.
+//! - [`cache`]: data-cache clean / invalidate for non-coherent DMA.
+//! - [`probe`]: register reads and writes that report an absent device
+//!   instead of faulting.
 //! - [`irq`]: the GICv2 (GIC-400) and the generic timer's 100 Hz tick.
 //! - [`semihosting`]: `halt(code)` through semihosting `SYS_EXIT_EXTENDED`.
 //! - [`Aarch64Board`]: the [`tern_hal::Board`] both boards hand the kernel,
@@ -20,16 +23,20 @@
 extern crate alloc;
 
 mod board;
+pub mod cache;
 mod critical;
 pub mod exception;
 pub mod irq;
 mod kernel;
 pub mod mmu;
+pub mod probe;
 pub mod semihosting;
 
 pub(crate) use board::claim_heap;
 pub use board::{Aarch64Board, GenericTimerClock};
-pub use kernel::{start_kernel, start_kernel_with_devices, KernelSetup, FAULT_COMMAND};
+pub use kernel::{
+    report_no_network, start_kernel, start_kernel_with_devices, KernelSetup, FAULT_COMMAND,
+};
 pub use tern_unikernel::Devices;
 
 core::arch::global_asm!(include_str!("boot.s"));

@@ -2,7 +2,7 @@
 //! the bring-up check for virtio-rng, RDRAND and the Pi 4's RNG200.
 
 use alloc::format;
-use alloc::string::String;
+use alloc::string::{String, ToString};
 use core::fmt::Write;
 
 use tern_unikernel::shell::{Command, CommandResult};
@@ -38,7 +38,7 @@ fn random(kernel: &mut Kernel, args: &[&str], out: &mut dyn Write) -> CommandRes
     entropy
         .borrow_mut()
         .fill(&mut bytes[..count])
-        .map_err(|error| format!("random number generator: {error}"))?;
+        .map_err(|error| error.to_string())?;
     for byte in &bytes[..count] {
         let _ = write!(out, "{byte:02x}");
     }

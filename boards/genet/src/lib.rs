@@ -9,11 +9,16 @@
 //! DMA is not cache-coherent on the BCM2711, so the driver calls the board's
 //! [`CacheMaintenance`] around every hand-over, and it takes its packet buffers from the
 //! board's [`DmaMemory`] as plain ARM physical addresses.
+//!
+//! [`GenetNet`] adapts the driver to the kernel's `tern_hal::NetDevice`.
 #![no_std]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod net;
 pub mod regs;
+
+pub use net::GenetNet;
 
 use embedded_hal::delay::DelayNs;
 use regs::*;

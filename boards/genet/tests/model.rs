@@ -3,16 +3,19 @@
 //!
 //! The model reacts to the driver's register accesses as the hardware does (MDIO
 //! completion, DMA indices, the MAC reset trap) and records every rule the driver
-//! breaks as a violation; each test ends by asserting there are none.
+//! breaks as a violation; each test ends by asserting there are none. The last tests
+//! drive the same model through [`GenetNet`], the kernel's `NetDevice` view.
 
-use std::cell::RefCell;
 use std::collections::HashSet;
-use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
+use tern_genet::net::LINK_POLL_INTERVAL_NS;
 use tern_genet::regs::*;
 use tern_genet::{
-    CacheMaintenance, DmaMemory, Error, Genet, GenetBus, Link, Ring, Speed, BUFFER_SIZE,
+    CacheMaintenance, DmaMemory, Error, Genet, GenetBus, GenetNet, Link, Ring, Speed, BUFFER_SIZE,
 };
+use tern_hal::{MonotonicClock, NetDevice, NetError};
 
 const RX_PHYS: u64 = 0x1000_0000;
 /// Above 4 GiB, so that the high address word matters.
@@ -28,7 +31,7 @@ struct CacheState {
     violations: Vec<String>,
 }
 
-type Shared = Rc<RefCell<CacheState>>;
+type Shared = Arc<Mutex<CacheState>>;
 
 fn locate(phys: u64) -> (Ring, usize) {
     if phys >= TX_PHYS {
@@ -68,7 +71,7 @@ impl DmaMemory for TestMemory {
     }
 
     fn buffer(&self, ring: Ring, slot: usize) -> &[u8] {
-        let mut cache = self.cache.borrow_mut();
+        let mut cache = self.cache.lock().unwrap();
         if cache.stale.contains(&(ring, slot)) {
             cache.violations.push(format!(
                 "CPU read {ring:?} buffer {slot} without invalidating it after DMA"
@@ -79,7 +82,7 @@ impl DmaMemory for TestMemory {
     }
 
     fn buffer_mut(&mut self, ring: Ring, slot: usize) -> &mut [u8] {
-        self.cache.borrow_mut().touched.insert((ring, slot));
+        self.cache.lock().unwrap().touched.insert((ring, slot));
         self.device_buffer(ring, slot)
     }
 }
@@ -93,12 +96,12 @@ impl CacheMaintenance for TestCache {
     fn clean(&mut self, phys: u64, len: usize) {
         assert!(len <= BUFFER_SIZE);
         self.cleans += 1;
-        self.cache.borrow_mut().touched.remove(&locate(phys));
+        self.cache.lock().unwrap().touched.remove(&locate(phys));
     }
 
     fn invalidate(&mut self, phys: u64, len: usize) {
         assert!(len <= BUFFER_SIZE);
-        self.cache.borrow_mut().stale.remove(&locate(phys));
+        self.cache.lock().unwrap().stale.remove(&locate(phys));
     }
 }
 
@@ -309,7 +312,7 @@ impl Model {
             "RX descriptor {slot} points elsewhere"
         );
         {
-            let mut cache = self.cache.borrow_mut();
+            let mut cache = self.cache.lock().unwrap();
             if cache.touched.contains(&(ring, buf)) {
                 cache.violations.push(format!(
                     "RX buffer {slot} given to the device without a clean"
@@ -410,7 +413,13 @@ impl GenetBus for Model {
                         .push(format!("RX consumer index {new} passes the producer"));
                 }
                 let slot = usize::from(self.rx_cons()) % 256;
-                if self.cache.borrow().touched.contains(&(Ring::Rx, slot)) {
+                if self
+                    .cache
+                    .lock()
+                    .unwrap()
+                    .touched
+                    .contains(&(Ring::Rx, slot))
+                {
                     self.violations
                         .push(format!("RX buffer {slot} returned without a clean"));
                 }
@@ -422,7 +431,13 @@ impl GenetBus for Model {
                         .push(format!("TX producer index {new} overruns the ring"));
                 }
                 let slot = usize::from(self.tx_prod()) % 256;
-                if self.cache.borrow().touched.contains(&(Ring::Tx, slot)) {
+                if self
+                    .cache
+                    .lock()
+                    .unwrap()
+                    .touched
+                    .contains(&(Ring::Tx, slot))
+                {
                     self.violations
                         .push(format!("TX buffer {slot} posted without a clean"));
                 }
@@ -440,7 +455,7 @@ impl GenetBus for Model {
 type Driver = Genet<Model, TestMemory, TestCache, TestDelay>;
 
 fn parts() -> (Model, TestMemory, TestCache, TestDelay) {
-    let cache: Shared = Rc::default();
+    let cache: Shared = Arc::default();
     let memory = TestMemory {
         rx: vec![vec![0; BUFFER_SIZE]; 256],
         tx: vec![vec![0; BUFFER_SIZE]; 256],
@@ -462,7 +477,10 @@ fn start(configure: impl FnOnce(&mut Model)) -> Result<Driver, Error> {
 fn no_violations(genet: &mut Driver) {
     let (model, memory, _) = genet.parts_mut();
     assert_eq!(model.violations, Vec::<String>::new());
-    assert_eq!(memory.cache.borrow().violations, Vec::<String>::new());
+    assert_eq!(
+        memory.cache.lock().unwrap().violations,
+        Vec::<String>::new()
+    );
 }
 
 fn link_up(genet: &mut Driver) -> Link {
@@ -719,4 +737,107 @@ fn a_link_that_drops_and_returns_at_another_speed_is_reprogrammed() {
     assert_eq!(genet.link(), Some(link));
     assert_eq!(genet.parts_mut().0.reg(UMAC_CMD) >> 2 & 3, 1);
     no_violations(&mut genet);
+}
+
+/// A clock the test moves by hand.
+struct TestClock(AtomicU64);
+
+impl MonotonicClock for TestClock {
+    fn now_ns(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    fn counter_hz(&self) -> u64 {
+        1_000_000_000
+    }
+}
+
+impl TestClock {
+    fn advance(&self, ns: u64) {
+        self.0.fetch_add(ns, Ordering::SeqCst);
+    }
+}
+
+type Net = GenetNet<Model, TestMemory, TestCache, TestDelay>;
+
+fn net(configure: impl FnOnce(&mut Model)) -> (Net, &'static TestClock) {
+    let clock: &'static TestClock = Box::leak(Box::new(TestClock(AtomicU64::new(7))));
+    (GenetNet::new(start(configure).unwrap(), MAC, clock), clock)
+}
+
+#[test]
+fn net_device_follows_the_link_on_its_poll_interval() {
+    let (mut net, clock) = net(|m| m.phy.link_up = false);
+    assert_eq!(net.mac_address(), MAC);
+    assert_eq!(net.max_frame_len(), 1514);
+    assert!(!net.link_up());
+    assert!(!net.can_transmit());
+    assert_eq!(net.transmit(&frame(1)), Err(NetError::Busy));
+    net.genet().parts_mut().0.phy.link_up = true;
+    // The PHY is read again only once the interval has passed.
+    clock.advance(LINK_POLL_INTERVAL_NS - 1);
+    assert!(!net.can_transmit());
+    clock.advance(1);
+    assert!(net.can_transmit());
+    assert!(net.link_up());
+    assert_eq!(
+        net.genet().link().map(|link| link.speed),
+        Some(Speed::Mbps1000)
+    );
+    no_violations(net.genet());
+}
+
+#[test]
+fn net_device_moves_frames_and_checks_lengths() {
+    let (mut net, _) = net(|_| {});
+    assert!(net.link_up());
+    net.transmit(&frame(3)).unwrap();
+    let (model, memory, _) = net.genet().parts_mut();
+    assert_eq!(model.complete_tx(memory, 10), vec![frame(3)]);
+    assert!(model.deliver(memory, &frame(4), 0));
+    assert!(model.deliver(memory, &frame(5), 0));
+    let mut buf = [0u8; 1514];
+    let len = net.receive(&mut buf).expect("frame 4");
+    assert_eq!(&buf[..len], frame(4).as_slice());
+    // A frame longer than the caller's buffer is dropped, and its buffer returned.
+    assert_eq!(net.receive(&mut [0u8; 10]), None);
+    assert_eq!(net.receive(&mut buf), None);
+    assert_eq!(net.genet().parts_mut().0.rx_cons(), 2);
+    assert_eq!(net.transmit(&[]), Err(NetError::BadLength(0)));
+    assert_eq!(net.transmit(&[0; 1515]), Err(NetError::BadLength(1515)));
+    no_violations(net.genet());
+}
+
+#[test]
+fn net_device_reports_a_full_ring_as_busy_and_recovers() {
+    let (mut net, _) = net(|_| {});
+    for n in 0..256 {
+        net.transmit(&frame(n)).unwrap();
+    }
+    assert!(!net.can_transmit());
+    assert_eq!(net.transmit(&frame(0)), Err(NetError::Busy));
+    let (model, memory, _) = net.genet().parts_mut();
+    assert_eq!(model.complete_tx(memory, 1), vec![frame(0)]);
+    assert!(net.can_transmit());
+    net.transmit(&frame(256)).unwrap();
+    no_violations(net.genet());
+}
+
+#[test]
+fn net_device_counts_an_mdio_failure_as_link_down() {
+    let (mut net, clock) = net(|_| {});
+    assert!(net.link_up());
+    net.genet().parts_mut().0.mdio_stuck = true;
+    clock.advance(LINK_POLL_INTERVAL_NS);
+    assert!(!net.can_transmit());
+    assert!(!net.link_up());
+    assert!(matches!(net.last_error(), Some(Error::MdioTimeout { .. })));
+    let model = net.genet().parts_mut().0;
+    model.mdio_stuck = false;
+    model.mdio_busy_left = 0;
+    model.regs[MDIO_CMD / 4] &= !(1 << 29);
+    clock.advance(LINK_POLL_INTERVAL_NS);
+    assert!(net.can_transmit());
+    assert_eq!(net.last_error(), None);
+    no_violations(net.genet());
 }

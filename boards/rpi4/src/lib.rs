@@ -1,9 +1,15 @@
 //! Raspberry Pi 4 (BCM2711) drivers shared by the Tern kernel and the
 //! chainloader: the PL011 UART0 on GPIO 14/15 and the VideoCore mailbox,
-//! both through the `bcm2711-lpa` peripheral access crate.
+//! both through the `bcm2711-lpa` peripheral access crate; and for the
+//! kernel the GENET v5 Ethernet ([`net`], over `tern-genet`) and the RNG200
+//! random number generator ([`rng`], over `tern-rng200`).
 #![no_std]
 
+extern crate alloc;
+
 pub mod mailbox;
+pub mod net;
+pub mod rng;
 pub mod uart;
 
 /// Start of the peripheral window (ARM physical); everything from here to

@@ -11,6 +11,7 @@ use aarch64_cpu::registers::{CNTFRQ_EL0, CNTPCT_EL0};
 use bcm2711_lpa::common::{Read as _, RegisterValue as _, Write as _};
 use bcm2711_lpa::VCMAILBOX;
 use critical_section::Mutex;
+use tern_board_aarch64::cache;
 use tock_registers::interfaces::Readable;
 
 /// Property channel (ARM to VideoCore).
@@ -24,8 +25,6 @@ const TAG_RESPONSE: u32 = 0x8000_0000;
 const MAX_VALUE_WORDS: usize = 4;
 /// Header (2) + tag header (3) + value + end tag (1).
 const BUFFER_WORDS: usize = 6 + MAX_VALUE_WORDS;
-/// Cache line size of the Cortex-A72.
-const CACHE_LINE: usize = 64;
 
 /// Tag: board serial number (u64).
 pub const TAG_BOARD_SERIAL: u32 = 0x0001_0004;
@@ -60,13 +59,10 @@ static BUFFER: Mutex<RefCell<Buffer>> = Mutex::new(RefCell::new(Buffer([0; BUFFE
 /// Cleans and invalidates the data cache lines of `buffer` to the point of
 /// coherency (a no-op in effect while the caches are off).
 fn clean_invalidate(buffer: &Buffer) {
-    let start = buffer as *const Buffer as usize;
-    for line in (start..start + core::mem::size_of::<Buffer>()).step_by(CACHE_LINE) {
-        // SAFETY: cache maintenance by address on memory we own.
-        unsafe { core::arch::asm!("dc civac, {}", in(reg) line, options(nostack)) };
-    }
-    // SAFETY: a barrier has no memory-safety effects.
-    unsafe { core::arch::asm!("dsb sy", options(nostack)) };
+    cache::clean_invalidate(
+        buffer as *const Buffer as usize,
+        core::mem::size_of::<Buffer>(),
+    );
 }
 
 /// Sends one property tag with `values` as its request value and returns

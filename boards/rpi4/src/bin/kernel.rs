@@ -2,14 +2,22 @@
 //!
 //! Boot: firmware at 0x80000, EL2 → EL1 in `boot.s`; here the vectors, the
 //! UART (after asking the firmware for a 48 MHz UART clock), the board's
-//! identity and memory from the mailbox, then the shared aarch64 bring-up.
+//! identity and memory from the mailbox, then the shared aarch64 bring-up,
+//! and once the heap is up the devices: GENET Ethernet and the RNG200.
 #![no_std]
 #![no_main]
 
-use tern_board_aarch64::{exception, start_kernel, KernelSetup};
+extern crate alloc;
+
+use alloc::boxed::Box;
+
+use tern_board_aarch64::{
+    exception, start_kernel_with_devices, Devices, GenericTimerClock, KernelSetup,
+};
 use tern_board_common as _;
+use tern_board_rpi4::rng::Rng200Entropy;
 use tern_board_rpi4::uart::{self, Uart0, UART_CLOCK_HZ};
-use tern_board_rpi4::{mailbox, GICC, GICD, PERIPHERALS};
+use tern_board_rpi4::{mailbox, net, GICC, GICD, PERIPHERALS};
 use tern_hal::{BoardFacts, Isa};
 
 tern_board_aarch64::entry!(b"rpi4", main);
@@ -60,8 +68,18 @@ fn main(_dtb: usize) -> ! {
         gicd: GICD,
         gicc: GICC,
     };
+    let probe = move || {
+        let clock: &'static GenericTimerClock = Box::leak(Box::new(GenericTimerClock::start()));
+        // SAFETY: the one probe of GENET and of the RNG200; nothing else in
+        // the kernel touches their registers.
+        let (net, rng) = unsafe { (net::probe(mac_address, clock), Rng200Entropy::new(clock)) };
+        Devices {
+            net,
+            entropy: Some(Box::new(rng)),
+        }
+    };
     // SAFETY: called once at EL1 with the MMU off, vectors installed; the
     // RAM range comes from the firmware and holds this image, the
     // peripheral window holds every device.
-    unsafe { start_kernel(setup, serial) }
+    unsafe { start_kernel_with_devices(setup, serial, probe) }
 }

@@ -169,6 +169,8 @@ impl<T: Transport> EntropySource for VirtioRng<T> {
                 if empty == RNG_EMPTY_ANSWERS {
                     return Err(EntropyError::Timeout);
                 }
+            } else {
+                empty = 0;
             }
             filled += got.min(buf.len() - filled);
         }

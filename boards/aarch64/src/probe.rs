@@ -2,7 +2,7 @@
 //! device answers an address (QEMU's `raspi4b` has no GENET and only part of
 //! the RNG block), a load or store there takes a synchronous external abort.
 //! The two accessors here run one known instruction each; the exception
-//! handler ([`fixup`]) sends an abort taken at exactly that instruction to a
+//! handler (through `fixup`) sends an abort taken at exactly that instruction to a
 //! recovery path instead of the fault dump, so the access reports failure.
 
 use core::arch::global_asm;

@@ -1,6 +1,6 @@
 //! Register accesses that survive an absent device: on a machine where no
-//! device answers an address (QEMU's `raspi4b` has no GENET and only part of
-//! the RNG block), a load or store there takes a synchronous external abort.
+//! device answers an address (QEMU's `raspi4b` has neither GENET nor the
+//! RNG200), a load or store there takes a synchronous external abort.
 //! The two accessors here run one known instruction each; the exception
 //! handler (through `fixup`) sends an abort taken at exactly that instruction to a
 //! recovery path instead of the fault dump, so the access reports failure.

@@ -4,12 +4,12 @@
 //! the generator is reset (RBG and RNG soft resets, interrupt status cleared) and
 //! enabled; words are read from `FIFO_DATA` while `FIFO_COUNT` says the FIFO holds
 //! some; a NIST or master-fail lockout in `INT_STATUS` restarts it. Every wait is
-//! bounded, so an absent or unmodelled generator (QEMU's `raspi4b` has the older
-//! bcm2835-rng at this address) gives [`Error::Timeout`], never a hang.
+//! bounded, so an absent or unmodelled generator (nothing answers at this address in
+//! QEMU's `raspi4b`) gives [`Error::Timeout`], never a hang.
 //!
 //! Register accesses go through a [`Rng200Bus`]: on the Pi the board's accessors at
-//! [`BASE`] + [`Register::offset`] (abort-safe ones, because QEMU models only part of
-//! the block), in the host tests a model. The crate has no `unsafe`.
+//! [`BASE`] + [`Register::offset`] (abort-safe ones, because under QEMU every access
+//! there aborts), in the host tests a model. The crate has no `unsafe`.
 #![no_std]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

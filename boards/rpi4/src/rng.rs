@@ -4,10 +4,10 @@ use tern_board_aarch64::probe;
 use tern_hal::{ClockDelay, EntropyError, EntropySource, MonotonicClock};
 use tern_rng200::{Register, Rng200, Rng200Bus, BASE};
 
-/// The registers through the abort-safe accessors: QEMU's `raspi4b` models
-/// only the older bcm2835-rng (16 bytes) at this address and aborts the
-/// rest, so there a register that does not answer reads as 0 (an empty
-/// FIFO: the driver times out) and a write to it is lost.
+/// The registers through the abort-safe accessors: in QEMU's `raspi4b` no
+/// device answers at this address (every access takes an external abort),
+/// so there a register that does not answer reads as 0 (an empty FIFO: the
+/// driver times out) and a write to it is lost.
 struct Bus(());
 
 impl Rng200Bus for Bus {

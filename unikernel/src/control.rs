@@ -891,6 +891,17 @@ impl Control {
             .map_or(0, |h| h.node_id);
         match offer.transfer {
             Transfer::Migrate => {
+                // Another connection may have delivered the task since this
+                // offer was checked: one copy only.
+                if let Some(known) = self.known(offer.task_id) {
+                    if known.checkpoint_hash == Some(offer.checkpoint_hash) {
+                        return self.reply(i, &ack);
+                    }
+                    if known.epoch >= offer.epoch {
+                        let stale = NackReason::StaleEpoch { known: known.epoch };
+                        return self.reply(i, &Message::Nack(stale));
+                    }
+                }
                 let limits = Limits {
                     max_total_bytes: free_heap(self.board),
                 };
@@ -1567,10 +1578,14 @@ mod tests {
 
     impl Client {
         fn connect(p: &mut Pair, key: &str) -> Self {
+            Self::connect_from(p, key, 40000)
+        }
+
+        fn connect_from(p: &mut Pair, key: &str, port: u16) -> Self {
             let net = p.a.net().unwrap().clone();
             let handle = net.borrow_mut().add_tcp(SOCKET_BUFFER, SOCKET_BUFFER);
             net.borrow_mut()
-                .connect(handle, parse_endpoint("10.0.0.2").unwrap(), 40000)
+                .connect(handle, parse_endpoint("10.0.0.2").unwrap(), port)
                 .unwrap();
             let hello = Hello {
                 version: PROTOCOL_VERSION,
@@ -2139,5 +2154,45 @@ mod tests {
             "{}",
             p.out_a
         );
+    }
+
+    /// Offers `outgoing` through `client` and sends every needed chunk;
+    /// returns the commit, not sent yet.
+    fn send_until_commit(client: &mut Client, p: &mut Pair, outgoing: &mut Outgoing) -> Message {
+        let need = client.ask(p, &outgoing.offer());
+        outgoing.on_message(need).unwrap();
+        loop {
+            let msg = outgoing.poll_send().unwrap();
+            if matches!(msg, Message::Commit { .. }) {
+                return msg;
+            }
+            client.link.as_mut().unwrap().send(&msg).unwrap();
+        }
+    }
+
+    #[test]
+    fn two_connections_delivering_the_same_migration_give_one_task() {
+        let mut p = pair();
+        exec(&mut p.a, "run is S --pause-at 20");
+        assert!(p.run_until(100_000, |p| p.out_a.contains("paused at")));
+        let facts = p.a.board().facts();
+        let (task_id, bytes) = {
+            let tasks = p.a.tasks().borrow();
+            let e = &tasks.entries()[0];
+            (e.task_id, capture(e, 2, &facts).unwrap())
+        };
+        let mut first = Outgoing::new(Transfer::Migrate, task_id, bytes.clone()).unwrap();
+        let mut second = Outgoing::new(Transfer::Migrate, task_id, bytes).unwrap();
+        let mut c1 = Client::connect_from(&mut p, KEY, 40001);
+        let mut c2 = Client::connect_from(&mut p, KEY, 40002);
+        assert!(c1.establish(&mut p) && c2.establish(&mut p));
+        let commit1 = send_until_commit(&mut c1, &mut p, &mut first);
+        let commit2 = send_until_commit(&mut c2, &mut p, &mut second);
+        assert_eq!(c2.ask(&mut p, &commit2), Message::Ack { epoch: 2 });
+        // The first connection's commit of the same checkpoint is acked
+        // without a second copy of the task.
+        assert_eq!(c1.ask(&mut p, &commit1), Message::Ack { epoch: 2 });
+        assert_eq!(p.out_b.matches("resumed at").count(), 1, "{}", p.out_b);
+        assert_eq!(p.b.tasks().borrow().entries().len(), 1);
     }
 }

@@ -375,11 +375,6 @@ impl Control {
         }
     }
 
-    /// This node's identity (from its MAC).
-    pub fn node_id(&self) -> u64 {
-        self.node_id
-    }
-
     /// Sets the key (or the explicit insecure mode); `None` refuses every
     /// connection.
     pub fn set_security(&mut self, security: Option<Security>) {
@@ -399,11 +394,6 @@ impl Control {
     /// Replaces the timeouts (tests shorten them).
     pub fn set_timeouts(&mut self, timeouts: Timeouts) {
         self.timeouts = timeouts;
-    }
-
-    /// Number of outgoing migrations under way.
-    pub fn migrations(&self) -> usize {
-        self.migrations.len()
     }
 
     fn hello(&self) -> Hello {
@@ -616,7 +606,7 @@ impl Control {
         if self.servers[i].link.is_none() {
             // Established, or already closed by a peer that sent its
             // bytes at once (they are still to be read and judged).
-            if matches!(state, tcp::State::Listen | tcp::State::SynReceived) {
+            if !matches!(state, tcp::State::Established | tcp::State::CloseWait) {
                 return false;
             }
             match self.channel() {

@@ -110,11 +110,6 @@ impl TaskTable {
         }
     }
 
-    /// The node identity new tasks' global ids are made from.
-    pub fn node_id(&self) -> u64 {
-        self.node_id
-    }
-
     /// Sets the node identity (once the network device's MAC is known).
     pub fn set_node_id(&mut self, node_id: u64) {
         self.node_id = node_id;

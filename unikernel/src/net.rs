@@ -578,52 +578,87 @@ mod tests {
         assert!(shown.contains("tx 2 frames"), "{shown}");
     }
 
+    /// A smoltcp TCP client on the peer's end of the wire.
+    struct Client {
+        peer: WireEnd,
+        counters: Counters,
+        iface: Interface,
+        sockets: SocketSet<'static>,
+        handle: SocketHandle,
+    }
+
+    impl Client {
+        /// Connects to the node's `port` with a socket of these buffers.
+        fn connect(wire: Arc<Mutex<Wire>>, port: u16, rx: usize, tx: usize) -> Self {
+            let mut peer = WireEnd::peer(wire, PEER_MAC.0);
+            let mut counters = Counters::default();
+            let mut iface = Interface::new(
+                Config::new(HardwareAddress::Ethernet(PEER_MAC)),
+                &mut Phy {
+                    device: &mut peer,
+                    counters: &mut counters,
+                },
+                Instant::ZERO,
+            );
+            iface.update_ip_addrs(|addrs| {
+                addrs
+                    .push(IpCidr::Ipv4(Ipv4Cidr::new(PEER_IP, 24)))
+                    .unwrap();
+            });
+            let mut sockets = SocketSet::new(Vec::new());
+            let handle = sockets.add(tcp::Socket::new(
+                tcp::SocketBuffer::new(vec![0; rx]),
+                tcp::SocketBuffer::new(vec![0; tx]),
+            ));
+            sockets
+                .get_mut::<tcp::Socket>(handle)
+                .connect(iface.context(), (NODE_IP, port), 49152)
+                .unwrap();
+            Self {
+                peer,
+                counters,
+                iface,
+                sockets,
+                handle,
+            }
+        }
+
+        /// Polls the node's services, then the client at `turn` ms; the
+        /// client's socket.
+        fn turn(&mut self, kernel: &mut Kernel, turn: i64) -> &mut tcp::Socket<'static> {
+            let mut out = String::new();
+            kernel.poll_services(&mut out);
+            let mut phy = Phy {
+                device: &mut self.peer,
+                counters: &mut self.counters,
+            };
+            self.iface
+                .poll(Instant::from_millis(turn), &mut phy, &mut self.sockets);
+            self.sockets.get_mut::<tcp::Socket>(self.handle)
+        }
+    }
+
+    /// Reads what `socket` has into `into`.
+    fn drain(socket: &mut tcp::Socket, into: &mut Vec<u8>) {
+        while socket.can_recv() {
+            socket
+                .recv(|data| {
+                    into.extend_from_slice(data);
+                    (data.len(), ())
+                })
+                .unwrap();
+        }
+    }
+
     #[test]
     fn the_hello_port_sends_the_banner_and_closes() {
         let (mut kernel, wire) = node_with_nic();
         exec(&mut kernel, "net 10.0.2.2/24");
-
-        // A smoltcp client on the other end of the wire.
-        let mut peer = WireEnd::peer(wire, PEER_MAC.0);
-        let mut counters = Counters::default();
-        let mut phy = Phy {
-            device: &mut peer,
-            counters: &mut counters,
-        };
-        let mut client = Interface::new(
-            Config::new(HardwareAddress::Ethernet(PEER_MAC)),
-            &mut phy,
-            Instant::ZERO,
-        );
-        client.update_ip_addrs(|addrs| {
-            addrs
-                .push(IpCidr::Ipv4(Ipv4Cidr::new(PEER_IP, 24)))
-                .unwrap();
-        });
-        let mut sockets = SocketSet::new(Vec::new());
-        let handle = sockets.add(tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0; 256]),
-            tcp::SocketBuffer::new(vec![0; 64]),
-        ));
-        let socket = sockets.get_mut::<tcp::Socket>(handle);
-        socket
-            .connect(client.context(), (NODE_IP, HELLO_PORT), 49152)
-            .unwrap();
-
+        let mut client = Client::connect(wire, HELLO_PORT, 256, 64);
         let mut received = Vec::new();
         for turn in 0..200 {
-            let mut out = String::new();
-            kernel.poll_services(&mut out);
-            client.poll(Instant::from_millis(turn), &mut phy, &mut sockets);
-            let socket = sockets.get_mut::<tcp::Socket>(handle);
-            while socket.can_recv() {
-                socket
-                    .recv(|data| {
-                        received.extend_from_slice(data);
-                        (data.len(), ())
-                    })
-                    .unwrap();
-            }
+            let socket = client.turn(&mut kernel, turn);
+            drain(socket, &mut received);
             if !socket.may_recv() && !received.is_empty() {
                 break;
             }
@@ -633,7 +668,43 @@ mod tests {
             "Tern 0.1.0 on rpi4 (aarch64)\n"
         );
         // The node closed its side after the line.
-        assert!(!sockets.get_mut::<tcp::Socket>(handle).may_recv());
+        assert!(!client
+            .sockets
+            .get_mut::<tcp::Socket>(client.handle)
+            .may_recv());
+    }
+
+    #[test]
+    fn the_sink_port_swallows_everything_and_closes_after_the_client() {
+        let (mut kernel, wire) = node_with_nic();
+        exec(&mut kernel, "net 10.0.2.2/24");
+        let mut client = Client::connect(wire, SINK_PORT, 256, 64 * 1024);
+        const TOTAL: usize = 1 << 20;
+        let (mut sent, mut received) = (0, Vec::new());
+        let mut closed_by_node = false;
+        for turn in 0..20_000 {
+            let socket = client.turn(&mut kernel, turn);
+            while sent < TOTAL && socket.can_send() {
+                sent += socket
+                    .send_slice(&[0x5a; 4096][..(TOTAL - sent).min(4096)])
+                    .unwrap();
+            }
+            if sent == TOTAL && socket.state() == tcp::State::Established {
+                socket.close();
+            }
+            drain(socket, &mut received);
+            if sent == TOTAL && !socket.may_recv() {
+                closed_by_node = true;
+                break;
+            }
+        }
+        assert!(closed_by_node, "the sink did not close after the client");
+        assert!(
+            received.is_empty(),
+            "the sink answered {} bytes",
+            received.len()
+        );
+        assert!(kernel.net().unwrap().borrow().counters().rx_bytes > TOTAL as u64);
     }
 
     #[test]

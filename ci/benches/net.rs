@@ -3,12 +3,13 @@
 //! 1. TCP throughput into each node's sink (port 4472, reads and discards)
 //!    from a Linux host on the lab's bridge, against the same Rust sender
 //!    and a Rust receiver in a second Linux host on the same bridge;
-//! 2. migrations PC → virt → PC of a running task: total time against the
+//! 2. four migrations PC → virt → PC → virt → PC of a running CG class A
+//!    task (a state of megabytes): total time against the
 //!    wire-time bound (state bytes ÷ the throughput measured into the
 //!    receiving node in step 1), and downtime against total time.
 //!
-//! Run with `cargo bench -p tern-ci --bench net` (optionally `-- ROUNDS`,
-//! default 3). Medians over the rounds; every round's figures are printed.
+//! Run with `cargo bench -p tern-ci --bench net` (optionally `-- ROUNDS` of
+//! throughput samples, default 3). Medians; every sample is printed.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -22,7 +23,10 @@ use tern_inspect::node::random_key;
 use tern_protocol::{MigrationReport, Security, TaskRole, TaskStatus};
 
 /// Bytes sent per throughput sample.
-const SAMPLE_BYTES: usize = 32 << 20;
+const SAMPLE_BYTES: usize = 8 << 20;
+
+/// Migrations measured (alternating PC → virt, virt → PC).
+const MIGRATIONS: usize = 4;
 
 /// The node's sink port.
 const SINK_PORT: u16 = 4472;
@@ -121,7 +125,7 @@ fn main() {
         virt / linux
     );
 
-    // Migrations of one running task, back and forth, `rounds` times each way.
+    // Migrations of one running task, back and forth.
     cluster.shell(0, "run cg A").expect("task starts");
     let task = cluster
         .wait_for_task(
@@ -146,7 +150,7 @@ fn main() {
     let mut ratios = Vec::new();
     let mut downtime_share = Vec::new();
     let mut owner = 0;
-    for _ in 0..rounds * 2 {
+    for _ in 0..MIGRATIONS {
         let to = 1 - owner;
         let report: MigrationReport = cluster
             .client(owner, Duration::from_secs(20))

@@ -116,7 +116,7 @@ pub enum NodeError {
         /// The node's address.
         addr: String,
         /// What arrived.
-        got: &'static str,
+        got: String,
         /// What was awaited.
         what: &'static str,
     },
@@ -221,23 +221,13 @@ pub fn describe_nack(reason: &NackReason) -> String {
     }
 }
 
-/// The name of a message's variant, for errors.
-fn message_name(m: &Message) -> &'static str {
-    match m {
-        Message::Offer(_) => "Offer",
-        Message::Need { .. } => "Need",
-        Message::Chunk { .. } => "Chunk",
-        Message::Commit { .. } => "Commit",
-        Message::Ack { .. } => "Ack",
-        Message::Nack(_) => "Nack",
-        Message::List => "List",
-        Message::Tasks(_) => "Tasks",
-        Message::Fetch { .. } => "Fetch",
-        Message::MigrateTo { .. } => "MigrateTo",
-        Message::Migrated(_) => "Migrated",
-        Message::Ping { .. } => "Ping",
-        Message::Pong { .. } => "Pong",
-    }
+/// The name of a message's variant, for errors (its `Debug` form's head).
+fn message_name(m: &Message) -> String {
+    format!("{m:?}")
+        .split(|c: char| !c.is_alphanumeric())
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// One task as the inspector shows it (table and `--json`).
@@ -669,6 +659,13 @@ mod tests {
         assert!(matches!(parse_key("abcd"), Err(KeyError::Length(4))));
         let bad = format!("{}g", &hex[..63]);
         assert!(matches!(parse_key(&bad), Err(KeyError::NotHex('g'))));
+    }
+
+    #[test]
+    fn unexpected_messages_are_named_by_their_variant() {
+        assert_eq!(message_name(&Message::List), "List");
+        assert_eq!(message_name(&Message::Ping { nonce: 3 }), "Ping");
+        assert_eq!(message_name(&Message::Nack(NackReason::Busy)), "Nack");
     }
 
     #[test]

@@ -152,15 +152,27 @@ fn main() {
     let mut owner = 0;
     for _ in 0..MIGRATIONS {
         let to = 1 - owner;
-        let report: MigrationReport = cluster
-            .client(owner, Duration::from_secs(20))
-            .expect("control connection")
-            .migrate(
-                task.task_id,
-                &Cluster::control(to).to_string(),
-                Duration::from_secs(300),
-            )
-            .expect("migration");
+        let report: MigrationReport =
+            match cluster
+                .client(owner, Duration::from_secs(20))
+                .and_then(|mut c| {
+                    Ok(c.migrate(
+                        task.task_id,
+                        &Cluster::control(to).to_string(),
+                        Duration::from_secs(300),
+                    )?)
+                }) {
+                Ok(report) => report,
+                Err(e) => {
+                    // A failed migration is a result too: report it with the
+                    // nodes' own account, and stop (the owner did not change).
+                    println!(
+                        "migration from node {owner} failed: {e}\n{}",
+                        cluster.consoles()
+                    );
+                    break;
+                }
+            };
         let mbps = if to == 0 { pc } else { virt };
         let bound_ms = report.state_bytes as f64 / (mbps * 1e6) * 1e3;
         let ratio = report.total_ms as f64 / bound_ms;
@@ -196,9 +208,12 @@ fn main() {
             "the task must still run to be migrated again: {listed:?}"
         );
     }
-    println!(
-        "median total/bound {:.2}, median downtime/total {:.3}",
-        median(ratios),
-        median(downtime_share)
-    );
+    if !ratios.is_empty() {
+        println!(
+            "{} migrations: median total/bound {:.2}, median downtime/total {:.3}",
+            ratios.len(),
+            median(ratios),
+            median(downtime_share)
+        );
+    }
 }

@@ -132,6 +132,12 @@ impl LinkMonitor {
         Ok(())
     }
 
+    /// Records any other message from the peer at `now` (a chunk request, an
+    /// acknowledgement, a handshake): proof the link is up, without a sample.
+    pub fn record_contact(&mut self, now: f64) -> Result<(), MonitorError> {
+        self.heard_from_peer(now)
+    }
+
     fn heard_from_peer(&mut self, now: f64) -> Result<(), MonitorError> {
         self.poll(now)?;
         self.last_ack = now;
@@ -186,6 +192,17 @@ impl LinkMonitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn any_contact_renews_the_lease() {
+        let mut m = LinkMonitor::new(MonitorConfig::default(), 0.0);
+        m.record_contact(2.5).unwrap();
+        assert_eq!(m.poll(5.0).unwrap(), LinkState::Up);
+        assert_eq!(m.poll(5.6).unwrap(), LinkState::Down);
+        m.record_contact(6.0).unwrap();
+        assert_eq!(m.state(), LinkState::Up);
+        assert_eq!(m.outages(), 1);
+    }
 
     #[test]
     fn bandwidth_and_latency_are_measured() {

@@ -16,7 +16,10 @@
 //!   task paused and the offer is repeated until the receiver answers.
 //!
 //! A peer that fails the handshake, sends garbage or replays frames loses
-//! its connection only.
+//! its connection only. Sync sessions (standby replicas, failover and
+//! failback) are in [`sync`].
+
+mod sync;
 
 use alloc::collections::BTreeMap;
 use alloc::format;
@@ -156,6 +159,9 @@ pub enum ControlError {
     /// The peer sent a message that does not belong to a migration.
     #[error("unexpected message from the peer")]
     Unexpected,
+    /// A sync session of the task is already running.
+    #[error("task {0} already has a sync session")]
+    AlreadySynced(u32),
 }
 
 /// A task this node keeps a replica of: the last checkpoint received (or
@@ -335,6 +341,12 @@ pub struct Control {
     closing: Vec<(SocketHandle, u64)>,
     replicas: BTreeMap<u64, HeldReplica>,
     accepted: BTreeMap<u64, Known>,
+    /// Sync sessions keeping standbys of tasks run here.
+    sessions: Vec<sync::Session>,
+    /// Leases on replicas this node is the standby of.
+    leases: BTreeMap<u64, sync::Lease>,
+    /// Lease of a standby (and an owner's limit for a silent link).
+    lease_ns: u64,
     next_port: u16,
     next_migration: u64,
     timeouts: Timeouts,
@@ -369,6 +381,9 @@ impl Control {
             closing: Vec::new(),
             replicas: BTreeMap::new(),
             accepted: BTreeMap::new(),
+            sessions: Vec::new(),
+            leases: BTreeMap::new(),
+            lease_ns: sync::DEFAULT_LEASE_NS,
             next_port: FIRST_LOCAL_PORT,
             next_migration: 1,
             timeouts: Timeouts::default(),
@@ -496,6 +511,15 @@ impl Control {
     }
 
     fn connect(&mut self, m: &mut Migration, now_ns: u64) -> Result<(), ControlError> {
+        self.open(m.handle, m.to)?;
+        m.stage = Stage::Connecting;
+        m.stage_ns = now_ns;
+        m.link = None;
+        Ok(())
+    }
+
+    /// Opens the TCP connection of socket `handle` to `to`.
+    fn open(&mut self, handle: SocketHandle, to: IpEndpoint) -> Result<(), ControlError> {
         let port = self.next_port;
         self.next_port = if port == u16::MAX {
             FIRST_LOCAL_PORT
@@ -503,17 +527,14 @@ impl Control {
             port + 1
         };
         let mut net = self.net.borrow_mut();
-        net.connect(m.handle, m.to, port)
+        net.connect(handle, to, port)
             .map_err(ControlError::Connect)?;
-        let socket = net.tcp(m.handle);
+        let socket = net.tcp(handle);
         socket.set_ack_delay(None);
         socket.set_keep_alive(Some(Duration::from_millis(KEEP_ALIVE_MS)));
         socket.set_timeout(Some(Duration::from_millis(
             self.timeouts.idle_ns / 1_000_000,
         )));
-        m.stage = Stage::Connecting;
-        m.stage_ns = now_ns;
-        m.link = None;
         Ok(())
     }
 
@@ -551,6 +572,7 @@ impl Control {
         for i in 0..self.servers.len() {
             busy |= self.poll_server(i, now_ns, out);
         }
+        busy |= self.poll_sync(now_ns, out);
         let mut i = 0;
         while i < self.migrations.len() {
             let mut m = self.migrations.swap_remove(i);
@@ -632,8 +654,16 @@ impl Control {
             Err(e) => return self.drop_server(i, &peer, &ControlError::Channel(e), out),
         };
         let mut busy = !events.is_empty();
+        let peer_id = self.servers[i]
+            .link
+            .as_ref()
+            .and_then(|l| l.conn.peer())
+            .map(|h| h.node_id);
         for event in events {
             if let Event::Message(msg) = event {
+                if let Some(id) = peer_id {
+                    self.heard_from(id, now_ns);
+                }
                 if let Err(e) = self.on_server_message(i, msg, now_ns, out) {
                     return self.drop_server(i, &peer, &e, out);
                 }
@@ -650,6 +680,11 @@ impl Control {
                 self.servers[i].link = None;
                 self.servers[i].job = Job::Idle;
                 busy = true;
+                drop(net);
+                // A graceful close ends the peer's sync sessions here.
+                if let Some(id) = peer_id {
+                    self.end_leases(id);
+                }
             }
         }
         busy
@@ -736,7 +771,7 @@ impl Control {
                     }
                 }
             }
-            (Job::Idle, Message::Offer(offer)) => self.on_offer(i, offer),
+            (Job::Idle, Message::Offer(offer)) => self.on_offer(i, offer, now_ns, out),
             (Job::Receive(mut incoming), msg) => {
                 let is_commit = matches!(msg, Message::Commit { .. });
                 match incoming.on_message(msg) {
@@ -812,19 +847,25 @@ impl Control {
         known
     }
 
-    fn on_offer(&mut self, i: usize, offer: Offer) -> Result<(), ControlError> {
-        let known = self.known(offer.task_id);
+    fn on_offer(
+        &mut self,
+        i: usize,
+        offer: Offer,
+        now_ns: u64,
+        out: &mut dyn Write,
+    ) -> Result<(), ControlError> {
         let refuse = match offer.transfer {
             // Copies go to inspectors, not to nodes.
             Transfer::Copy => Some(NackReason::UnexpectedMessage),
-            // The owner does not take replicas of its own task.
-            Transfer::Replicate if self.tasks.borrow_mut().by_task_id(offer.task_id).is_some() => {
-                Some(NackReason::StaleEpoch {
-                    known: known.as_ref().map_or(0, |k| k.epoch),
-                })
+            // The owner does not take replicas of its own task (unless the
+            // peer runs it at a newer epoch), nor older replicas.
+            Transfer::Replicate | Transfer::Standby => {
+                let (peer, from) = self.server_peer(i);
+                self.replica_refusal(&offer, peer, &from, now_ns, out)
             }
-            _ => None,
+            Transfer::Migrate => None,
         };
+        let known = self.known(offer.task_id);
         if let Some(reason) = refuse {
             return self.reply(i, &Message::Nack(reason));
         }
@@ -874,11 +915,7 @@ impl Control {
         else {
             return self.reply(i, &Message::Nack(NackReason::UnexpectedMessage));
         };
-        let owner = self.servers[i]
-            .link
-            .as_ref()
-            .and_then(|l| l.conn.peer())
-            .map_or(0, |h| h.node_id);
+        let (owner, _) = self.server_peer(i);
         match offer.transfer {
             Transfer::Migrate => {
                 // Another connection may have delivered the task since this
@@ -927,6 +964,7 @@ impl Control {
                     },
                 );
                 self.replicas.remove(&offer.task_id);
+                self.leases.remove(&offer.task_id);
                 let _ = writeln!(
                     out,
                     "task {id} ({} {}) resumed at {percent:.1}% from {from} (task {:016x}, epoch {})\r",
@@ -936,9 +974,11 @@ impl Control {
                     offer.epoch
                 );
             }
-            Transfer::Replicate => {
+            Transfer::Replicate | Transfer::Standby => {
+                let task_id = offer.task_id;
+                let standby = offer.transfer == Transfer::Standby;
                 self.replicas.insert(
-                    offer.task_id,
+                    task_id,
                     HeldReplica {
                         replica: Rc::new(Replica::new(bytes)),
                         offer,
@@ -946,10 +986,36 @@ impl Control {
                         updated_ns: now_ns,
                     },
                 );
+                let from = self
+                    .net
+                    .borrow_mut()
+                    .tcp(self.servers[i].handle)
+                    .remote_endpoint()
+                    .map(|e| e.addr);
+                if let (true, Some(from)) = (standby, from) {
+                    self.take_lease(task_id, owner, from, now_ns);
+                }
             }
             Transfer::Copy => {}
         }
         self.reply(i, &ack)
+    }
+
+    /// Node id and address of the peer on server connection `i` (0 and `?`
+    /// before its handshake).
+    fn server_peer(&mut self, i: usize) -> (u64, String) {
+        let id = self.servers[i]
+            .link
+            .as_ref()
+            .and_then(|l| l.conn.peer())
+            .map_or(0, |h| h.node_id);
+        let from = self
+            .net
+            .borrow_mut()
+            .tcp(self.servers[i].handle)
+            .remote_endpoint()
+            .map_or_else(|| String::from("?"), |e| e.addr.to_string());
+        (id, from)
     }
 
     /// The `Tasks` answer: tasks run here, then replicas held here.
@@ -960,6 +1026,7 @@ impl Control {
             .iter()
             .map(|e| {
                 let p = e.task.progress();
+                let (last_sync_ms_ago, policy) = self.sync_status(e.task_id, now_ns);
                 TaskSummary {
                     task_id: e.task_id,
                     kind: e.task.kind().into(),
@@ -974,8 +1041,8 @@ impl Control {
                         TaskState::Migrating => TaskStatus::Migrating,
                         TaskState::Finished { verified } => TaskStatus::Finished { verified },
                     },
-                    last_sync_ms_ago: None,
-                    policy: None,
+                    last_sync_ms_ago,
+                    policy,
                 }
             })
             .collect();
@@ -989,7 +1056,7 @@ impl Control {
             role: TaskRole::Standby,
             status: TaskStatus::Replica,
             last_sync_ms_ago: Some(now_ns.saturating_sub(r.updated_ns) / 1_000_000),
-            policy: None,
+            policy: self.leased(task_id).then(Self::standby_policy),
         }));
         list
     }
@@ -1406,8 +1473,8 @@ impl Service for ControlService {
     }
 }
 
-/// The migration shell commands: `key`, `migrate`.
-pub fn commands() -> [Command; 2] {
+/// The migration shell commands: `key`, `migrate`, `sync`.
+pub fn commands() -> [Command; 3] {
     [
         Command {
             name: "key",
@@ -1421,6 +1488,7 @@ pub fn commands() -> [Command; 2] {
             help: "live-migrate a task to another node",
             run: migrate_command,
         },
+        sync::command(),
     ]
 }
 
@@ -1494,17 +1562,17 @@ mod tests {
 
     const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
     const OTHER_KEY: &str = "ff0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
-    const MAC_A: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0x0a];
-    const MAC_B: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0x0b];
+    pub(super) const MAC_A: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0x0a];
+    pub(super) const MAC_B: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0x0b];
 
     /// Two nodes on one in-memory cable: A (x86_64 pc, 10.0.0.1) and
     /// B (aarch64 rpi4, 10.0.0.2), both keyed, and what each printed.
-    struct Pair {
-        a: Kernel,
-        b: Kernel,
-        wire: Arc<Mutex<Wire>>,
-        out_a: String,
-        out_b: String,
+    pub(super) struct Pair {
+        pub(super) a: Kernel,
+        pub(super) b: Kernel,
+        pub(super) wire: Arc<Mutex<Wire>>,
+        pub(super) out_a: String,
+        pub(super) out_b: String,
     }
 
     fn node(isa: Isa, board: &'static str, device: WireEnd, seed: u64, cidr: &str) -> Kernel {
@@ -1515,7 +1583,7 @@ mod tests {
         k
     }
 
-    fn pair() -> Pair {
+    pub(super) fn pair() -> Pair {
         let wire = Arc::new(Mutex::new(Wire::default()));
         let mut a = node(
             Isa::X86_64,
@@ -1544,7 +1612,7 @@ mod tests {
 
     impl Pair {
         /// Polls both nodes until `done` or `max` turns; whether `done`.
-        fn run_until(&mut self, max: usize, done: impl Fn(&Pair) -> bool) -> bool {
+        pub(super) fn run_until(&mut self, max: usize, done: impl Fn(&Pair) -> bool) -> bool {
             for _ in 0..max {
                 self.a.poll_services(&mut self.out_a);
                 self.b.poll_services(&mut self.out_b);
@@ -1741,7 +1809,7 @@ mod tests {
     }
 
     /// Shortened timeouts: the fake clock advances 1 ms per turn.
-    fn short_timeouts(p: &mut Pair) {
+    pub(super) fn short_timeouts(p: &mut Pair) {
         let t = Timeouts {
             connect_ns: 1_000_000_000,
             idle_ns: 1_500_000_000,

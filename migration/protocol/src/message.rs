@@ -79,6 +79,12 @@ pub enum Transfer {
     /// pre-copy rounds of a migration, a standby's sync); ownership does not
     /// move, and later offers of the task are deduplicated against it.
     Replicate,
+    /// A sync session's copy: a [`Transfer::Replicate`] on which the
+    /// receiver also holds a lease (the standby of the task). When the owner
+    /// stays silent (no message, no ping) for longer than the lease, the
+    /// receiver resumes the task from this replica at the next epoch. The
+    /// lease ends when the owner closes the connection.
+    Standby,
 }
 
 /// The sender's announcement of a checkpoint.

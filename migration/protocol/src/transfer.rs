@@ -230,6 +230,11 @@ impl Replica {
         Self { bytes, by_hash }
     }
 
+    /// The checkpoint's bytes (a standby resumes the task from them).
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
     fn find(&self, c: &ChunkInfo) -> Option<&[u8]> {
         let start = *self.by_hash.get(&c.hash)?;
         self.bytes.get(start..start + c.len as usize)
@@ -424,7 +429,8 @@ impl<'r> Incoming<'r> {
         if o.total_len > self.policy.max_len {
             return reject(NackReason::TooLarge);
         }
-        if o.transfer == Transfer::Migrate
+        // A standby may have to run the task: it must know the kind too.
+        if matches!(o.transfer, Transfer::Migrate | Transfer::Standby)
             && !self
                 .policy
                 .kinds

@@ -55,7 +55,7 @@ fn nack() -> impl Strategy<Value = NackReason> {
 
 fn message() -> impl Strategy<Value = Message> {
     let offer = (
-        0..3u8,
+        0..4u8,
         any::<u64>(),
         "[a-z-]{1,10}",
         any::<u32>(),
@@ -66,8 +66,12 @@ fn message() -> impl Strategy<Value = Message> {
         .prop_map(
             |(transfer, task_id, kind, kind_version, n, checkpoint_hash, chunks)| {
                 Message::Offer(Offer {
-                    transfer: [Transfer::Migrate, Transfer::Copy, Transfer::Replicate]
-                        [transfer as usize],
+                    transfer: [
+                        Transfer::Migrate,
+                        Transfer::Copy,
+                        Transfer::Replicate,
+                        Transfer::Standby,
+                    ][transfer as usize],
                     task_id,
                     kind,
                     kind_version,

@@ -169,6 +169,18 @@ fn unknown_kind_and_too_large_are_refused() {
         inc.on_message(out.offer()),
         Err(TransferError::Rejected(NackReason::UnsupportedKind))
     );
+    // A standby may have to run the task: the kind must be known there too;
+    // a plain replica is only stored.
+    for (transfer, refused) in [(Transfer::Standby, true), (Transfer::Replicate, false)] {
+        let out = Outgoing::new(transfer, 1, checkpoint(3, 10, &data(100))).unwrap();
+        let mut p = policy(None);
+        p.kinds = vec![("test-sum".into(), 2)];
+        let r = Incoming::new(p, None).on_message(out.offer());
+        assert_eq!(
+            r == Err(TransferError::Rejected(NackReason::UnsupportedKind)),
+            refused
+        );
+    }
     let mut p = policy(None);
     p.max_len = 100;
     let mut inc = Incoming::new(p, None);

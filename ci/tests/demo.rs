@@ -23,6 +23,8 @@ fn the_demo_migrates_a_running_task_both_ways_and_it_verifies() {
         out.status.success(),
         "tern demo failed:\n{stdout}\n{stderr}"
     );
+    // The demo's own account, in the test log.
+    println!("{stdout}");
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert_eq!(json["workload"], "ep", "{json}");
     assert_eq!(json["class"], "S", "{json}");

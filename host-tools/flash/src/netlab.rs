@@ -167,6 +167,25 @@ impl Netns {
     }
 }
 
+/// Ends the processes left in namespace `name` (QEMU nodes) and deletes it,
+/// best effort: for teardown when the owning [`Lab`] cannot be dropped (a
+/// signal ends the program).
+pub fn remove_namespace(name: &str) {
+    if let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() {
+        let pids = String::from_utf8_lossy(&out.stdout);
+        let pids: Vec<&str> = pids.split_whitespace().collect();
+        if !pids.is_empty() {
+            let _ = Command::new("kill").args(&pids).status();
+        }
+    }
+    let _ = Command::new("ip").args(["netns", "del", name]).status();
+}
+
+/// The namespace name of [`Lab::create`]`(tag, …)` in this process.
+pub fn lab_name(tag: &str) -> String {
+    format!("tern-{tag}-{}", std::process::id())
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         // Best effort: a leftover namespace holds only dead devices, and its
@@ -191,7 +210,7 @@ impl Lab {
     /// Creates the lab `tern-<tag>-<pid>` with `taps` tap devices.
     pub fn create(tag: &str, taps: usize) -> Result<Self, NetlabError> {
         require_root()?;
-        let ns = Netns::create(format!("tern-{tag}-{}", std::process::id()))?;
+        let ns = Netns::create(lab_name(tag))?;
         ns.ip("link add br0 type bridge")?;
         ns.ip(&format!("addr add {HOST_ADDRESS}/24 dev br0"))?;
         ns.ip("link set br0 up")?;

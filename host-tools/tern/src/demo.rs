@@ -146,6 +146,9 @@ pub enum Event {
 /// The nodes: the PC first, then the aarch64 machine.
 pub const BOARDS: [Board; 2] = [Board::Pc, Board::Virt];
 
+/// The network lab's tag (its namespace is `netlab::lab_name(LAB)`).
+pub const LAB: &str = "demo";
+
 /// How often the host polls the task's progress.
 const POLL: Duration = Duration::from_millis(300);
 
@@ -163,7 +166,7 @@ pub fn run(
     on_event(Event::Stage(
         "building the pc and virt kernels, booting both nodes".into(),
     ));
-    let mut cluster = Cluster::start("demo", &BOARDS, Security::Key(key.clone()))?;
+    let mut cluster = Cluster::start(LAB, &BOARDS, Security::Key(key.clone()))?;
     for (i, board) in BOARDS.iter().enumerate() {
         on_event(Event::Stage(format!(
             "node {i}: {} ({}) at {}",

@@ -13,8 +13,11 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 use tern::demo::{self, Event, Options, Report, BOARDS};
 use tern_ci::cluster::Cluster;
+use tern_flash::netlab;
 use tern_inspect::node::key_hex;
 
 /// Command line.
@@ -64,6 +67,16 @@ fn main() -> Result<()> {
         timeout: Duration::from_secs(timeout),
         ..Options::default()
     };
+    // A signal would end the process without the cluster's drop: tear the
+    // lab down (its QEMU nodes, the namespace) here, then exit.
+    let mut signals = Signals::new([SIGINT, SIGTERM]).context("installing signal handlers")?;
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            eprintln!("tern: interrupted, stopping the nodes");
+            netlab::remove_namespace(&netlab::lab_name(demo::LAB));
+            std::process::exit(128 + signal);
+        }
+    });
     let bar = ProgressBar::new(1000);
     bar.set_style(
         ProgressStyle::with_template("{prefix:>8} [{bar:40}] {msg} {elapsed}")

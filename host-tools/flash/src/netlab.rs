@@ -173,9 +173,10 @@ impl Netns {
 pub fn remove_namespace(name: &str) {
     if let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() {
         let pids = String::from_utf8_lossy(&out.stdout);
-        let pids: Vec<&str> = pids.split_whitespace().collect();
-        if !pids.is_empty() {
-            let _ = Command::new("kill").args(&pids).status();
+        for pid in pids.split_whitespace().filter_map(|p| p.parse().ok()) {
+            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
         }
     }
     let _ = Command::new("ip").args(["netns", "del", name]).status();

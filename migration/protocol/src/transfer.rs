@@ -14,6 +14,9 @@ use tern_migration::{Limits, Reader};
 /// Transfer chunk size: checkpoints are cut at multiples of this offset.
 pub const TRANSFER_CHUNK: u32 = 64 * 1024;
 
+/// Encodes one chunk's bytes for the wire: the codec used and the payload.
+pub type ChunkEncoder<'a> = dyn FnMut(&[u8]) -> (Codec, Vec<u8>) + 'a;
+
 /// CRC-32C, as in the checkpoint format.
 const CRC32C: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
 
@@ -191,6 +194,15 @@ impl Outgoing {
     /// chunk, then the commit; `None` otherwise. One chunk at a time, so the
     /// caller paces it by its socket's free space.
     pub fn poll_send(&mut self) -> Option<Message> {
+        self.poll_send_with(&mut |bytes| (Codec::None, bytes.to_vec()))
+    }
+
+    /// Like [`Outgoing::poll_send`], with each chunk encoded by `encode`
+    /// (which returns the codec it used and the payload).
+    pub fn poll_send_with(
+        &mut self,
+        encode: &mut ChunkEncoder<'_>,
+    ) -> Option<Message> {
         if self.phase != SendPhase::Sending {
             return None;
         }
@@ -204,10 +216,11 @@ impl Outgoing {
         self.next += 1;
         let start = index as usize * TRANSFER_CHUNK as usize;
         let end = start + self.offer.chunks[index as usize].len as usize;
+        let (codec, payload) = encode(&self.bytes[start..end]);
         Some(Message::Chunk {
             index,
-            codec: Codec::None,
-            payload: self.bytes[start..end].to_vec(),
+            codec,
+            payload,
         })
     }
 }
@@ -373,13 +386,14 @@ impl<'r> Incoming<'r> {
                 if !self.missing.remove(&index) {
                     return reject(NackReason::BadChunk { index });
                 }
-                if codec != Codec::None {
-                    return reject(NackReason::UnsupportedCodec);
-                }
                 let Some(offer) = &self.offer else {
                     return reject(NackReason::UnexpectedMessage);
                 };
                 let info = offer.chunks[index as usize];
+                // Decoded output is bounded by the announced chunk length.
+                let Some(payload) = decode(codec, payload, info.len as usize) else {
+                    return reject(NackReason::BadChunk { index });
+                };
                 if !chunk_matches(&info, &payload) {
                     return reject(NackReason::BadChunk { index });
                 }
@@ -493,6 +507,17 @@ impl<'r> Incoming<'r> {
         self.phase = ReceivePhase::Receiving;
         Ok(Some(Message::Need { chunks: need }))
     }
+}
+
+/// The bytes of a chunk payload encoded with `codec` that must expand to
+/// exactly `len` bytes; `None` if it does not.
+fn decode(codec: Codec, payload: Vec<u8>, len: usize) -> Option<Vec<u8>> {
+    let codec = match codec {
+        Codec::None => return Some(payload),
+        Codec::Lz4 => tern_sync::codec::Codec::Lz4,
+        Codec::Zstd => tern_sync::codec::Codec::ZstdFastest,
+    };
+    codec.decompress(&payload, len).ok()
 }
 
 /// Length, CRC-32C and SHA-256 of `bytes` against the offer's entry.

@@ -138,6 +138,54 @@ fn migration_without_replica_sends_everything() {
 }
 
 #[test]
+fn compressed_chunks_are_decoded_checked_and_bounded() {
+    // Compressible state: a run of equal words.
+    let next = checkpoint(1, 10, &tern_migration::BulkRegion::from_vec(vec![7; 20_000]));
+    let encodings = [
+        (Codec::Lz4, tern_sync::codec::Codec::Lz4),
+        (Codec::Zstd, tern_sync::codec::Codec::ZstdFastest),
+    ];
+    for (codec, method) in encodings {
+        let mut out = Outgoing::new(Transfer::Standby, 1, next.clone()).unwrap();
+        let mut inc = Incoming::new(policy(None), None);
+        let Some(Message::Need { chunks }) = inc.on_message(out.offer()).unwrap() else {
+            panic!("no need")
+        };
+        out.on_message(Message::Need { chunks }).unwrap();
+        let mut wire = 0;
+        let mut encode = |b: &[u8]| (codec, method.compress(b));
+        while let Some(m) = out.poll_send_with(&mut encode) {
+            if let Message::Chunk { payload, .. } = &m {
+                wire += payload.len();
+            }
+            if let Ok(Some(ack)) = inc.on_message(m) {
+                out.on_message(ack).unwrap();
+            }
+        }
+        assert_eq!(out.phase(), SendPhase::Acked, "{codec:?}");
+        assert!(wire < next.len(), "{codec:?}: {wire} B");
+        assert_eq!(inc.take_checkpoint().unwrap(), next);
+    }
+    // A payload that expands past the chunk's length, or to other bytes, is refused.
+    let mut out = Outgoing::new(Transfer::Standby, 1, next.clone()).unwrap();
+    let mut inc = Incoming::new(policy(None), None);
+    let Some(Message::Need { chunks }) = inc.on_message(out.offer()).unwrap() else {
+        panic!("no need")
+    };
+    out.on_message(Message::Need { chunks }).unwrap();
+    let mut bigger = |b: &[u8]| {
+        let mut v = b.to_vec();
+        v.push(0);
+        (Codec::Lz4, tern_sync::codec::Codec::Lz4.compress(&v))
+    };
+    let chunk = out.poll_send_with(&mut bigger).unwrap();
+    assert_eq!(
+        inc.on_message(chunk),
+        Err(TransferError::Rejected(NackReason::BadChunk { index: 0 }))
+    );
+}
+
+#[test]
 fn stale_epoch_is_refused_and_the_sender_keeps_the_task() {
     let next = checkpoint(3, 10, &data(100));
     let (mut c, mut s) = established();
@@ -259,7 +307,7 @@ fn bad_chunks_need_and_commit_are_typed() {
             codec: Codec::Zstd,
             payload: vec![]
         }),
-        Err(TransferError::Rejected(NackReason::UnsupportedCodec))
+        Err(TransferError::Rejected(NackReason::BadChunk { index: 0 }))
     );
     let mut inc = Incoming::new(policy(None), None);
     inc.on_message(out.offer()).unwrap();

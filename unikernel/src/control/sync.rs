@@ -29,11 +29,13 @@ use core::fmt::Write;
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 use smoltcp::wire::{IpAddress, IpEndpoint};
+use tern_hal::MonotonicClock;
 use tern_migration::Limits;
-use tern_protocol::transfer::TRANSFER_CHUNK;
 use tern_protocol::{
-    Connection, Event, Known, Message, NackReason, Offer, Outgoing, Replica, SendPhase, Transfer,
+    Codec as WireCodec, Connection, Event, Known, Message, NackReason, Offer, Outgoing, Replica,
+    SendPhase, Transfer,
 };
+use tern_sync::codec::{Choice, Codec, CodecSelector};
 use tern_sync::monitor::{LinkMonitor, LinkState, MonitorConfig};
 use tern_sync::policy::{Bounds, CostRate, LinkView, SyncPolicy, DEFAULT_POLICY};
 
@@ -49,6 +51,12 @@ pub const PING_NS: u64 = 500_000_000;
 /// Default lease: a standby resumes the task after this long without word
 /// from its owner; an owner counts its link down after as long without an answer.
 pub const DEFAULT_LEASE_NS: u64 = 3_000_000_000;
+
+/// Weight of the newest measurement in the codec selector's estimates.
+const CODEC_ALPHA: f64 = 0.3;
+
+/// The codec selector measures every codec again on every this many chunks.
+const CODEC_REPROBE: u64 = 8;
 
 /// A standby's lease on the replica of one task.
 pub(super) struct Lease {
@@ -85,6 +93,11 @@ struct InFlight {
     start_bytes: u64,
     /// Chunks the standby asked for.
     need: usize,
+    /// Bytes of the chunks sent, before and after compression.
+    raw: u64,
+    encoded: u64,
+    /// Codec of the last chunk sent.
+    codec: Codec,
 }
 
 /// How a session ended.
@@ -120,8 +133,12 @@ pub(super) struct Session {
     state_bytes: u64,
     /// Changed bytes per second between the last two syncs.
     write_rate: f64,
-    /// Bytes of the last sync besides its changed chunks (offer, framing).
+    /// Bytes of the last sync besides its chunk payloads (offer, framing).
     overhead_bytes: f64,
+    /// Compression ratio of the last sync's chunks.
+    ratio: f64,
+    /// Picks each chunk's codec from speeds and ratios measured on this task's data.
+    codecs: CodecSelector,
     retry_ns: u64,
 }
 
@@ -144,7 +161,7 @@ impl Session {
             outage_rate: self.monitor.outage_rate(),
             state_bytes: self.state_bytes as f64,
             write_rate: self.write_rate,
-            compression_ratio: 1.0,
+            compression_ratio: self.ratio,
             overhead_bytes: self.overhead_bytes,
         })
     }
@@ -221,6 +238,8 @@ impl Control {
             state_bytes: 0,
             write_rate: 0.0,
             overhead_bytes: 0.0,
+            ratio: 1.0,
+            codecs: CodecSelector::new(&Codec::ALL, CODEC_ALPHA, CODEC_REPROBE),
             retry_ns: self.timeouts.retry_ns,
         });
         Ok(line)
@@ -404,14 +423,34 @@ impl Control {
                 busy = true;
             }
         }
+        // Unknown before the first sync: then nothing is compressed (the
+        // probe rounds still measure every codec).
+        let bandwidth = s
+            .monitor
+            .predicted_bandwidth(1)
+            .or(s.monitor.last_bandwidth())
+            .unwrap_or(f64::INFINITY);
         if let (Some(link), Some(sync)) = (s.link.as_mut(), s.sync.as_mut()) {
+            let clock = self.board.clock();
+            let codecs = &mut s.codecs;
+            let (mut raw, mut encoded, mut last) = (0, 0, sync.codec);
+            let mut encode = |bytes: &[u8]| {
+                let (codec, payload) = encode_chunk(codecs, clock, bandwidth, bytes);
+                raw += bytes.len() as u64;
+                encoded += payload.len() as u64;
+                last = codec;
+                (wire_codec(codec), payload)
+            };
             while link.backlog() < LOW_WATER {
-                let Some(msg) = sync.outgoing.poll_send() else {
+                let Some(msg) = sync.outgoing.poll_send_with(&mut encode) else {
                     break;
                 };
                 link.send(&msg)?;
                 busy = true;
             }
+            sync.raw += raw;
+            sync.encoded += encoded;
+            sync.codec = last;
             let mut net = self.net.borrow_mut();
             link.flush(net.tcp(s.handle), now_ns);
         }
@@ -436,6 +475,9 @@ impl Control {
             captured_ns: now_ns,
             start_bytes,
             need: 0,
+            raw: 0,
+            encoded: 0,
+            codec: Codec::None,
         });
         Ok(())
     }
@@ -486,7 +528,7 @@ impl Control {
         let link = s.link.as_ref().ok_or(ControlError::Closed)?;
         let bytes = (link.written + link.backlog() as u64).saturating_sub(sync.start_bytes);
         let elapsed_ns = now_ns.saturating_sub(sync.captured_ns).max(1_000_000);
-        let changed = (sync.need as u64 * u64::from(TRANSFER_CHUNK)).min(offer.total_len);
+        let changed = sync.raw;
         let _ = s
             .monitor
             .record_transfer(seconds(now_ns), bytes, seconds(elapsed_ns));
@@ -494,16 +536,19 @@ impl Control {
             let dt = seconds(sync.captured_ns.saturating_sub(prev).max(1_000_000));
             s.write_rate = changed as f64 / dt;
         }
-        s.overhead_bytes = bytes.saturating_sub(changed) as f64;
+        s.overhead_bytes = bytes.saturating_sub(sync.encoded) as f64;
+        if sync.encoded > 0 {
+            s.ratio = sync.raw as f64 / sync.encoded as f64;
+        }
         s.state_bytes = offer.total_len;
         s.last_sync_ns = Some(sync.captured_ns);
         s.syncs += 1;
-        let need = sync.need;
+        let (need, codec) = (sync.need, sync.codec);
         s.sync = None;
         let interval = s.interval_s(now_ns).unwrap_or(0.0);
         let _ = writeln!(
             out,
-            "sync: {} -> {}: sync {} at {:.1}% (epoch {}): {} of {} chunks, {} B in {} ms; next in {:.1} s ({})\r",
+            "sync: {} -> {}: sync {} at {:.1}% (epoch {}): {} of {} chunks, {} B in {} ms, {} x{:.2}; next in {:.1} s ({})\r",
             s.label,
             s.to,
             s.syncs,
@@ -513,6 +558,8 @@ impl Control {
             offer.chunks.len(),
             bytes,
             elapsed_ns / 1_000_000,
+            codec.name(),
+            s.ratio,
             interval,
             s.policy.name()
         );
@@ -762,6 +809,54 @@ impl Control {
     }
 }
 
+/// Compresses one chunk with the codec `codecs` picks at `bandwidth`
+/// (bytes/s); a probe round times every candidate on it first. Returns the
+/// codec used and the payload (the raw bytes when compression does not pay).
+fn encode_chunk(
+    codecs: &mut CodecSelector,
+    clock: &dyn MonotonicClock,
+    bandwidth: f64,
+    bytes: &[u8],
+) -> (Codec, alloc::vec::Vec<u8>) {
+    let chosen = match codecs.choose(bandwidth) {
+        Choice::Use(codec) => codec,
+        Choice::Probe => {
+            let mut probed = alloc::vec::Vec::new();
+            for codec in codecs.probe_set(bandwidth) {
+                let start = clock.now_ns();
+                let payload = codec.compress(bytes);
+                let took = seconds(clock.now_ns().saturating_sub(start).max(1));
+                codecs.record(codec, bytes.len(), payload.len(), took);
+                probed.push((codec, payload));
+            }
+            let best = codecs.best(bandwidth);
+            if let Some(found) = probed.into_iter().find(|(c, _)| *c == best) {
+                return keep_smaller(found, bytes);
+            }
+            best
+        }
+    };
+    keep_smaller((chosen, chosen.compress(bytes)), bytes)
+}
+
+/// `encoded`, or the raw bytes if it is not smaller.
+fn keep_smaller(encoded: (Codec, alloc::vec::Vec<u8>), raw: &[u8]) -> (Codec, alloc::vec::Vec<u8>) {
+    if encoded.1.len() < raw.len() {
+        encoded
+    } else {
+        (Codec::None, raw.to_vec())
+    }
+}
+
+/// The protocol's tag for a tern-sync codec.
+fn wire_codec(codec: Codec) -> WireCodec {
+    match codec {
+        Codec::None => WireCodec::None,
+        Codec::Lz4 => WireCodec::Lz4,
+        Codec::ZstdFastest => WireCodec::Zstd,
+    }
+}
+
 /// Progress of an offered checkpoint, in percent.
 fn percent(offer: &Offer) -> f64 {
     if offer.progress_total == 0 {
@@ -876,6 +971,12 @@ mod tests {
         );
         assert_eq!(standby[0].owner, node_id_from_mac(MAC_A));
         assert_eq!(standby[0].policy.as_deref(), Some("cost-rate"));
+        // The first sync knows no bandwidth and sends raw chunks; the
+        // second compresses with the codecs measured on the first.
+        assert!(a.contains(", none x1.00; next in "), "{a}");
+        assert!(percent_after(&a, "B in ") > 0.0);
+        let ratio = percent_after(&p.out_a, " x");
+        assert!(ratio > 1.0, "{}", p.out_a);
         let sessions = exec(&mut p.a, "sync");
         assert!(sessions.contains("connected, 2 syncs, last "), "{sessions}");
         let leases = exec(&mut p.b, "sync");

@@ -910,8 +910,9 @@ fn sync_command(kernel: &mut Kernel, args: &[&str], out: &mut dyn Write) -> Comm
 #[cfg(test)]
 mod tests {
     use super::super::tests::{pair, short_timeouts, Pair, MAC_A, MAC_B};
-    use super::super::{node_id_from_mac, TaskRole};
+    use super::super::{node_id_from_mac, NackReason, Offer, TaskRole};
     use crate::testing::exec;
+    use alloc::string::String;
 
     /// The progress (percent) after `label` in the last line of `text` that
     /// contains it.
@@ -1051,6 +1052,9 @@ mod tests {
             b.contains("sync: task 1 (cg S) -> 10.0.0.1:4470: connecting"),
             "{b}"
         );
+        // Hold the new owner's copy at 60 % so it is still running when the
+        // link returns.
+        p.b.tasks().borrow_mut().get_mut(1).unwrap().pause_at = Some(60.0);
         // Both hold the task while the link is down; the old owner noticed.
         assert!(p.run_until(100_000, |p| p.out_a.contains("link lost")));
         p.wire.lock().unwrap().cut = false;
@@ -1068,6 +1072,23 @@ mod tests {
             "{a}"
         );
         assert_eq!(exec(&mut p.a, "ps"), "no tasks\r\n");
+        // The new owner syncs back: the old one is its leased standby at epoch 2.
+        assert!(
+            p.run_until(400_000, |p| p
+                .out_b
+                .contains("-> 10.0.0.1:4470: sync 1 at ")),
+            "{}\n---\n{}",
+            p.out_a,
+            p.out_b
+        );
+        assert!(p.out_b.contains("(epoch 2): "), "{}", p.out_b);
+        let now = p.a.board().clock().now_ns();
+        let list = p.a.control().unwrap().borrow().list(now);
+        assert_eq!(list.len(), 1);
+        assert_eq!((list[0].epoch, list[0].role), (2, TaskRole::Standby));
+        assert_eq!(list[0].policy.as_deref(), Some("cost-rate"));
+        assert!(p.a.control().unwrap().borrow().leased(global));
+        assert_eq!(exec(&mut p.b, "cont 1"), "task 1 (cg S) continues\r\n");
         assert!(
             p.run_until(2_000_000, |p| p.out_b.contains("VERIFICATION")),
             "{}",
@@ -1091,6 +1112,38 @@ mod tests {
         assert_eq!(exec(&mut p.a, "ps"), "no tasks\r\n");
         // The new owner's session ends with the task, and A's lease with it.
         assert!(p.run_until(100_000, |p| !p.a.control().unwrap().borrow().leased(global)));
-        eprintln!("{}\n---\n{}", p.out_a, p.out_b);
+    }
+
+    #[test]
+    fn a_sync_never_replaces_a_newer_replica() {
+        let mut p = pair();
+        started_sync(&mut p, 95);
+        assert!(p.run_until(400_000, |p| p.out_a.contains(": sync 1 at ")));
+        let control = p.b.control().unwrap().clone();
+        let mut b = control.borrow_mut();
+        let held = b.replicas.values().next().unwrap().offer.clone();
+        let mut out = String::new();
+        let mut refusal = |offer: &Offer| b.replica_refusal(offer, 1, "10.0.0.1", 0, &mut out);
+        let stale = Some(NackReason::StaleEpoch { known: 1 });
+        // Same state, more progress or a newer epoch: taken.
+        assert_eq!(refusal(&held), None);
+        let more = Offer {
+            progress: held.progress + 1,
+            ..held.clone()
+        };
+        assert_eq!(refusal(&more), None);
+        // Less progress on the same epoch, or an older epoch: refused.
+        let less = Offer {
+            progress: held.progress - 1,
+            ..held.clone()
+        };
+        assert_eq!(refusal(&less), stale);
+        let older = Offer {
+            epoch: 0,
+            progress: held.progress + 10,
+            ..held.clone()
+        };
+        assert_eq!(refusal(&older), stale);
+        assert!(out.is_empty());
     }
 }

@@ -92,7 +92,8 @@ enum Verb {
     },
     /// Save a consistent copy of a live task's checkpoint (needs --node).
     Fetch {
-        /// Global task id (see `list`).
+        /// Global task id as `list` shows it (hex `0x…`, or decimal).
+        #[arg(value_parser = node::parse_task_id)]
         task: u64,
         /// Output file.
         #[arg(short = 'o', long = "output")]
@@ -100,7 +101,8 @@ enum Verb {
     },
     /// Ask a live node to migrate a task to another node (needs --node).
     Migrate {
-        /// Global task id (see `list`).
+        /// Global task id as `list` shows it (hex `0x…`, or decimal).
+        #[arg(value_parser = node::parse_task_id)]
         task: u64,
         /// The receiving node's control service, `ADDR:PORT`.
         #[arg(long)]
@@ -215,7 +217,7 @@ fn run(args: Args, o: &mut String) -> Result<ExitCode> {
             } else {
                 say!(
                     o,
-                    "task {} migrated {} -> {} (epoch {})",
+                    "task {:#x} migrated {} -> {} (epoch {})",
                     report.task_id,
                     report.from_isa,
                     report.to_isa,

@@ -199,6 +199,16 @@ pub fn security(key_file: Option<&Path>, insecure: bool) -> Result<Security, Key
     }
 }
 
+/// Parses a task id written as `list` shows it (`0x` and hex digits, as the
+/// nodes' consoles also print it) or in decimal.
+pub fn parse_task_id(text: &str) -> Result<u64, String> {
+    let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => text.parse(),
+    };
+    parsed.map_err(|_| format!("'{text}' is not a task id (0x… hex or decimal)"))
+}
+
 /// A one-line description of a node's refusal.
 pub fn describe_nack(reason: &NackReason) -> String {
     match reason {
@@ -309,7 +319,7 @@ pub fn task_table(tasks: &[TaskView]) -> String {
             .map_or("-".to_string(), |ms| format!("{ms} ms"));
         out.push_str(&format!(
             "{:>20}  {:<8} {:>7.1}%  {:<8} {:<10} {:>20} {:>6} {:>10}  {}\n",
-            t.task_id,
+            format!("{:#x}", t.task_id),
             t.kind,
             t.percent,
             t.role,
@@ -666,6 +676,17 @@ mod tests {
         assert_eq!(message_name(&Message::List), "List");
         assert_eq!(message_name(&Message::Ping { nonce: 3 }), "Ping");
         assert_eq!(message_name(&Message::Nack(NackReason::Busy)), "Nack");
+    }
+
+    #[test]
+    fn task_ids_parse_in_hex_and_decimal() {
+        assert_eq!(
+            parse_task_id("0x5254007e00020001"),
+            Ok(0x5254_007e_0002_0001)
+        );
+        assert_eq!(parse_task_id("17"), Ok(17));
+        assert!(parse_task_id("0xzz").unwrap_err().contains("not a task id"));
+        assert!(parse_task_id("-1").is_err());
     }
 
     #[test]

@@ -162,7 +162,7 @@ fn list_shows_the_nodes_tasks_as_a_table_and_json() {
     let text = String::from_utf8_lossy(&out.stdout);
     let row = text.lines().nth(1).unwrap();
     for field in [
-        &TASK.to_string()[..],
+        &format!("{TASK:#x}")[..],
         "npb-is",
         "30.0%",
         "owner",
@@ -248,7 +248,7 @@ fn migrate_prints_the_report_or_the_refusal() {
             "--node",
             &addr,
             "migrate",
-            &TASK.to_string(),
+            &format!("{TASK:#x}"),
             "--to",
             "10.0.2.3:4470",
             "--json",

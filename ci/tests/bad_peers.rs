@@ -145,12 +145,11 @@ fn bad_peers_are_refused_and_honest_clients_still_served() {
     sock.write_all(&garbage).unwrap();
     assert_eq!(until_closed(&mut sock), b"", "garbage got an answer");
 
-    // A truncated hello: all but its last byte, then end of stream, once the
-    // node has taken the connection.
+    // A truncated hello: all but its last byte, then end of stream, sent
+    // together with the connection's first bytes.
     let config = Config::new(hello(), Some(Security::Key(Psk(KEY))));
     let hello_frame = Connection::client(&config, [7; 32]).unwrap().take_output();
     let mut sock = raw(&cluster);
-    std::thread::sleep(Duration::from_secs(1));
     sock.write_all(&hello_frame[..hello_frame.len() - 1])
         .unwrap();
     sock.shutdown(std::net::Shutdown::Write).unwrap();

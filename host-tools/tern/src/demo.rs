@@ -291,3 +291,67 @@ fn follow(
     })?;
     Ok(task)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_has_the_documented_json_shape() {
+        let report = Report {
+            workload: "ep".into(),
+            class: "S".into(),
+            verified: true,
+            migrations: vec![Migration::new(
+                &MigrationReport {
+                    task_id: 7,
+                    epoch: 2,
+                    from_isa: "x86_64".into(),
+                    to_isa: "aarch64".into(),
+                    state_bytes: 225,
+                    wire_bytes: 1452,
+                    precopy_rounds: 2,
+                    total_ms: 1006,
+                    downtime_ms: 102,
+                },
+                20.7,
+            )],
+            task_id: 7,
+            run_s: 41.6,
+        };
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["workload"], "ep");
+        assert_eq!(json["class"], "S");
+        assert_eq!(json["verified"], true);
+        let m = &json["migrations"][0];
+        for (key, value) in [
+            ("from_isa", serde_json::json!("x86_64")),
+            ("to_isa", serde_json::json!("aarch64")),
+            ("state_bytes", serde_json::json!(225)),
+            ("wire_bytes", serde_json::json!(1452)),
+            ("total_ms", serde_json::json!(1006)),
+            ("downtime_ms", serde_json::json!(102)),
+        ] {
+            assert_eq!(m[key], value, "{key}");
+        }
+    }
+
+    #[test]
+    fn progress_is_a_percentage_of_the_total() {
+        let mut t = TaskSummary {
+            task_id: 1,
+            kind: "npb-ep".into(),
+            progress: 256,
+            progress_total: 1024,
+            owner: 2,
+            epoch: 1,
+            role: TaskRole::Owner,
+            status: TaskStatus::Running,
+            last_sync_ms_ago: None,
+            policy: None,
+        };
+        assert_eq!(percent(&t), 25.0);
+        t.progress_total = 0;
+        assert_eq!(percent(&t), 100.0);
+    }
+}

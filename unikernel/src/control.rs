@@ -641,29 +641,32 @@ impl Control {
                 Err(e) => return self.drop_server(i, &peer, &e, out),
             }
         }
-        let events = {
+        let (events, arrived) = {
             let mut net = self.net.borrow_mut();
             let socket = net.tcp(handle);
+            let arrived = socket.recv_queue() > 0;
             let Some(link) = self.servers[i].link.as_mut() else {
                 return false;
             };
-            link.pump(socket, now_ns)
+            (link.pump(socket, now_ns), arrived)
         };
-        let events = match events {
-            Ok(e) => e,
-            Err(e) => return self.drop_server(i, &peer, &ControlError::Channel(e), out),
-        };
-        let mut busy = !events.is_empty();
         let peer_id = self.servers[i]
             .link
             .as_ref()
             .and_then(|l| l.conn.peer())
             .map(|h| h.node_id);
+        // Any byte from a peer renews its leases, also the part of a long
+        // chunk that a slow link delivers.
+        if let (true, Some(id)) = (arrived, peer_id) {
+            self.heard_from(id, now_ns);
+        }
+        let events = match events {
+            Ok(e) => e,
+            Err(e) => return self.drop_server(i, &peer, &ControlError::Channel(e), out),
+        };
+        let mut busy = !events.is_empty();
         for event in events {
             if let Event::Message(msg) = event {
-                if let Some(id) = peer_id {
-                    self.heard_from(id, now_ns);
-                }
                 if let Err(e) = self.on_server_message(i, msg, now_ns, out) {
                     return self.drop_server(i, &peer, &e, out);
                 }

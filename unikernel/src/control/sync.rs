@@ -140,6 +140,10 @@ pub(super) struct Session {
     /// Picks each chunk's codec from speeds and ratios measured on this task's data.
     codecs: CodecSelector,
     retry_ns: u64,
+    /// Bytes in the socket's send queue after the last turn: when fewer are
+    /// left at the next, the standby's TCP acknowledged some (it is alive,
+    /// though its answers may wait behind a long transfer on a slow link).
+    queued: usize,
 }
 
 fn seconds(ns: u64) -> f64 {
@@ -241,6 +245,7 @@ impl Control {
             ratio: 1.0,
             codecs: CodecSelector::new(&Codec::ALL, CODEC_ALPHA, CODEC_REPROBE),
             retry_ns: self.timeouts.retry_ns,
+            queued: 0,
         });
         Ok(line)
     }
@@ -303,6 +308,7 @@ impl Control {
         }
         s.sync = None;
         s.ping = None;
+        s.queued = 0;
         s.stage = Stage::Reconnect {
             at_ns: now_ns + s.retry_ns,
         };
@@ -365,6 +371,10 @@ impl Control {
         let events = {
             let mut net = self.net.borrow_mut();
             let socket = net.tcp(s.handle);
+            if socket.send_queue() < s.queued {
+                // Only the monitor's clock can fail (time going backwards).
+                let _ = s.monitor.record_contact(seconds(now_ns));
+            }
             let link = s.link()?;
             let events = link.pump(socket, now_ns)?;
             if events.is_empty() && !socket.may_recv() {
@@ -451,9 +461,13 @@ impl Control {
             sync.raw += raw;
             sync.encoded += encoded;
             sync.codec = last;
-            let mut net = self.net.borrow_mut();
-            link.flush(net.tcp(s.handle), now_ns);
         }
+        let mut net = self.net.borrow_mut();
+        let socket = net.tcp(s.handle);
+        if let Some(link) = s.link.as_mut() {
+            link.flush(socket, now_ns);
+        }
+        s.queued = socket.send_queue();
         Ok((busy, None))
     }
 

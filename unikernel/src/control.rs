@@ -162,6 +162,9 @@ pub enum ControlError {
     /// A sync session of the task is already running.
     #[error("task {0} already has a sync session")]
     AlreadySynced(u32),
+    /// No sync session of the task runs.
+    #[error("task {0} has no sync session")]
+    NotSynced(u32),
 }
 
 /// A task this node keeps a replica of: the last checkpoint received (or

@@ -199,10 +199,7 @@ impl Outgoing {
 
     /// Like [`Outgoing::poll_send`], with each chunk encoded by `encode`
     /// (which returns the codec it used and the payload).
-    pub fn poll_send_with(
-        &mut self,
-        encode: &mut ChunkEncoder<'_>,
-    ) -> Option<Message> {
+    pub fn poll_send_with(&mut self, encode: &mut ChunkEncoder<'_>) -> Option<Message> {
         if self.phase != SendPhase::Sending {
             return None;
         }

@@ -140,7 +140,11 @@ fn migration_without_replica_sends_everything() {
 #[test]
 fn compressed_chunks_are_decoded_checked_and_bounded() {
     // Compressible state: a run of equal words.
-    let next = checkpoint(1, 10, &tern_migration::BulkRegion::from_vec(vec![7; 20_000]));
+    let next = checkpoint(
+        1,
+        10,
+        &tern_migration::BulkRegion::from_vec(vec![7; 20_000]),
+    );
     let encodings = [
         (Codec::Lz4, tern_sync::codec::Codec::Lz4),
         (Codec::Zstd, tern_sync::codec::Codec::ZstdFastest),

@@ -102,8 +102,9 @@ struct InFlight {
 
 /// How a session ended.
 enum End {
-    /// The task finished, was killed or is migrating: nothing more to sync.
-    TaskDone(&'static str),
+    /// Nothing more to sync: the task finished, was killed or is migrating,
+    /// or the operator stopped the session.
+    Done(&'static str),
     /// The peer runs the task at a newer epoch: this node stopped its copy.
     Superseded,
 }
@@ -323,12 +324,12 @@ impl Control {
     ) -> Result<(bool, Option<End>), ControlError> {
         let state = self.tasks.borrow_mut().get_mut(s.local_id).map(|e| e.state);
         match state {
-            None => return Ok((true, Some(End::TaskDone("the task is no longer here")))),
+            None => return Ok((true, Some(End::Done("the task is no longer here")))),
             Some(TaskState::Finished { .. }) => {
-                return Ok((true, Some(End::TaskDone("the task finished"))))
+                return Ok((true, Some(End::Done("the task finished"))))
             }
             Some(TaskState::Migrating) => {
-                return Ok((true, Some(End::TaskDone("the task is migrating"))))
+                return Ok((true, Some(End::Done("the task is migrating"))))
             }
             Some(TaskState::Running | TaskState::Paused) => {}
         }
@@ -471,6 +472,19 @@ impl Control {
         Ok((busy, None))
     }
 
+    /// Stops the session of task `id` (shell `sync stop <id>`); the standby
+    /// keeps its replica, without lease.
+    fn stop_sync(&mut self, id: u32, now_ns: u64, out: &mut dyn Write) -> Result<(), ControlError> {
+        let i = self
+            .sessions
+            .iter()
+            .position(|s| s.local_id == id)
+            .ok_or(ControlError::NotSynced(id))?;
+        let s = self.sessions.swap_remove(i);
+        self.end_session(s, End::Done("stopped"), now_ns, out);
+        Ok(())
+    }
+
     /// Captures the task at this migration point (it keeps running) and
     /// offers the checkpoint to the standby.
     fn begin_sync(&mut self, s: &mut Session, now_ns: u64) -> Result<(), ControlError> {
@@ -590,7 +604,7 @@ impl Control {
         self.net.borrow_mut().tcp(s.handle).close();
         self.closing
             .push((s.handle, now_ns + self.timeouts.idle_ns));
-        if let End::TaskDone(why) = end {
+        if let End::Done(why) = end {
             let _ = writeln!(
                 out,
                 "sync: {} -> {}: {why}; session ended after {} syncs\r",
@@ -883,19 +897,25 @@ fn percent(offer: &Offer) -> f64 {
 pub fn command() -> Command {
     Command {
         name: "sync",
-        usage: "[<id> <address>[:port] | lease [<ms>]]",
-        help: "keep a standby of a task on another node; list sessions; show or set the lease",
+        usage: "[<id> <address>[:port] | stop <id> | lease [<ms>]]",
+        help: "keep a standby of a task on another node; stop it; list sessions; show or set the lease",
         run: sync_command,
     }
 }
 
 fn sync_command(kernel: &mut Kernel, args: &[&str], out: &mut dyn Write) -> CommandResult {
-    const USAGE: &str = "usage: sync [<id> <address>[:port] | lease [<ms>]]";
+    const USAGE: &str = "usage: sync [<id> <address>[:port] | stop <id> | lease [<ms>]]";
     let now_ns = kernel.board().clock().now_ns();
     let control = super::control(kernel)?;
     let mut control = control.borrow_mut();
     match args {
         [] => control.print_sync(now_ns, out),
+        ["stop", id] => {
+            let id = parse_id(&[id], USAGE)?;
+            control
+                .stop_sync(id, now_ns, out)
+                .map_err(|e| e.to_string())?;
+        }
         ["lease"] => {
             let _ = writeln!(out, "sync: lease {} ms\r", control.lease_ns / 1_000_000);
         }
@@ -1026,6 +1046,15 @@ mod tests {
             exec(&mut p.a, "sync 1 10.0.0.2"),
             "error: sync: task 1 already has a sync session\r\n"
         );
+        assert_eq!(
+            exec(&mut p.a, "sync stop 1"),
+            "sync: task 1 (cg S) -> 10.0.0.2:4470: stopped; session ended after 0 syncs\r\n"
+        );
+        assert_eq!(
+            exec(&mut p.a, "sync stop 1"),
+            "error: sync: task 1 has no sync session\r\n"
+        );
+        assert_eq!(exec(&mut p.a, "sync"), "no sync sessions\r\n");
     }
 
     #[test]

@@ -689,7 +689,7 @@ impl Control {
                 drop(net);
                 // A graceful close ends the peer's sync sessions here.
                 if let Some(id) = peer_id {
-                    self.end_leases(id);
+                    self.end_leases(id, i);
                 }
             }
         }
@@ -999,7 +999,7 @@ impl Control {
                     .remote_endpoint()
                     .map(|e| e.addr);
                 if let (true, Some(from)) = (standby, from) {
-                    self.take_lease(task_id, owner, from, now_ns);
+                    self.take_lease(task_id, owner, from, i, now_ns);
                 }
             }
             Transfer::Copy => {}

@@ -64,6 +64,9 @@ pub(super) struct Lease {
     owner: u64,
     /// Address of the owner (a failover syncs back to its control port).
     from: IpAddress,
+    /// The server connection the last sync came on (its graceful close ends
+    /// the lease; another session of the same owner has its own).
+    conn: usize,
     /// Last message from the owner.
     heard_ns: u64,
 }
@@ -717,20 +720,29 @@ impl Control {
         }
     }
 
-    /// `owner` closed its connection gracefully: its sessions are over and
-    /// the replicas stay without lease.
-    pub(super) fn end_leases(&mut self, owner: u64) {
-        self.leases.retain(|_, l| l.owner != owner);
+    /// `owner` closed server connection `conn` gracefully: the sessions
+    /// that synced on it are over and their replicas stay without lease.
+    pub(super) fn end_leases(&mut self, owner: u64, conn: usize) {
+        self.leases
+            .retain(|_, l| !(l.owner == owner && l.conn == conn));
     }
 
     /// Takes a lease on the replica of `task_id` just accepted from `owner`
-    /// at `from`.
-    pub(super) fn take_lease(&mut self, task_id: u64, owner: u64, from: IpAddress, now_ns: u64) {
+    /// at `from` on server connection `conn`.
+    pub(super) fn take_lease(
+        &mut self,
+        task_id: u64,
+        owner: u64,
+        from: IpAddress,
+        conn: usize,
+        now_ns: u64,
+    ) {
         self.leases.insert(
             task_id,
             Lease {
                 owner,
                 from,
+                conn,
                 heard_ns: now_ns,
             },
         );
@@ -1155,6 +1167,31 @@ mod tests {
         assert_eq!(exec(&mut p.a, "ps"), "no tasks\r\n");
         // The new owner's session ends with the task, and A's lease with it.
         assert!(p.run_until(100_000, |p| !p.a.control().unwrap().borrow().leased(global)));
+    }
+
+    #[test]
+    fn stopping_one_session_ends_only_its_lease() {
+        let mut p = pair();
+        let first = started_sync(&mut p, 95);
+        assert_eq!(
+            exec(&mut p.a, "run cg S --pause-at 95"),
+            "task 2 (cg S) started\r\n"
+        );
+        exec(&mut p.a, "sync 2 10.0.0.2");
+        let second = p.a.tasks().borrow().entries()[1].task_id;
+        let leased = |p: &Pair, task| p.b.control().unwrap().borrow().leased(task);
+        assert!(p.run_until(400_000, |p| leased(p, first)
+            && leased(p, second)
+            && p.out_a
+                .contains("task 1 (cg S) -> 10.0.0.2:4470: sync 1 at ")));
+        let stopped = exec(&mut p.a, "sync stop 1");
+        assert!(
+            stopped.ends_with(": stopped; session ended after 1 syncs\r\n"),
+            "{stopped}"
+        );
+        assert!(p.run_until(100_000, |p| !leased(p, first)));
+        assert!(leased(&p, second));
+        assert!(!p.out_b.contains("lease of task"), "{}", p.out_b);
     }
 
     #[test]

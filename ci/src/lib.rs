@@ -360,6 +360,12 @@ impl Node {
         NodeLink { node: self }
     }
 
+    /// Consumes the output received so far: later [`Node::expect`] calls
+    /// see only what comes after.
+    pub fn skip_unread(&mut self) {
+        self.cursor = self.output.lock().bytes.len();
+    }
+
     /// The serial output not consumed by [`Node::expect`] yet (left unconsumed).
     pub fn unread(&self) -> String {
         let state = self.output.lock();

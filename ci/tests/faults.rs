@@ -2,11 +2,12 @@
 //! (the tap of the sender or of the receiver goes down) and restored while
 //! the host has asked one node to migrate a running task to the other.
 //!
-//! The cuts fall at fixed fractions of a clean migration's measured duration
-//! (before the request reaches the sender, and spread over handshake,
-//! pre-copy, stop-and-copy, commit and ack), then at 20 random points with
-//! random outage lengths and sides, from a seed that is printed (set
-//! `TERN_FAULT_SEED` to repeat a run). After each trial, once the nodes have
+//! The cuts fall at each protocol phase (triggered by the sender's console
+//! lines: request received, first pre-copy round done, stop-and-copy begun),
+//! at fixed fractions of each direction's clean migration time (from before
+//! the request reaches the sender to after its usual end), then at 20 random
+//! points with random outage lengths and sides, from a seed that is printed
+//! (set `TERN_FAULT_SEED` to repeat a run). After each trial, once the nodes have
 //! settled: exactly one node lists the task as its owner (running or
 //! finished), its progress is not below what the owner had before the trial
 //! (nothing beyond the last committed state is lost), and every task that
@@ -110,22 +111,43 @@ fn migrate(cluster: &Cluster, id: u64, from: usize) -> MigrationReport {
         .unwrap()
 }
 
-/// One trial: request the migration from `from`, cut `tap` after `delay`
-/// for `hold`, restore. Returns the outcome for the log and whether the
-/// answer came after the cut (the cut hit the migration in flight).
+/// When a trial cuts the link.
+#[derive(Clone, Copy, Debug)]
+enum When {
+    /// This long after the request.
+    After(Duration),
+    /// As soon as the sender's console prints this phase line.
+    Line(&'static str),
+}
+
+/// The sender's console lines that mark the protocol's phases: the request
+/// arrived (handshake and first offer next), the first pre-copy round is
+/// done (the next round's offer, need and chunks follow), the stop-and-copy
+/// began (final chunks, commit and ack follow).
+const PHASES: [&str; 3] = [
+    "connecting (requested by a peer)",
+    "pre-copy 1: ",
+    "stop-and-copy at",
+];
+
+/// One trial: request the migration from `from`, cut `tap` at `when` for
+/// `hold`, restore. Returns the outcome for the log and whether the answer
+/// came after the cut (the cut hit the migration in flight).
 fn trial(
-    cluster: &Cluster,
+    cluster: &mut Cluster,
     id: u64,
     from: usize,
-    delay: Duration,
+    when: When,
     tap: usize,
     hold: Duration,
 ) -> (String, bool) {
     let to = 1 - from;
     let request = cluster.client(from, ANSWER);
+    // Phase lines of earlier migrations must not trigger this cut.
+    cluster.node(from).skip_unread();
     let start = Instant::now();
     thread::scope(|s| {
-        let migration = s.spawn(|| {
+        let migration = s.spawn(move || {
             let outcome = request
                 .and_then(|mut c| {
                     Ok(c.migrate(
@@ -138,13 +160,26 @@ fn trial(
                 .unwrap_or_else(|e| format!("not migrated: {e}"));
             (outcome, start.elapsed())
         });
-        thread::sleep(delay);
+        let mut note = String::new();
+        match when {
+            When::After(delay) => thread::sleep(delay),
+            When::Line(line) => {
+                if cluster
+                    .node(from)
+                    .expect(line, Duration::from_secs(60))
+                    .is_err()
+                {
+                    note = format!(" (phase line {line:?} not seen)");
+                }
+            }
+        }
+        let cut = start.elapsed();
         cluster.lab().set_link(tap, false).unwrap();
         thread::sleep(hold);
         cluster.lab().set_link(tap, true).unwrap();
         let (outcome, answered) = migration.join().unwrap();
         let first = outcome.lines().next().unwrap_or_default().to_string();
-        (first, answered > delay)
+        (format!("{first}{note}"), answered > cut)
     })
 }
 
@@ -179,17 +214,31 @@ fn cuts_at_every_phase_and_random_points_lose_nothing() {
         );
     }
 
-    // (fraction of the clean migration's time, which tap: 0 sender, 1 receiver, outage).
-    // The direction alternates trial by trial and the side fraction by
-    // fraction, so every direction sees both sides cut.
-    let mut plan: Vec<(f64, usize, Duration)> = [0.0, 0.02, 0.1, 0.3, 0.5, 0.7, 0.9, 0.98, 1.05]
+    // (when, as a fraction of the direction's clean migration time or a
+    // phase line; which tap: 0 sender, 1 receiver; outage). The direction
+    // alternates trial by trial and the side every two trials, so every
+    // direction sees both sides cut.
+    enum At {
+        Fraction(f64),
+        Phase(&'static str),
+    }
+    let hold = Duration::from_millis(1500);
+    let mut plan: Vec<(At, usize, Duration)> = PHASES
         .iter()
-        .enumerate()
-        .flat_map(|(k, &f)| [(f, k % 2, Duration::from_millis(1500)); 2])
+        .flat_map(|&p| [(At::Phase(p), 0, hold), (At::Phase(p), 1, hold)])
         .collect();
+    for (k, f) in [0.0, 0.02, 0.1, 0.3, 0.5, 0.7, 0.9, 0.98, 1.05]
+        .into_iter()
+        .enumerate()
+    {
+        plan.extend([
+            (At::Fraction(f), k % 2, hold),
+            (At::Fraction(f), k % 2, hold),
+        ]);
+    }
     for _ in 0..20 {
         plan.push((
-            rng.random_range(0.0..1.2),
+            At::Fraction(rng.random_range(0.0..1.2)),
             rng.random_range(0..2),
             Duration::from_millis(rng.random_range(200..3000)),
         ));
@@ -199,7 +248,7 @@ fn cuts_at_every_phase_and_random_points_lose_nothing() {
     let mut in_flight = 0;
     let trials = plan.len();
     let mut current = settle(&cluster, id);
-    for (n, (fraction, side, hold)) in plan.into_iter().enumerate() {
+    for (n, (at, side, hold)) in plan.into_iter().enumerate() {
         if let TaskStatus::Finished { verified: ok } = current.task.status {
             assert!(ok, "task {} finished unverified", current.task.task_id);
             verified += 1;
@@ -210,12 +259,15 @@ fn cuts_at_every_phase_and_random_points_lose_nothing() {
         let id = current.task.task_id;
         let from = current.owner;
         let tap = if side == 0 { from } else { 1 - from };
-        let delay = span[from].mul_f64(fraction);
-        let (outcome, hit) = trial(&cluster, id, from, delay, tap, hold);
+        let when = match at {
+            At::Fraction(f) => When::After(span[from].mul_f64(f)),
+            At::Phase(line) => When::Line(line),
+        };
+        let (outcome, hit) = trial(&mut cluster, id, from, when, tap, hold);
         in_flight += usize::from(hit);
         let after = settle(&cluster, id);
         println!(
-            "trial {n:>2}: node {from} -> {}, cut tap{tap} at {delay:?} for {hold:?}: {outcome}; owner node {} at {}/{} (epoch {} -> {})",
+            "trial {n:>2}: node {from} -> {}, cut tap{tap} at {when:?} for {hold:?}: {outcome}; owner node {} at {}/{} (epoch {} -> {})",
             1 - from,
             after.owner,
             after.task.progress,
@@ -241,7 +293,18 @@ fn cuts_at_every_phase_and_random_points_lose_nothing() {
     // The last task runs to its end, on the faster node, and verifies.
     let id = current.task.task_id;
     if current.owner == 0 && matches!(current.task.status, TaskStatus::Running) {
-        migrate(&cluster, id, 0);
+        // The task may finish meanwhile: then the PC refuses and keeps it.
+        let moved = cluster.client(0, ANSWER).and_then(|mut c| {
+            Ok(c.migrate(
+                id,
+                &Cluster::control(1).to_string(),
+                Duration::from_secs(90),
+            )?)
+        });
+        println!(
+            "last task to the aarch64 node: {:?}",
+            moved.map(|r| r.total_ms)
+        );
         current = settle(&cluster, id);
     }
     let done = cluster

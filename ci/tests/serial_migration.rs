@@ -61,8 +61,10 @@ fn checkpoint_task(node: &mut Node, workload: &str, pause_at: u32) -> Received {
         .lines()
         .find(|l| l.trim_start().starts_with("1 "))
         .unwrap_or_else(|| panic!("task 1 missing from ps:\n{ps}"));
+    // id, task, class, progress, state, epoch, global id
+    let fields: Vec<&str> = row.split_whitespace().collect();
     assert!(
-        row.contains(workload) && row.trim_end().ends_with("paused"),
+        fields.get(1) == Some(&workload) && fields.get(4) == Some(&"paused"),
         "{row}"
     );
     let percent: f64 = row

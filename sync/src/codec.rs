@@ -62,6 +62,11 @@ impl Codec {
         }
     }
 
+    /// The codec whose [`Codec::name`] is `name`.
+    pub fn from_name(name: &str) -> Option<Codec> {
+        Codec::ALL.into_iter().find(|c| c.name() == name)
+    }
+
     fn tag(self) -> u8 {
         match self {
             Codec::None => 0,
@@ -313,6 +318,14 @@ mod tests {
         }
         assert!(encode_frame(Codec::Lz4, &data).len() < data.len());
         assert!(encode_frame(Codec::ZstdFastest, &data).len() < data.len());
+    }
+
+    #[test]
+    fn codecs_are_found_by_their_names() {
+        for c in Codec::ALL {
+            assert_eq!(Codec::from_name(c.name()), Some(c));
+        }
+        assert_eq!(Codec::from_name("gzip"), None);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Link monitor: bandwidth from completed transfers, latency from heartbeats, outage
-//! detection by lease expiry, and the outage-rate estimate the sync policies need.
+//! detection by lease expiry, and the outage-rate estimate the sync policies need;
+//! and a throughput meter for a transfer still in flight.
 
 use alloc::boxed::Box;
 
@@ -189,6 +190,63 @@ impl LinkMonitor {
     }
 }
 
+/// Throughput of one transfer while it is still in flight, from the bytes the peer has
+/// acknowledged so far (a TCP sender knows them: bytes written minus its send queue).
+///
+/// A window counts only while the sender keeps the link busy (`backlogged`): when the
+/// send queue runs dry the sender, not the link, sets the pace, and that window says
+/// nothing about the bandwidth. Samples of at least `window_s` seconds are smoothed by
+/// an EWMA. A codec choice made from this estimate follows the link it is sending on
+/// from the first hundred milliseconds, without a history of earlier transfers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ThroughputMeter {
+    window_s: f64,
+    alpha: f64,
+    /// Start of the current window: time and acknowledged bytes.
+    start: Option<(f64, u64)>,
+    rate: Option<f64>,
+}
+
+impl ThroughputMeter {
+    /// A meter taking samples over windows of at least `window_s` seconds, smoothed
+    /// with weight `alpha` on the newest.
+    pub fn new(window_s: f64, alpha: f64) -> Self {
+        Self {
+            window_s,
+            alpha,
+            start: None,
+            rate: None,
+        }
+    }
+
+    /// Records that `acked` bytes in all have been acknowledged at `now`, and whether
+    /// bytes were waiting for the link at that moment.
+    pub fn observe(&mut self, now: f64, acked: u64, backlogged: bool) {
+        if !backlogged || !now.is_finite() {
+            self.start = None;
+            return;
+        }
+        match self.start {
+            Some((t0, a0)) if now < t0 || acked < a0 => self.start = Some((now, acked)),
+            Some((t0, a0)) if now - t0 >= self.window_s => {
+                let sample = (acked - a0) as f64 / (now - t0);
+                self.rate = Some(match self.rate {
+                    None => sample,
+                    Some(r) => r + self.alpha * (sample - r),
+                });
+                self.start = Some((now, acked));
+            }
+            Some(_) => {}
+            None => self.start = Some((now, acked)),
+        }
+    }
+
+    /// Smoothed throughput in bytes/s, once one full backlogged window has passed.
+    pub fn rate(&self) -> Option<f64> {
+        self.rate
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,5 +302,37 @@ mod tests {
             m.poll(4.0),
             Err(MonitorError::TimeWentBackwards { .. })
         ));
+    }
+
+    #[test]
+    fn the_meter_measures_only_while_the_sender_keeps_the_link_busy() {
+        let mut m = ThroughputMeter::new(0.1, 0.5);
+        m.observe(0.0, 0, true);
+        m.observe(0.05, 50_000, true);
+        assert_eq!(m.rate(), None, "no full window yet");
+        m.observe(0.1, 100_000, true);
+        assert_eq!(m.rate(), Some(1_000_000.0));
+        // The queue ran dry: the sender was idle, the window restarts.
+        m.observe(0.3, 120_000, false);
+        m.observe(0.4, 120_000, true);
+        m.observe(0.6, 720_000, true);
+        let rate = m.rate().unwrap();
+        assert!(
+            (rate - 2_000_000.0).abs() < 1e-3,
+            "EWMA of 1 and 3 MB/s: {rate}"
+        );
+    }
+
+    #[test]
+    fn the_meter_restarts_on_inconsistent_input() {
+        let mut m = ThroughputMeter::new(0.1, 1.0);
+        m.observe(1.0, 1000, true);
+        m.observe(0.5, 2000, true);
+        m.observe(0.6, 500, true);
+        m.observe(f64::NAN, 600, true);
+        assert_eq!(m.rate(), None);
+        m.observe(1.0, 600, true);
+        m.observe(1.2, 20_600, true);
+        assert!((m.rate().unwrap() - 100_000.0).abs() < 1e-6);
     }
 }

@@ -17,9 +17,13 @@
 //!
 //! A peer that fails the handshake, sends garbage or replays frames loses
 //! its connection only. Sync sessions (standby replicas, failover and
-//! failback) are in [`sync`].
+//! failback) are in [`sync`]; the chunks of both are compressed by
+//! [`encoder`].
 
+mod encoder;
 mod sync;
+
+pub use encoder::CodecMode;
 
 use alloc::collections::BTreeMap;
 use alloc::format;
@@ -40,7 +44,10 @@ use tern_protocol::{
     NackReason, Offer, Outgoing, Policy, Psk, Replica, Security, SendPhase, TaskRole, TaskStatus,
     TaskSummary, Transfer, TransferError, PROTOCOL_VERSION,
 };
+use tern_sync::monitor::ThroughputMeter;
 use tern_workloads::registry;
+
+use encoder::{ChunkEncoder, Tally};
 
 use crate::kernel::{Kernel, Service, ServiceStatus, SharedEntropy};
 use crate::migrate::{capture, free_heap, resume, Resumed};
@@ -74,6 +81,17 @@ const FIRST_LOCAL_PORT: u16 = 49152;
 
 /// TCP keep-alive probes on idle control connections.
 const KEEP_ALIVE_MS: u64 = 2_000;
+
+/// A migration's throughput samples span at least this long (seconds).
+const METER_WINDOW_S: f64 = 0.1;
+
+/// Weight of the newest throughput sample.
+const METER_ALPHA: f64 = 0.3;
+
+/// Seconds of a time in nanoseconds.
+fn seconds(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
 
 /// The node id made of a MAC address: its 48 bits.
 pub fn node_id_from_mac(mac: [u8; 6]) -> u64 {
@@ -327,6 +345,12 @@ struct Migration {
     paused_ns: Option<u64>,
     peer: Option<Hello>,
     retry_ns: u64,
+    /// Compresses the chunks (codec per chunk at the measured throughput).
+    encoder: ChunkEncoder,
+    /// The chunks sent so far, before and after compression.
+    tally: Tally,
+    /// Throughput the receiver acknowledges while the socket stays backlogged.
+    meter: ThroughputMeter,
 }
 
 /// The control service's state, shared with the shell commands.
@@ -353,6 +377,8 @@ pub struct Control {
     next_port: u16,
     next_migration: u64,
     timeouts: Timeouts,
+    /// How the chunks of migrations and syncs started here are compressed.
+    codec_mode: CodecMode,
 }
 
 impl Control {
@@ -390,6 +416,7 @@ impl Control {
             next_port: FIRST_LOCAL_PORT,
             next_migration: 1,
             timeouts: Timeouts::default(),
+            codec_mode: CodecMode::Adaptive,
         }
     }
 
@@ -500,6 +527,9 @@ impl Control {
             paused_ns: None,
             peer: None,
             retry_ns: self.timeouts.retry_ns,
+            encoder: ChunkEncoder::new(self.codec_mode),
+            tally: Tally::default(),
+            meter: ThroughputMeter::new(METER_WINDOW_S, METER_ALPHA),
         };
         if let Err(e) = self.connect(&mut m, now_ns) {
             self.net.borrow_mut().remove_tcp(handle);
@@ -1184,8 +1214,22 @@ impl Control {
             }
         }
         if let (Some(link), Some(outgoing)) = (m.link.as_mut(), m.outgoing.as_mut()) {
+            {
+                let mut net = self.net.borrow_mut();
+                let socket = net.tcp(m.handle);
+                let queued = socket.send_queue();
+                let acked = link.written.saturating_sub(queued as u64);
+                m.meter
+                    .observe(seconds(now_ns), acked, queued >= socket.send_capacity() / 2);
+            }
+            // Unknown at first: then chunks go raw while the probe rounds
+            // measure the codecs, until a backlogged window has passed.
+            let bandwidth = m.meter.rate().unwrap_or(f64::INFINITY);
+            let clock = self.board.clock();
+            let (encoder, tally) = (&mut m.encoder, &mut m.tally);
+            let mut encode = |bytes: &[u8]| encoder.encode(clock, bandwidth, bytes, tally);
             while link.backlog() < LOW_WATER {
-                let Some(msg) = outgoing.poll_send() else {
+                let Some(msg) = outgoing.poll_send_with(&mut encode) else {
                     break;
                 };
                 if matches!(msg, Message::Commit { .. }) && m.stage == Stage::StopCopy {
@@ -1307,8 +1351,15 @@ impl Control {
         let sent = (link.written + link.backlog() as u64).saturating_sub(m.round_start_bytes);
         let _ = writeln!(
             out,
-            "migrate: {} -> {}: pre-copy {}: {} of {} chunks, {} B sent\r",
-            m.label, m.to, m.precopy_rounds, m.need, chunks, sent
+            "migrate: {} -> {}: pre-copy {}: {} of {} chunks, {} B sent; so far {} x{:.2}\r",
+            m.label,
+            m.to,
+            m.precopy_rounds,
+            m.need,
+            chunks,
+            sent,
+            m.tally.last.name(),
+            m.tally.ratio()
         );
         // Another round while the changed chunks keep shrinking and the
         // replica still saves some (a task whose every chunk changes
@@ -1367,7 +1418,7 @@ impl Control {
                 };
                 let _ = writeln!(
                     out,
-                    "migrated {} to {} ({} -> {}): epoch {}, {} pre-copy rounds, stop-and-copy {} of {} chunks, total {} ms, downtime {} ms, state {} B, wire {} B\r",
+                    "migrated {} to {} ({} -> {}): epoch {}, {} pre-copy rounds, stop-and-copy {} of {} chunks, total {} ms, downtime {} ms, state {} B, wire {} B, {} x{:.2}\r",
                     m.label,
                     m.to,
                     report.from_isa,
@@ -1379,7 +1430,9 @@ impl Control {
                     report.total_ms,
                     report.downtime_ms,
                     report.state_bytes,
-                    report.wire_bytes
+                    report.wire_bytes,
+                    m.tally.last.name(),
+                    m.tally.ratio()
                 );
                 // The sent checkpoint stays here as the replica of the task,
                 // for a later return.
@@ -1479,8 +1532,8 @@ impl Service for ControlService {
     }
 }
 
-/// The migration shell commands: `key`, `migrate`, `sync`.
-pub fn commands() -> [Command; 3] {
+/// The migration shell commands: `key`, `migrate`, `sync`, `codec`.
+pub fn commands() -> [Command; 4] {
     [
         Command {
             name: "key",
@@ -1495,6 +1548,12 @@ pub fn commands() -> [Command; 3] {
             run: migrate_command,
         },
         sync::command(),
+        Command {
+            name: "codec",
+            usage: "[adaptive|none|lz4|zstd-fastest]",
+            help: "show or set how migrations and syncs started here compress",
+            run: codec_command,
+        },
     ]
 }
 
@@ -1538,6 +1597,19 @@ fn key_command(kernel: &mut Kernel, args: &[&str], out: &mut dyn Write) -> Comma
         }
         _ => return Err("usage: key [<64 hex digits>|insecure]".into()),
     }
+    Ok(())
+}
+
+fn codec_command(kernel: &mut Kernel, args: &[&str], out: &mut dyn Write) -> CommandResult {
+    const USAGE: &str = "usage: codec [adaptive|none|lz4|zstd-fastest]";
+    let control = control(kernel)?;
+    let mut control = control.borrow_mut();
+    match args {
+        [] => {}
+        [name] => control.codec_mode = CodecMode::parse(name).ok_or(USAGE)?,
+        _ => return Err(USAGE.into()),
+    }
+    let _ = writeln!(out, "codec: {}\r", control.codec_mode);
     Ok(())
 }
 
@@ -1812,6 +1884,61 @@ mod tests {
             (global, TaskRole::Standby, 2)
         );
         assert_eq!(list[0].owner, node_id_from_mac(MAC_B));
+    }
+
+    #[test]
+    fn a_migration_compresses_its_chunks_with_the_chosen_codec_and_verifies() {
+        for codec in ["lz4", "zstd-fastest"] {
+            let mut p = pair();
+            assert_eq!(exec(&mut p.a, "codec"), "codec: adaptive\r\n");
+            assert_eq!(
+                exec(&mut p.a, &format!("codec {codec}")),
+                format!("codec: {codec}\r\n")
+            );
+            exec(&mut p.a, "run is S --pause-at 50");
+            assert!(p.run_until(200_000, |p| p.out_a.contains("paused at")));
+            exec(&mut p.a, "migrate 1 10.0.0.2");
+            assert!(
+                p.run_until(200_000, |p| p.out_a.contains("migrated task 1")),
+                "{}",
+                p.out_a
+            );
+            let done = p
+                .out_a
+                .lines()
+                .find(|l| l.starts_with("migrated task 1"))
+                .unwrap()
+                .to_owned();
+            // IS keys are small integers: every codec shrinks them.
+            let ratio: f64 = done
+                .split(&format!(" B, {codec} x"))
+                .nth(1)
+                .and_then(|r| r.trim_end().parse().ok())
+                .unwrap_or_else(|| panic!("no {codec} ratio in {done}"));
+            assert!(ratio > 1.5, "{done}");
+            assert!(
+                number_after(&done, "wire ") < number_after(&done, "state "),
+                "{done}"
+            );
+            exec(&mut p.b, "cont 1");
+            assert!(p.run_until(1_000_000, |p| p.out_b.contains("VERIFICATION")));
+            assert!(
+                p.out_b.contains("task 1 (is S): VERIFICATION SUCCESSFUL"),
+                "{}",
+                p.out_b
+            );
+        }
+    }
+
+    #[test]
+    fn the_codec_command_refuses_unknown_codecs() {
+        let mut p = pair();
+        let answer = exec(&mut p.a, "codec gzip");
+        assert!(
+            answer.contains("usage: codec [adaptive|none|lz4|zstd-fastest]"),
+            "{answer}"
+        );
+        assert_eq!(exec(&mut p.a, "codec"), "codec: adaptive\r\n");
     }
 
     /// Shortened timeouts: the fake clock advances 1 ms per turn.

@@ -29,17 +29,17 @@ use core::fmt::Write;
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 use smoltcp::wire::{IpAddress, IpEndpoint};
-use tern_hal::MonotonicClock;
 use tern_migration::Limits;
 use tern_protocol::{
-    Codec as WireCodec, Connection, Event, Known, Message, NackReason, Offer, Outgoing, Replica,
-    SendPhase, Transfer,
+    Connection, Event, Known, Message, NackReason, Offer, Outgoing, Replica, SendPhase, Transfer,
 };
-use tern_sync::codec::{Choice, Codec, CodecSelector};
 use tern_sync::monitor::{LinkMonitor, LinkState, MonitorConfig};
 use tern_sync::policy::{Bounds, CostRate, LinkView, SyncPolicy, DEFAULT_POLICY};
 
-use super::{Control, ControlError, HeldReplica, Link, CONTROL_PORT, LOW_WATER, SOCKET_BUFFER};
+use super::encoder::{ChunkEncoder, Tally};
+use super::{
+    seconds, Control, ControlError, HeldReplica, Link, CONTROL_PORT, LOW_WATER, SOCKET_BUFFER,
+};
 use crate::kernel::Kernel;
 use crate::migrate::{capture, free_heap, resume, Resumed};
 use crate::shell::{Command, CommandResult};
@@ -51,12 +51,6 @@ pub const PING_NS: u64 = 500_000_000;
 /// Default lease: a standby resumes the task after this long without word
 /// from its owner; an owner counts its link down after as long without an answer.
 pub const DEFAULT_LEASE_NS: u64 = 3_000_000_000;
-
-/// Weight of the newest measurement in the codec selector's estimates.
-const CODEC_ALPHA: f64 = 0.3;
-
-/// The codec selector measures every codec again on every this many chunks.
-const CODEC_REPROBE: u64 = 8;
 
 /// A standby's lease on the replica of one task.
 pub(super) struct Lease {
@@ -96,11 +90,8 @@ struct InFlight {
     start_bytes: u64,
     /// Chunks the standby asked for.
     need: usize,
-    /// Bytes of the chunks sent, before and after compression.
-    raw: u64,
-    encoded: u64,
-    /// Codec of the last chunk sent.
-    codec: Codec,
+    /// The chunks sent, before and after compression.
+    tally: Tally,
 }
 
 /// How a session ended.
@@ -141,17 +132,14 @@ pub(super) struct Session {
     overhead_bytes: f64,
     /// Compression ratio of the last sync's chunks.
     ratio: f64,
-    /// Picks each chunk's codec from speeds and ratios measured on this task's data.
-    codecs: CodecSelector,
+    /// Compresses each chunk (by default with the codec picked from speeds
+    /// and ratios measured on this task's data).
+    encoder: ChunkEncoder,
     retry_ns: u64,
     /// Bytes in the socket's send queue after the last turn: when fewer are
     /// left at the next, the standby's TCP acknowledged some (it is alive,
     /// though its answers may wait behind a long transfer on a slow link).
     queued: usize,
-}
-
-fn seconds(ns: u64) -> f64 {
-    ns as f64 / 1e9
 }
 
 impl Session {
@@ -247,7 +235,7 @@ impl Control {
             write_rate: 0.0,
             overhead_bytes: 0.0,
             ratio: 1.0,
-            codecs: CodecSelector::new(&Codec::ALL, CODEC_ALPHA, CODEC_REPROBE),
+            encoder: ChunkEncoder::new(self.codec_mode),
             retry_ns: self.timeouts.retry_ns,
             queued: 0,
         });
@@ -446,15 +434,8 @@ impl Control {
             .unwrap_or(f64::INFINITY);
         if let (Some(link), Some(sync)) = (s.link.as_mut(), s.sync.as_mut()) {
             let clock = self.board.clock();
-            let codecs = &mut s.codecs;
-            let (mut raw, mut encoded, mut last) = (0, 0, sync.codec);
-            let mut encode = |bytes: &[u8]| {
-                let (codec, payload) = encode_chunk(codecs, clock, bandwidth, bytes);
-                raw += bytes.len() as u64;
-                encoded += payload.len() as u64;
-                last = codec;
-                (wire_codec(codec), payload)
-            };
+            let (encoder, tally) = (&mut s.encoder, &mut sync.tally);
+            let mut encode = |bytes: &[u8]| encoder.encode(clock, bandwidth, bytes, tally);
             while link.backlog() < LOW_WATER {
                 let Some(msg) = sync.outgoing.poll_send_with(&mut encode) else {
                     break;
@@ -462,9 +443,6 @@ impl Control {
                 link.send(&msg)?;
                 busy = true;
             }
-            sync.raw += raw;
-            sync.encoded += encoded;
-            sync.codec = last;
         }
         let mut net = self.net.borrow_mut();
         let socket = net.tcp(s.handle);
@@ -506,9 +484,7 @@ impl Control {
             captured_ns: now_ns,
             start_bytes,
             need: 0,
-            raw: 0,
-            encoded: 0,
-            codec: Codec::None,
+            tally: Tally::default(),
         });
         Ok(())
     }
@@ -559,7 +535,7 @@ impl Control {
         let link = s.link.as_ref().ok_or(ControlError::Closed)?;
         let bytes = (link.written + link.backlog() as u64).saturating_sub(sync.start_bytes);
         let elapsed_ns = now_ns.saturating_sub(sync.captured_ns).max(1_000_000);
-        let changed = sync.raw;
+        let changed = sync.tally.raw;
         let _ = s
             .monitor
             .record_transfer(seconds(now_ns), bytes, seconds(elapsed_ns));
@@ -567,14 +543,14 @@ impl Control {
             let dt = seconds(sync.captured_ns.saturating_sub(prev).max(1_000_000));
             s.write_rate = changed as f64 / dt;
         }
-        s.overhead_bytes = bytes.saturating_sub(sync.encoded) as f64;
-        if sync.encoded > 0 {
-            s.ratio = sync.raw as f64 / sync.encoded as f64;
+        s.overhead_bytes = bytes.saturating_sub(sync.tally.encoded) as f64;
+        if sync.tally.encoded > 0 {
+            s.ratio = sync.tally.ratio();
         }
         s.state_bytes = offer.total_len;
         s.last_sync_ns = Some(sync.captured_ns);
         s.syncs += 1;
-        let (need, codec) = (sync.need, sync.codec);
+        let (need, codec) = (sync.need, sync.tally.last);
         s.sync = None;
         let interval = s.interval_s(now_ns).unwrap_or(0.0);
         let _ = writeln!(
@@ -846,54 +822,6 @@ impl Control {
                 self.lease_ns / 1_000_000
             );
         }
-    }
-}
-
-/// Compresses one chunk with the codec `codecs` picks at `bandwidth`
-/// (bytes/s); a probe round times every candidate on it first. Returns the
-/// codec used and the payload (the raw bytes when compression does not pay).
-fn encode_chunk(
-    codecs: &mut CodecSelector,
-    clock: &dyn MonotonicClock,
-    bandwidth: f64,
-    bytes: &[u8],
-) -> (Codec, alloc::vec::Vec<u8>) {
-    let chosen = match codecs.choose(bandwidth) {
-        Choice::Use(codec) => codec,
-        Choice::Probe => {
-            let mut probed = alloc::vec::Vec::new();
-            for codec in codecs.probe_set(bandwidth) {
-                let start = clock.now_ns();
-                let payload = codec.compress(bytes);
-                let took = seconds(clock.now_ns().saturating_sub(start).max(1));
-                codecs.record(codec, bytes.len(), payload.len(), took);
-                probed.push((codec, payload));
-            }
-            let best = codecs.best(bandwidth);
-            if let Some(found) = probed.into_iter().find(|(c, _)| *c == best) {
-                return keep_smaller(found, bytes);
-            }
-            best
-        }
-    };
-    keep_smaller((chosen, chosen.compress(bytes)), bytes)
-}
-
-/// `encoded`, or the raw bytes if it is not smaller.
-fn keep_smaller(encoded: (Codec, alloc::vec::Vec<u8>), raw: &[u8]) -> (Codec, alloc::vec::Vec<u8>) {
-    if encoded.1.len() < raw.len() {
-        encoded
-    } else {
-        (Codec::None, raw.to_vec())
-    }
-}
-
-/// The protocol's tag for a tern-sync codec.
-fn wire_codec(codec: Codec) -> WireCodec {
-    match codec {
-        Codec::None => WireCodec::None,
-        Codec::Lz4 => WireCodec::Lz4,
-        Codec::ZstdFastest => WireCodec::Zstd,
     }
 }
 

@@ -151,8 +151,9 @@ setup_packages() {
     fi
 
     local missing=()
-    # Image tools, the aarch64 Linux linker, and ip/ping for the network tests.
-    for package in dosfstools mtools grub-pc-bin grub-efi-amd64-bin grub-common xorriso gcc-aarch64-linux-gnu iproute2 iputils-ping; do
+    # Image tools, the aarch64 Linux linker with its C library (crt files),
+    # and ip/tc/ping for the network tests.
+    for package in dosfstools mtools grub-pc-bin grub-efi-amd64-bin grub-common xorriso gcc-aarch64-linux-gnu libc6-dev-arm64-cross iproute2 iputils-ping; do
         installed "$package" || missing+=("$package")
     done
     if ((${#missing[@]})); then

@@ -699,9 +699,18 @@ impl Control {
         };
         let mut busy = !events.is_empty();
         for event in events {
-            if let Event::Message(msg) = event {
-                if let Err(e) = self.on_server_message(i, msg, now_ns, out) {
-                    return self.drop_server(i, &peer, &e, out);
+            match event {
+                // A peer that reaches us is reachable: sessions waiting to
+                // reconnect to it need not wait out their backoff.
+                Event::Established(_) => {
+                    if let Some(remote) = remote {
+                        self.retry_sessions_to(remote.addr, now_ns);
+                    }
+                }
+                Event::Message(msg) => {
+                    if let Err(e) = self.on_server_message(i, msg, now_ns, out) {
+                        return self.drop_server(i, &peer, &e, out);
+                    }
                 }
             }
         }

@@ -689,6 +689,26 @@ impl Control {
         }
     }
 
+    /// `addr` just reached this node: sessions waiting to reconnect to it
+    /// try again now, with their backoff reset (after an outage, the state
+    /// flows back as soon as either side hears from the other).
+    /// A connection attempt older than the first backoff has lost its SYN
+    /// to the outage: it starts over too.
+    pub(super) fn retry_sessions_to(&mut self, addr: IpAddress, now_ns: u64) {
+        for s in &mut self.sessions {
+            let waiting = match s.stage {
+                Stage::Reconnect { .. } => true,
+                Stage::Connecting => now_ns.saturating_sub(s.stage_ns) > self.timeouts.retry_ns,
+                Stage::Handshake | Stage::Ready => false,
+            };
+            if s.to.addr == addr && waiting {
+                self.net.borrow_mut().tcp(s.handle).abort();
+                s.stage = Stage::Reconnect { at_ns: now_ns };
+                s.retry_ns = self.timeouts.retry_ns;
+            }
+        }
+    }
+
     /// Renews the leases held for `owner`'s tasks: a message came from it.
     pub(super) fn heard_from(&mut self, owner: u64, now_ns: u64) {
         for lease in self.leases.values_mut().filter(|l| l.owner == owner) {
@@ -1071,6 +1091,7 @@ mod tests {
         assert_eq!((list[0].epoch, list[0].role), (2, TaskRole::Standby));
         assert_eq!(list[0].policy.as_deref(), Some("cost-rate"));
         assert!(p.a.control().unwrap().borrow().leased(global));
+        assert!(p.run_until(2_000_000, |p| p.out_b.contains("task 1 (cg S) paused at ")));
         assert_eq!(exec(&mut p.b, "cont 1"), "task 1 (cg S) continues\r\n");
         assert!(
             p.run_until(2_000_000, |p| p.out_b.contains("VERIFICATION")),

@@ -2,7 +2,8 @@
 //! (the host side's address `10.0.2.1/24`) with tap devices that QEMU,
 //! started inside the namespace, attaches nodes to; optional Linux "hosts"
 //! (namespaces of their own, each joined to the bridge by a veth pair) as
-//! baselines; links cut and restored for fault injection.
+//! baselines; links cut and restored for fault injection, and shaped to a
+//! rate with `tc` (a token bucket on each tap).
 //!
 //! Nothing leaves the lab: every namespace is deleted, with its devices, when
 //! the [`Lab`] is dropped. Creating one needs root and the `ip` command.
@@ -254,6 +255,14 @@ impl Lab {
         self.ns.ip(&format!("link set tap{tap} {state}")).map(drop)
     }
 
+    /// The lab's link shaper (for another thread: it needs only the names).
+    pub fn shaper(&self) -> Shaper {
+        Shaper {
+            netns: self.ns.name.clone(),
+            taps: self.taps,
+        }
+    }
+
     /// The Linux host added as `<SUBNET>.<host>`, if any.
     pub fn linux_host(&self, host: u8) -> Option<&Netns> {
         let name = format!("{}-h{host}", self.ns.name);
@@ -278,9 +287,88 @@ impl Lab {
     }
 }
 
+/// Sets the rate of every node's link in a lab: a token bucket (`tc tbf`) on
+/// each tap limits what the bridge delivers to that node, so a transfer
+/// between two nodes is limited once, at the receiver's tap.
+#[derive(Clone, Debug)]
+pub struct Shaper {
+    netns: String,
+    taps: usize,
+}
+
+/// Longest a frame waits in a shaped tap's queue before it is dropped: a
+/// bounded queue, as a real bottleneck's buffer.
+const SHAPED_QUEUE_MS: u64 = 100;
+
+impl Shaper {
+    /// Limits every tap to `bytes_per_s`, or lifts the limit (`None`).
+    pub fn set_rate(&self, bytes_per_s: Option<u64>) -> Result<(), NetlabError> {
+        for tap in 0..self.taps {
+            let args = tc_args(&self.netns, tap, bytes_per_s);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            match run("tc", &args) {
+                // Nothing to delete on a tap never shaped.
+                Err(NetlabError::Command { .. }) if bytes_per_s.is_none() => {}
+                Err(NetlabError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                    return Err(NetlabError::MissingTool("tc"));
+                }
+                r => r.map(drop)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `tc` arguments that shape tap `tap` of namespace `netns` to
+/// `bytes_per_s` (or remove its shaping): a token bucket whose burst holds
+/// 10 ms of traffic (at least 16 KiB, so that one timer tick's worth always
+/// fits) and whose queue holds [`SHAPED_QUEUE_MS`].
+fn tc_args(netns: &str, tap: usize, bytes_per_s: Option<u64>) -> Vec<String> {
+    let mut args = vec!["-n".to_owned(), netns.to_owned(), "qdisc".to_owned()];
+    let dev = format!("tap{tap}");
+    match bytes_per_s {
+        None => args.extend(["del".into(), "dev".into(), dev, "root".into()]),
+        Some(rate) => {
+            let rate = rate.max(1);
+            let burst = (rate / 100).max(16 * 1024);
+            args.extend([
+                "replace".into(),
+                "dev".into(),
+                dev,
+                "root".into(),
+                "tbf".into(),
+                "rate".into(),
+                format!("{}bit", rate * 8),
+                "burst".into(),
+                burst.to_string(),
+                "latency".into(),
+                format!("{SHAPED_QUEUE_MS}ms"),
+            ]);
+        }
+    }
+    args
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shaping_is_a_token_bucket_per_tap_or_none() {
+        assert_eq!(
+            tc_args("tern-x-1", 1, Some(10_000_000)).join(" "),
+            "-n tern-x-1 qdisc replace dev tap1 root tbf rate 80000000bit burst 100000 latency 100ms"
+        );
+        // Slow links keep a burst of at least 16 KiB.
+        assert_eq!(
+            tc_args("tern-x-1", 0, Some(20_000)).join(" "),
+            "-n tern-x-1 qdisc replace dev tap0 root tbf rate 160000bit burst 16384 latency 100ms"
+        );
+        assert_eq!(
+            tc_args("tern-x-1", 0, None).join(" "),
+            "-n tern-x-1 qdisc del dev tap0 root"
+        );
+    }
 
     #[test]
     fn the_launch_puts_qemu_on_the_tap_in_the_namespace() {

@@ -140,6 +140,11 @@ impl Cluster {
         &mut self.nodes[i]
     }
 
+    /// Node `i`, to read its console without consuming it ([`Node::output_since`]).
+    pub fn node_ref(&self, i: usize) -> &Node {
+        &self.nodes[i]
+    }
+
     /// The unread console output of every node, labelled, for error reports.
     pub fn consoles(&self) -> String {
         self.nodes

@@ -372,6 +372,14 @@ impl Node {
         String::from_utf8_lossy(&state.bytes[self.cursor.min(state.bytes.len())..]).into_owned()
     }
 
+    /// The serial output from byte `offset` of everything received since
+    /// the node started (consumed by [`Node::expect`] or not), for
+    /// watchers that follow it without disturbing `expect`.
+    pub fn output_since(&self, offset: usize) -> Vec<u8> {
+        let state = self.output.lock();
+        state.bytes[offset.min(state.bytes.len())..].to_vec()
+    }
+
     /// Everything QEMU wrote to its standard error.
     pub fn qemu_stderr(&self) -> String {
         self.qemu.stderr_text()

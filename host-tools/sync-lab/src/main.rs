@@ -7,7 +7,6 @@
 mod codec_bench;
 mod predict_eval;
 mod sim;
-mod trace;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -15,6 +14,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
+use tern_sync_lab::trace;
 
 use crate::sim::{per_run, run_all, trace_timeline, Outcome, Scenario, Workload};
 use crate::trace::{Group, Trace};

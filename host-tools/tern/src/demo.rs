@@ -20,6 +20,8 @@ use tern_inspect::node::random_key;
 use tern_protocol::{MigrationReport, Psk, Security, TaskRole, TaskStatus, TaskSummary};
 use thiserror::Error;
 
+use crate::standby::{StandbyReport, SyncRecord};
+
 /// The demo's settings.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -113,6 +115,8 @@ impl Migration {
 /// The demo's result (`--report FILE` writes it as JSON).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
+    /// Which scenario ran: `migrate` or `sync`.
+    pub scenario: &'static str,
     /// NPB workload.
     pub workload: String,
     /// NPB class.
@@ -125,6 +129,9 @@ pub struct Report {
     pub task_id: u64,
     /// Wall time from the task's start to its end, in seconds.
     pub run_s: f64,
+    /// The sync scenario's account (`tern demo --sync`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub standby: Option<StandbyReport>,
 }
 
 /// What the demo tells its user while it runs.
@@ -141,6 +148,8 @@ pub enum Event {
     },
     /// A migration finished.
     Migrated(Migration),
+    /// A sync reached the standby.
+    Synced(SyncRecord),
 }
 
 /// The nodes: the PC first, then the aarch64 machine.
@@ -150,10 +159,10 @@ pub const BOARDS: [Board; 2] = [Board::Pc, Board::Virt];
 pub const LAB: &str = "demo";
 
 /// How often the host polls the task's progress.
-const POLL: Duration = Duration::from_millis(300);
+pub(crate) const POLL: Duration = Duration::from_millis(300);
 
 /// Longest wait for one control answer.
-const ANSWER: Duration = Duration::from_secs(20);
+pub(crate) const ANSWER: Duration = Duration::from_secs(20);
 
 /// Runs the demo; `on_event` sees its progress. Returns the report and the
 /// cluster (still running, for `--keep`) with the key its nodes use.
@@ -161,12 +170,20 @@ pub fn run(
     options: &Options,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<(Report, Cluster, Psk), DemoError> {
+    let (mut cluster, key) = start_nodes(on_event)?;
+    let result = drive(options, &mut cluster, on_event);
+    let report = with_consoles(&cluster, result)?;
+    Ok((report, cluster, key))
+}
+
+/// Boots the two nodes of [`BOARDS`] on a fresh lab with a fresh random key.
+pub(crate) fn start_nodes(on_event: &mut dyn FnMut(Event)) -> Result<(Cluster, Psk), DemoError> {
     netlab::require_root()?;
     let key = random_key().map_err(|e| DemoError::Random(e.to_string()))?;
     on_event(Event::Stage(
         "building the pc and virt kernels, booting both nodes".into(),
     ));
-    let mut cluster = Cluster::start(LAB, &BOARDS, Security::Key(key.clone()))?;
+    let cluster = Cluster::start(LAB, &BOARDS, Security::Key(key.clone()))?;
     for (i, board) in BOARDS.iter().enumerate() {
         on_event(Event::Stage(format!(
             "node {i}: {} ({}) at {}",
@@ -175,14 +192,44 @@ pub fn run(
             Cluster::control(i)
         )));
     }
-    let result = drive(options, &mut cluster, on_event);
-    match result {
-        Ok(report) => Ok((report, cluster, key)),
-        Err(e) => Err(DemoError::Nodes {
-            source: Box::new(e),
-            consoles: cluster.consoles(),
-        }),
-    }
+    Ok((cluster, key))
+}
+
+/// A failed run's error, with the nodes' consoles that explain it.
+pub(crate) fn with_consoles<T>(
+    cluster: &Cluster,
+    result: Result<T, DemoError>,
+) -> Result<T, DemoError> {
+    result.map_err(|e| DemoError::Nodes {
+        source: Box::new(e),
+        consoles: cluster.consoles(),
+    })
+}
+
+/// Starts `workload` class `class` on node `i`; returns its local id there
+/// and its global id once the node lists it.
+pub(crate) fn start_task(
+    cluster: &mut Cluster,
+    i: usize,
+    workload: &str,
+    class: &str,
+) -> Result<(u32, u64), DemoError> {
+    let answer = cluster.shell(i, &format!("run {workload} {class}"))?;
+    // "task 1 (ep S) started"
+    let local = answer
+        .split_whitespace()
+        .skip_while(|w| *w != "task")
+        .nth(1)
+        .and_then(|id| id.parse().ok())
+        .ok_or_else(|| DemoError::Task(format!("'run' answered: {answer}")))?;
+    let kind = format!("npb-{workload}");
+    let task = cluster.wait_for_task(i, "the started task", ANSWER, POLL, |tasks| {
+        tasks
+            .iter()
+            .find(|t| t.kind == kind && t.role == TaskRole::Owner)
+            .cloned()
+    })?;
+    Ok((local, task.task_id))
 }
 
 /// Starts the task on node 0, migrates it there and back, waits for its end.
@@ -191,27 +238,18 @@ fn drive(
     cluster: &mut Cluster,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<Report, DemoError> {
-    let kind = format!("npb-{}", options.workload);
     let started = Instant::now();
-    cluster.shell(0, &format!("run {} {}", options.workload, options.class))?;
+    let (_, id) = start_task(cluster, 0, &options.workload, &options.class)?;
     on_event(Event::Stage(format!(
         "{} class {} runs on the PC",
         options.workload, options.class
     )));
     let deadline = started + options.timeout;
-    let owned = |kind: &str, tasks: &[TaskSummary]| {
-        tasks
-            .iter()
-            .find(|t| t.kind == kind && t.role == TaskRole::Owner)
-            .cloned()
-    };
-    let task = cluster.wait_for_task(0, "the started task", ANSWER, POLL, |t| owned(&kind, t))?;
-    let id = task.task_id;
 
     let mut migrations = Vec::new();
     let mut at = options.first_at;
     for (from, to) in [(0, 1), (1, 0)] {
-        let task = follow(cluster, from, id, deadline, on_event, |t| {
+        let task = follow(cluster, from, id, deadline, on_event, |t, _| {
             percent(t) >= at || matches!(t.status, TaskStatus::Finished { .. })
         })?;
         if matches!(task.status, TaskStatus::Finished { .. }) {
@@ -237,10 +275,10 @@ fn drive(
         on_event(Event::Migrated(migration.clone()));
         migrations.push(migration);
         // The way back: once the task has run a little on its new node.
-        let arrived = follow(cluster, to, id, deadline, on_event, |_| true)?;
+        let arrived = follow(cluster, to, id, deadline, on_event, |_, _| true)?;
         at = percent(&arrived) + options.run_there;
     }
-    let done = follow(cluster, 0, id, deadline, on_event, |t| {
+    let done = follow(cluster, 0, id, deadline, on_event, |t, _| {
         matches!(t.status, TaskStatus::Finished { .. })
     })?;
     let run_s = started.elapsed().as_secs_f64();
@@ -251,16 +289,19 @@ fn drive(
         .is_ok();
     let verified = line && matches!(done.status, TaskStatus::Finished { verified: true });
     Ok(Report {
+        scenario: "migrate",
         workload: options.workload.clone(),
         class: options.class.clone(),
         verified,
         migrations,
         task_id: id,
         run_s,
+        standby: None,
     })
 }
 
-fn percent(t: &TaskSummary) -> f64 {
+/// Progress of a listed task, in percent.
+pub(crate) fn percent(t: &TaskSummary) -> f64 {
     if t.progress_total == 0 {
         100.0
     } else {
@@ -268,14 +309,15 @@ fn percent(t: &TaskSummary) -> f64 {
     }
 }
 
-/// Follows task `id` on node `i` (which must own it) until `until` holds.
-fn follow(
+/// Follows task `id` on node `i` (which must own it) until `until` holds;
+/// `until` may tell `on_event` more between polls.
+pub(crate) fn follow(
     cluster: &Cluster,
     i: usize,
     id: u64,
     deadline: Instant,
     on_event: &mut dyn FnMut(Event),
-    until: impl Fn(&TaskSummary) -> bool,
+    mut until: impl FnMut(&TaskSummary, &mut dyn FnMut(Event)) -> bool,
 ) -> Result<TaskSummary, DemoError> {
     let isa = BOARDS[i].isa();
     let timeout = deadline.saturating_duration_since(Instant::now());
@@ -287,7 +329,7 @@ fn follow(
             isa,
             percent: percent(t),
         });
-        until(t).then(|| t.clone())
+        until(t, on_event).then(|| t.clone())
     })?;
     Ok(task)
 }
@@ -299,6 +341,7 @@ mod tests {
     #[test]
     fn the_report_has_the_documented_json_shape() {
         let report = Report {
+            scenario: "migrate",
             workload: "ep".into(),
             class: "S".into(),
             verified: true,
@@ -318,8 +361,10 @@ mod tests {
             )],
             task_id: 7,
             run_s: 41.6,
+            standby: None,
         };
         let json = serde_json::to_value(&report).unwrap();
+        assert!(json.get("standby").is_none(), "{json}");
         assert_eq!(json["workload"], "ep");
         assert_eq!(json["class"], "S");
         assert_eq!(json["verified"], true);

@@ -3,7 +3,10 @@
 //! `tern demo [--workload ep] [--class S] [--report FILE] [--keep]` boots an
 //! x86_64 and an aarch64 node in QEMU on a private network namespace (needs
 //! root), migrates a running NPB task x86_64 → aarch64 → x86_64 and prints
-//! the verification result and what each migration cost.
+//! the verification result and what each migration cost. With `--sync` the
+//! task keeps a standby replica on the aarch64 node over a link shaped after
+//! a bandwidth trace, the PC's link is cut mid-run, and the report tells the
+//! syncs, the lost progress, the failover and the failback.
 
 use std::io::{BufRead, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -16,9 +19,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tern::demo::{self, Event, Options, Report, BOARDS};
+use tern::standby::{self, StandbyReport};
 use tern_ci::cluster::Cluster;
 use tern_flash::netlab;
 use tern_inspect::node::key_hex;
+use tern_sync_lab::trace::Trace;
 
 /// Command line.
 #[derive(Parser, Debug)]
@@ -33,14 +38,15 @@ struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Migrate a running NPB task x86_64 -> aarch64 -> x86_64 between two QEMU nodes (needs root).
+    /// Migrate a running NPB task x86_64 -> aarch64 -> x86_64 between two QEMU nodes, or with
+    /// --sync keep a standby of it on the aarch64 node through an outage (needs root).
     Demo {
         /// NPB workload: ep, is or cg.
         #[arg(long, default_value = "ep")]
         workload: String,
-        /// NPB class: S, W, A or B.
-        #[arg(long, default_value = "S")]
-        class: String,
+        /// NPB class: S, W, A or B (default: S; W with --sync).
+        #[arg(long)]
+        class: Option<String>,
         /// Write the report as JSON to this file.
         #[arg(long)]
         report: Option<PathBuf>,
@@ -50,6 +56,22 @@ enum Cmd {
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 600)]
         timeout: u64,
+        /// The sync scenario: a standby on the aarch64 node, a shaped link, an outage.
+        #[arg(long)]
+        sync: bool,
+        /// --sync: the bandwidth trace the link follows (`<seconds> <Mbit/s>` lines;
+        /// default: a Norway 3G bus trace compiled in).
+        #[arg(long, requires = "sync")]
+        trace: Option<PathBuf>,
+        /// --sync: factor on the trace's throughput.
+        #[arg(long, default_value_t = 1.0, requires = "sync")]
+        trace_scale: f64,
+        /// --sync: cut the PC's link once the task has reached this percentage.
+        #[arg(long, default_value_t = 30.0, requires = "sync")]
+        outage_at: f64,
+        /// --sync: seconds the link stays cut (more than the standby's 3 s lease).
+        #[arg(long, default_value_t = 6.0, requires = "sync")]
+        outage_s: f64,
     },
 }
 
@@ -60,12 +82,46 @@ fn main() -> Result<()> {
         report,
         keep,
         timeout,
+        sync,
+        trace,
+        trace_scale,
+        outage_at,
+        outage_s,
     } = Args::parse().command;
-    let options = Options {
-        workload,
-        class,
-        timeout: Duration::from_secs(timeout),
-        ..Options::default()
+    let timeout = Duration::from_secs(timeout);
+    let scenario = if sync {
+        let mut options = standby::Options::with_default_trace();
+        if let Some(path) = trace {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading trace {}", path.display()))?;
+            options.trace = Trace::parse(&path, &text)?;
+            options.trace_name = path.display().to_string();
+        }
+        anyhow::ensure!(
+            trace_scale.is_finite() && trace_scale > 0.0,
+            "--trace-scale must be a positive number"
+        );
+        anyhow::ensure!(
+            outage_s.is_finite() && outage_s > 0.0,
+            "--outage-s must be a positive number of seconds"
+        );
+        Scenario::Sync(standby::Options {
+            workload,
+            class: class.unwrap_or(options.class.clone()),
+            trace_scale,
+            outage_at,
+            outage: Duration::from_secs_f64(outage_s),
+            timeout,
+            ..options
+        })
+    } else {
+        let defaults = Options::default();
+        Scenario::Migrate(Options {
+            workload,
+            class: class.unwrap_or(defaults.class.clone()),
+            timeout,
+            ..defaults
+        })
     };
     // A signal would end the process without the cluster's drop: tear the
     // lab down (its QEMU nodes, the namespace) here, then exit.
@@ -91,7 +147,8 @@ fn main() -> Result<()> {
             bar.println(text);
         }
     };
-    let mut on_event = |event: Event| match event {
+    let mut on_event = |event: Event| {
+        match event {
         Event::Stage(text) => say(format!("tern: {text}")),
         Event::Progress { isa, percent } => {
             bar.set_prefix(isa);
@@ -102,8 +159,26 @@ fn main() -> Result<()> {
             "tern: migrated {} -> {}: {} ms total, {} ms downtime, {} state bytes, {} wire bytes",
             m.from_isa, m.to_isa, m.total_ms, m.downtime_ms, m.state_bytes, m.wire_bytes
         )),
+        Event::Synced(s) => say(format!(
+            "tern: sync {} from {} at {:.1}% (epoch {}): {} of {} chunks, {} B in {} ms, {} x{:.2}; next in {:.1} s",
+            s.number,
+            s.from_isa,
+            s.at_percent,
+            s.epoch,
+            s.chunks_sent,
+            s.chunks,
+            s.wire_bytes,
+            s.ms,
+            s.codec,
+            s.ratio,
+            s.next_s
+        )),
+    }
     };
-    let (result, cluster, key) = demo::run(&options, &mut on_event)?;
+    let (result, cluster, key) = match &scenario {
+        Scenario::Migrate(options) => demo::run(options, &mut on_event)?,
+        Scenario::Sync(options) => standby::run(options, &mut on_event)?,
+    };
     bar.finish_and_clear();
     print_report(&result);
     if let Some(path) = &report {
@@ -119,18 +194,30 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+/// What `tern demo` runs.
+enum Scenario {
+    /// Two live migrations.
+    Migrate(Options),
+    /// A standby through an outage.
+    Sync(standby::Options),
+}
+
 fn print_report(r: &Report) {
     println!(
         "{} class {}: {} ({:.1} s)",
         r.workload,
         r.class,
-        if r.verified {
-            "VERIFICATION SUCCESSFUL after migrating"
-        } else {
-            "VERIFICATION FAILED"
+        match (r.verified, &r.standby) {
+            (false, _) => "VERIFICATION FAILED",
+            (true, None) => "VERIFICATION SUCCESSFUL after migrating",
+            (true, Some(_)) => "VERIFICATION SUCCESSFUL after failover and failback",
         },
         r.run_s
     );
+    if let Some(s) = &r.standby {
+        print_standby(s);
+        return;
+    }
     println!(
         "{:<20} {:>8} {:>10} {:>12} {:>12} {:>8}",
         "migration", "at", "total ms", "downtime ms", "state bytes", "wire bytes"
@@ -146,6 +233,28 @@ fn print_report(r: &Report) {
             m.wire_bytes
         );
     }
+}
+
+fn print_standby(s: &StandbyReport) {
+    println!(
+        "link: {} x{} (mean {:.2} Mbit/s while shaped)",
+        s.trace, s.trace_scale, s.link_mean_mbps
+    );
+    println!(
+        "syncs: {} ({} B on the wire); outage of {} ms cut the PC's link at {:.1}%",
+        s.syncs.len(),
+        s.sync_bytes,
+        s.outage_ms,
+        s.cut_at_percent
+    );
+    println!(
+        "failover: {} ms after the cut, the aarch64 node resumed at {:.1}% (lost {:.1} points; one sync interval is {:.1})",
+        s.failover_ms, s.resumed_at_percent, s.lost_progress, s.interval_progress
+    );
+    println!(
+        "failback: {} ms after the link returned, the PC stood down at {:.1}%; finished on {}",
+        s.failback_ms, s.stopped_at_percent, s.finished_on
+    );
 }
 
 /// Writes the report through a temporary file and a rename.

@@ -11,8 +11,20 @@ use alloc::vec::Vec;
 use sha2::{Digest, Sha256};
 use tern_migration::{Limits, Reader};
 
-/// Transfer chunk size: checkpoints are cut at multiples of this offset.
+/// Size of the pieces a span of a checkpoint longer than
+/// [`MAX_TRANSFER_CHUNK`] is cut into (and of every piece of an input that
+/// is not a checkpoint).
 pub const TRANSFER_CHUNK: u32 = 64 * 1024;
+
+/// Longest transfer chunk a receiver accepts: one chunk record of the
+/// format's usual 64 KiB chunk with its 16 bytes of framing fits.
+pub const MAX_TRANSFER_CHUNK: u32 = 2 * TRANSFER_CHUNK;
+
+/// Bytes of a chunk record besides its data: region, chunk, len, crc.
+const RECORD_FRAMING: u64 = 16;
+
+/// Bytes of the trailer: magic and SHA-256.
+const TRAILER: u64 = 40;
 
 /// Encodes one chunk's bytes for the wire: the codec used and the payload.
 pub type ChunkEncoder<'a> = dyn FnMut(&[u8]) -> (Codec, Vec<u8>) + 'a;
@@ -20,14 +32,81 @@ pub type ChunkEncoder<'a> = dyn FnMut(&[u8]) -> (Codec, Vec<u8>) + 'a;
 /// CRC-32C, as in the checkpoint format.
 const CRC32C: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
 
-/// Describes `bytes` cut into [`TRANSFER_CHUNK`] pieces.
+/// Describes `bytes` cut into transfer chunks (see [`cut_lengths`]).
 pub fn chunk_list(bytes: &[u8]) -> Vec<ChunkInfo> {
-    bytes
-        .chunks(TRANSFER_CHUNK as usize)
-        .map(|c| ChunkInfo {
-            hash: Sha256::digest(c).into(),
-            crc: CRC32C.checksum(c),
-            len: c.len() as u32,
+    let mut start = 0;
+    cut_lengths(bytes)
+        .into_iter()
+        .map(|len| {
+            let c = &bytes[start..start + len];
+            start += len;
+            ChunkInfo {
+                hash: Sha256::digest(c).into(),
+                crc: CRC32C.checksum(c),
+                len: len as u32,
+            }
+        })
+        .collect()
+}
+
+/// The lengths of the transfer chunks of `bytes`, in order. A full
+/// checkpoint is cut where its own parts meet: header and region table,
+/// each chunk record, trailer. A typed region that grows by a byte (a
+/// postcard varint crossing 128) then changes its own record only, and a
+/// replica still holds every other chunk; at fixed offsets everything after
+/// it would shift and no chunk would match. Spans longer than
+/// [`MAX_TRANSFER_CHUNK`], and any input that is not a full checkpoint, are
+/// cut into [`TRANSFER_CHUNK`] pieces.
+pub fn cut_lengths(bytes: &[u8]) -> Vec<usize> {
+    let spans = record_spans(bytes).unwrap_or_else(|| alloc::vec![bytes.len()]);
+    let mut cuts = Vec::new();
+    for span in spans {
+        if span <= MAX_TRANSFER_CHUNK as usize {
+            cuts.push(span);
+        } else {
+            let mut rest = span;
+            while rest > 0 {
+                let piece = rest.min(TRANSFER_CHUNK as usize);
+                cuts.push(piece);
+                rest -= piece;
+            }
+        }
+    }
+    cuts.retain(|&len| len > 0);
+    cuts
+}
+
+/// The parts of a full checkpoint (prefix of header and region table, each
+/// chunk record, trailer) from its validated region table; `None` for
+/// anything else.
+fn record_spans(bytes: &[u8]) -> Option<Vec<usize>> {
+    let r = Reader::open(bytes, &Limits::default()).ok()?;
+    let mut records = Vec::new();
+    for e in r.regions() {
+        if u64::from(e.chunk_count) != e.total_chunks() {
+            return None;
+        }
+        for i in 0..e.total_chunks() {
+            records.push(usize::try_from(RECORD_FRAMING + e.chunk_len(i)).ok()?);
+        }
+    }
+    let body = records.iter().sum::<usize>() + TRAILER as usize;
+    let prefix = bytes.len().checked_sub(body)?;
+    let mut spans = Vec::with_capacity(records.len() + 2);
+    spans.push(prefix);
+    spans.extend(records);
+    spans.push(TRAILER as usize);
+    Some(spans)
+}
+
+/// Where each chunk of `chunks` starts in the checkpoint.
+fn offsets(chunks: &[ChunkInfo]) -> Vec<usize> {
+    chunks
+        .iter()
+        .scan(0usize, |at, c| {
+            let start = *at;
+            *at += c.len as usize;
+            Some(start)
         })
         .collect()
 }
@@ -62,6 +141,8 @@ pub enum SendPhase {
 pub struct Outgoing {
     offer: Offer,
     bytes: Vec<u8>,
+    /// Start of each offered chunk in `bytes`.
+    starts: Vec<usize>,
     queue: Vec<u32>,
     next: usize,
     phase: SendPhase,
@@ -77,7 +158,8 @@ impl Outgoing {
     ) -> Result<Self, TransferError> {
         let limits = Limits::default();
         let (h, hash) = validate(&checkpoint, &limits).ok_or(TransferError::InvalidCheckpoint)?;
-        if checkpoint.len() as u64 > u64::from(u32::MAX) * u64::from(TRANSFER_CHUNK) {
+        let chunks = chunk_list(&checkpoint);
+        if u32::try_from(chunks.len()).is_err() {
             return Err(TransferError::TooLarge);
         }
         let offer = Offer {
@@ -90,9 +172,10 @@ impl Outgoing {
             epoch: h.epoch,
             checkpoint_hash: hash,
             total_len: checkpoint.len() as u64,
-            chunks: chunk_list(&checkpoint),
+            chunks,
         };
         Ok(Self {
+            starts: offsets(&offer.chunks),
             offer,
             bytes: checkpoint,
             queue: Vec::new(),
@@ -211,7 +294,7 @@ impl Outgoing {
             });
         };
         self.next += 1;
-        let start = index as usize * TRANSFER_CHUNK as usize;
+        let start = self.starts[index as usize];
         let end = start + self.offer.chunks[index as usize].len as usize;
         let (codec, payload) = encode(&self.bytes[start..end]);
         Some(Message::Chunk {
@@ -233,9 +316,10 @@ impl Replica {
     /// Indexes `bytes` (any earlier checkpoint; it is only a source of chunks,
     /// every reused chunk is checked against the offer's hash).
     pub fn new(bytes: Vec<u8>) -> Self {
+        let chunks = chunk_list(&bytes);
         let mut by_hash = BTreeMap::new();
-        for (i, c) in chunk_list(&bytes).iter().enumerate() {
-            by_hash.entry(c.hash).or_insert(i * TRANSFER_CHUNK as usize);
+        for (c, start) in chunks.iter().zip(offsets(&chunks)) {
+            by_hash.entry(c.hash).or_insert(start);
         }
         Self { bytes, by_hash }
     }
@@ -306,6 +390,8 @@ pub struct Incoming<'r> {
     policy: Policy,
     replica: Option<ReplicaRef<'r>>,
     offer: Option<Offer>,
+    /// Start of each offered chunk in `buf`.
+    starts: Vec<usize>,
     buf: Vec<u8>,
     missing: BTreeSet<u32>,
     phase: ReceivePhase,
@@ -328,6 +414,7 @@ impl<'r> Incoming<'r> {
             policy,
             replica: replica.map(ReplicaRef::Borrowed),
             offer: None,
+            starts: Vec::new(),
             buf: Vec::new(),
             missing: BTreeSet::new(),
             phase: ReceivePhase::AwaitOffer,
@@ -394,7 +481,7 @@ impl<'r> Incoming<'r> {
                 if !chunk_matches(&info, &payload) {
                     return reject(NackReason::BadChunk { index });
                 }
-                let start = index as usize * TRANSFER_CHUNK as usize;
+                let start = self.starts[index as usize];
                 self.buf[start..start + payload.len()].copy_from_slice(&payload);
                 Ok(None)
             }
@@ -450,18 +537,13 @@ impl<'r> Incoming<'r> {
         {
             return reject(NackReason::UnsupportedKind);
         }
-        // The chunk list must cut total_len at TRANSFER_CHUNK offsets.
-        let n = o.chunks.len() as u64;
-        let full = o.total_len / u64::from(TRANSFER_CHUNK);
-        let well_formed = n == o.total_len.div_ceil(u64::from(TRANSFER_CHUNK))
-            && o.chunks.iter().enumerate().all(|(i, c)| {
-                let expect = if (i as u64) < full {
-                    u64::from(TRANSFER_CHUNK)
-                } else {
-                    o.total_len % u64::from(TRANSFER_CHUNK)
-                };
-                u64::from(c.len) == expect
-            });
+        // The chunks must cover total_len exactly, none empty or too long.
+        let well_formed = o
+            .chunks
+            .iter()
+            .all(|c| (1..=MAX_TRANSFER_CHUNK).contains(&c.len))
+            && o.chunks.iter().map(|c| u64::from(c.len)).sum::<u64>() == o.total_len
+            && u32::try_from(o.chunks.len()).is_ok();
         if !well_formed {
             return reject(NackReason::UnexpectedMessage);
         }
@@ -483,9 +565,9 @@ impl<'r> Incoming<'r> {
         buf.try_reserve_exact(o.total_len as usize)
             .map_err(|_| TransferError::OutOfMemory)?;
         buf.resize(o.total_len as usize, 0);
+        let starts = offsets(&o.chunks);
         let mut need = Vec::new();
-        for (i, c) in o.chunks.iter().enumerate() {
-            let start = i * TRANSFER_CHUNK as usize;
+        for (i, (c, &start)) in o.chunks.iter().zip(&starts).enumerate() {
             match self
                 .replica
                 .as_ref()
@@ -500,6 +582,7 @@ impl<'r> Incoming<'r> {
             }
         }
         self.buf = buf;
+        self.starts = starts;
         self.offer = Some(o);
         self.phase = ReceivePhase::Receiving;
         Ok(Some(Message::Need { chunks: need }))

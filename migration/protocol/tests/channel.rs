@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use tern_protocol::{
     frame::write_frame, ChannelError, Config, Connection, Event, FrameError, Handshake, Message,
-    Security,
+    Security, PROTOCOL_VERSION,
 };
 
 #[test]
@@ -273,12 +273,16 @@ fn a_server_frame_reflected_to_the_server_fails() {
 fn version_mismatch_is_typed() {
     let mut c = Connection::client(&config(1, 7), [1; 32]).unwrap();
     let mut wire = c.take_output();
-    // The hello's version is the first field after the variant index: varint 1.
-    assert_eq!(wire[4..6], [0, 1]);
-    wire[5] = 2;
+    // The hello's version is the first field after the variant index: a
+    // one-byte varint.
+    assert_eq!(wire[4..6], [0, PROTOCOL_VERSION as u8]);
+    wire[5] = PROTOCOL_VERSION as u8 + 1;
     let mut s = Connection::server(&config(2, 7), [2; 32]).unwrap();
     assert_eq!(
         s.receive(&wire),
-        Err(ChannelError::Version { peer: 2, ours: 1 })
+        Err(ChannelError::Version {
+            peer: PROTOCOL_VERSION + 1,
+            ours: PROTOCOL_VERSION
+        })
     );
 }

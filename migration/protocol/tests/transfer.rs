@@ -74,7 +74,9 @@ fn run(
 
 #[test]
 fn migration_with_dedup_against_the_base_replica() {
-    let mut d = data(60_000); // 480 KB: 8 transfer chunks
+    // 480 KB of bulk data in 8 records; with the header and region table,
+    // the typed state's record and the trailer: 11 transfer chunks.
+    let mut d = data(60_000);
     let base = checkpoint(4, 100, &d);
     d.set(30_000, 1);
     let next = checkpoint(5, 120, &d);
@@ -90,12 +92,12 @@ fn migration_with_dedup_against_the_base_replica() {
     );
     assert!(out.owns_task());
     let (need, wire) = run(&mut out, &mut inc, &mut c, &mut s).unwrap();
-    // Needed: 0 (header: progress, epoch; typed state), 3 and 4 (the changed
-    // bulk chunk's record: its data and its CRC straddle them), 7 (the
-    // trailer's SHA-256). The other four come from the replica.
+    // Needed: 0 (header: progress, epoch), 1 (typed state), 5 (the changed
+    // bulk chunk's record), 10 (the trailer's SHA-256). The other seven come
+    // from the replica.
     let n = tern_protocol::transfer::chunk_list(&next).len();
-    assert_eq!(n, 8);
-    assert_eq!(need, vec![0, 3, 4, 7]);
+    assert_eq!(n, 11);
+    assert_eq!(need, vec![0, 1, 5, 10]);
     assert!(wire * 10 < next.len() * 6, "wire {wire} of {}", next.len());
     assert!(!out.owns_task());
     assert_eq!(inc.phase(), ReceivePhase::Accepted);
@@ -103,6 +105,62 @@ fn migration_with_dedup_against_the_base_replica() {
     assert_eq!(got, next);
     let r = read_checkpoint(&got[..], &Limits::default()).unwrap();
     assert_eq!((r.header.epoch, r.header.progress), (5, 120));
+}
+
+#[test]
+fn a_typed_region_that_grows_shifts_no_other_chunk() {
+    // Progress 100 → 200: the typed state's varint grows by a byte, and
+    // every byte after it moves. The bulk records still match the replica.
+    let d = data(60_000);
+    let base = checkpoint(4, 100, &d);
+    let next = checkpoint(5, 200, &d);
+    assert_eq!(next.len(), base.len() + 1);
+    let replica = Replica::new(base);
+    let (mut c, mut s) = established();
+    let mut out = Outgoing::new(Transfer::Replicate, 42, next.clone()).unwrap();
+    let mut inc = Incoming::new(policy(None), Some(&replica));
+    let (need, _) = run(&mut out, &mut inc, &mut c, &mut s).unwrap();
+    assert_eq!(need, vec![0, 1, 10]);
+    assert_eq!(inc.take_checkpoint().unwrap(), next);
+}
+
+#[test]
+fn input_that_is_not_a_checkpoint_is_cut_at_fixed_offsets_and_long_spans_are_split() {
+    use tern_protocol::transfer::{cut_lengths, MAX_TRANSFER_CHUNK, TRANSFER_CHUNK};
+    let chunk = TRANSFER_CHUNK as usize;
+    assert_eq!(cut_lengths(&vec![1; 2 * chunk + 5]), vec![chunk, chunk, 5]);
+    assert_eq!(cut_lengths(&[]), Vec::<usize>::new());
+    // A checkpoint's pieces are never longer than a receiver accepts.
+    let next = checkpoint(1, 10, &data(100_000));
+    let lens = cut_lengths(&next);
+    assert_eq!(lens.iter().sum::<usize>(), next.len());
+    assert!(lens
+        .iter()
+        .all(|&l| l > 0 && l <= MAX_TRANSFER_CHUNK as usize));
+}
+
+#[test]
+fn offers_whose_chunks_do_not_cover_the_checkpoint_are_refused() {
+    let next = checkpoint(1, 10, &data(20_000));
+    let out = Outgoing::new(Transfer::Migrate, 1, next).unwrap();
+    let Message::Offer(o) = out.offer() else {
+        unreachable!()
+    };
+    let mut short = o.clone();
+    short.chunks.pop();
+    let mut empty = o.clone();
+    empty.chunks[1].len = 0;
+    let mut long = o.clone();
+    long.total_len += 1;
+    long.chunks.last_mut().unwrap().len += 1;
+    long.chunks[2].len = 3 * 65536;
+    for bad in [short, empty, long] {
+        let mut inc = Incoming::new(policy(None), None);
+        assert_eq!(
+            inc.on_message(Message::Offer(bad)),
+            Err(TransferError::Rejected(NackReason::UnexpectedMessage))
+        );
+    }
 }
 
 #[test]
@@ -118,7 +176,7 @@ fn a_shared_replica_dedups_like_a_borrowed_one_and_the_sender_gets_its_bytes_bac
     assert_eq!(out.offered().total_len, next.len() as u64);
     let mut inc = Incoming::with_shared_replica(policy(None), Some(replica.clone()));
     let (need, _) = run(&mut out, &mut inc, &mut c, &mut s).unwrap();
-    assert_eq!(need, vec![0, 3, 4, 7]);
+    assert_eq!(need, vec![0, 1, 5, 10]);
     // A replicate transfer moves no ownership.
     assert!(out.owns_task());
     assert_eq!(inc.take_checkpoint().unwrap(), next);
@@ -132,7 +190,8 @@ fn migration_without_replica_sends_everything() {
     let mut out = Outgoing::new(Transfer::Migrate, 1, next.clone()).unwrap();
     let mut inc = Incoming::new(policy(None), None);
     let (need, wire) = run(&mut out, &mut inc, &mut c, &mut s).unwrap();
-    assert_eq!(need, (0..3).collect::<Vec<u32>>());
+    // Header and table, state, 3 bulk records, trailer.
+    assert_eq!(need, (0..6).collect::<Vec<u32>>());
     assert!(wire > next.len());
     assert_eq!(inc.take_checkpoint().unwrap(), next);
 }
@@ -328,10 +387,12 @@ fn bad_chunks_need_and_commit_are_typed() {
     // A chunk twice is refused.
     let mut inc = Incoming::new(policy(None), None);
     inc.on_message(out.offer()).unwrap();
+    let lens = tern_protocol::transfer::cut_lengths(&next);
+    let start: usize = lens[..2].iter().sum();
     let chunk = Message::Chunk {
         index: 2,
         codec: Codec::None,
-        payload: next[2 * 65536..].to_vec(),
+        payload: next[start..start + lens[2]].to_vec(),
     };
     assert_eq!(inc.on_message(chunk.clone()), Ok(None));
     assert_eq!(

@@ -45,26 +45,27 @@ impl fmt::Display for CodecMode {
     }
 }
 
-/// Bytes of one transfer's chunks before and after compression, and the codec of
-/// its last chunk.
-#[derive(Clone, Copy, Debug)]
+/// Bytes of one transfer's chunks before and after compression, and how
+/// many raw bytes each codec carried.
+#[derive(Clone, Copy, Debug, Default)]
 pub(super) struct Tally {
     pub(super) raw: u64,
     pub(super) encoded: u64,
-    pub(super) last: Codec,
-}
-
-impl Default for Tally {
-    fn default() -> Self {
-        Self {
-            raw: 0,
-            encoded: 0,
-            last: Codec::None,
-        }
-    }
+    /// Raw bytes per codec, in [`Codec::ALL`]'s order.
+    carried: [u64; Codec::ALL.len()],
 }
 
 impl Tally {
+    /// The codec that carried the most raw bytes (`none` before any chunk).
+    pub(super) fn main_codec(&self) -> Codec {
+        Codec::ALL
+            .into_iter()
+            .zip(self.carried)
+            .max_by_key(|&(_, bytes)| bytes)
+            .filter(|&(_, bytes)| bytes > 0)
+            .map_or(Codec::None, |(codec, _)| codec)
+    }
+
     /// Raw over encoded bytes (1 before any chunk).
     pub(super) fn ratio(&self) -> f64 {
         if self.encoded == 0 {
@@ -109,7 +110,9 @@ impl ChunkEncoder {
         };
         tally.raw += bytes.len() as u64;
         tally.encoded += payload.len() as u64;
-        tally.last = codec;
+        if let Some(i) = Codec::ALL.iter().position(|&c| c == codec) {
+            tally.carried[i] += bytes.len() as u64;
+        }
         (wire_codec(codec), payload)
     }
 

@@ -550,7 +550,7 @@ impl Control {
         s.state_bytes = offer.total_len;
         s.last_sync_ns = Some(sync.captured_ns);
         s.syncs += 1;
-        let (need, codec) = (sync.need, sync.tally.last);
+        let (need, codec) = (sync.need, sync.tally.main_codec());
         s.sync = None;
         let interval = s.interval_s(now_ns).unwrap_or(0.0);
         let _ = writeln!(
@@ -613,7 +613,7 @@ impl Control {
             .and_then(|bytes| Outgoing::new(Transfer::Replicate, e.task_id, bytes).ok());
         if let Some(outgoing) = replica {
             let offer = outgoing.offered().clone();
-            self.replicas.insert(
+            self.keep_replica(
                 e.task_id,
                 HeldReplica {
                     replica: Rc::new(Replica::new(outgoing.into_checkpoint())),
@@ -966,12 +966,15 @@ mod tests {
         );
         assert_eq!(standby[0].owner, node_id_from_mac(MAC_A));
         assert_eq!(standby[0].policy.as_deref(), Some("cost-rate"));
-        // The first sync knows no bandwidth and sends raw chunks; the
-        // second compresses with the codecs measured on the first.
+        // The first sync knows no bandwidth and sends raw chunks, all of
+        // them; the second only those that changed since (the matrix stays).
+        assert!(a.contains(": sync 1 at "), "{a}");
+        assert!(a.contains(": 24 of 24 chunks, "), "{a}");
         assert!(a.contains(", none x1.00; next in "), "{a}");
-        assert!(percent_after(&a, "B in ") > 0.0);
-        let ratio = percent_after(&p.out_a, " x");
-        assert!(ratio > 1.0, "{}", p.out_a);
+        let second = a.lines().find(|l| l.contains(": sync 2 at ")).unwrap();
+        let sent = percent_after(second, "(epoch 1): ");
+        assert!((1.0..24.0).contains(&sent), "{second}");
+        assert!(percent_after(second, "B in ") > 0.0);
         let sessions = exec(&mut p.a, "sync");
         assert!(sessions.contains("connected, 2 syncs, last "), "{sessions}");
         let leases = exec(&mut p.b, "sync");

@@ -84,7 +84,7 @@ fn show_json_has_the_documented_fields() {
     assert_eq!(j["format_version"], 1);
     assert_eq!(j["ok"], true);
     assert_eq!(j["task"]["kind"], "npb-cg");
-    assert_eq!(j["task"]["version"], 1);
+    assert_eq!(j["task"]["version"], 2);
     assert_eq!(j["source"]["isa"], std::env::consts::ARCH);
     assert_eq!(j["source"]["board"], "linux-host");
     assert!(j["progress"].as_u64().unwrap() * 2 >= j["progress_total"].as_u64().unwrap());
@@ -102,7 +102,7 @@ fn show_json_has_the_documented_fields() {
     // The human form shows the same.
     let text = stdout(&inspect(&["show", ck.to_str().unwrap()]));
     assert!(
-        text.contains("npb-cg v1") && text.contains("status          OK"),
+        text.contains("npb-cg v2") && text.contains("status          OK"),
         "{text}"
     );
     std::fs::remove_dir_all(&dir).unwrap();

@@ -98,7 +98,9 @@ impl Kernel {
         commands.extend(crate::migrate::commands());
         Self {
             board,
-            services: alloc::vec![Box::new(TaskRunner::new(tasks.clone())) as Box<dyn Service>],
+            services: alloc::vec![
+                Box::new(TaskRunner::new(tasks.clone(), board.clock())) as Box<dyn Service>
+            ],
             commands,
             halt_requested: None,
             tasks,

@@ -15,6 +15,7 @@ use alloc::vec::Vec;
 use core::cell::RefCell;
 use core::fmt::{self, Write};
 
+use tern_hal::MonotonicClock;
 use tern_migration::{Step, Task};
 use tern_workloads::{Class, Workload};
 
@@ -222,16 +223,22 @@ impl TaskTable {
     }
 }
 
+/// How long the runner keeps stepping the tasks in one turn of the run
+/// loop. A fast node takes many short steps per turn, so the other services
+/// cost little beside them; a slow node takes one, so they still get a turn
+/// after every step.
+pub const SLICE_NS: u64 = 2_000_000;
+
 /// The run-loop service that steps the shared [`TaskTable`].
-#[derive(Debug)]
 pub struct TaskRunner {
     table: Rc<RefCell<TaskTable>>,
+    clock: &'static dyn MonotonicClock,
 }
 
 impl TaskRunner {
-    /// A runner stepping the tasks of `table`.
-    pub fn new(table: Rc<RefCell<TaskTable>>) -> Self {
-        Self { table }
+    /// A runner stepping the tasks of `table` for slices timed by `clock`.
+    pub fn new(table: Rc<RefCell<TaskTable>>, clock: &'static dyn MonotonicClock) -> Self {
+        Self { table, clock }
     }
 }
 
@@ -240,12 +247,18 @@ impl Service for TaskRunner {
         "tasks"
     }
 
-    fn poll(&mut self, _now_ns: u64, out: &mut dyn Write) -> ServiceStatus {
+    fn poll(&mut self, now_ns: u64, out: &mut dyn Write) -> ServiceStatus {
         // Borrowed means a command holds the table: nothing to do now.
-        let ran = self
-            .table
-            .try_borrow_mut()
-            .is_ok_and(|mut table| table.step_all(out));
+        let Ok(mut table) = self.table.try_borrow_mut() else {
+            return ServiceStatus::Idle;
+        };
+        let mut ran = false;
+        while table.step_all(out) {
+            ran = true;
+            if self.clock.now_ns().saturating_sub(now_ns) >= SLICE_NS {
+                break;
+            }
+        }
         if ran {
             ServiceStatus::Busy
         } else {

@@ -21,7 +21,7 @@ const TIMEOUT: Duration = Duration::from_secs(20);
 
 fn hello() -> Hello {
     Hello {
-        version: 1,
+        version: tern_protocol::PROTOCOL_VERSION,
         isa: "x86_64".into(),
         board: "linux-host".into(),
         node_id: 0,

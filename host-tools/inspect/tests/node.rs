@@ -68,7 +68,7 @@ fn fake_node(key: Security, ckpt: Vec<u8>) -> String {
 
 fn serve(mut sock: TcpStream, key: Security, ckpt: Vec<u8>) {
     let hello = Hello {
-        version: 1,
+        version: tern_protocol::PROTOCOL_VERSION,
         isa: "x86_64".into(),
         board: "pc".into(),
         node_id: NODE_ID,

@@ -81,6 +81,16 @@ pub enum HarnessError {
         /// cargo's exit status.
         status: ExitStatus,
     },
+    /// A host tool ran and failed.
+    #[error("{command} failed ({status}):\n{output}")]
+    ToolFailed {
+        /// The command line.
+        command: String,
+        /// Its exit status.
+        status: ExitStatus,
+        /// Its standard output and error.
+        output: String,
+    },
 }
 
 /// Builds (once per test process) the `variant` kernel of `board` in release
@@ -134,6 +144,40 @@ pub fn host_tool(package: &str, bin: &str) -> Result<PathBuf, HarnessError> {
     let path = target_dir.join("debug").join(bin);
     built.insert(bin.into(), path.clone());
     Ok(path)
+}
+
+/// What `tern demo` printed and the report it wrote.
+pub struct DemoRun {
+    /// Its standard output: the account a user reads.
+    pub stdout: String,
+    /// The JSON report (`--report FILE`).
+    pub report: Vec<u8>,
+}
+
+/// Runs `tern demo ARGS --report FILE` exactly as users run it (the README's
+/// main job; needs root), and returns what it printed and reported.
+pub fn run_demo(args: &[&str]) -> Result<DemoRun, HarnessError> {
+    let tern = host_tool("tern", "tern")?;
+    let dir = tempfile::tempdir()?;
+    let report = dir.path().join("report.json");
+    let out = Command::new(tern)
+        .arg("demo")
+        .args(args)
+        .arg("--report")
+        .arg(&report)
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        return Err(HarnessError::ToolFailed {
+            command: format!("tern demo {}", args.join(" ")),
+            status: out.status,
+            output: format!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr)),
+        });
+    }
+    Ok(DemoRun {
+        stdout,
+        report: std::fs::read(&report)?,
+    })
 }
 
 /// What a node boots.

@@ -282,12 +282,7 @@ fn drive(
         matches!(t.status, TaskStatus::Finished { .. })
     })?;
     let run_s = started.elapsed().as_secs_f64();
-    // The node's own verdict line is the workload's report.
-    let line = cluster
-        .node(0)
-        .expect("VERIFICATION SUCCESSFUL", ANSWER)
-        .is_ok();
-    let verified = line && matches!(done.status, TaskStatus::Finished { verified: true });
+    let verified = verified(cluster, 0, &done);
     Ok(Report {
         scenario: "migrate",
         workload: options.workload.clone(),
@@ -298,6 +293,17 @@ fn drive(
         run_s,
         standby: None,
     })
+}
+
+/// Whether the finished task `done` passed NPB's verification on node `i`:
+/// its status says so and the node printed the verdict line (the workload's
+/// own report).
+pub(crate) fn verified(cluster: &mut Cluster, i: usize, done: &TaskSummary) -> bool {
+    let line = cluster
+        .node(i)
+        .expect("VERIFICATION SUCCESSFUL", ANSWER)
+        .is_ok();
+    line && matches!(done.status, TaskStatus::Finished { verified: true })
 }
 
 /// Progress of a listed task, in percent.

@@ -21,8 +21,8 @@ use tern_protocol::{Psk, TaskRole, TaskStatus};
 use tern_sync_lab::trace::Trace;
 
 use crate::demo::{
-    follow, percent, start_nodes, start_task, with_consoles, DemoError, Event, Report, ANSWER,
-    BOARDS,
+    follow, percent, start_nodes, start_task, verified, with_consoles, DemoError, Event, Report,
+    ANSWER, BOARDS,
 };
 use crate::shaping::TraceShaper;
 
@@ -354,11 +354,7 @@ fn drive(
         matches!(t.status, TaskStatus::Finished { .. })
     })?;
     let run_s = started.elapsed().as_secs_f64();
-    let line = cluster
-        .node(1)
-        .expect("VERIFICATION SUCCESSFUL", ANSWER)
-        .is_ok();
-    let verified = line && matches!(done.status, TaskStatus::Finished { verified: true });
+    let verified = verified(cluster, 1, &done);
     // The last syncs (the session ends when the task does).
     std::thread::sleep(Duration::from_millis(500));
     watch.poll(cluster, on_event);

@@ -236,10 +236,14 @@ impl NetStack {
     /// Adds a TCP socket with these buffer sizes; the caller drives it
     /// through [`NetStack::tcp`].
     pub fn add_tcp(&mut self, rx_bytes: usize, tx_bytes: usize) -> SocketHandle {
-        self.sockets.add(tcp::Socket::new(
+        let mut socket = tcp::Socket::new(
             tcp::SocketBuffer::new(vec![0; rx_bytes]),
             tcp::SocketBuffer::new(vec![0; tx_bytes]),
-        ))
+        );
+        // Reno, not Cubic: no floating point in the network path (the PC
+        // kernel computes it in software).
+        socket.set_congestion_control(tcp::CongestionControl::Reno);
+        self.sockets.add(socket)
     }
 
     /// Drops a socket added by [`NetStack::add_tcp`] (its buffers are freed).

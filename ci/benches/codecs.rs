@@ -141,9 +141,15 @@ fn kill(cluster: &mut Cluster, node: usize, task_id: u64) -> Result<(), ClusterE
     Ok(())
 }
 
+/// The median (the mean of the middle two of an even count).
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    let n = v.len();
+    if n % 2 == 0 {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    } else {
+        v[n / 2]
+    }
 }
 
 fn main() {

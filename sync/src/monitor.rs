@@ -197,7 +197,9 @@ impl LinkMonitor {
 /// send queue runs dry the sender, not the link, sets the pace, and that window says
 /// nothing about the bandwidth. Samples of at least `window_s` seconds are smoothed by
 /// an EWMA. A codec choice made from this estimate follows the link it is sending on
-/// from the first hundred milliseconds, without a history of earlier transfers.
+/// from the first hundred milliseconds, without a history of earlier transfers; while
+/// the sender sets the pace there is no link rate to trade compression against, and
+/// [`ThroughputMeter::rate`] says so.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ThroughputMeter {
     window_s: f64,
@@ -241,9 +243,11 @@ impl ThroughputMeter {
         }
     }
 
-    /// Smoothed throughput in bytes/s, once one full backlogged window has passed.
+    /// Smoothed throughput in bytes/s, once one full backlogged window has passed
+    /// and while the link is still the bottleneck (the last observation was
+    /// backlogged); `None` while the sender sets the pace.
     pub fn rate(&self) -> Option<f64> {
-        self.rate
+        self.rate.filter(|_| self.start.is_some())
     }
 }
 
@@ -312,9 +316,12 @@ mod tests {
         assert_eq!(m.rate(), None, "no full window yet");
         m.observe(0.1, 100_000, true);
         assert_eq!(m.rate(), Some(1_000_000.0));
-        // The queue ran dry: the sender was idle, the window restarts.
+        // The queue ran dry: the sender sets the pace, no link rate now; the
+        // window restarts once the link is the bottleneck again.
         m.observe(0.3, 120_000, false);
+        assert_eq!(m.rate(), None);
         m.observe(0.4, 120_000, true);
+        assert_eq!(m.rate(), Some(1_000_000.0));
         m.observe(0.6, 720_000, true);
         let rate = m.rate().unwrap();
         assert!(

@@ -1266,8 +1266,9 @@ impl Control {
                 m.meter
                     .observe(seconds(now_ns), acked, queued >= socket.send_capacity() / 2);
             }
-            // Unknown at first: then chunks go raw while the probe rounds
-            // measure the codecs, until a backlogged window has passed.
+            // No link rate at first, nor while the sender (its CPU) sets
+            // the pace: then only speed counts and chunks go raw, while the
+            // probe rounds still measure the codecs.
             let bandwidth = m.meter.rate().unwrap_or(f64::INFINITY);
             let clock = self.board.clock();
             let (encoder, tally) = (&mut m.encoder, &mut m.tally);

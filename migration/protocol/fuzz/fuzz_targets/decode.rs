@@ -12,7 +12,7 @@ use tern_protocol::{
     Security, Transfer,
 };
 
-/// A small real checkpoint (2 transfer chunks: cheap to hash on every run) the
+/// A small real checkpoint (5 transfer chunks: cheap to hash on every run) the
 /// sender offers and the receiver holds as replica.
 fn checkpoint() -> &'static Vec<u8> {
     static C: OnceLock<Vec<u8>> = OnceLock::new();

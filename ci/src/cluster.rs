@@ -42,7 +42,7 @@ pub enum ClusterError {
         answer: String,
     },
     /// A node never listed the awaited task state.
-    #[error("node {node} did not list {what} within {timeout:?}")]
+    #[error("node {node} did not list {what} within {timeout:?}{}", last_error.as_deref().map(|e| format!(" (last error: {e})")).unwrap_or_default())]
     Waited {
         /// The node's index.
         node: usize,
@@ -50,6 +50,8 @@ pub enum ClusterError {
         what: String,
         /// How long.
         timeout: Duration,
+        /// Why the last attempt to list failed, if it did.
+        last_error: Option<String>,
     },
 }
 
@@ -215,6 +217,7 @@ impl Cluster {
             let listed = self
                 .client(i, Duration::from_secs(10))
                 .and_then(|mut c| Ok(c.list()?));
+            let last_error = listed.as_ref().err().map(ToString::to_string);
             if let Some(task) = listed.ok().as_deref().and_then(&mut pick) {
                 return Ok(task);
             }
@@ -223,6 +226,7 @@ impl Cluster {
                     node: i,
                     what: what.into(),
                     timeout,
+                    last_error,
                 });
             }
             std::thread::sleep(every);

@@ -30,6 +30,14 @@ fn boot(board: Board) -> Node {
     node
 }
 
+/// The columns of task `id`'s row in `ps`'s answer: id, task, class,
+/// progress, state, epoch, global id.
+fn ps_row(ps: &str, id: u32) -> Option<Vec<&str>> {
+    ps.lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|fields| fields.len() == 7 && fields[0] == id.to_string())
+}
+
 /// Halts `node` with code 0 and checks QEMU's exit status.
 fn halt(mut node: Node) {
     let board = node.board();
@@ -57,23 +65,14 @@ fn checkpoint_task(node: &mut Node, workload: &str, pause_at: u32) -> Received {
     eprintln!("{workload} S paused on {board} after {:?}", since.elapsed());
 
     let ps = node.command("ps").unwrap();
-    let row = ps
-        .lines()
-        .find(|l| l.trim_start().starts_with("1 "))
-        .unwrap_or_else(|| panic!("task 1 missing from ps:\n{ps}"));
-    // id, task, class, progress, state, epoch, global id
-    let fields: Vec<&str> = row.split_whitespace().collect();
-    assert!(
-        fields.get(1) == Some(&workload) && fields.get(4) == Some(&"paused"),
-        "{row}"
-    );
-    let percent: f64 = row
-        .split_whitespace()
-        .find_map(|f| f.strip_suffix('%'))
+    let row = ps_row(&ps, 1).unwrap_or_else(|| panic!("task 1 missing from ps:\n{ps}"));
+    assert!(row[1] == workload && row[4] == "paused", "{ps}");
+    let percent: f64 = row[3]
+        .strip_suffix('%')
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("no progress in {row:?}"));
     let pause_at = f64::from(pause_at);
-    assert!((pause_at..pause_at + 10.0).contains(&percent), "{row}");
+    assert!((pause_at..pause_at + 10.0).contains(&percent), "{ps}");
 
     // The answer is read up to the next prompt ("tern> " cannot occur in
     // base64), then its text goes through the console's catcher.
@@ -213,8 +212,7 @@ fn migrates_from_pc_to_pi(workload: &str) {
     pi.expect("\r\n", REPLY_TIMEOUT).unwrap();
     let ps = pi.command("ps").unwrap();
     assert!(
-        ps.lines()
-            .any(|l| l.trim_start().starts_with("1 ") && l.trim_end().ends_with("verified")),
+        ps_row(&ps, 1).is_some_and(|row| row[4] == "verified"),
         "the resumed task did not verify on the Pi ({verdict:?}):\n{ps}"
     );
     eprintln!(

@@ -174,11 +174,17 @@ fn send(node: &mut Node, name: &str, bytes: &[u8]) -> (Result<String, SendError>
 }
 
 /// Waits for `pattern` in what the sender already passed on (`shown`) or,
-/// failing that, in the node's further output.
+/// failing that, in the node's further output; it may straddle the two (the
+/// sender stops reading mid-line once it has the node's verdict).
 fn expect_after(node: &mut Node, shown: &str, pattern: &str, timeout: Duration) {
-    if !shown.contains(pattern) {
-        node.expect(pattern, timeout).unwrap();
+    if shown.contains(pattern) {
+        return;
     }
+    let carried = (1..pattern.len())
+        .rev()
+        .find(|&k| shown.ends_with(&pattern[..k]))
+        .unwrap_or(0);
+    node.expect(&pattern[carried..], timeout).unwrap();
 }
 
 /// The whole migration of `workload` class S from the PC to the Pi.

@@ -2,7 +2,7 @@
 //! PC node and an aarch64 `virt` node on one lab (`tern_flash::netlab`,
 //! needs root) whose taps are shaped by `tc` to 10, 30, 60, 90 and 120 MB/s.
 //! At each rate, for each codec mode of the sender (`codec none|lz4|
-//! zstd-fastest|adaptive` on its shell; the order rotates from rate to rate
+//! zstd-1|zstd-3|zstd-9|adaptive` on its shell; the order rotates from rate to rate
 //! and round to round), a fresh NPB task (default CG class A: 22.9 MB of
 //! floating-point state) runs on the PC and migrates live to the `virt`
 //! node, which holds no replica of it, so every trial moves the whole
@@ -27,7 +27,7 @@ use tern_protocol::{MigrationReport, Security, TaskRole, TaskStatus};
 const RATES: [u64; 5] = [10, 30, 60, 90, 120];
 
 /// The sender's codec modes.
-const MODES: [&str; 4] = ["none", "lz4", "zstd-fastest", "adaptive"];
+const MODES: [&str; 6] = ["none", "lz4", "zstd-1", "zstd-3", "zstd-9", "adaptive"];
 
 /// The task each trial migrates, by default.
 const TASK: &str = "cg A";

@@ -7,9 +7,9 @@
 //! and V_c online on the data actually sent, include "no compression", and re-probe
 //! every codec periodically so the estimates follow the data.
 //!
-//! Available codecs: none, LZ4 (`lz4_flex` block format) and Zstd via `ruzstd`, whose
-//! compressor implements only its "Fastest" level (≈ zstd −1); its Default, Better and
-//! Best levels are declared but unimplemented in ruzstd 0.9, so they are not offered.
+//! Available codecs: none, LZ4 (`lz4_flex` block format) and Zstandard at levels 1, 3
+//! and 9 (`structured-zstd`, pure Rust and `no_std`): a fast, the default and a denser
+//! level, so the selector trades speed for ratio within Zstd too.
 
 use alloc::vec::Vec;
 
@@ -20,8 +20,12 @@ pub enum Codec {
     None,
     /// LZ4 block format.
     Lz4,
-    /// Zstandard frame at ruzstd's "Fastest" level.
-    ZstdFastest,
+    /// Zstandard frame at level 1.
+    Zstd1,
+    /// Zstandard frame at level 3 (zstd's default).
+    Zstd3,
+    /// Zstandard frame at level 9.
+    Zstd9,
 }
 
 /// Errors decoding a frame.
@@ -51,14 +55,22 @@ pub enum CodecError {
 
 impl Codec {
     /// Every codec, cheapest first.
-    pub const ALL: [Codec; 3] = [Codec::None, Codec::Lz4, Codec::ZstdFastest];
+    pub const ALL: [Codec; 5] = [
+        Codec::None,
+        Codec::Lz4,
+        Codec::Zstd1,
+        Codec::Zstd3,
+        Codec::Zstd9,
+    ];
 
     /// Stable name for reports.
     pub fn name(self) -> &'static str {
         match self {
             Codec::None => "none",
             Codec::Lz4 => "lz4",
-            Codec::ZstdFastest => "zstd-fastest",
+            Codec::Zstd1 => "zstd-1",
+            Codec::Zstd3 => "zstd-3",
+            Codec::Zstd9 => "zstd-9",
         }
     }
 
@@ -71,7 +83,9 @@ impl Codec {
         match self {
             Codec::None => 0,
             Codec::Lz4 => 1,
-            Codec::ZstdFastest => 2,
+            Codec::Zstd1 => 2,
+            Codec::Zstd3 => 3,
+            Codec::Zstd9 => 4,
         }
     }
 
@@ -87,22 +101,24 @@ impl Codec {
         match self {
             Codec::None => input.to_vec(),
             Codec::Lz4 => lz4_flex::block::compress(input),
-            Codec::ZstdFastest => ruzstd::encoding::compress_to_vec(
-                input,
-                ruzstd::encoding::CompressionLevel::Fastest,
-            ),
+            Codec::Zstd1 => zstd(input, 1),
+            Codec::Zstd3 => zstd(input, 3),
+            Codec::Zstd9 => zstd(input, 9),
         }
     }
 
-    /// Decompresses a payload that must expand to exactly `len` bytes.
+    /// Decompresses a payload that must expand to exactly `len` bytes (every
+    /// Zstandard level decodes alike: a frame of any level passes as any).
     pub fn decompress(self, payload: &[u8], len: usize) -> Result<Vec<u8>, CodecError> {
         let corrupt = CodecError::Corrupt { codec: self };
         let out = match self {
             Codec::None => payload.to_vec(),
             Codec::Lz4 => lz4_flex::block::decompress(payload, len).map_err(|_| corrupt.clone())?,
-            Codec::ZstdFastest => {
+            Codec::Zstd1 | Codec::Zstd3 | Codec::Zstd9 => {
+                // The decoder writes into the spare capacity only: the output
+                // is bounded by `len`.
                 let mut out = Vec::with_capacity(len);
-                ruzstd::decoding::FrameDecoder::new()
+                structured_zstd::decoding::FrameDecoder::new()
                     .decode_all_to_vec(payload, &mut out)
                     .map_err(|_| corrupt.clone())?;
                 out
@@ -114,6 +130,14 @@ impl Codec {
             Err(corrupt)
         }
     }
+}
+
+/// A Zstandard frame of `input` at `level`.
+fn zstd(input: &[u8], level: i32) -> Vec<u8> {
+    structured_zstd::encoding::compress_to_vec(
+        input,
+        structured_zstd::encoding::CompressionLevel::from_level(level),
+    )
 }
 
 /// Frame layout: 1 tag byte, u32 little-endian uncompressed length, payload.
@@ -317,7 +341,7 @@ mod tests {
             assert_eq!(decode_frame(&empty, 0).unwrap(), Vec::<u8>::new());
         }
         assert!(encode_frame(Codec::Lz4, &data).len() < data.len());
-        assert!(encode_frame(Codec::ZstdFastest, &data).len() < data.len());
+        assert!(encode_frame(Codec::Zstd1, &data).len() < data.len());
     }
 
     #[test]
@@ -348,17 +372,40 @@ mod tests {
         ));
     }
 
+    /// The selector tests' candidates: one Zstandard level is enough to
+    /// follow the arithmetic.
+    const ONE_ZSTD: [Codec; 3] = [Codec::None, Codec::Lz4, Codec::Zstd1];
+
+    #[test]
+    fn higher_zstd_levels_compress_this_data_at_least_as_densely() {
+        let data = sample_data();
+        let sizes: Vec<usize> = [Codec::Zstd1, Codec::Zstd3, Codec::Zstd9]
+            .iter()
+            .map(|c| c.compress(&data).len())
+            .collect();
+        assert!(sizes[0] >= sizes[1] && sizes[1] >= sizes[2], "{sizes:?}");
+        // One decoder for every level.
+        for c in [Codec::Zstd3, Codec::Zstd9] {
+            assert_eq!(
+                Codec::Zstd1
+                    .decompress(&c.compress(&data), data.len())
+                    .unwrap(),
+                data
+            );
+        }
+    }
+
     #[test]
     fn choice_follows_known_speeds_and_ratios() {
-        let mut s = CodecSelector::new(&Codec::ALL, 1.0, 1000);
+        let mut s = CodecSelector::new(&ONE_ZSTD, 1.0, 1000);
         // Nothing measured: a probe round first.
         assert_eq!(s.choose(1e6), Choice::Probe);
         s.record(Codec::Lz4, 1000, 500, 1000.0 / 400e6); // θ = 2, V_c = 400 MB/s
-        s.record(Codec::ZstdFastest, 1000, 250, 1000.0 / 100e6); // θ = 4, V_c = 100 MB/s
-                                                                 // Chunk 2 is an early probe round.
+        s.record(Codec::Zstd1, 1000, 250, 1000.0 / 100e6); // θ = 4, V_c = 100 MB/s
+                                                           // Chunk 2 is an early probe round.
         assert_eq!(s.choose(10e6), Choice::Probe);
         // 10 MB/s link: none 10, lz4 min(400, 20) = 20, zstd min(100, 40) = 40 → zstd.
-        assert_eq!(s.choose(10e6), Choice::Use(Codec::ZstdFastest));
+        assert_eq!(s.choose(10e6), Choice::Use(Codec::Zstd1));
         assert_eq!(s.choose(10e6), Choice::Probe); // chunk 4
                                                    // 60 MB/s: lz4 min(400, 120) = 120, zstd min(100, 240) = 100 → lz4.
         assert_eq!(s.choose(60e6), Choice::Use(Codec::Lz4));
@@ -374,29 +421,29 @@ mod tests {
 
     #[test]
     fn probe_rounds_recur_and_estimates_follow_the_data() {
-        let mut s = CodecSelector::new(&Codec::ALL, 0.5, 4);
+        let mut s = CodecSelector::new(&ONE_ZSTD, 0.5, 4);
         assert_eq!(s.choose(1e6), Choice::Probe);
         s.record(Codec::Lz4, 1000, 500, 1e-5);
-        s.record(Codec::ZstdFastest, 1000, 250, 1e-5);
+        s.record(Codec::Zstd1, 1000, 250, 1e-5);
         // Chunks 2..=9: 2 (early), 4 and 8 (every 4th).
         let probes = (0..8).filter(|_| s.choose(10e6) == Choice::Probe).count();
         assert_eq!(probes, 3);
         // Incompressible data arrives: ratios fall towards 1 and "none" takes over.
         for _ in 0..20 {
             s.record(Codec::Lz4, 1000, 1004, 1e-5);
-            s.record(Codec::ZstdFastest, 1000, 1010, 1e-5);
+            s.record(Codec::Zstd1, 1000, 1010, 1e-5);
         }
         assert_eq!(s.best(10e6), Codec::None);
     }
 
     #[test]
     fn probes_skip_codecs_too_slow_to_win_except_in_full_rounds() {
-        let mut s = CodecSelector::new(&Codec::ALL, 1.0, 2);
+        let mut s = CodecSelector::new(&ONE_ZSTD, 1.0, 2);
         // First probe round (full): both compressing codecs.
         assert_eq!(s.choose(100e6), Choice::Probe);
-        assert_eq!(s.probe_set(100e6), [Codec::Lz4, Codec::ZstdFastest]);
+        assert_eq!(s.probe_set(100e6), [Codec::Lz4, Codec::Zstd1]);
         s.record(Codec::Lz4, 1000, 500, 1000.0 / 400e6); // rate at 100 MB/s: 200
-        s.record(Codec::ZstdFastest, 1000, 400, 1000.0 / 30e6); // V_c 30 < 200
+        s.record(Codec::Zstd1, 1000, 400, 1000.0 / 30e6); // V_c 30 < 200
         let mut sets = Vec::new();
         for _ in 0..16 {
             if s.choose(100e6) == Choice::Probe {
@@ -407,8 +454,8 @@ mod tests {
         // Rounds 2, 3, 4 skip zstd; round 5 is full again.
         assert_eq!(sets[0], [Codec::Lz4]);
         assert_eq!(sets[2], [Codec::Lz4]);
-        assert_eq!(sets[3], [Codec::Lz4, Codec::ZstdFastest]);
+        assert_eq!(sets[3], [Codec::Lz4, Codec::Zstd1]);
         // On a slow link zstd can win, so it is always probed.
-        assert_eq!(s.probe_set(1e6), [Codec::Lz4, Codec::ZstdFastest]);
+        assert_eq!(s.probe_set(1e6), [Codec::Lz4, Codec::Zstd1]);
     }
 }

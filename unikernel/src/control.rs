@@ -1595,7 +1595,7 @@ pub fn commands() -> [Command; 4] {
         sync::command(),
         Command {
             name: "codec",
-            usage: "[adaptive|none|lz4|zstd-fastest]",
+            usage: "[adaptive|none|lz4|zstd-1|zstd-3|zstd-9]",
             help: "show or set how migrations and syncs started here compress",
             run: codec_command,
         },
@@ -1646,7 +1646,7 @@ fn key_command(kernel: &mut Kernel, args: &[&str], out: &mut dyn Write) -> Comma
 }
 
 fn codec_command(kernel: &mut Kernel, args: &[&str], out: &mut dyn Write) -> CommandResult {
-    const USAGE: &str = "usage: codec [adaptive|none|lz4|zstd-fastest]";
+    const USAGE: &str = "usage: codec [adaptive|none|lz4|zstd-1|zstd-3|zstd-9]";
     let control = control(kernel)?;
     let mut control = control.borrow_mut();
     match args {
@@ -1973,7 +1973,7 @@ mod tests {
 
     #[test]
     fn a_migration_compresses_its_chunks_with_the_chosen_codec_and_verifies() {
-        for codec in ["lz4", "zstd-fastest"] {
+        for codec in ["lz4", "zstd-3"] {
             let mut p = pair();
             assert_eq!(exec(&mut p.a, "codec"), "codec: adaptive\r\n");
             assert_eq!(
@@ -2020,7 +2020,7 @@ mod tests {
         let mut p = pair();
         let answer = exec(&mut p.a, "codec gzip");
         assert!(
-            answer.contains("usage: codec [adaptive|none|lz4|zstd-fastest]"),
+            answer.contains("usage: codec [adaptive|none|lz4|zstd-1|zstd-3|zstd-9]"),
             "{answer}"
         );
         assert_eq!(exec(&mut p.a, "codec"), "codec: adaptive\r\n");

@@ -595,7 +595,7 @@ fn decode(codec: Codec, payload: Vec<u8>, len: usize) -> Option<Vec<u8>> {
     let codec = match codec {
         Codec::None => return Some(payload),
         Codec::Lz4 => tern_sync::codec::Codec::Lz4,
-        Codec::Zstd => tern_sync::codec::Codec::ZstdFastest,
+        Codec::Zstd => tern_sync::codec::Codec::Zstd1,
     };
     codec.decompress(&payload, len).ok()
 }

@@ -206,7 +206,7 @@ fn compressed_chunks_are_decoded_checked_and_bounded() {
     );
     let encodings = [
         (Codec::Lz4, tern_sync::codec::Codec::Lz4),
-        (Codec::Zstd, tern_sync::codec::Codec::ZstdFastest),
+        (Codec::Zstd, tern_sync::codec::Codec::Zstd3),
     ];
     for (codec, method) in encodings {
         let mut out = Outgoing::new(Transfer::Standby, 1, next.clone()).unwrap();

@@ -27,7 +27,7 @@ pub enum CodecMode {
 }
 
 impl CodecMode {
-    /// `adaptive` or a codec's name (`none`, `lz4`, `zstd-fastest`).
+    /// `adaptive` or a codec's name (`none`, `lz4`, `zstd-1`, `zstd-3`, `zstd-9`).
     pub fn parse(name: &str) -> Option<Self> {
         match name {
             "adaptive" => Some(Self::Adaptive),
@@ -159,6 +159,6 @@ fn wire_codec(codec: Codec) -> WireCodec {
     match codec {
         Codec::None => WireCodec::None,
         Codec::Lz4 => WireCodec::Lz4,
-        Codec::ZstdFastest => WireCodec::Zstd,
+        Codec::Zstd1 | Codec::Zstd3 | Codec::Zstd9 => WireCodec::Zstd,
     }
 }

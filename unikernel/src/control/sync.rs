@@ -971,7 +971,11 @@ mod tests {
         // task is paused).
         let first = a.lines().find(|l| l.contains(": sync 1 at ")).unwrap();
         let sent = percent_after(first, "(epoch 1): ");
-        assert_eq!(percent_after(first, &format!("{sent} of ")), sent, "{first}");
+        assert_eq!(
+            percent_after(first, &format!("{sent} of ")),
+            sent,
+            "{first}"
+        );
         assert!(first.contains(", none x1.00; next in "), "{first}");
         let second = a.lines().find(|l| l.contains(": sync 2 at ")).unwrap();
         assert!(percent_after(second, "B in ") > 0.0);

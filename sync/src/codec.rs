@@ -54,6 +54,15 @@ pub enum CodecError {
 }
 
 impl Codec {
+    /// The candidates of the adaptive choice: every codec but Zstandard level 9.
+    /// Level 9 was never the fastest end to end at 10–120 MB/s on our inputs, and its
+    /// speed varies several-fold between the chunks of one checkpoint (fast on random
+    /// floating-point data, slow on integer arrays), so the selector's sampled
+    /// estimates misled it: with level 9 among the candidates, a CG class W
+    /// checkpoint at 60 MB/s took 0.164 s against 0.087 s for level 3 alone
+    /// (`sync-lab codec`, `docs/benchmarks.md`). It remains a fixed choice.
+    pub const ADAPTIVE: [Codec; 4] = [Codec::None, Codec::Lz4, Codec::Zstd1, Codec::Zstd3];
+
     /// Every codec, cheapest first.
     pub const ALL: [Codec; 5] = [
         Codec::None,

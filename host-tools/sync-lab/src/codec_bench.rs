@@ -131,7 +131,7 @@ pub fn run(data: &[u8], bandwidth_mbs: f64, chunk: usize) -> Result<Report> {
         let (times, frames, wall) = run_pipeline(data, chunk, bw, |_, d| timed(c, d))?;
         rows.push(row(c.name(), data.len(), bw, &times, &frames, wall));
     }
-    let mut sel = CodecSelector::new(&Codec::ALL, 0.3, 8);
+    let mut sel = CodecSelector::new(&Codec::ADAPTIVE, 0.3, 8);
     let mut picks: BTreeMap<String, usize> = BTreeMap::new();
     let mut exploit: BTreeMap<String, usize> = BTreeMap::new();
     let (times, frames, wall) = run_pipeline(data, chunk, bw, |_, d| match sel.choose(bw) {

@@ -88,7 +88,7 @@ impl ChunkEncoder {
     pub(super) fn new(mode: CodecMode) -> Self {
         Self {
             mode,
-            selector: CodecSelector::new(&Codec::ALL, CODEC_ALPHA, CODEC_REPROBE),
+            selector: CodecSelector::new(&Codec::ADAPTIVE, CODEC_ALPHA, CODEC_REPROBE),
         }
     }
 

@@ -51,10 +51,34 @@ pub enum Handshake {
 pub enum Codec {
     /// The bytes as they are.
     None,
-    /// LZ4 block format (reserved: version 1 refuses it with a typed error).
+    /// LZ4 block format.
     Lz4,
-    /// Zstandard frame (reserved: version 1 refuses it with a typed error).
+    /// Zstandard frame, of any level.
     Zstd,
+}
+
+impl Codec {
+    /// The tern-sync codec that decodes this encoding (`None` for raw bytes).
+    /// Every Zstandard level decodes alike, so the level is not on the wire.
+    pub fn decoder(self) -> Option<tern_sync::codec::Codec> {
+        match self {
+            Codec::None => None,
+            Codec::Lz4 => Some(tern_sync::codec::Codec::Lz4),
+            Codec::Zstd => Some(tern_sync::codec::Codec::Zstd1),
+        }
+    }
+}
+
+impl From<tern_sync::codec::Codec> for Codec {
+    /// The wire encoding of what a tern-sync codec produces.
+    fn from(codec: tern_sync::codec::Codec) -> Self {
+        use tern_sync::codec::Codec as Sync;
+        match codec {
+            Sync::None => Codec::None,
+            Sync::Lz4 => Codec::Lz4,
+            Sync::Zstd1 | Sync::Zstd3 | Sync::Zstd9 => Codec::Zstd,
+        }
+    }
 }
 
 /// One transfer chunk of a checkpoint as announced in an offer.

@@ -592,12 +592,10 @@ impl<'r> Incoming<'r> {
 /// The bytes of a chunk payload encoded with `codec` that must expand to
 /// exactly `len` bytes; `None` if it does not.
 fn decode(codec: Codec, payload: Vec<u8>, len: usize) -> Option<Vec<u8>> {
-    let codec = match codec {
-        Codec::None => return Some(payload),
-        Codec::Lz4 => tern_sync::codec::Codec::Lz4,
-        Codec::Zstd => tern_sync::codec::Codec::Zstd1,
-    };
-    codec.decompress(&payload, len).ok()
+    match codec.decoder() {
+        None => Some(payload),
+        Some(decoder) => decoder.decompress(&payload, len).ok(),
+    }
 }
 
 /// Length, CRC-32C and SHA-256 of `bytes` against the offer's entry.

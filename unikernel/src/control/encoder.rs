@@ -113,7 +113,7 @@ impl ChunkEncoder {
         if let Some(i) = Codec::ALL.iter().position(|&c| c == codec) {
             tally.carried[i] += bytes.len() as u64;
         }
-        (wire_codec(codec), payload)
+        (WireCodec::from(codec), payload)
     }
 
     fn adaptive(
@@ -151,14 +151,5 @@ fn keep_smaller(encoded: (Codec, Vec<u8>), raw: &[u8]) -> (Codec, Vec<u8>) {
         encoded
     } else {
         (Codec::None, raw.to_vec())
-    }
-}
-
-/// The protocol's tag for a tern-sync codec.
-fn wire_codec(codec: Codec) -> WireCodec {
-    match codec {
-        Codec::None => WireCodec::None,
-        Codec::Lz4 => WireCodec::Lz4,
-        Codec::Zstd1 | Codec::Zstd3 | Codec::Zstd9 => WireCodec::Zstd,
     }
 }

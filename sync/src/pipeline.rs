@@ -106,15 +106,15 @@ mod tests {
         let mut out = Vec::new();
         while !p.is_done() {
             if let Some((_, r)) = p.next_compress() {
-                p.compressed(crate::codec::encode_frame(
-                    crate::codec::Codec::Lz4,
+                p.compressed(tern_codec::encode_frame(
+                    tern_codec::Codec::Lz4,
                     &data[r],
                 ));
                 // Buffer of one: no second compression before a send.
                 assert!(p.next_compress().is_none());
             }
             if let Some((_, f)) = p.next_send() {
-                out.extend(crate::codec::decode_frame(&f, 300).unwrap());
+                out.extend(tern_codec::decode_frame(&f, 300).unwrap());
                 p.sent();
             }
         }

@@ -36,14 +36,13 @@ fn bins() -> &'static Bins {
         let status = Command::new(env!("CARGO"))
             .current_dir(&root)
             .env("CARGO_TARGET_DIR", &cross)
-            .env("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER", "aarch64-linux-gnu-gcc")
             .args(["build", "--release", "-p", "tern-run-task", "--bin", "run-task"])
             .args(["--target", "x86_64-unknown-linux-gnu", "--target", "aarch64-unknown-linux-gnu"])
             .status()
             .expect("running cargo");
         assert!(
             status.success(),
-            "cross build failed: needs `rustup target add aarch64-unknown-linux-gnu` and aarch64-linux-gnu-gcc"
+            "cross build failed: needs `rustup target add aarch64-unknown-linux-gnu` and aarch64-linux-gnu-gcc (the linker .cargo/config.toml names)"
         );
         Bins {
             x86: cross.join("x86_64-unknown-linux-gnu/release/run-task"),

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, ensure, Result};
 use serde::Serialize;
-use tern_sync::codec::{decode_frame, encode_frame, Choice, Codec, CodecSelector};
+use tern_codec::{decode_frame, encode_frame, Codec};
+use tern_sync::codec::{Choice, CodecSelector};
 use tern_sync::pipeline::{pipelined_time, Pipeline};
 
 /// One codec (or the adaptive selector) on the data.

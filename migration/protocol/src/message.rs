@@ -58,21 +58,21 @@ pub enum Codec {
 }
 
 impl Codec {
-    /// The tern-sync codec that decodes this encoding (`None` for raw bytes).
+    /// The tern-codec codec that decodes this encoding (`None` for raw bytes).
     /// Every Zstandard level decodes alike, so the level is not on the wire.
-    pub fn decoder(self) -> Option<tern_sync::codec::Codec> {
+    pub fn decoder(self) -> Option<tern_codec::Codec> {
         match self {
             Codec::None => None,
-            Codec::Lz4 => Some(tern_sync::codec::Codec::Lz4),
-            Codec::Zstd => Some(tern_sync::codec::Codec::Zstd1),
+            Codec::Lz4 => Some(tern_codec::Codec::Lz4),
+            Codec::Zstd => Some(tern_codec::Codec::Zstd1),
         }
     }
 }
 
-impl From<tern_sync::codec::Codec> for Codec {
-    /// The wire encoding of what a tern-sync codec produces.
-    fn from(codec: tern_sync::codec::Codec) -> Self {
-        use tern_sync::codec::Codec as Sync;
+impl From<tern_codec::Codec> for Codec {
+    /// The wire encoding of what a tern-codec codec produces.
+    fn from(codec: tern_codec::Codec) -> Self {
+        use tern_codec::Codec as Sync;
         match codec {
             Sync::None => Codec::None,
             Sync::Lz4 => Codec::Lz4,

@@ -205,8 +205,8 @@ fn compressed_chunks_are_decoded_checked_and_bounded() {
         &tern_migration::BulkRegion::from_vec(vec![7; 20_000]),
     );
     let encodings = [
-        (Codec::Lz4, tern_sync::codec::Codec::Lz4),
-        (Codec::Zstd, tern_sync::codec::Codec::Zstd3),
+        (Codec::Lz4, tern_codec::Codec::Lz4),
+        (Codec::Zstd, tern_codec::Codec::Zstd3),
     ];
     for (codec, method) in encodings {
         let mut out = Outgoing::new(Transfer::Standby, 1, next.clone()).unwrap();
@@ -239,7 +239,7 @@ fn compressed_chunks_are_decoded_checked_and_bounded() {
     let mut bigger = |b: &[u8]| {
         let mut v = b.to_vec();
         v.push(0);
-        (Codec::Lz4, tern_sync::codec::Codec::Lz4.compress(&v))
+        (Codec::Lz4, tern_codec::Codec::Lz4.compress(&v))
     };
     let chunk = out.poll_send_with(&mut bigger).unwrap();
     assert_eq!(

@@ -8,7 +8,8 @@ use core::fmt;
 
 use tern_hal::MonotonicClock;
 use tern_protocol::Codec as WireCodec;
-use tern_sync::codec::{Choice, Codec, CodecSelector};
+use tern_codec::Codec;
+use tern_sync::codec::{Choice, CodecSelector};
 
 /// Weight of the newest measurement in the selector's estimates.
 const CODEC_ALPHA: f64 = 0.3;

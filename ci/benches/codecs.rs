@@ -49,6 +49,9 @@ struct Grid {
     task: String,
 }
 
+/// One trial's (total ms, downtime ms, wire bytes), filed by rate and mode.
+type Trial = (f64, f64, f64);
+
 fn grid() -> Grid {
     let mut grid = Grid {
         rounds: 1,
@@ -145,7 +148,7 @@ fn kill(cluster: &mut Cluster, node: usize, task_id: u64) -> Result<(), ClusterE
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
     } else {
         v[n / 2]
@@ -174,8 +177,7 @@ fn main() {
         "pre-copies",
         "wire/state"
     );
-    // rate -> mode -> (total, downtime, wire) per round
-    let mut results: BTreeMap<u64, BTreeMap<String, Vec<(f64, f64, f64)>>> = BTreeMap::new();
+    let mut results: BTreeMap<u64, BTreeMap<String, Vec<Trial>>> = BTreeMap::new();
     let mut turn = 0;
     for &rate in &grid.rates {
         shaper

@@ -106,10 +106,7 @@ mod tests {
         let mut out = Vec::new();
         while !p.is_done() {
             if let Some((_, r)) = p.next_compress() {
-                p.compressed(tern_codec::encode_frame(
-                    tern_codec::Codec::Lz4,
-                    &data[r],
-                ));
+                p.compressed(tern_codec::encode_frame(tern_codec::Codec::Lz4, &data[r]));
                 // Buffer of one: no second compression before a send.
                 assert!(p.next_compress().is_none());
             }

@@ -110,13 +110,16 @@ fn exchange(message: u32) -> Result<(), MailboxError> {
         }
         Ok(())
     };
-    // SAFETY (all register accesses below): mailbox registers at their fixed
-    // BCM2711 addresses; reading `read` pops one answer, which is ours or
-    // stale.
+    // Every access: a mailbox register at its fixed BCM2711 address, which
+    // only this module touches; reading `read` pops one answer, ours or stale.
+    // SAFETY: see above (status register, no side effect).
     wait(&|| unsafe { VCMAILBOX.status1().read().get_raw() & MAILBOX_FULL == 0 })?;
+    // SAFETY: see above (posts our message; the mailbox has room).
     unsafe { VCMAILBOX.write().write_raw(message) };
     loop {
+        // SAFETY: see above (status register, no side effect).
         wait(&|| unsafe { !VCMAILBOX.status0().read().empty().get() })?;
+        // SAFETY: see above (pops the answer the status announced).
         if unsafe { VCMAILBOX.read().read().get_raw() } == message {
             return Ok(());
         }

@@ -6,9 +6,9 @@
 use alloc::vec::Vec;
 use core::fmt;
 
+use tern_codec::Codec;
 use tern_hal::MonotonicClock;
 use tern_protocol::Codec as WireCodec;
-use tern_codec::Codec;
 use tern_sync::codec::{Choice, CodecSelector};
 
 /// Weight of the newest measurement in the selector's estimates.

@@ -81,6 +81,7 @@ pub struct Kernel {
     control: Option<Rc<RefCell<Control>>>,
     entropy: Option<SharedEntropy>,
     input: ByteInput,
+    boot_commands: Vec<String>,
 }
 
 /// The board's random number generator, shared by the services that need
@@ -108,6 +109,31 @@ impl Kernel {
             control: None,
             entropy: None,
             input: Box::new(console::read_byte),
+            boot_commands: Vec::new(),
+        }
+    }
+
+    /// Sets the shell commands [`Kernel::run`] runs after the banner: the
+    /// `;`-separated commands of `script` (blank ones skipped).
+    pub fn set_boot_commands(&mut self, script: &str) {
+        self.boot_commands = script
+            .split(';')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(String::from)
+            .collect();
+    }
+
+    /// Runs the boot commands, each announced as `boot: <command>` (a key's
+    /// digits are never shown).
+    pub fn run_boot_commands(&mut self, out: &mut dyn Write) {
+        for line in core::mem::take(&mut self.boot_commands) {
+            let shown = match line.split_once(' ') {
+                Some(("key", _)) => "key ***",
+                _ => line.as_str(),
+            };
+            let _ = write!(out, "boot: {shown}\r\n");
+            self.execute(&line, out);
         }
     }
 
@@ -242,6 +268,7 @@ impl Kernel {
     pub fn run(&mut self) -> ! {
         let mut out = ConsoleWriter;
         let _ = write!(out, "{}\r\n", crate::banner(&self.board.facts()));
+        self.run_boot_commands(&mut out);
         let _ = write!(out, "type 'help' for commands\r\n{}", shell::PROMPT);
         let mut editor = LineEditor::new();
         loop {
@@ -283,4 +310,30 @@ impl fmt::Debug for Kernel {
 /// Formats nanoseconds as seconds with millisecond precision.
 pub fn format_seconds(ns: u64) -> String {
     alloc::format!("{}.{:03} s", ns / 1_000_000_000, (ns / 1_000_000) % 1000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::FakeBoard;
+
+    #[test]
+    fn boot_commands_run_in_order_and_hide_a_key() {
+        let mut kernel = Kernel::new(FakeBoard::leak());
+        kernel.set_boot_commands(" run is S ;; key 00ff ; ps;");
+        let mut out = String::new();
+        kernel.run_boot_commands(&mut out);
+        assert!(
+            out.starts_with("boot: run is S\r\ntask 1 (is S) started\r\n"),
+            "{out}"
+        );
+        assert!(out.contains("boot: key ***\r\n"), "{out}");
+        assert!(!out.contains("00ff"), "{out}");
+        assert!(out.contains("boot: ps\r\n"), "{out}");
+        assert!(out.contains("   1  is    S"), "{out}");
+        // They run once.
+        let mut again = String::new();
+        kernel.run_boot_commands(&mut again);
+        assert_eq!(again, "");
+    }
 }

@@ -45,6 +45,11 @@ pub struct Devices {
     /// The hardware random number generator (nonces of the migration
     /// protocol); without one the node refuses authenticated migration.
     pub entropy: Option<alloc::boxed::Box<dyn EntropySource>>,
+    /// Shell commands to run at boot, separated by `;` (a board passes its
+    /// command line: multiboot2's or PVH's, the device tree's
+    /// `/chosen/bootargs`), so that a node with no console can be given an
+    /// address or a key.
+    pub boot_commands: alloc::string::String,
 }
 
 /// Hands the machine to the portable kernel; never returns.
@@ -71,6 +76,7 @@ pub fn start(
     if let Some(device) = devices.net {
         kernel.attach_net(device);
     }
+    kernel.set_boot_commands(&devices.boot_commands);
     kernel.run()
 }
 

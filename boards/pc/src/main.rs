@@ -262,6 +262,7 @@ extern "C" fn pc_main(magic: u32, info: u32) -> ! {
     let devices = Devices {
         net: found.net,
         entropy: found.entropy,
+        boot_commands: alloc::string::String::new(),
     };
     tern_unikernel::start(
         board,

@@ -95,9 +95,20 @@ fn main(dtb: usize) -> ! {
             Devices {
                 net: found.net,
                 entropy: found.entropy,
+                boot_commands: boot_commands(dtb),
             }
         })
     }
+}
+
+/// The device tree's `/chosen/bootargs` (QEMU's `-append`): shell commands
+/// the kernel runs at boot.
+fn boot_commands(dtb: usize) -> alloc::string::String {
+    // SAFETY: as in `ram_from_device_tree`: RAM that `from_ptr` checks.
+    let Ok(fdt) = (unsafe { fdt::Fdt::from_ptr(dtb as *const u8) }) else {
+        return alloc::string::String::new();
+    };
+    fdt.chosen().bootargs().unwrap_or_default().into()
 }
 
 /// Size of the RAM bank at [`RAM_BASE`], from the device tree at `dtb`.

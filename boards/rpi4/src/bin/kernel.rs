@@ -76,6 +76,7 @@ fn main(_dtb: usize) -> ! {
         Devices {
             net,
             entropy: Some(Box::new(rng)),
+            boot_commands: alloc::string::String::new(),
         }
     };
     // SAFETY: called once at EL1 with the MMU off, vectors installed; the

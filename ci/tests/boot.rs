@@ -6,16 +6,19 @@ use tern_ci::{Node, BOOT_TIMEOUT, REPLY_TIMEOUT};
 use tern_flash::qemu::halt_status;
 use tern_flash::Board;
 
+/// Tern's version, as the kernels print it in their banner.
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 /// Boots `board` and checks everything the shell promises.
 fn boots_to_a_working_shell(board: Board, info_lines: &[&str]) {
     let mut node = Node::boot(board).unwrap();
-    let banner = format!("Tern 0.1.0 on {} ({})\r\n", board.name(), board.isa());
+    let banner = format!("Tern {VERSION} on {} ({})\r\n", board.name(), board.isa());
     let before = node.expect(&banner, BOOT_TIMEOUT).unwrap();
     // The banner is the first line the kernel prints.
     assert!(
         before
             .trim_start_matches(['\r', '\n'])
-            .starts_with("Tern 0.1.0"),
+            .starts_with(&format!("Tern {VERSION}")),
         "output before the banner: {before:?}"
     );
     node.expect(tern_ci::tern_prompt(), BOOT_TIMEOUT).unwrap();

@@ -70,8 +70,11 @@ fn chainloader_rejects_a_corrupted_push_then_boots_a_good_one() {
     })
     .unwrap();
     assert_eq!(progress.last(), Some(&(image.len() as u64)));
-    node.expect("Tern 0.1.0 on rpi4 (aarch64)\r\n", BOOT_TIMEOUT)
-        .unwrap();
+    node.expect(
+        concat!("Tern ", env!("CARGO_PKG_VERSION"), " on rpi4 (aarch64)\r\n"),
+        BOOT_TIMEOUT,
+    )
+    .unwrap();
     node.expect(tern_ci::tern_prompt(), BOOT_TIMEOUT).unwrap();
     let info = node.command("info").unwrap();
     assert!(info.contains("board: rpi4"), "{info}");

@@ -12,6 +12,9 @@ use tern_console::deframe::FrameError;
 use tern_console::{Event, StreamDecoder};
 use tern_flash::{Board, Variant};
 
+/// Tern's version, as the kernels print it in their banner.
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 #[test]
 fn virt_boot_log_is_decoded_between_intact_shell_text() {
     // boards/aarch64/src/board.rs, `log_boot`.
@@ -73,7 +76,7 @@ fn boot_log_is_decoded(board: Board, log_start: &str, log_parts: &[&str]) {
     // command and its answer right after, and not one frame byte leaked
     // into it (frames carry control bytes; the shell sends only \r\n).
     let banner = format!(
-        "Tern 0.1.0 on {} ({})\r\ntype 'help' for commands\r\ntern> ",
+        "Tern {VERSION} on {} ({})\r\ntype 'help' for commands\r\ntern> ",
         board.name(),
         board.isa()
     );

@@ -14,6 +14,9 @@ use tern_ci::{kernel, Boot, Node, SerialMode, BOOT_TIMEOUT};
 use tern_flash::netlab::Lab;
 use tern_flash::{Board, Variant};
 
+/// Tern's version, as the kernels print it in their banner.
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 /// The node's address, set through its shell.
 const NODE_ADDRESS: &str = "10.0.2.2";
 
@@ -70,7 +73,7 @@ fn linux_pings_the_node(board: Board, nic: &str) {
         .unwrap();
     assert_eq!(
         String::from_utf8_lossy(&hello.stdout),
-        format!("Tern 0.1.0 on {} ({})\n", board.name(), board.isa())
+        format!("Tern {VERSION} on {} ({})\n", board.name(), board.isa())
     );
 
     // The node counted the traffic: an ARP reply and three echo replies

@@ -79,7 +79,10 @@ fn sd_image_passes_fsck_and_its_kernel_boots() {
     );
 
     let mut node = Node::start(Board::Rpi4, Boot::Image(copied), SerialMode::Pipes).unwrap();
-    node.expect("Tern 0.1.0 on rpi4 (aarch64)\r\n", BOOT_TIMEOUT)
-        .unwrap();
+    node.expect(
+        concat!("Tern ", env!("CARGO_PKG_VERSION"), " on rpi4 (aarch64)\r\n"),
+        BOOT_TIMEOUT,
+    )
+    .unwrap();
     node.expect(tern_ci::tern_prompt(), BOOT_TIMEOUT).unwrap();
 }

@@ -19,8 +19,11 @@ fn usb_image_boots_through_grub() {
     assert_eq!(&head[510..512], &[0x55, 0xaa], "no MBR boot signature");
 
     let mut node = Node::start(Board::Pc, Boot::Drive(image), SerialMode::Pipes).unwrap();
-    node.expect("Tern 0.1.0 on pc (x86_64)\r\n", BOOT_TIMEOUT)
-        .unwrap();
+    node.expect(
+        concat!("Tern ", env!("CARGO_PKG_VERSION"), " on pc (x86_64)\r\n"),
+        BOOT_TIMEOUT,
+    )
+    .unwrap();
     node.expect(tern_ci::tern_prompt(), BOOT_TIMEOUT).unwrap();
     let info = node.command("info").unwrap();
     assert!(info.contains("board: pc"), "{info}");

@@ -87,7 +87,11 @@ fn default_boots_in_qemu_with_the_console_attached() {
         .spawn()
         .unwrap();
     let mut out = Collector::new(child.stdout.take().unwrap());
-    out.until("Tern 0.1.0 on pc (x86_64)");
+    out.until(concat!(
+        "Tern ",
+        env!("CARGO_PKG_VERSION"),
+        " on pc (x86_64)"
+    ));
     out.until("tern> ");
     let mut keys = child.stdin.take().unwrap();
     keys.write_all(b"halt 3\r").unwrap();
@@ -177,7 +181,11 @@ fn serial_push_to_a_chainloader_in_qemu_and_the_port_is_remembered() {
     let mut err = Collector::new(child.stderr.take().unwrap());
     err.until("verified by the chainloader");
     // The banner, read on the push's own connection, then the console.
-    out.until("Tern 0.1.0 on rpi4 (aarch64)");
+    out.until(concat!(
+        "Tern ",
+        env!("CARGO_PKG_VERSION"),
+        " on rpi4 (aarch64)"
+    ));
     out.until("tern> ");
     out.until("[console: connected");
     let remembered = std::fs::read_to_string(config.path().join("tern/flash.toml")).unwrap();

@@ -19,8 +19,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tern_ci::cluster::{Cluster, ClusterError};
+use tern_client::random_key;
 use tern_flash::Board;
-use tern_inspect::node::random_key;
 use tern_protocol::{MigrationReport, Security, TaskRole, TaskStatus};
 
 /// Shaped link rates, MB/s (10^6 bytes per second).

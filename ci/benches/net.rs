@@ -17,9 +17,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use tern_ci::cluster::Cluster;
+use tern_client::random_key;
 use tern_flash::netlab::Netns;
 use tern_flash::Board;
-use tern_inspect::node::random_key;
 use tern_protocol::{MigrationReport, Security, TaskRole, TaskStatus};
 
 /// Bytes sent per throughput sample.

@@ -1,6 +1,6 @@
 //! Several QEMU nodes on one network lab (`tern_flash::netlab`), configured
 //! through their serial consoles (address, key) and reached from the host
-//! through their control service (`tern_inspect::node`), with sockets opened
+//! through their control service (`tern-client`), with sockets opened
 //! inside the lab's namespace.
 //!
 //! Node `i` sits on tap `i`, with MAC `52:54:00:7e:00:<2+i>` and address
@@ -9,9 +9,9 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use tern_client::{key_hex, NodeClient, NodeError, CONTROL_PORT};
 use tern_flash::netlab::{Lab, NetlabError};
 use tern_flash::{Board, Variant};
-use tern_inspect::node::{key_hex, NodeClient, NodeError, CONTROL_PORT};
 use tern_protocol::{Security, TaskSummary};
 use thiserror::Error;
 

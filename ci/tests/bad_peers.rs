@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use tern_ci::cluster::{Cluster, ClusterError};
 use tern_ci::host_tool;
+use tern_client::{key_hex, NodeError};
 use tern_flash::Board;
-use tern_inspect::node::{key_hex, NodeError};
 use tern_protocol::frame::{FrameDecoder, MAX_FRAME};
 use tern_protocol::{Config, Connection, Event, Hello, Message, Psk, Security};
 

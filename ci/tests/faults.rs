@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use rand::{RngExt, SeedableRng};
 use tern_ci::cluster::Cluster;
+use tern_client::random_key;
 use tern_flash::Board;
-use tern_inspect::node::random_key;
 use tern_protocol::{MigrationReport, Security, TaskRole, TaskStatus, TaskSummary};
 
 const POLL: Duration = Duration::from_millis(300);

@@ -1,4 +1,4 @@
-//! The inspector's reusable part: the client of a live node's control
-//! service ([`node`]), shared by the `inspect` binary and the `tern` front door.
+//! The inspector's reusable part: live nodes' tasks as `inspect --node`
+//! shows them ([`node`]); the connection is `tern-client`'s.
 
 pub mod node;

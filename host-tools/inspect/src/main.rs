@@ -20,7 +20,8 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use tern_inspect::node::{self, task_table, NodeClient, TaskView, CONTROL_PORT};
+use tern_client::{self as client, NodeClient, CONTROL_PORT};
+use tern_inspect::node::{task_table, TaskView};
 use tern_protocol::Security;
 use walk::{walk, Walk};
 
@@ -93,7 +94,7 @@ enum Verb {
     /// Save a consistent copy of a live task's checkpoint (needs --node).
     Fetch {
         /// Global task id as `list` shows it (hex `0x…`, or decimal).
-        #[arg(value_parser = node::parse_task_id)]
+        #[arg(value_parser = client::parse_task_id)]
         task: u64,
         /// Output file.
         #[arg(short = 'o', long = "output")]
@@ -102,7 +103,7 @@ enum Verb {
     /// Ask a live node to migrate a task to another node (needs --node).
     Migrate {
         /// Global task id as `list` shows it (hex `0x…`, or decimal).
-        #[arg(value_parser = node::parse_task_id)]
+        #[arg(value_parser = client::parse_task_id)]
         task: u64,
         /// The receiving node's control service, `ADDR:PORT`.
         #[arg(long)]
@@ -148,7 +149,7 @@ fn connect(args: &NodeArgs) -> Result<NodeClient> {
             "this verb talks to a live node: pass --node ADDR:PORT (control port {CONTROL_PORT})"
         );
     };
-    let security = node::security(args.key_file.as_deref(), args.insecure)?;
+    let security = client::security(args.key_file.as_deref(), args.insecure)?;
     if matches!(security, Security::ExplicitlyInsecure) {
         eprintln!(
             "inspect: warning: --insecure: no authentication and no secrecy on this connection"

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use tern_inspect::node::{key_hex, NodeClient, NodeError};
+use tern_client::{key_hex, NodeClient, NodeError};
 use tern_migration::{write_checkpoint, HeaderInfo, Mode, Snapshot, Step};
 use tern_protocol::{
     Config, Connection, Event, Hello, Message, MigrationReport, NackReason, Outgoing, Psk,

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tern_ci::cluster::{Cluster, ClusterError};
+use tern_client::random_key;
 use tern_flash::netlab::{self, NetlabError};
 use tern_flash::Board;
-use tern_inspect::node::random_key;
 use tern_protocol::{MigrationReport, Psk, Security, TaskRole, TaskStatus, TaskSummary};
 use thiserror::Error;
 

@@ -21,8 +21,8 @@ use signal_hook::iterator::Signals;
 use tern::demo::{self, Event, Options, Report, BOARDS};
 use tern::standby::{self, StandbyReport};
 use tern_ci::cluster::Cluster;
+use tern_client::key_hex;
 use tern_flash::netlab;
-use tern_inspect::node::key_hex;
 use tern_sync_lab::trace::Trace;
 
 /// Command line.

@@ -1,0 +1,603 @@
+//! `tern-client`: the authenticated client of a live node's control service
+//! (TCP port 4470, `docs/protocol.md`): list its tasks, fetch a checkpoint
+//! copy, ask it to migrate a task, ping it; and the cluster key's forms
+//! (hex, key files, `TERN_KEY`). Every host tool that talks to nodes uses it.
+//!
+//! It drives the same sans-IO machines as the kernel (`tern-protocol`) over a
+//! blocking [`TcpStream`], in the client role, with nonces from the OS RNG.
+//! Every wait has a deadline; every failure is a [`NodeError`].
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tern_protocol::{
+    ChannelError, Config, Connection, Event, Hello, Incoming, Message, MigrationReport, NackReason,
+    Policy, Psk, ReceivePhase, Security, TaskSummary, TransferError, PROTOCOL_VERSION,
+};
+use thiserror::Error;
+
+/// Environment variable holding the cluster key as 64 hex digits.
+pub const KEY_ENV: &str = "TERN_KEY";
+
+/// The node's control service port.
+pub const CONTROL_PORT: u16 = 4470;
+
+/// Largest checkpoint `fetch` accepts (a class B workload is well below).
+const MAX_FETCH_BYTES: u64 = 1 << 30;
+
+/// Why talking to a node failed.
+#[derive(Debug, Error)]
+pub enum NodeError {
+    /// The address did not resolve.
+    #[error("cannot resolve {addr}: {source}")]
+    Resolve {
+        /// The address as given.
+        addr: String,
+        /// The resolver's error.
+        source: io::Error,
+    },
+    /// TCP connect failed (refused, unreachable, timed out).
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        /// The node's address.
+        addr: String,
+        /// The socket error.
+        source: io::Error,
+    },
+    /// The node did not answer in time.
+    #[error("timed out after {timeout:?} waiting for {what} from {addr}")]
+    Timeout {
+        /// The node's address.
+        addr: String,
+        /// What was awaited.
+        what: &'static str,
+        /// How long.
+        timeout: Duration,
+    },
+    /// The node's proof of the key did not verify.
+    #[error("authentication failed: wrong key? ({addr} does not know this key)")]
+    WrongKey {
+        /// The node's address.
+        addr: String,
+    },
+    /// One side is keyed and the other runs insecure.
+    #[error("security mode mismatch with {addr}: the node {}", if *node_insecure { "runs without a key (use --insecure)" } else { "requires a key (use --key-file or TERN_KEY)" })]
+    ModeMismatch {
+        /// The node's address.
+        addr: String,
+        /// Whether the node runs without a key.
+        node_insecure: bool,
+    },
+    /// The node closed the connection before the handshake finished: it
+    /// refused our hello (wrong protocol version or security mode) or our proof.
+    #[error("{addr} closed the connection during the handshake (wrong key, security mode or protocol version?)")]
+    HandshakeRefused {
+        /// The node's address.
+        addr: String,
+    },
+    /// The node closed the connection while an answer was awaited.
+    #[error("{addr} closed the connection while we waited for {what}")]
+    Closed {
+        /// The node's address.
+        addr: String,
+        /// What was awaited.
+        what: &'static str,
+    },
+    /// The channel failed (corrupt, replayed or malformed frames).
+    #[error("protocol error with {addr}: {source}")]
+    Channel {
+        /// The node's address.
+        addr: String,
+        /// The channel's error.
+        source: ChannelError,
+    },
+    /// The fetched transfer failed on our side.
+    #[error("transfer from {addr} failed: {source}")]
+    Transfer {
+        /// The node's address.
+        addr: String,
+        /// The transfer's error.
+        source: TransferError,
+    },
+    /// The node refused the request.
+    #[error("{addr} refused: {}", describe_nack(reason))]
+    Refused {
+        /// The node's address.
+        addr: String,
+        /// Its reason.
+        reason: NackReason,
+    },
+    /// The node answered with a message that does not fit the request.
+    #[error("protocol error with {addr}: unexpected {got} while waiting for {what}")]
+    Unexpected {
+        /// The node's address.
+        addr: String,
+        /// What arrived.
+        got: String,
+        /// What was awaited.
+        what: &'static str,
+    },
+    /// Reading or writing the socket failed.
+    #[error("i/o with {addr}: {source}")]
+    Io {
+        /// The node's address.
+        addr: String,
+        /// The socket error.
+        source: io::Error,
+    },
+}
+
+/// Why a key could not be loaded.
+#[derive(Debug, Error)]
+pub enum KeyError {
+    /// Not 64 hex digits.
+    #[error("a key is 64 hex digits (32 bytes); got {0} characters")]
+    Length(usize),
+    /// A character is not a hex digit.
+    #[error("a key is 64 hex digits; '{0}' is not one")]
+    NotHex(char),
+    /// The key file could not be read.
+    #[error("reading the key file {path}: {source}")]
+    File {
+        /// The file.
+        path: String,
+        /// The error.
+        source: io::Error,
+    },
+    /// Neither a key nor explicit insecure mode was given.
+    #[error("no key: pass --key-file FILE, set {KEY_ENV}, or --insecure (no authentication)")]
+    Missing,
+}
+
+/// Parses a key written as 64 hex digits (surrounding whitespace ignored).
+pub fn parse_key(text: &str) -> Result<Psk, KeyError> {
+    let text = text.trim();
+    if text.len() != 64 {
+        return Err(KeyError::Length(text.chars().count()));
+    }
+    let mut key = [0u8; 32];
+    let digits: Vec<u8> = text
+        .chars()
+        .map(|c| c.to_digit(16).map(|d| d as u8).ok_or(KeyError::NotHex(c)))
+        .collect::<Result<_, _>>()?;
+    for (byte, pair) in key.iter_mut().zip(digits.chunks(2)) {
+        *byte = pair[0] << 4 | pair[1];
+    }
+    Ok(Psk(key))
+}
+
+/// Formats a key as the 64 hex digits the node's `key` command takes.
+pub fn key_hex(key: &Psk) -> String {
+    key.0.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A fresh random key from the OS RNG.
+pub fn random_key() -> Result<Psk, getrandom::Error> {
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key)?;
+    Ok(Psk(key))
+}
+
+/// The security to use: the key file, else explicit insecure mode, else `TERN_KEY`.
+pub fn security(key_file: Option<&Path>, insecure: bool) -> Result<Security, KeyError> {
+    if let Some(path) = key_file {
+        let text = std::fs::read_to_string(path).map_err(|source| KeyError::File {
+            path: path.display().to_string(),
+            source,
+        })?;
+        return parse_key(&text).map(Security::Key);
+    }
+    if insecure {
+        return Ok(Security::ExplicitlyInsecure);
+    }
+    match std::env::var(KEY_ENV) {
+        Ok(text) => parse_key(&text).map(Security::Key),
+        Err(_) => Err(KeyError::Missing),
+    }
+}
+
+/// Parses a task id written as `list` shows it (`0x` and hex digits, as the
+/// nodes' consoles also print it) or in decimal.
+pub fn parse_task_id(text: &str) -> Result<u64, String> {
+    let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => text.parse(),
+    };
+    parsed.map_err(|_| format!("'{text}' is not a task id (0x… hex or decimal)"))
+}
+
+/// A one-line description of a node's refusal.
+pub fn describe_nack(reason: &NackReason) -> String {
+    match reason {
+        NackReason::StaleEpoch { known } => {
+            format!("stale epoch (the receiver knows the task at epoch {known})")
+        }
+        NackReason::UnsupportedKind => "the task kind is not supported there".into(),
+        NackReason::UnsupportedCodec => "unsupported chunk codec".into(),
+        NackReason::BadChunk { index } => format!("chunk {index} was damaged"),
+        NackReason::MissingChunks => "chunks were missing at the commit".into(),
+        NackReason::HashMismatch => "the checkpoint's hash or epoch did not match".into(),
+        NackReason::InvalidCheckpoint => "the checkpoint failed validation".into(),
+        NackReason::TooLarge => "the checkpoint is too large".into(),
+        NackReason::UnknownTask => "no such task".into(),
+        NackReason::UnexpectedMessage => "unexpected message".into(),
+        NackReason::Busy => "the node is busy with another transfer".into(),
+        NackReason::MigrationFailed => {
+            "the migration failed (peer unreachable, refused or broke off); the node still owns the task".into()
+        }
+    }
+}
+
+/// The name of a message's variant, for errors (its `Debug` form's head).
+fn message_name(m: &Message) -> String {
+    format!("{m:?}")
+        .split(|c: char| !c.is_alphanumeric())
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// An authenticated connection to a node's control service.
+pub struct NodeClient {
+    addr: String,
+    sock: TcpStream,
+    conn: Connection,
+    peer: Hello,
+    pending: VecDeque<Message>,
+    /// Longest wait for any single answer.
+    timeout: Duration,
+}
+
+impl NodeClient {
+    /// Connects to `addr` (`host:port`) and completes the handshake, waiting
+    /// at most `timeout` for each step.
+    pub fn connect(addr: &str, security: Security, timeout: Duration) -> Result<Self, NodeError> {
+        let target: SocketAddr = addr
+            .to_socket_addrs()
+            .map_err(|source| NodeError::Resolve {
+                addr: addr.into(),
+                source,
+            })?
+            .next()
+            .ok_or_else(|| NodeError::Resolve {
+                addr: addr.into(),
+                source: io::ErrorKind::NotFound.into(),
+            })?;
+        let sock =
+            TcpStream::connect_timeout(&target, timeout).map_err(|source| NodeError::Connect {
+                addr: addr.into(),
+                source,
+            })?;
+        Self::handshake(addr, sock, security, timeout)
+    }
+
+    /// Completes the handshake over an already connected socket (one opened
+    /// inside a network namespace, say).
+    pub fn handshake(
+        addr: &str,
+        sock: TcpStream,
+        security: Security,
+        timeout: Duration,
+    ) -> Result<Self, NodeError> {
+        let addr = addr.to_string();
+        let io_err = |source| NodeError::Io {
+            addr: addr.clone(),
+            source,
+        };
+        sock.set_nodelay(true).map_err(io_err)?;
+        let insecure = matches!(security, Security::ExplicitlyInsecure);
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            isa: std::env::consts::ARCH.into(),
+            board: "linux-host".into(),
+            node_id: 0,
+            task_kinds: Vec::new(),
+            insecure,
+        };
+        let mut nonce = [0u8; 32];
+        getrandom::fill(&mut nonce)
+            .map_err(|e| io_err(io::Error::other(format!("OS random generator: {e}"))))?;
+        let conn =
+            Connection::client(&Config::new(hello, Some(security)), nonce).map_err(|source| {
+                NodeError::Channel {
+                    addr: addr.clone(),
+                    source,
+                }
+            })?;
+        let mut client = Self {
+            addr,
+            sock,
+            conn,
+            peer: Hello {
+                version: 0,
+                isa: String::new(),
+                board: String::new(),
+                node_id: 0,
+                task_kinds: Vec::new(),
+                insecure,
+            },
+            pending: VecDeque::new(),
+            timeout,
+        };
+        let deadline = Instant::now() + timeout;
+        loop {
+            client.flush()?;
+            match client.read_events(deadline, "the handshake") {
+                Ok(events) => {
+                    for event in events {
+                        match event {
+                            Event::Established(peer) => client.peer = peer,
+                            Event::Message(m) => client.pending.push_back(m),
+                        }
+                    }
+                }
+                Err(NodeError::Closed { addr, .. }) => {
+                    return Err(NodeError::HandshakeRefused { addr })
+                }
+                Err(e) => return Err(e),
+            }
+            if client.conn.is_established() {
+                client.flush()?;
+                return Ok(client);
+            }
+        }
+    }
+
+    /// The node's hello (its ISA, board, node id, task kinds).
+    pub fn peer(&self) -> &Hello {
+        &self.peer
+    }
+
+    /// The node's tasks.
+    pub fn list(&mut self) -> Result<Vec<TaskSummary>, NodeError> {
+        self.send(&Message::List)?;
+        match self.recv("the task list", self.timeout)? {
+            Message::Tasks(tasks) => Ok(tasks),
+            other => Err(self.unexpected(other, "the task list")),
+        }
+    }
+
+    /// A copy of task `task_id`'s checkpoint, taken by the node at a
+    /// migration point and checked here completely (chunks, hash, reader).
+    pub fn fetch(&mut self, task_id: u64) -> Result<Vec<u8>, NodeError> {
+        const WHAT: &str = "the checkpoint";
+        self.send(&Message::Fetch { task_id })?;
+        let mut incoming = Incoming::new(
+            Policy {
+                max_len: MAX_FETCH_BYTES,
+                kinds: Vec::new(),
+                known: None,
+            },
+            None,
+        );
+        loop {
+            let msg = self.recv(WHAT, self.timeout)?;
+            if let Message::Nack(reason) = msg {
+                return Err(NodeError::Refused {
+                    addr: self.addr.clone(),
+                    reason,
+                });
+            }
+            if incoming.phase() == ReceivePhase::AwaitOffer
+                && !matches!(msg, Message::Offer(ref o) if o.task_id == task_id)
+            {
+                return Err(self.unexpected(msg, "the offer of the fetched task"));
+            }
+            match incoming.on_message(msg) {
+                Ok(Some(reply)) => {
+                    self.send(&reply)?;
+                    if incoming.phase() == ReceivePhase::Accepted {
+                        return incoming.take_checkpoint().ok_or(NodeError::Transfer {
+                            addr: self.addr.clone(),
+                            source: TransferError::Finished,
+                        });
+                    }
+                }
+                Ok(None) => {}
+                Err(source) => {
+                    // Tell the node why, then report.
+                    if let Some(nack) = source.nack() {
+                        let _ = self.send(&nack);
+                    }
+                    return Err(NodeError::Transfer {
+                        addr: self.addr.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Asks the node to migrate task `task_id` to the node at `to`
+    /// (`address:port`) and waits up to `timeout` for its report.
+    pub fn migrate(
+        &mut self,
+        task_id: u64,
+        to: &str,
+        timeout: Duration,
+    ) -> Result<MigrationReport, NodeError> {
+        self.send(&Message::MigrateTo {
+            task_id,
+            to: to.into(),
+        })?;
+        match self.recv("the migration report", timeout)? {
+            Message::Migrated(report) => Ok(report),
+            Message::Nack(reason) => Err(NodeError::Refused {
+                addr: self.addr.clone(),
+                reason,
+            }),
+            other => Err(self.unexpected(other, "the migration report")),
+        }
+    }
+
+    /// Sends a ping and returns the round-trip time.
+    pub fn ping(&mut self) -> Result<Duration, NodeError> {
+        let mut bytes = [0u8; 8];
+        getrandom::fill(&mut bytes).map_err(|e| NodeError::Io {
+            addr: self.addr.clone(),
+            source: io::Error::other(format!("OS random generator: {e}")),
+        })?;
+        let nonce = u64::from_le_bytes(bytes);
+        let start = Instant::now();
+        self.send(&Message::Ping { nonce })?;
+        match self.recv("the pong", self.timeout)? {
+            Message::Pong { nonce: n } if n == nonce => Ok(start.elapsed()),
+            other => Err(self.unexpected(other, "the pong")),
+        }
+    }
+
+    fn unexpected(&self, got: Message, what: &'static str) -> NodeError {
+        NodeError::Unexpected {
+            addr: self.addr.clone(),
+            got: message_name(&got),
+            what,
+        }
+    }
+
+    fn channel(&self, source: ChannelError) -> NodeError {
+        let addr = self.addr.clone();
+        match source {
+            ChannelError::AuthFailed => NodeError::WrongKey { addr },
+            ChannelError::ModeMismatch { peer_insecure } => NodeError::ModeMismatch {
+                addr,
+                node_insecure: peer_insecure,
+            },
+            source => NodeError::Channel { addr, source },
+        }
+    }
+
+    fn send(&mut self, msg: &Message) -> Result<(), NodeError> {
+        self.conn.send(msg).map_err(|e| self.channel(e))?;
+        self.flush()
+    }
+
+    fn flush(&mut self) -> Result<(), NodeError> {
+        let out = self.conn.take_output();
+        if out.is_empty() {
+            return Ok(());
+        }
+        self.sock.write_all(&out).map_err(|source| NodeError::Io {
+            addr: self.addr.clone(),
+            source,
+        })
+    }
+
+    /// The next message, waiting at most `timeout`.
+    fn recv(&mut self, what: &'static str, timeout: Duration) -> Result<Message, NodeError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(m) = self.pending.pop_front() {
+                return Ok(m);
+            }
+            for event in self.read_events(deadline, what)? {
+                if let Event::Message(m) = event {
+                    self.pending.push_back(m);
+                }
+            }
+        }
+    }
+
+    /// One read from the socket, fed to the connection.
+    fn read_events(
+        &mut self,
+        deadline: Instant,
+        what: &'static str,
+    ) -> Result<Vec<Event>, NodeError> {
+        let now = Instant::now();
+        let timeout_error = || NodeError::Timeout {
+            addr: self.addr.clone(),
+            what,
+            timeout: self.timeout,
+        };
+        if now >= deadline {
+            return Err(timeout_error());
+        }
+        self.sock
+            .set_read_timeout(Some(deadline - now))
+            .map_err(|source| NodeError::Io {
+                addr: self.addr.clone(),
+                source,
+            })?;
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = match self.sock.read(&mut buf) {
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(timeout_error())
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(Vec::new()),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                return Err(NodeError::Closed {
+                    addr: self.addr.clone(),
+                    what,
+                })
+            }
+            Err(source) => {
+                return Err(NodeError::Io {
+                    addr: self.addr.clone(),
+                    source,
+                })
+            }
+        };
+        if n == 0 {
+            return Err(match self.conn.end_of_stream() {
+                Ok(()) => NodeError::Closed {
+                    addr: self.addr.clone(),
+                    what,
+                },
+                Err(e) => self.channel(e),
+            });
+        }
+        let events = self.conn.receive(&buf[..n]).map_err(|e| self.channel(e))?;
+        // A handshake step may have produced our next frame.
+        self.flush()?;
+        Ok(events)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_parse_from_hex_and_bad_ones_are_typed_errors() {
+        let hex = "00112233445566778899aabbccddeeff00112233445566778899AABBCCDDEEFF";
+        let key = parse_key(&format!("  {hex}\n")).unwrap();
+        assert_eq!(key.0[1], 0x11);
+        assert_eq!(key.0[31], 0xff);
+        assert_eq!(key_hex(&key), hex.to_lowercase());
+        assert!(matches!(parse_key("abcd"), Err(KeyError::Length(4))));
+        let bad = format!("{}g", &hex[..63]);
+        assert!(matches!(parse_key(&bad), Err(KeyError::NotHex('g'))));
+    }
+
+    #[test]
+    fn unexpected_messages_are_named_by_their_variant() {
+        assert_eq!(message_name(&Message::List), "List");
+        assert_eq!(message_name(&Message::Ping { nonce: 3 }), "Ping");
+        assert_eq!(message_name(&Message::Nack(NackReason::Busy)), "Nack");
+    }
+
+    #[test]
+    fn task_ids_parse_in_hex_and_decimal() {
+        assert_eq!(
+            parse_task_id("0x5254007e00020001"),
+            Ok(0x5254_007e_0002_0001)
+        );
+        assert_eq!(parse_task_id("17"), Ok(17));
+        assert!(parse_task_id("0xzz").unwrap_err().contains("not a task id"));
+        assert!(parse_task_id("-1").is_err());
+    }
+
+    #[test]
+    fn random_keys_differ() {
+        assert_ne!(random_key().unwrap().0, random_key().unwrap().0);
+    }
+}

@@ -8,9 +8,9 @@
 
 use std::time::{Duration, Instant};
 
-use tern_ci::{kernel, Node, BOOT_TIMEOUT};
 use tern_flash::image::KernelElf;
 use tern_flash::{Board, Variant};
+use tern_lab::node::{kernel, Node, BOOT_TIMEOUT};
 
 const BOARDS: [Board; 3] = [Board::Rpi4, Board::Virt, Board::Pc];
 
@@ -18,7 +18,7 @@ const BOARDS: [Board; 3] = [Board::Rpi4, Board::Virt, Board::Pc];
 fn boot_once(board: Board) -> Duration {
     let start = Instant::now();
     let mut node = Node::boot(board).expect("QEMU starts");
-    node.expect(tern_ci::tern_prompt(), BOOT_TIMEOUT)
+    node.expect(tern_lab::node::tern_prompt(), BOOT_TIMEOUT)
         .expect("prompt");
     start.elapsed()
 }

@@ -1,5 +1,5 @@
 //! Adaptive compression against fixed codecs on the real migration path: a
-//! PC node and an aarch64 `virt` node on one lab (`tern_flash::netlab`,
+//! PC node and an aarch64 `virt` node on one lab (`tern_lab::netlab`,
 //! needs root) whose taps are shaped by `tc` to 10, 30, 60, 90 and 120 MB/s.
 //! At each rate, for each codec mode of the sender (`codec none|lz4|
 //! zstd-1|zstd-3|zstd-9|adaptive` on its shell; the order rotates from rate to rate
@@ -18,9 +18,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use tern_ci::cluster::{Cluster, ClusterError};
 use tern_client::random_key;
 use tern_flash::Board;
+use tern_lab::cluster::{Cluster, ClusterError};
 use tern_protocol::{MigrationReport, Security, TaskRole, TaskStatus};
 
 /// Shaped link rates, MB/s (10^6 bytes per second).

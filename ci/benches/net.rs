@@ -1,4 +1,4 @@
-//! Network benchmark, in one run on one lab (`tern_flash::netlab`, needs root):
+//! Network benchmark, in one run on one lab (`tern_lab::netlab`, needs root):
 //!
 //! 1. TCP throughput into each node's sink (port 4472, reads and discards)
 //!    from a Linux host on the lab's bridge, against the same Rust sender
@@ -16,10 +16,10 @@ use std::net::{Shutdown, SocketAddr};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tern_ci::cluster::Cluster;
 use tern_client::random_key;
-use tern_flash::netlab::Netns;
 use tern_flash::Board;
+use tern_lab::cluster::Cluster;
+use tern_lab::netlab::Netns;
 use tern_protocol::{MigrationReport, Security, TaskRole, TaskStatus};
 
 /// Bytes sent per throughput sample.

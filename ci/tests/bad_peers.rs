@@ -9,10 +9,10 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use tern_ci::cluster::{Cluster, ClusterError};
 use tern_ci::host_tool;
 use tern_client::{key_hex, NodeError};
 use tern_flash::Board;
+use tern_lab::cluster::{Cluster, ClusterError};
 use tern_protocol::frame::{FrameDecoder, MAX_FRAME};
 use tern_protocol::{Config, Connection, Event, Hello, Message, Psk, Security};
 

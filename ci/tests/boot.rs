@@ -2,9 +2,9 @@
 //! shell, answers `info` and an unknown command, and `halt 3` ends QEMU with
 //! the board's exit status for code 3.
 
-use tern_ci::{Node, BOOT_TIMEOUT, REPLY_TIMEOUT};
 use tern_flash::qemu::halt_status;
 use tern_flash::Board;
+use tern_lab::node::{Node, BOOT_TIMEOUT, REPLY_TIMEOUT};
 
 /// Tern's version, as the kernels print it in their banner.
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -21,7 +21,8 @@ fn boots_to_a_working_shell(board: Board, info_lines: &[&str]) {
             .starts_with(&format!("Tern {VERSION}")),
         "output before the banner: {before:?}"
     );
-    node.expect(tern_ci::tern_prompt(), BOOT_TIMEOUT).unwrap();
+    node.expect(tern_lab::node::tern_prompt(), BOOT_TIMEOUT)
+        .unwrap();
 
     let info = node.command("info").unwrap();
     let mut expected = vec![

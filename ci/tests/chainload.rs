@@ -5,11 +5,11 @@
 use std::io::{self, Read, Write};
 
 use tern_chainload_protocol::HEADER_LEN;
-use tern_ci::{kernel, Boot, Node, SerialMode, BOOT_TIMEOUT, REPLY_TIMEOUT};
 use tern_flash::chainload::{self, Timeouts};
 use tern_flash::image::KernelElf;
 use tern_flash::qemu::halt_status;
 use tern_flash::{Board, FlashError, Variant};
+use tern_lab::node::{kernel, Boot, Node, SerialMode, BOOT_TIMEOUT, REPLY_TIMEOUT};
 
 /// A link that flips one bit of the byte at `offset` of what the host sends,
 /// as line noise would.
@@ -75,7 +75,8 @@ fn chainloader_rejects_a_corrupted_push_then_boots_a_good_one() {
         BOOT_TIMEOUT,
     )
     .unwrap();
-    node.expect(tern_ci::tern_prompt(), BOOT_TIMEOUT).unwrap();
+    node.expect(tern_lab::node::tern_prompt(), BOOT_TIMEOUT)
+        .unwrap();
     let info = node.command("info").unwrap();
     assert!(info.contains("board: rpi4"), "{info}");
     node.send_line("halt 3").unwrap();

@@ -7,10 +7,10 @@
 use std::io::{self, Read};
 use std::time::{Duration, Instant};
 
-use tern_ci::{Node, BOOT_TIMEOUT, REPLY_TIMEOUT};
 use tern_console::deframe::FrameError;
 use tern_console::{Event, StreamDecoder};
 use tern_flash::{Board, Variant};
+use tern_lab::node::{Node, BOOT_TIMEOUT, REPLY_TIMEOUT};
 
 /// Tern's version, as the kernels print it in their banner.
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -49,7 +49,7 @@ fn pc_boot_log_is_decoded_between_intact_shell_text() {
 /// sent, and checks the INFO log starting with `log_start` and containing
 /// `log_parts`, and the shell text.
 fn boot_log_is_decoded(board: Board, log_start: &str, log_parts: &[&str]) {
-    let elf = tern_ci::kernel(board, Variant::Tern).unwrap();
+    let elf = tern_lab::node::kernel(board, Variant::Tern).unwrap();
     let mut decoder = StreamDecoder::new(&std::fs::read(&elf).unwrap()).unwrap();
     let mut node = Node::boot(board).unwrap();
 
@@ -58,7 +58,7 @@ fn boot_log_is_decoded(board: Board, log_start: &str, log_parts: &[&str]) {
     // Boards log when the kernel first idles, after the prompt: typing
     // earlier would keep it busy until `halt`, and nothing would be logged.
     seen.read(&mut node, &mut decoder, BOOT_TIMEOUT, |seen| {
-        seen.text_contains(tern_ci::tern_prompt())
+        seen.text_contains(tern_lab::node::tern_prompt())
     });
     seen.read(&mut node, &mut decoder, REPLY_TIMEOUT, |seen| {
         seen.logs.iter().any(|l| l.contains(&wanted))

@@ -3,13 +3,14 @@
 //! QEMU's raspi4b does not model, gives a typed error) and, on raspi4b, the
 //! reason there is no network (QEMU does not model GENET either).
 
-use tern_ci::{Node, BOOT_TIMEOUT};
 use tern_flash::Board;
+use tern_lab::node::{Node, BOOT_TIMEOUT};
 
 /// Boots `board` to its prompt.
 fn booted(board: Board) -> Node {
     let mut node = Node::boot(board).unwrap();
-    node.expect(tern_ci::tern_prompt(), BOOT_TIMEOUT).unwrap();
+    node.expect(tern_lab::node::tern_prompt(), BOOT_TIMEOUT)
+        .unwrap();
     node
 }
 

@@ -17,9 +17,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use rand::{RngExt, SeedableRng};
-use tern_ci::cluster::Cluster;
 use tern_client::random_key;
 use tern_flash::Board;
+use tern_lab::cluster::Cluster;
 use tern_protocol::{MigrationReport, Security, TaskRole, TaskStatus, TaskSummary};
 
 const POLL: Duration = Duration::from_millis(300);

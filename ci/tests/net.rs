@@ -2,7 +2,7 @@
 //! the kernel's smoltcp stack answer a real Linux `ping`, and a TCP client
 //! (bash's `/dev/tcp`) reads the node's banner from its hello port (4471).
 //!
-//! Each test makes a network lab of its own (`tern_flash::netlab`): a
+//! Each test makes a network lab of its own (`tern_lab::netlab`): a
 //! namespace holding a bridge with the Linux side's address 10.0.2.1/24 and a
 //! tap device that QEMU, started inside the namespace, attaches the node to.
 //! The node gets 10.0.2.2/24 through its shell (`net 10.0.2.2/24`). Nothing
@@ -10,9 +10,9 @@
 //! ends. Needs root and the `ip` and `ping` commands: without them the test
 //! fails and says why.
 
-use tern_ci::{kernel, Boot, Node, SerialMode, BOOT_TIMEOUT};
-use tern_flash::netlab::Lab;
 use tern_flash::{Board, Variant};
+use tern_lab::netlab::Lab;
+use tern_lab::node::{kernel, Boot, Node, SerialMode, BOOT_TIMEOUT};
 
 /// Tern's version, as the kernels print it in their banner.
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -37,7 +37,8 @@ fn linux_pings_the_node(board: Board, nic: &str) {
     let launch = lab.launch(0, nic, "52:54:00:7e:00:02");
     let elf = kernel(board, Variant::Tern).unwrap();
     let mut node = Node::start_with(board, Boot::Elf(elf), SerialMode::Pipes, &launch).unwrap();
-    node.expect(tern_ci::tern_prompt(), BOOT_TIMEOUT).unwrap();
+    node.expect(tern_lab::node::tern_prompt(), BOOT_TIMEOUT)
+        .unwrap();
 
     let report = node.command(&format!("net {NODE_ADDRESS}/24")).unwrap();
     for line in [

@@ -5,10 +5,10 @@
 use std::path::Path;
 use std::process::Command;
 
-use tern_ci::{kernel, Boot, Node, SerialMode, BOOT_TIMEOUT};
 use tern_flash::image::KernelElf;
 use tern_flash::rpi4::{self, FIRMWARE_FILES};
 use tern_flash::{Board, Variant};
+use tern_lab::node::{kernel, Boot, Node, SerialMode, BOOT_TIMEOUT};
 
 /// Runs `program` and returns its standard output; fails the test with its
 /// output when it fails.
@@ -84,5 +84,6 @@ fn sd_image_passes_fsck_and_its_kernel_boots() {
         BOOT_TIMEOUT,
     )
     .unwrap();
-    node.expect(tern_ci::tern_prompt(), BOOT_TIMEOUT).unwrap();
+    node.expect(tern_lab::node::tern_prompt(), BOOT_TIMEOUT)
+        .unwrap();
 }

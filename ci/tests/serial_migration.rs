@@ -10,11 +10,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use tern_ci::{host_tool, tern_prompt, Node, BOOT_TIMEOUT, REPLY_TIMEOUT};
+use tern_ci::host_tool;
 use tern_console::transfer::{self, Caught, CheckpointCatcher, Received, SendError, SendEvent};
 use tern_console::{Event, StreamDecoder};
 use tern_flash::qemu::halt_status;
 use tern_flash::Board;
+use tern_lab::node::{tern_prompt, Node, BOOT_TIMEOUT, REPLY_TIMEOUT};
 
 /// Time for a class S task to reach its pause point, or to finish, under
 /// TCG on a loaded 2-core machine (the PC kernel computes in soft float).

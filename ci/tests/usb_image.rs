@@ -1,11 +1,11 @@
 //! USB-stick image test: the PC image `flash --usb-image` makes (GRUB,
 //! multiboot2) boots in QEMU q35 from a raw drive to Tern's shell.
 
-use tern_ci::{kernel, Boot, Node, SerialMode, BOOT_TIMEOUT, REPLY_TIMEOUT};
 use tern_flash::build::Workspace;
 use tern_flash::image::KernelElf;
 use tern_flash::qemu::halt_status;
 use tern_flash::{usb, Board, Variant};
+use tern_lab::node::{kernel, Boot, Node, SerialMode, BOOT_TIMEOUT, REPLY_TIMEOUT};
 
 #[test]
 fn usb_image_boots_through_grub() {
@@ -24,7 +24,8 @@ fn usb_image_boots_through_grub() {
         BOOT_TIMEOUT,
     )
     .unwrap();
-    node.expect(tern_ci::tern_prompt(), BOOT_TIMEOUT).unwrap();
+    node.expect(tern_lab::node::tern_prompt(), BOOT_TIMEOUT)
+        .unwrap();
     let info = node.command("info").unwrap();
     assert!(info.contains("board: pc"), "{info}");
     node.send_line("halt 3").unwrap();

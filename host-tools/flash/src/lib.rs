@@ -9,7 +9,6 @@ pub mod chainload;
 mod error;
 pub mod fsutil;
 pub mod image;
-pub mod netlab;
 pub mod ports;
 pub mod qemu;
 pub mod rpi4;

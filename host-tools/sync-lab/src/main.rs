@@ -14,10 +14,10 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
-use tern_sync_lab::trace;
+use tern_lab::trace;
 
 use crate::sim::{per_run, run_all, trace_timeline, Outcome, Scenario, Workload};
-use crate::trace::{Group, Trace};
+use tern_lab::trace::{Group, Trace};
 
 #[derive(Parser)]
 #[command(

@@ -4,7 +4,7 @@
 use serde::Serialize;
 use tern_sync::predict::{all_predictors, USED_PREDICTOR};
 
-use crate::trace::Trace;
+use tern_lab::trace::Trace;
 
 /// Samples every predictor sees before its forecasts are scored (the same for all, so
 /// the model-based ones have a window to fit).

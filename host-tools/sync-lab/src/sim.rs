@@ -17,7 +17,7 @@ use tern_sync::policy::{
     YoungForm, DEFAULT_POLICY,
 };
 
-use crate::trace::Trace;
+use tern_lab::trace::Trace;
 
 /// splitmix64: a small seeded generator, so every run is reproducible from its seed.
 #[derive(Clone, Debug)]

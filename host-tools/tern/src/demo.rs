@@ -5,7 +5,7 @@
 //!
 //! Node 0 is a PC (`q35`, virtio-net-pci), node 1 a `virt` aarch64 machine
 //! (virtio-net over MMIO), both on the bridge of a fresh network namespace
-//! (`tern_flash::netlab`, so it needs root). Their consoles set the address
+//! (`tern_lab::netlab`, so it needs root). Their consoles set the address
 //! and a fresh random key; the task starts with the shell's `run`; the host
 //! follows it and requests the migrations through the nodes' control
 //! service (`MigrateTo`, answered by the sender's migration report).
@@ -13,10 +13,10 @@
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tern_ci::cluster::{Cluster, ClusterError};
 use tern_client::random_key;
-use tern_flash::netlab::{self, NetlabError};
 use tern_flash::Board;
+use tern_lab::cluster::{Cluster, ClusterError};
+use tern_lab::netlab::{self, NetlabError};
 use tern_protocol::{MigrationReport, Psk, Security, TaskRole, TaskStatus, TaskSummary};
 use thiserror::Error;
 

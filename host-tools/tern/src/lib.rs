@@ -3,9 +3,8 @@
 //! it to the aarch64 node and back while it runs, and reports whether it
 //! still verified and what each migration cost. [`standby`] runs the same
 //! task with a standby replica on the aarch64 node kept fresh by syncs over
-//! a link shaped after a real bandwidth trace ([`shaping`]), cuts the link
+//! a link shaped after a real bandwidth trace (`tern_lab::shaping`), cuts the link
 //! mid-run and reports the failover and the failback.
 
 pub mod demo;
-pub mod shaping;
 pub mod standby;

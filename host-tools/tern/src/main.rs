@@ -20,10 +20,10 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tern::demo::{self, Event, Options, Report, BOARDS};
 use tern::standby::{self, StandbyReport};
-use tern_ci::cluster::Cluster;
 use tern_client::key_hex;
-use tern_flash::netlab;
-use tern_sync_lab::trace::Trace;
+use tern_lab::cluster::Cluster;
+use tern_lab::netlab;
+use tern_lab::trace::Trace;
 
 /// Command line.
 #[derive(Parser, Debug)]

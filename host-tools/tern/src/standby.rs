@@ -1,7 +1,7 @@
 //! The sync scenario (`tern demo --sync`): an NPB task runs on the PC node
 //! while a sync session keeps a standby replica of it on the aarch64 node
 //! fresh, over a link whose rate follows a real bandwidth trace (token
-//! buckets on the lab's taps, [`crate::shaping`]). Mid-run the PC's link is
+//! buckets on the lab's taps, `tern_lab::shaping`). Mid-run the PC's link is
 //! cut: once the standby's lease expires it resumes the task from its last
 //! replica at the next epoch (failover). When the link returns, the copy at
 //! the newest epoch wins and the PC stops its own and becomes the standby
@@ -15,16 +15,16 @@
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tern_ci::cluster::{Cluster, ClusterError};
-use tern_ci::Node;
+use tern_lab::cluster::{Cluster, ClusterError};
+use tern_lab::node::Node;
+use tern_lab::trace::Trace;
 use tern_protocol::{Psk, TaskRole, TaskStatus};
-use tern_sync_lab::trace::Trace;
 
 use crate::demo::{
     follow, percent, start_nodes, start_task, verified, with_consoles, DemoError, Event, Report,
     ANSWER, BOARDS,
 };
-use crate::shaping::TraceShaper;
+use tern_lab::shaping::TraceShaper;
 
 /// The default trace: the first Norway 3G trace of the shared set (see
 /// `host-tools/tern/traces/README.md`), compiled in.

@@ -21,7 +21,7 @@ use std::time::Duration;
 use rustix::thread::{move_into_link_name_space, LinkNameSpaceType};
 use thiserror::Error;
 
-use crate::qemu::Launch;
+use tern_flash::qemu::Launch;
 
 /// The lab's subnet: the bridge is `.1`, nodes and Linux hosts get the others.
 pub const SUBNET: &str = "10.0.2";

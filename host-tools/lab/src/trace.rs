@@ -1,9 +1,40 @@
 //! Bandwidth traces in the `../shared/traces/dev` format: one `<seconds> <Mbit/s>` pair
 //! per line.
 
+use std::io;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use thiserror::Error;
+
+/// Why a trace could not be read.
+#[derive(Debug, Error)]
+pub enum TraceError {
+    /// A line is not `<seconds> <Mbit/s>` with finite, increasing times and a
+    /// throughput of at least 0.
+    #[error("{path}:{line}: {what}")]
+    Line {
+        /// The file.
+        path: String,
+        /// The line number (from 1).
+        line: usize,
+        /// What is wrong with it.
+        what: String,
+    },
+    /// Fewer than two samples.
+    #[error("{0}: needs at least two samples")]
+    TooShort(String),
+    /// A directory holds no trace file.
+    #[error("no trace files in {0}")]
+    Empty(String),
+    /// A file or directory could not be read.
+    #[error("reading {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: String,
+        /// The error.
+        source: io::Error,
+    },
+}
 
 /// Which measurement campaign a trace belongs to (figures are reported per group).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -53,7 +84,12 @@ pub struct Trace {
 
 impl Trace {
     /// Parses `text`; `path` names the source in errors.
-    pub fn parse(path: &Path, text: &str) -> Result<Trace> {
+    pub fn parse(path: &Path, text: &str) -> Result<Trace, TraceError> {
+        let bad = |line: usize, what: String| TraceError::Line {
+            path: path.display().to_string(),
+            line: line + 1,
+            what,
+        };
         let mut times = Vec::new();
         let mut mbps = Vec::new();
         for (i, line) in text.lines().enumerate() {
@@ -63,33 +99,23 @@ impl Trace {
             }
             let mut it = line.split_whitespace();
             let (Some(t), Some(v), None) = (it.next(), it.next(), it.next()) else {
-                bail!(
-                    "{}:{}: expected `<seconds> <Mbit/s>`",
-                    path.display(),
-                    i + 1
-                );
+                return Err(bad(i, "expected `<seconds> <Mbit/s>`".into()));
             };
-            let t: f64 = t
-                .parse()
-                .with_context(|| format!("{}:{}: bad time {t:?}", path.display(), i + 1))?;
+            let t: f64 = t.parse().map_err(|_| bad(i, format!("bad time {t:?}")))?;
             let v: f64 = v
                 .parse()
-                .with_context(|| format!("{}:{}: bad throughput {v:?}", path.display(), i + 1))?;
+                .map_err(|_| bad(i, format!("bad throughput {v:?}")))?;
             if !t.is_finite() || !v.is_finite() || v < 0.0 {
-                bail!(
-                    "{}:{}: values must be finite, throughput ≥ 0",
-                    path.display(),
-                    i + 1
-                );
+                return Err(bad(i, "values must be finite, throughput ≥ 0".into()));
             }
             if times.last().is_some_and(|&last| t <= last) {
-                bail!("{}:{}: time {t} does not increase", path.display(), i + 1);
+                return Err(bad(i, format!("time {t} does not increase")));
             }
             times.push(t);
             mbps.push(v);
         }
         if times.len() < 2 {
-            bail!("{}: needs at least two samples", path.display());
+            return Err(TraceError::TooShort(path.display().to_string()));
         }
         Ok(Trace {
             group: Group::of(path),
@@ -108,13 +134,17 @@ impl Trace {
 
 /// Loads one trace file, or every trace in a directory (sorted by name; README*,
 /// LICENSE* and hidden files are skipped).
-pub fn load(path: &Path) -> Result<Vec<Trace>> {
+pub fn load(path: &Path) -> Result<Vec<Trace>, TraceError> {
+    let io_error = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| TraceError::Io { path, source }
+    };
     let files = if path.is_dir() {
         let mut v: Vec<PathBuf> = std::fs::read_dir(path)
-            .with_context(|| format!("reading directory {}", path.display()))?
+            .map_err(io_error(path))?
             .map(|e| e.map(|e| e.path()))
-            .collect::<std::io::Result<_>>()
-            .with_context(|| format!("listing {}", path.display()))?;
+            .collect::<io::Result<_>>()
+            .map_err(io_error(path))?;
         v.retain(|p| {
             let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
             p.is_file()
@@ -128,13 +158,12 @@ pub fn load(path: &Path) -> Result<Vec<Trace>> {
         vec![path.to_path_buf()]
     };
     if files.is_empty() {
-        bail!("no trace files in {}", path.display());
+        return Err(TraceError::Empty(path.display().to_string()));
     }
     files
         .iter()
         .map(|f| {
-            let text =
-                std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+            let text = std::fs::read_to_string(f).map_err(io_error(f))?;
             Trace::parse(f, &text)
         })
         .collect()

@@ -1,4 +1,4 @@
-//! Several QEMU nodes on one network lab (`tern_flash::netlab`), configured
+//! Several QEMU nodes on one network lab ([`crate::netlab`]), configured
 //! through their serial consoles (address, key) and reached from the host
 //! through their control service (`tern-client`), with sockets opened
 //! inside the lab's namespace.
@@ -10,12 +10,12 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use tern_client::{key_hex, NodeClient, NodeError, CONTROL_PORT};
-use tern_flash::netlab::{Lab, NetlabError};
 use tern_flash::{Board, Variant};
 use tern_protocol::{Security, TaskSummary};
 use thiserror::Error;
 
-use crate::{
+use crate::netlab::{Lab, NetlabError};
+use crate::node::{
     kernel, tern_prompt, Boot, HarnessError, Node, SerialMode, BOOT_TIMEOUT, REPLY_TIMEOUT,
 };
 

@@ -1,5 +1,5 @@
 //! A link whose rate follows a bandwidth trace: a thread that sets the lab's
-//! token buckets (`tern_flash::netlab::Shaper`) to each sample's throughput
+//! token buckets ([`crate::netlab::Shaper`]) to each sample's throughput
 //! when the sample's time comes, from the start of the trace again when it
 //! ends. A sample holds until the next one (a gap in the timestamps keeps
 //! the last rate: outages are the scenario's own, not the trace's).
@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tern_flash::netlab::{NetlabError, Shaper};
-use tern_sync_lab::trace::Trace;
+use crate::netlab::{NetlabError, Shaper};
+use crate::trace::Trace;
 
 /// How often the thread checks whether it must stop.
 const TICK: Duration = Duration::from_millis(50);

@@ -32,5 +32,8 @@ pub use format::{
 pub use io::{Sink, Source};
 pub use reader::{read_checkpoint, Limits, Reader, RegionData, Restored};
 pub use region::{BulkData, BulkRegion, Elem, ElemType};
-pub use task::{describe_typed, LoadError, Progress, Registry, Snapshot, Step, Task, TaskKind};
+pub use task::{
+    describe_typed, LoadError, NewTask, Progress, Registry, Snapshot, Step, Task, TaskCatalog,
+    TaskKind, TaskPlan,
+};
 pub use writer::{write_checkpoint, HeaderInfo, Mode};

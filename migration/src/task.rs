@@ -237,6 +237,42 @@ impl Registry {
     }
 }
 
+/// What a [`TaskCatalog`] would make of `run`'s arguments, before it
+/// allocates anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskPlan {
+    /// How messages name the task (`ep S`).
+    pub name: String,
+    /// Bytes its state will take, so a node can refuse a task that does
+    /// not fit before starting it.
+    pub state_bytes: u64,
+}
+
+/// A task a [`TaskCatalog`] made or rebuilt, with its name.
+pub struct NewTask {
+    /// How messages name the task (`ep S`).
+    pub name: String,
+    /// The task, at a migration point.
+    pub task: Box<dyn Task>,
+}
+
+/// The task kinds a node can start (shell `run`, a peer's `StartTask`) and
+/// resume from checkpoints. The board hands its catalog to the kernel, so
+/// the kernel itself names no workload.
+pub trait TaskCatalog {
+    /// The arguments the catalog takes, for `run`'s usage line
+    /// (`<ep|is|cg> <S|W|A|B>`).
+    fn usage(&self) -> &str;
+    /// Checks `args`; what they would start.
+    fn plan(&self, args: &[&str]) -> Result<TaskPlan, String>;
+    /// Starts the task `args` name (checked by [`TaskCatalog::plan`] first).
+    fn start(&self, args: &[&str]) -> Result<NewTask, String>;
+    /// Rebuilds the task of a validated checkpoint.
+    fn resume(&self, restored: Restored) -> Result<NewTask, String>;
+    /// The kinds and state versions this catalog resumes.
+    fn kinds(&self) -> Vec<(String, u32)>;
+}
+
 /// Renders a typed region's postcard bytes as `T`'s `Debug` form (a helper for
 /// [`TaskKind::describe`]).
 pub fn describe_typed<T: DeserializeOwned + core::fmt::Debug>(bytes: &[u8]) -> String {

@@ -1,10 +1,14 @@
 //! The kernel object and its run loop.
 //!
 //! The run loop is deliberately simple and cooperative: each turn it feeds
-//! typed bytes to the shell, then polls every registered [`Service`] once
-//! (the task runner, and the network stack and sync sessions of later layers
-//! plug in here), and when nothing had work it sleeps until the next
-//! interrupt.
+//! typed bytes to the shell (or to a command that holds the console, such
+//! as the serial `receive`), polls every registered [`Service`] once with a
+//! deadline for the turn, shows the events the services published on the
+//! console, and sleeps until the next interrupt when nothing had work.
+//!
+//! The kernel knows no subsystem: the network stack, the task runner and
+//! the control service are services and shell commands that
+//! [`crate::start`] registers, each owning its own state.
 
 use alloc::boxed::Box;
 use alloc::rc::Rc;
@@ -14,13 +18,12 @@ use core::cell::{Cell, RefCell};
 use core::fmt::{self, Write};
 
 use critical_section::Mutex;
-use tern_hal::{Board, EntropySource, NetDevice};
+use tern_hal::{Board, EntropySource};
+use tern_protocol::NodeEvent;
 
 use crate::console::{self, ConsoleWriter};
-use crate::control::{node_id_from_mac, Control, ControlService};
-use crate::net::{NetService, NetStack};
+use crate::events::{self, EventLog};
 use crate::shell::{self, Command, LineEditor};
-use crate::tasks::{TaskRunner, TaskTable};
 
 static BOARD: Mutex<Cell<Option<&'static dyn Board>>> = Mutex::new(Cell::new(None));
 
@@ -48,6 +51,17 @@ pub fn halt_after_panic() -> ! {
     }
 }
 
+/// How long services may work in one turn of the run loop. A fast node
+/// takes many short task steps per turn, so the other services cost little
+/// beside them; a slow node takes one or two. (On the QEMU PC node a turn of
+/// the other services costs about 0.5 ms: with 2 ms turns NPB EP class S
+/// took 95 s there, with 10 ms 89 s.)
+pub const TURN_NS: u64 = 10_000_000;
+
+/// The turn while a command holds the serial console: a UART's receive FIFO
+/// (16 bytes, 1.4 ms at 115200 baud) must be read before it overflows.
+pub const CAPTURED_TURN_NS: u64 = 500_000;
+
 /// Whether a service found work on its last poll.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ServiceStatus {
@@ -57,60 +71,175 @@ pub enum ServiceStatus {
     Idle,
 }
 
+/// One turn of the run loop as a service sees it.
+pub struct Turn<'a> {
+    /// Now, on the board's monotonic clock.
+    pub now_ns: u64,
+    /// Work that can wait should stop by this time.
+    pub deadline_ns: u64,
+    /// Where the service reports what happened.
+    pub events: &'a mut EventLog,
+}
+
+impl Turn<'_> {
+    /// Reports `event` as happened now.
+    pub fn publish(&mut self, event: NodeEvent) {
+        self.events.publish(self.now_ns, event);
+    }
+}
+
 /// Something the run loop polls: a driver, a protocol, a task runner.
 pub trait Service {
     /// Short name, shown by diagnostics.
     fn name(&self) -> &'static str;
-    /// Makes whatever progress is possible without blocking; messages for
-    /// the user (a task finished) go to `out`, the console.
-    fn poll(&mut self, now_ns: u64, out: &mut dyn Write) -> ServiceStatus;
+    /// Makes whatever progress is possible without blocking, by the turn's
+    /// deadline; what happened goes to the turn's events.
+    fn poll(&mut self, turn: &mut Turn<'_>) -> ServiceStatus;
+}
+
+/// What a command holding the console wants after a byte or a poll.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Capture {
+    /// Keep the console; the node may sleep until the next interrupt.
+    Hold,
+    /// Keep the console and do not sleep: more bytes are due at once (a
+    /// UART without a receive interrupt must be polled).
+    Spin,
+    /// Give the console back to the shell.
+    Release,
+}
+
+/// A command that holds the console for a while (the serial `receive`):
+/// typed bytes go to it instead of the shell, while the services keep
+/// running.
+pub trait ConsoleCapture {
+    /// One byte from the console; answers go to `out`.
+    fn byte(&mut self, byte: u8, turn: &mut Turn<'_>, out: &mut dyn Write) -> Capture;
+    /// Once per turn (timeouts).
+    fn poll(&mut self, turn: &mut Turn<'_>, out: &mut dyn Write) -> Capture;
 }
 
 /// Where the kernel reads console bytes from (the UART, or a test's script).
 pub type ByteInput = Box<dyn FnMut() -> Option<u8>>;
 
-/// The running kernel: the board, the services, the shell's commands and the
-/// task table they share.
-pub struct Kernel {
-    board: &'static dyn Board,
-    services: Vec<Box<dyn Service>>,
-    commands: Vec<Command>,
-    halt_requested: Option<u8>,
-    tasks: Rc<RefCell<TaskTable>>,
-    net: Option<Rc<RefCell<NetStack>>>,
-    control: Option<Rc<RefCell<Control>>>,
-    entropy: Option<SharedEntropy>,
-    input: ByteInput,
-    boot_commands: Vec<String>,
-}
-
 /// The board's random number generator, shared by the services that need
 /// fresh nonces.
 pub type SharedEntropy = Rc<RefCell<Box<dyn EntropySource>>>;
 
+/// The running kernel: the board, the services, the shell's commands and
+/// the event log.
+pub struct Kernel {
+    board: &'static dyn Board,
+    entropy: Option<SharedEntropy>,
+    services: Vec<Box<dyn Service>>,
+    commands: Vec<Command>,
+    events: EventLog,
+    /// Sequence number of the last event shown on the console.
+    shown: u64,
+    halt_requested: Option<u8>,
+    input: ByteInput,
+    editor: LineEditor,
+    capture: Option<Box<dyn ConsoleCapture>>,
+    boot_commands: Vec<String>,
+}
+
 impl Kernel {
     /// A kernel on `board` reading the console, with the built-in shell
-    /// commands, the task commands and the task runner.
+    /// commands and no service.
     pub fn new(board: &'static dyn Board) -> Self {
-        let node_id = board.facts().mac_address.map_or(0, node_id_from_mac);
-        let tasks = Rc::new(RefCell::new(TaskTable::new(node_id)));
-        let mut commands = shell::builtin_commands();
-        commands.extend(crate::tasks::commands());
-        commands.extend(crate::migrate::commands());
         Self {
             board,
-            services: alloc::vec![
-                Box::new(TaskRunner::new(tasks.clone(), board.clock())) as Box<dyn Service>
-            ],
-            commands,
-            halt_requested: None,
-            tasks,
-            net: None,
-            control: None,
             entropy: None,
+            services: Vec::new(),
+            commands: shell::builtin_commands(),
+            events: EventLog::new(),
+            shown: 0,
+            halt_requested: None,
             input: Box::new(console::read_byte),
+            editor: LineEditor::new(),
+            capture: None,
             boot_commands: Vec::new(),
         }
+    }
+
+    /// Replaces the console input (tests feed scripted bytes).
+    pub fn set_input(&mut self, input: ByteInput) {
+        self.input = input;
+    }
+
+    /// The board the kernel runs on.
+    pub fn board(&self) -> &'static dyn Board {
+        self.board
+    }
+
+    /// Gives the kernel the board's random number generator.
+    pub fn set_entropy(&mut self, entropy: Box<dyn EntropySource>) {
+        self.entropy = Some(Rc::new(RefCell::new(entropy)));
+    }
+
+    /// The board's random number generator, if it has one.
+    pub fn entropy(&self) -> Option<&SharedEntropy> {
+        self.entropy.as_ref()
+    }
+
+    /// Adds a service to the run loop.
+    pub fn add_service(&mut self, service: Box<dyn Service>) {
+        self.services.push(service);
+    }
+
+    /// Adds a shell command; a later command with the same name wins.
+    pub fn add_command(&mut self, command: Command) {
+        self.commands.retain(|c| c.name != command.name);
+        self.commands.push(command);
+    }
+
+    /// The shell's commands, in registration order.
+    pub fn commands(&self) -> &[Command] {
+        &self.commands
+    }
+
+    /// The node's event log.
+    pub fn events(&self) -> &EventLog {
+        &self.events
+    }
+
+    /// Reports `event` (a shell command's doing) as happened now.
+    pub fn publish(&mut self, event: NodeEvent) {
+        let now = self.board.clock().now_ns();
+        self.events.publish(now, event);
+    }
+
+    /// Runs `f` with a turn at the current time (for a shell command that
+    /// drives a service and reports events).
+    pub fn with_turn<R>(&mut self, f: impl FnOnce(&mut Turn<'_>) -> R) -> R {
+        let now_ns = self.board.clock().now_ns();
+        f(&mut Turn {
+            now_ns,
+            deadline_ns: now_ns,
+            events: &mut self.events,
+        })
+    }
+
+    /// Hands the console to `capture` until it releases it (called by a
+    /// command; the capture starts with the next byte).
+    pub fn capture_console(&mut self, capture: Box<dyn ConsoleCapture>) {
+        self.capture = Some(capture);
+    }
+
+    /// Whether a command holds the console.
+    pub fn console_captured(&self) -> bool {
+        self.capture.is_some()
+    }
+
+    /// Asks the run loop to halt the machine with `code` once the current
+    /// command has finished.
+    pub fn request_halt(&mut self, code: u8) {
+        self.halt_requested = Some(code);
+    }
+
+    /// The exit code of a requested halt, if one is pending.
+    pub fn halt_requested(&self) -> Option<u8> {
+        self.halt_requested
     }
 
     /// Sets the shell commands [`Kernel::run`] runs after the banner: the
@@ -137,107 +266,6 @@ impl Kernel {
         }
     }
 
-    /// Replaces the console input (tests feed scripted bytes).
-    pub fn set_input(&mut self, input: ByteInput) {
-        self.input = input;
-    }
-
-    /// The next console byte, if one is waiting. Commands that take over the
-    /// console (`receive`) read through this.
-    pub fn read_byte(&mut self) -> Option<u8> {
-        (self.input)()
-    }
-
-    /// The task table, shared with the task runner.
-    pub fn tasks(&self) -> &Rc<RefCell<TaskTable>> {
-        &self.tasks
-    }
-
-    /// Gives the kernel a network device: adds the network stack's service,
-    /// the control service (migration, port 4470) and their commands. The
-    /// device's MAC becomes the node's identity.
-    pub fn attach_net(&mut self, device: Box<dyn NetDevice>) {
-        let banner = crate::banner(&self.board.facts());
-        let now = self.board.clock().now_ns();
-        let stack = Rc::new(RefCell::new(NetStack::new(device, now, banner)));
-        self.tasks
-            .borrow_mut()
-            .set_node_id(node_id_from_mac(stack.borrow().mac_address()));
-        let control = Rc::new(RefCell::new(Control::new(
-            self.board,
-            stack.clone(),
-            self.tasks.clone(),
-            self.entropy.clone(),
-        )));
-        self.services.push(Box::new(NetService::new(stack.clone())));
-        self.services
-            .push(Box::new(ControlService::new(control.clone())));
-        for command in crate::net::commands() {
-            self.add_command(command);
-        }
-        for command in crate::control::commands() {
-            self.add_command(command);
-        }
-        self.net = Some(stack);
-        self.control = Some(control);
-    }
-
-    /// Gives the kernel the board's random number generator.
-    pub fn attach_entropy(&mut self, entropy: Box<dyn EntropySource>) {
-        let entropy = Rc::new(RefCell::new(entropy));
-        if let Some(control) = &self.control {
-            control.borrow_mut().set_entropy(entropy.clone());
-        }
-        self.entropy = Some(entropy);
-    }
-
-    /// The control service (migration), if the board has a network device.
-    pub fn control(&self) -> Option<&Rc<RefCell<Control>>> {
-        self.control.as_ref()
-    }
-
-    /// The board's random number generator, if it has one.
-    pub fn entropy(&self) -> Option<&SharedEntropy> {
-        self.entropy.as_ref()
-    }
-
-    /// The network stack, if the board has a network device.
-    pub fn net(&self) -> Option<&Rc<RefCell<NetStack>>> {
-        self.net.as_ref()
-    }
-
-    /// The board the kernel runs on.
-    pub fn board(&self) -> &'static dyn Board {
-        self.board
-    }
-
-    /// Adds a service to the run loop.
-    pub fn add_service(&mut self, service: Box<dyn Service>) {
-        self.services.push(service);
-    }
-
-    /// Adds a shell command; a later command with the same name wins.
-    pub fn add_command(&mut self, command: Command) {
-        self.commands.retain(|c| c.name != command.name);
-        self.commands.push(command);
-    }
-
-    /// The shell's commands, in registration order.
-    pub fn commands(&self) -> &[Command] {
-        &self.commands
-    }
-
-    /// Asks the run loop to halt the machine with `code` once the current
-    /// command has finished.
-    pub fn request_halt(&mut self, code: u8) {
-        self.halt_requested = Some(code);
-    }
-
-    /// The exit code of a requested halt, if one is pending.
-    pub fn halt_requested(&self) -> Option<u8> {
-        self.halt_requested
-    }
-
     /// Runs one shell line, writing its answer to `out`.
     pub fn execute(&mut self, line: &str, out: &mut dyn Write) {
         let words: Vec<&str> = line.split_whitespace().collect();
@@ -248,47 +276,135 @@ impl Kernel {
             let _ = writeln!(out, "error: unknown command '{name}' (try 'help')\r");
             return;
         };
-        let run = command.run;
+        let run = command.run.clone();
         if let Err(message) = run(self, args, out) {
             let _ = writeln!(out, "error: {name}: {message}\r");
         }
     }
 
-    /// Polls every service once; returns whether any had work.
+    /// Polls every service once, then writes the events published since the
+    /// last call to `out`, one line each; returns whether any service had work.
     pub fn poll_services(&mut self, out: &mut dyn Write) -> bool {
-        let now = self.board.clock().now_ns();
+        let now_ns = self.board.clock().now_ns();
+        let turn_ns = if self.capture.is_some() {
+            CAPTURED_TURN_NS
+        } else {
+            TURN_NS
+        };
+        let mut turn = Turn {
+            now_ns,
+            deadline_ns: now_ns + turn_ns,
+            events: &mut self.events,
+        };
         let mut busy = false;
         for service in &mut self.services {
-            busy |= service.poll(now, out) == ServiceStatus::Busy;
+            busy |= service.poll(&mut turn) == ServiceStatus::Busy;
+        }
+        self.show_events(out);
+        busy
+    }
+
+    /// Writes the events not shown yet to `out`.
+    fn show_events(&mut self, out: &mut dyn Write) {
+        let (records, _) = self.events.after(self.shown);
+        for record in records {
+            if let Some(line) = events::render(&record.event) {
+                let _ = write!(out, "{line}\r\n");
+            }
+            self.shown = record.seq;
+        }
+    }
+
+    /// One turn of the run loop: typed bytes to the shell or to the command
+    /// holding the console, then the services; the shell's prompt comes back
+    /// after the lines the turn printed. Returns whether anything had work.
+    pub fn turn(&mut self, out: &mut dyn Write) -> bool {
+        let mut busy = false;
+        while self.halt_requested.is_none() {
+            let Some(byte) = (self.input)() else {
+                break;
+            };
+            busy = true;
+            if self.capture.is_some() {
+                self.feed_capture(Some(byte), out);
+                if self.capture.is_none() {
+                    // The shell takes the console from the next turn on.
+                    break;
+                }
+            } else if let Some(line) = self.editor.feed(byte, out) {
+                self.execute(&line, out);
+                if self.capture.is_none() && self.halt_requested.is_none() {
+                    let _ = out.write_str(shell::PROMPT);
+                }
+            }
+        }
+        if self.capture.is_some() {
+            busy |= self.feed_capture(None, out);
+        }
+        let mut notices = String::new();
+        busy |= self.poll_services(&mut notices);
+        if !notices.is_empty() {
+            if self.capture.is_some() {
+                let _ = out.write_str(&notices);
+            } else {
+                // Notices (a task finished) interrupt the prompt: they get a
+                // line of their own, then the prompt and the typing come back.
+                let _ = write!(
+                    out,
+                    "\r\n{notices}{}{}",
+                    shell::PROMPT,
+                    self.editor.pending()
+                );
+            }
         }
         busy
     }
 
-    /// Prints the banner and runs the run loop until a halt.
+    /// Gives the command holding the console `byte` (or its turn's poll when
+    /// `None`); gives the console back when it is done. Returns whether the
+    /// node must not sleep.
+    fn feed_capture(&mut self, byte: Option<u8>, out: &mut dyn Write) -> bool {
+        let Some(mut capture) = self.capture.take() else {
+            return false;
+        };
+        let now_ns = self.board.clock().now_ns();
+        let mut turn = Turn {
+            now_ns,
+            deadline_ns: now_ns + CAPTURED_TURN_NS,
+            events: &mut self.events,
+        };
+        let wanted = match byte {
+            Some(byte) => capture.byte(byte, &mut turn, out),
+            None => capture.poll(&mut turn, out),
+        };
+        match wanted {
+            Capture::Release => {
+                self.show_events(out);
+                let _ = out.write_str(shell::PROMPT);
+                false
+            }
+            Capture::Hold => {
+                self.capture = Some(capture);
+                false
+            }
+            Capture::Spin => {
+                self.capture = Some(capture);
+                true
+            }
+        }
+    }
+
+    /// Prints the banner, runs the boot commands and the run loop until a
+    /// halt.
     pub fn run(&mut self) -> ! {
         let mut out = ConsoleWriter;
         let _ = write!(out, "{}\r\n", crate::banner(&self.board.facts()));
         self.run_boot_commands(&mut out);
         let _ = write!(out, "type 'help' for commands\r\n{}", shell::PROMPT);
-        let mut editor = LineEditor::new();
         loop {
-            let mut busy = false;
-            while let Some(byte) = self.read_byte() {
-                busy = true;
-                if let Some(line) = editor.feed(byte, &mut out) {
-                    self.execute(&line, &mut out);
-                    if let Some(code) = self.halt_requested {
-                        self.board.halt(code);
-                    }
-                    let _ = out.write_str(shell::PROMPT);
-                }
-            }
-            let mut notices = String::new();
-            busy |= self.poll_services(&mut notices);
-            if !notices.is_empty() {
-                // Notices (a task finished) interrupt the prompt: they get a
-                // line of their own, then the prompt and the typing come back.
-                let _ = write!(out, "\r\n{notices}{}{}", shell::PROMPT, editor.pending());
+            let busy = self.turn(&mut out);
+            if let Some(code) = self.halt_requested {
+                self.board.halt(code);
             }
             if !busy {
                 self.board.wait_for_interrupt();
@@ -319,7 +435,7 @@ mod tests {
 
     #[test]
     fn boot_commands_run_in_order_and_hide_a_key() {
-        let mut kernel = Kernel::new(FakeBoard::leak());
+        let mut kernel = crate::testing::kernel(FakeBoard::leak());
         kernel.set_boot_commands(" run is S ;; key 00ff ; ps;");
         let mut out = String::new();
         kernel.run_boot_commands(&mut out);
@@ -330,10 +446,46 @@ mod tests {
         assert!(out.contains("boot: key ***\r\n"), "{out}");
         assert!(!out.contains("00ff"), "{out}");
         assert!(out.contains("boot: ps\r\n"), "{out}");
-        assert!(out.contains("   1  is    S"), "{out}");
+        assert!(out.contains("   1  is S "), "{out}");
         // They run once.
         let mut again = String::new();
         kernel.run_boot_commands(&mut again);
         assert_eq!(again, "");
+    }
+
+    /// Holds the console for three bytes, echoing them in brackets.
+    struct ThreeBytes(usize);
+
+    impl ConsoleCapture for ThreeBytes {
+        fn byte(&mut self, byte: u8, _: &mut Turn<'_>, out: &mut dyn Write) -> Capture {
+            let _ = write!(out, "[{}]", char::from(byte));
+            self.0 += 1;
+            if self.0 == 3 {
+                Capture::Release
+            } else {
+                Capture::Spin
+            }
+        }
+        fn poll(&mut self, _: &mut Turn<'_>, _: &mut dyn Write) -> Capture {
+            Capture::Hold
+        }
+    }
+
+    #[test]
+    fn a_captured_console_gets_the_bytes_while_services_run_then_the_shell_again() {
+        let mut kernel = Kernel::new(FakeBoard::leak());
+        kernel.add_command(Command::new("grab", "", "hold the console", |k, _, _| {
+            k.capture_console(Box::new(ThreeBytes(0)));
+            Ok(())
+        }));
+        let mut input = b"grab\rabcmem\r".to_vec().into_iter();
+        kernel.set_input(Box::new(move || input.next()));
+        let mut out = String::new();
+        kernel.turn(&mut out);
+        assert!(out.ends_with("grab\r\n[a][b][c]tern> "), "{out}");
+        // The shell has the console again from the next turn on.
+        kernel.turn(&mut out);
+        assert!(out.contains("mem\r\nheap: "), "{out}");
+        assert!(!kernel.console_captured());
     }
 }

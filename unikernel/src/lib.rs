@@ -1,13 +1,16 @@
 //! The portable Tern kernel.
 //!
 //! Boards (`boards/*`) bring the machine up and call [`start`] with a
-//! [`Board`] and the serial console. From there everything is portable: the
-//! console with its defmt framing ([`console`]), the shell ([`shell`]), the
-//! run loop that polls [`Service`]s ([`kernel`]), the task runner
-//! ([`tasks`]), task migration over the console ([`migrate`]), the
-//! network stack ([`net`]) and live migration over Ethernet with its control
-//! service ([`control`]). This crate
-//! contains no `unsafe` and no register access; it is unit-tested on the host.
+//! [`Board`], the serial console, the devices they found and the catalog of
+//! task kinds they carry. From there everything is portable: the console
+//! with its defmt framing ([`console`]), the shell ([`shell`]), the run loop
+//! that polls [`Service`]s ([`kernel`]), the node's typed events
+//! ([`events`]), the task runner ([`tasks`]), task migration over the
+//! console ([`serial_migration`]), the network stack ([`net`]) and live
+//! migration over Ethernet with its control service ([`control`]).
+//! [`assemble`] puts the parts together; the kernel itself names none of
+//! them. This crate contains no `unsafe` and no register access; it is
+//! unit-tested on the host.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
@@ -15,19 +18,21 @@ extern crate alloc;
 
 pub mod console;
 pub mod control;
+pub mod events;
 pub mod kernel;
-pub mod migrate;
 pub mod net;
+pub mod serial_migration;
 pub mod shell;
 pub mod tasks;
 #[cfg(test)]
 mod testing;
 
-pub use kernel::{Kernel, Service, ServiceStatus};
+pub use kernel::{Kernel, Service, ServiceStatus, Turn};
 pub use tern_hal::{
     Board, BoardFacts, EntropyError, EntropySource, HeapStats, Isa, MonotonicClock, NetDevice,
     SerialPort,
 };
+pub use tern_migration::TaskCatalog;
 
 /// Tern's version, as printed in the banner.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -52,32 +57,61 @@ pub struct Devices {
     pub boot_commands: alloc::string::String,
 }
 
+/// Puts a kernel together from its parts on `board`: the shell with the
+/// board's own commands, the task table and runner making tasks from
+/// `catalog`, the serial migration commands, and, when the board found a
+/// network device, the network stack and the control service.
+pub fn assemble(
+    board: &'static dyn Board,
+    board_commands: alloc::vec::Vec<shell::Command>,
+    devices: Devices,
+    catalog: alloc::rc::Rc<dyn TaskCatalog>,
+) -> Kernel {
+    let mut kernel = Kernel::new(board);
+    if let Some(entropy) = devices.entropy {
+        kernel.set_entropy(entropy);
+    }
+    let mac = devices
+        .net
+        .as_ref()
+        .map(|device| device.mac_address())
+        .or(board.facts().mac_address);
+    let tasks = tasks::install(
+        &mut kernel,
+        mac.map_or(0, control::node_id_from_mac),
+        catalog,
+    );
+    for command in serial_migration::commands(&tasks) {
+        kernel.add_command(command);
+    }
+    for command in board_commands {
+        kernel.add_command(command);
+    }
+    if let Some(device) = devices.net {
+        let net = net::install(&mut kernel, device);
+        control::install(&mut kernel, net, tasks);
+    }
+    kernel.set_boot_commands(&devices.boot_commands);
+    kernel
+}
+
 /// Hands the machine to the portable kernel; never returns.
 ///
 /// The board calls this once it has a heap, a console, a clock and
-/// interrupts, passing any board-specific shell commands (bring-up and
-/// diagnostics) and the optional devices it found. The kernel prints the
-/// banner, starts the shell and runs the run loop until the shell's `halt`.
+/// interrupts, passing its own shell commands (bring-up and diagnostics),
+/// the optional devices it found and the task kinds it carries. The kernel
+/// prints the banner, runs the boot commands and the run loop until the
+/// shell's `halt`.
 pub fn start(
     board: &'static dyn Board,
     serial: &'static mut dyn SerialPort,
-    board_commands: &[shell::Command],
+    board_commands: alloc::vec::Vec<shell::Command>,
     devices: Devices,
+    catalog: alloc::rc::Rc<dyn TaskCatalog>,
 ) -> ! {
     console::install(serial);
     kernel::install_board(board);
-    let mut kernel = Kernel::new(board);
-    for command in board_commands {
-        kernel.add_command(*command);
-    }
-    if let Some(entropy) = devices.entropy {
-        kernel.attach_entropy(entropy);
-    }
-    if let Some(device) = devices.net {
-        kernel.attach_net(device);
-    }
-    kernel.set_boot_commands(&devices.boot_commands);
-    kernel.run()
+    assemble(board, board_commands, devices, catalog).run()
 }
 
 /// Nanoseconds since boot on the board's monotonic clock (0 before

@@ -28,7 +28,7 @@ use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, IpEndpoint, Ipv4Address, Ipv4Cidr};
 use tern_hal::NetDevice;
 
-use crate::kernel::{Kernel, Service, ServiceStatus};
+use crate::kernel::{Kernel, Service, ServiceStatus, Turn};
 use crate::shell::{Command, CommandResult};
 
 /// The TCP port that answers with the node's banner.
@@ -401,8 +401,8 @@ impl Service for NetService {
         "net"
     }
 
-    fn poll(&mut self, now_ns: u64, _: &mut dyn Write) -> ServiceStatus {
-        if self.0.borrow_mut().poll(now_ns) {
+    fn poll(&mut self, turn: &mut Turn<'_>) -> ServiceStatus {
+        if self.0.borrow_mut().poll(turn.now_ns) {
             ServiceStatus::Busy
         } else {
             ServiceStatus::Idle
@@ -410,20 +410,27 @@ impl Service for NetService {
     }
 }
 
-/// The network shell commands.
-pub fn commands() -> Vec<Command> {
-    vec![Command {
-        name: "net",
-        usage: "[<address>/<prefix> [gateway]]",
-        help: "show the network interface, or set its IPv4 address",
-        run: net_command,
-    }]
+/// The network stack as its users share it.
+pub type SharedNet = Rc<RefCell<NetStack>>;
+
+/// Gives `kernel` a network stack on `device`: its service and the `net`
+/// command. Returns the stack, for the services that open sockets on it.
+pub fn install(kernel: &mut Kernel, device: Box<dyn NetDevice>) -> SharedNet {
+    let banner = crate::banner(&kernel.board().facts());
+    let now = kernel.board().clock().now_ns();
+    let stack = Rc::new(RefCell::new(NetStack::new(device, now, banner)));
+    kernel.add_service(Box::new(NetService::new(stack.clone())));
+    let shared = stack.clone();
+    kernel.add_command(Command::new(
+        "net",
+        "[<address>/<prefix> [gateway]]",
+        "show the network interface, or set its IPv4 address",
+        move |_, args, out| net_command(&shared, args, out),
+    ));
+    stack
 }
 
-fn net_command(kernel: &mut Kernel, args: &[&str], out: &mut dyn Write) -> CommandResult {
-    let stack = kernel
-        .net()
-        .ok_or_else(|| String::from("this node has no network device"))?;
+fn net_command(stack: &SharedNet, args: &[&str], out: &mut dyn Write) -> CommandResult {
     let mut stack = stack.borrow_mut();
     if !args.is_empty() {
         stack.configure(Ipv4Config::parse(args)?);
@@ -500,10 +507,15 @@ mod tests {
     }
 
     fn node_with_nic() -> (Kernel, Arc<Mutex<Wire>>) {
+        let (kernel, _, wire) = node_with_stack();
+        (kernel, wire)
+    }
+
+    fn node_with_stack() -> (Kernel, SharedNet, Arc<Mutex<Wire>>) {
         let wire = Arc::new(Mutex::new(Wire::default()));
         let mut kernel = Kernel::new(FakeBoard::leak());
-        kernel.attach_net(Box::new(WireEnd::node(wire.clone(), NODE_MAC)));
-        (kernel, wire)
+        let stack = install(&mut kernel, Box::new(WireEnd::node(wire.clone(), NODE_MAC)));
+        (kernel, stack, wire)
     }
 
     fn poll(kernel: &mut Kernel) {
@@ -680,7 +692,7 @@ mod tests {
 
     #[test]
     fn the_sink_port_swallows_everything_and_closes_after_the_client() {
-        let (mut kernel, wire) = node_with_nic();
+        let (mut kernel, stack, wire) = node_with_stack();
         exec(&mut kernel, "net 10.0.2.2/24");
         let mut client = Client::connect(wire, SINK_PORT, 256, 64 * 1024);
         const TOTAL: usize = 1 << 20;
@@ -708,7 +720,7 @@ mod tests {
             "the sink answered {} bytes",
             received.len()
         );
-        assert!(kernel.net().unwrap().borrow().counters().rx_bytes > TOTAL as u64);
+        assert!(stack.borrow().counters().rx_bytes > TOTAL as u64);
     }
 
     #[test]

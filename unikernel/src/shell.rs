@@ -1,9 +1,11 @@
 //! The serial shell: line editing and the command table.
 //!
-//! Commands are plain functions registered in a table ([`Command`]), so
-//! later layers (tasks, migration, sync) add their own with
-//! [`Kernel::add_command`] without touching this module.
+//! Commands are closures registered in a table ([`Command`]): each
+//! subsystem (tasks, network, control) adds its own with
+//! [`Kernel::add_command`], capturing the state it owns, without touching
+//! this module.
 
+use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Write;
@@ -19,18 +21,38 @@ pub const MAX_LINE: usize = 256;
 /// What a command prints when it fails (after `error: <name>: `).
 pub type CommandResult = Result<(), String>;
 
+/// A command's implementation: gets the kernel, the arguments after the
+/// name and the output.
+pub type CommandFn = dyn Fn(&mut Kernel, &[&str], &mut dyn Write) -> CommandResult;
+
 /// A shell command.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct Command {
     /// The word that invokes it.
     pub name: &'static str,
     /// Arguments, as shown by `help`.
-    pub usage: &'static str,
+    pub usage: String,
     /// One-line description, as shown by `help`.
     pub help: &'static str,
-    /// The implementation: gets the kernel, the arguments after the name and
-    /// the output.
-    pub run: fn(&mut Kernel, &[&str], &mut dyn Write) -> CommandResult,
+    /// The implementation.
+    pub run: Rc<CommandFn>,
+}
+
+impl Command {
+    /// The command `name` taking `usage`, described by `help`, running `run`.
+    pub fn new(
+        name: &'static str,
+        usage: &str,
+        help: &'static str,
+        run: impl Fn(&mut Kernel, &[&str], &mut dyn Write) -> CommandResult + 'static,
+    ) -> Self {
+        Self {
+            name,
+            usage: usage.into(),
+            help,
+            run: Rc::new(run),
+        }
+    }
 }
 
 impl core::fmt::Debug for Command {
@@ -107,30 +129,15 @@ impl LineEditor {
 /// The commands every node has.
 pub fn builtin_commands() -> Vec<Command> {
     alloc::vec![
-        Command {
-            name: "help",
-            usage: "",
-            help: "list commands",
-            run: help
-        },
-        Command {
-            name: "info",
-            usage: "",
-            help: "board, ISA, memory, timer, uptime and identity",
-            run: info,
-        },
-        Command {
-            name: "mem",
-            usage: "",
-            help: "heap usage",
-            run: mem
-        },
-        Command {
-            name: "halt",
-            usage: "[code]",
-            help: "stop the machine (QEMU exits)",
-            run: halt
-        },
+        Command::new("help", "", "list commands", help),
+        Command::new(
+            "info",
+            "",
+            "board, ISA, memory, timer, uptime and identity",
+            info
+        ),
+        Command::new("mem", "", "heap usage", mem),
+        Command::new("halt", "[code]", "stop the machine (QEMU exits)", halt),
     ]
 }
 
@@ -268,12 +275,7 @@ mod tests {
             Ok(())
         }
         let mut kernel = Kernel::new(FakeBoard::leak());
-        kernel.add_command(Command {
-            name: "info",
-            usage: "",
-            help: "",
-            run: hello,
-        });
+        kernel.add_command(Command::new("info", "", "", hello));
         let mut out = String::new();
         kernel.execute("info a b", &mut out);
         assert_eq!(out, "hello a,b");

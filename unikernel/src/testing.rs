@@ -12,7 +12,7 @@ use tern_hal::{
     NetError,
 };
 
-use crate::Kernel;
+use crate::{Devices, Kernel};
 
 /// Starts at 2.5 s and advances 1 ms at every reading, so that timeouts
 /// expire in tests that wait.
@@ -79,6 +79,17 @@ impl Board for FakeBoard {
     fn halt(&self, code: u8) -> ! {
         panic!("halt {code}")
     }
+}
+
+/// A kernel on `board` assembled as a board assembles it, with the NPB
+/// catalog and no device.
+pub fn kernel(board: &'static FakeBoard) -> Kernel {
+    crate::assemble(
+        board,
+        Vec::new(),
+        Devices::default(),
+        std::rc::Rc::new(tern_workloads::NpbCatalog),
+    )
 }
 
 /// Runs one shell line on `kernel`; returns what it printed.

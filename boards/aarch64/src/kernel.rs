@@ -37,12 +37,14 @@ pub struct KernelSetup<'a> {
 
 /// The `fault` command: a bring-up aid that takes a data abort on purpose,
 /// to show the exception handler's register dump.
-pub const FAULT_COMMAND: Command = Command {
-    name: "fault",
-    usage: "",
-    help: "take a data abort on purpose (shows the register dump, then halts)",
-    run: fault,
-};
+pub fn fault_command() -> Command {
+    Command::new(
+        "fault",
+        "",
+        "take a data abort on purpose (shows the register dump, then halts)",
+        fault,
+    )
+}
 
 /// Why the board's probe found no network device, if it said.
 static NO_NETWORK: Mutex<Cell<Option<&'static str>>> = Mutex::new(Cell::new(None));
@@ -62,12 +64,9 @@ pub(crate) fn no_network_reason() -> Option<&'static str> {
 }
 
 /// Stands in for the kernel's `net` on a board without a network device.
-const NO_NETWORK_COMMAND: Command = Command {
-    name: "net",
-    usage: "",
-    help: "why this node has no network device",
-    run: no_network,
-};
+fn no_network_command() -> Command {
+    Command::new("net", "", "why this node has no network device", no_network)
+}
 
 fn no_network(_: &mut Kernel, _: &[&str], _: &mut dyn Write) -> CommandResult {
     let why = no_network_reason().unwrap_or("the board found none");
@@ -124,9 +123,15 @@ pub unsafe fn start_kernel_with_devices<S: SerialPort + 'static>(
     let board = Box::leak(Box::new(Aarch64Board::new(setup.facts, ram)));
     let serial = Box::leak(Box::new(serial));
     let devices = probe();
-    let mut commands = Vec::from([FAULT_COMMAND, tern_board_common::random::RANDOM_COMMAND]);
+    let mut commands = Vec::from([fault_command(), tern_board_common::random::random_command()]);
     if devices.net.is_none() && no_network_reason().is_some() {
-        commands.push(NO_NETWORK_COMMAND);
+        commands.push(no_network_command());
     }
-    tern_unikernel::start(board, serial, &commands, devices)
+    tern_unikernel::start(
+        board,
+        serial,
+        commands,
+        devices,
+        tern_board_common::task_catalog(),
+    )
 }

@@ -35,7 +35,7 @@ pub mod semihosting;
 pub(crate) use board::claim_heap;
 pub use board::{Aarch64Board, GenericTimerClock};
 pub use kernel::{
-    report_no_network, start_kernel, start_kernel_with_devices, KernelSetup, FAULT_COMMAND,
+    fault_command, report_no_network, start_kernel, start_kernel_with_devices, KernelSetup,
 };
 pub use tern_unikernel::Devices;
 

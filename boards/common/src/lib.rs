@@ -1,5 +1,6 @@
 //! Pieces shared by every Tern board: the kernel heap and the defmt logger,
-//! the `random` shell command ([`random`]), and for the QEMU boards the
+//! the catalog of task kinds the boards carry ([`task_catalog`]), the
+//! `random` shell command ([`random`]), and for the QEMU boards the
 //! virtio-net and virtio-rng driver glue ([`virtio`]).
 //!
 //! The heap is a [`talc`] allocator behind a spinlock. A board claims its free
@@ -13,6 +14,11 @@ extern crate alloc;
 mod logger;
 pub mod random;
 pub mod virtio;
+
+/// The task kinds every Tern board carries: the NPB workloads.
+pub fn task_catalog() -> alloc::rc::Rc<dyn tern_unikernel::TaskCatalog> {
+    alloc::rc::Rc::new(tern_workloads::NpbCatalog)
+}
 
 use talc::source::Claim;
 use talc::TalcLock;

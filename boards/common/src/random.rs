@@ -15,12 +15,14 @@ const MAX_BYTES: usize = 64;
 
 /// `random [bytes]`: prints that many bytes (16 by default, at most 64) from
 /// the board's entropy source, in hex, or why there are none.
-pub const RANDOM_COMMAND: Command = Command {
-    name: "random",
-    usage: "[bytes]",
-    help: "print random bytes from the board's hardware generator (default 16, at most 64)",
-    run: random,
-};
+pub fn random_command() -> Command {
+    Command::new(
+        "random",
+        "[bytes]",
+        "print random bytes from the board's hardware generator (default 16, at most 64)",
+        random,
+    )
+}
 
 fn random(kernel: &mut Kernel, args: &[&str], out: &mut dyn Write) -> CommandResult {
     let count = match args {

@@ -24,6 +24,7 @@ mod timer;
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
+use alloc::vec::Vec;
 use core::arch::x86_64::__cpuid;
 use core::arch::{asm, global_asm};
 use core::fmt::Write;
@@ -158,15 +159,17 @@ fn cpu_brand() -> Option<String> {
 }
 
 /// The board's own shell commands.
-const BOARD_COMMANDS: [Command; 2] = [
-    Command {
-        name: "fault",
-        usage: "[stack]",
-        help: "take a page fault (or, with 'stack', overflow the stack into a double fault) on purpose",
-        run: fault_command,
-    },
-    tern_board_common::random::RANDOM_COMMAND,
-];
+fn board_commands() -> Vec<Command> {
+    alloc::vec![
+        Command::new(
+            "fault",
+            "[stack]",
+            "take a page fault (or, with 'stack', overflow the stack into a double fault) on purpose",
+            fault_command,
+        ),
+        tern_board_common::random::random_command(),
+    ]
+}
 
 /// Recurses until the stack runs into its guard page.
 fn overflow_stack(depth: u64) -> u64 {
@@ -267,7 +270,8 @@ extern "C" fn pc_main(magic: u32, info: u32) -> ! {
     tern_unikernel::start(
         board,
         Box::leak(Box::new(console)),
-        &BOARD_COMMANDS,
+        board_commands(),
         devices,
+        tern_board_common::task_catalog(),
     )
 }

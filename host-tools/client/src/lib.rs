@@ -1,7 +1,8 @@
 //! `tern-client`: the authenticated client of a live node's control service
-//! (TCP port 4470, `docs/protocol.md`): list its tasks, fetch a checkpoint
-//! copy, ask it to migrate a task, ping it; and the cluster key's forms
-//! (hex, key files, `TERN_KEY`). Every host tool that talks to nodes uses it.
+//! (TCP port 4470, `docs/protocol.md`): its status, its tasks, a checkpoint
+//! copy, a migration, a task started or killed, a ping, and its stream of
+//! typed events; and the cluster key's forms (hex, key files, `TERN_KEY`).
+//! Every host tool that talks to nodes uses it.
 //!
 //! It drives the same sans-IO machines as the kernel (`tern-protocol`) over a
 //! blocking [`TcpStream`], in the client role, with nonces from the OS RNG.
@@ -14,8 +15,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use tern_protocol::{
-    ChannelError, Config, Connection, Event, Hello, Incoming, Message, MigrationReport, NackReason,
-    Policy, Psk, ReceivePhase, Security, TaskSummary, TransferError, PROTOCOL_VERSION,
+    ChannelError, Config, Connection, Event, EventRecord, Hello, Incoming, Message,
+    MigrationReport, NackReason, NodeStatus, Policy, Psk, ReceivePhase, Security, TaskSummary,
+    TransferError, PROTOCOL_VERSION,
 };
 use thiserror::Error;
 
@@ -225,6 +227,9 @@ pub fn describe_nack(reason: &NackReason) -> String {
         NackReason::UnknownTask => "no such task".into(),
         NackReason::UnexpectedMessage => "unexpected message".into(),
         NackReason::Busy => "the node is busy with another transfer".into(),
+        NackReason::StartRefused => {
+            "the task could not start (unknown kind or arguments, or not enough memory)".into()
+        }
         NackReason::MigrationFailed => {
             "the migration failed (peer unreachable, refused or broke off); the node still owns the task".into()
         }
@@ -247,6 +252,12 @@ pub struct NodeClient {
     conn: Connection,
     peer: Hello,
     pending: VecDeque<Message>,
+    /// Events of a subscription not read yet.
+    events: VecDeque<EventRecord>,
+    /// Events the node no longer had when the subscription asked for them.
+    missed_events: u64,
+    /// `Events` messages received (the first answers `Subscribe`).
+    event_batches: u64,
     /// Longest wait for any single answer.
     timeout: Duration,
 }
@@ -320,6 +331,9 @@ impl NodeClient {
                 insecure,
             },
             pending: VecDeque::new(),
+            events: VecDeque::new(),
+            missed_events: 0,
+            event_batches: 0,
             timeout,
         };
         let deadline = Instant::now() + timeout;
@@ -433,6 +447,92 @@ impl NodeClient {
         }
     }
 
+    /// The node's status: ISA, board, memory, address, tasks.
+    pub fn status(&mut self) -> Result<NodeStatus, NodeError> {
+        self.send(&Message::Status)?;
+        match self.recv("the node's status", self.timeout)? {
+            Message::NodeStatus(status) => Ok(status),
+            other => Err(self.unexpected(other, "the node's status")),
+        }
+    }
+
+    /// Starts a task with the arguments of the node's `run` (`["ep", "S"]`);
+    /// returns its global id.
+    pub fn start_task(&mut self, args: &[&str]) -> Result<u64, NodeError> {
+        self.send(&Message::StartTask {
+            args: args.iter().map(|a| String::from(*a)).collect(),
+        })?;
+        match self.recv("the started task", self.timeout)? {
+            Message::Started { task_id } => Ok(task_id),
+            Message::Nack(reason) => Err(NodeError::Refused {
+                addr: self.addr.clone(),
+                reason,
+            }),
+            other => Err(self.unexpected(other, "the started task")),
+        }
+    }
+
+    /// Drops task `task_id` on the node (refused while it migrates).
+    pub fn kill_task(&mut self, task_id: u64) -> Result<(), NodeError> {
+        self.send(&Message::KillTask { task_id })?;
+        match self.recv("the kill's answer", self.timeout)? {
+            Message::Killed { task_id: id } if id == task_id => Ok(()),
+            Message::Nack(reason) => Err(NodeError::Refused {
+                addr: self.addr.clone(),
+                reason,
+            }),
+            other => Err(self.unexpected(other, "the kill's answer")),
+        }
+    }
+
+    /// Subscribes to the node's events after sequence number `after` (0:
+    /// all it still keeps); read them with [`NodeClient::next_event`].
+    pub fn subscribe(&mut self, after: u64) -> Result<(), NodeError> {
+        self.send(&Message::Subscribe { after })?;
+        // The node answers with a first (often empty) batch of events.
+        let deadline = Instant::now() + self.timeout;
+        let before = self.event_batches;
+        while self.event_batches == before {
+            self.read_messages(deadline, "the subscription")?;
+            if let Some(m) = self.pending.pop_front() {
+                return Err(self.unexpected(m, "the subscription"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The next event of the subscription, waiting at most `timeout`.
+    pub fn next_event(&mut self, timeout: Duration) -> Result<EventRecord, NodeError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(record) = self.events.pop_front() {
+                return Ok(record);
+            }
+            self.read_messages(deadline, "an event")?;
+        }
+    }
+
+    /// Reads events until `pick` chooses one, waiting at most `timeout`.
+    pub fn wait_event<T>(
+        &mut self,
+        timeout: Duration,
+        mut pick: impl FnMut(&EventRecord) -> Option<T>,
+    ) -> Result<T, NodeError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let record = self.next_event(left)?;
+            if let Some(found) = pick(&record) {
+                return Ok(found);
+            }
+        }
+    }
+
+    /// Events the node no longer kept when the subscription asked for them.
+    pub fn missed_events(&self) -> u64 {
+        self.missed_events
+    }
+
     /// Sends a ping and returns the round-trip time.
     pub fn ping(&mut self) -> Result<Duration, NodeError> {
         let mut bytes = [0u8; 8];
@@ -485,19 +585,33 @@ impl NodeClient {
         })
     }
 
-    /// The next message, waiting at most `timeout`.
+    /// The next message that is not a subscription's events, waiting at
+    /// most `timeout`; events that arrive meanwhile are kept for
+    /// [`NodeClient::next_event`].
     fn recv(&mut self, what: &'static str, timeout: Duration) -> Result<Message, NodeError> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(m) = self.pending.pop_front() {
                 return Ok(m);
             }
-            for event in self.read_events(deadline, what)? {
-                if let Event::Message(m) = event {
-                    self.pending.push_back(m);
+            self.read_messages(deadline, what)?;
+        }
+    }
+
+    /// One read from the socket: its messages, events set apart.
+    fn read_messages(&mut self, deadline: Instant, what: &'static str) -> Result<(), NodeError> {
+        for event in self.read_events(deadline, what)? {
+            match event {
+                Event::Message(Message::Events { records, dropped }) => {
+                    self.event_batches += 1;
+                    self.missed_events += dropped;
+                    self.events.extend(records);
                 }
+                Event::Message(m) => self.pending.push_back(m),
+                Event::Established(_) => {}
             }
         }
+        Ok(())
     }
 
     /// One read from the socket, fed to the connection.

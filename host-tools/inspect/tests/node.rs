@@ -109,6 +109,10 @@ fn serve(mut sock: TcpStream, key: Security, ckpt: Vec<u8>) {
                         precopy_rounds: 2,
                         total_ms: 420,
                         downtime_ms: 35,
+                        chunks: 4,
+                        stop_copy_chunks: 2,
+                        codec: "lz4".into(),
+                        ratio_milli: 1500,
                     })]
                 }
                 Message::MigrateTo { .. } => vec![Message::Nack(NackReason::MigrationFailed)],

@@ -9,7 +9,9 @@
 //!   transcript), per-direction keys from HKDF-SHA-256, every frame sealed with
 //!   ChaCha20-Poly1305 under a counter nonce;
 //! - [`transfer`]: offer → need → chunks → commit → ack on each side, with
-//!   deduplication against the receiver's replica and ownership by epochs.
+//!   deduplication against the receiver's replica and ownership by epochs;
+//! - [`report`]: what a node says about itself: its status and its typed
+//!   events.
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -19,6 +21,7 @@ pub mod channel;
 mod error;
 pub mod frame;
 pub mod message;
+pub mod report;
 pub mod transfer;
 
 pub use channel::{Config, Connection, Event, Psk, Role, Security};
@@ -27,4 +30,5 @@ pub use message::{
     ChunkInfo, Codec, Handshake, Hash, Hello, Message, MigrationReport, NackReason, Offer,
     Role as TaskRole, TaskStatus, TaskSummary, Transfer, PROTOCOL_VERSION,
 };
+pub use report::{EventRecord, NodeEvent, NodeStatus, SyncReport, TaskRef};
 pub use transfer::{Incoming, Known, Outgoing, Policy, ReceivePhase, Replica, SendPhase};

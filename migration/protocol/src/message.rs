@@ -5,8 +5,10 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
+use crate::report::{EventRecord, NodeStatus};
+
 /// Version of this protocol; a peer speaking another version is refused.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// A 32-byte SHA-256 digest.
 pub type Hash = [u8; 32];
@@ -212,6 +214,14 @@ pub struct MigrationReport {
     /// While the task did not run (pause at the migration point to the ack),
     /// in milliseconds.
     pub downtime_ms: u64,
+    /// Chunks of the final checkpoint.
+    pub chunks: u32,
+    /// Chunks the stop-and-copy sent (those the receiver's replica lacked).
+    pub stop_copy_chunks: u32,
+    /// The codec that carried most of the chunk bytes.
+    pub codec: String,
+    /// Raw over compressed chunk bytes over the whole migration, in thousandths.
+    pub ratio_milli: u32,
 }
 
 /// Why a peer refused a step.
@@ -248,6 +258,9 @@ pub enum NackReason {
     /// A requested migration failed: the peer could not be reached, refused
     /// or broke off; this node still owns the task.
     MigrationFailed,
+    /// A `StartTask` could not start: unknown kind or arguments, or not
+    /// enough memory (the node's console and event say which).
+    StartRefused,
 }
 
 /// Messages inside the sealed channel.
@@ -312,5 +325,47 @@ pub enum Message {
     Pong {
         /// The ping's nonce.
         nonce: u64,
+    },
+    /// Client → node: describe yourself (answered by [`Message::NodeStatus`]).
+    Status,
+    /// Node → client: its status.
+    NodeStatus(NodeStatus),
+    /// Client → node: stream the events after sequence number `after` (0:
+    /// every event the node still keeps) on this connection, now and as they
+    /// happen, in [`Message::Events`] messages; until the connection closes.
+    Subscribe {
+        /// The last sequence number the client has seen.
+        after: u64,
+    },
+    /// Node → subscriber: events in order.
+    Events {
+        /// The events, in sequence order.
+        records: Vec<EventRecord>,
+        /// Events after the subscriber's position that the node no longer
+        /// keeps (its log is bounded): a subscriber that fell behind learns
+        /// how many it missed.
+        dropped: u64,
+    },
+    /// Client → node: start a task with the arguments of the shell's `run`
+    /// (`["ep", "S"]`); answered by [`Message::Started`] or a nack.
+    StartTask {
+        /// The arguments.
+        args: Vec<String>,
+    },
+    /// Node → client: the task started.
+    Started {
+        /// Its global identity.
+        task_id: u64,
+    },
+    /// Client → node: drop this task (answered by [`Message::Killed`], or a
+    /// nack: `UnknownTask`, `Busy` while it migrates).
+    KillTask {
+        /// Task identity.
+        task_id: u64,
+    },
+    /// Node → client: the task was dropped.
+    Killed {
+        /// Task identity.
+        task_id: u64,
     },
 }

@@ -3,8 +3,8 @@
 use proptest::prelude::*;
 use tern_protocol::frame::{write_frame, FrameDecoder};
 use tern_protocol::{
-    ChunkInfo, Codec, Handshake, Hello, Message, MigrationReport, NackReason, Offer, TaskRole,
-    TaskStatus, TaskSummary, Transfer,
+    ChunkInfo, Codec, EventRecord, Handshake, Hello, Message, MigrationReport, NackReason,
+    NodeEvent, NodeStatus, Offer, TaskRef, TaskRole, TaskStatus, TaskSummary, Transfer,
 };
 
 fn hello() -> impl Strategy<Value = Hello> {
@@ -50,6 +50,7 @@ fn nack() -> impl Strategy<Value = NackReason> {
         Just(NackReason::UnexpectedMessage),
         Just(NackReason::Busy),
         Just(NackReason::MigrationFailed),
+        Just(NackReason::StartRefused),
     ]
 }
 
@@ -119,20 +120,95 @@ fn message() -> impl Strategy<Value = Message> {
         );
     let report = (
         any::<[u64; 6]>(),
-        any::<u32>(),
+        any::<[u32; 4]>(),
         "[a-z0-9_]{1,8}",
         "[a-z0-9_]{1,8}",
+        "[a-z0-9-]{1,8}",
     )
-        .prop_map(|(n, precopy_rounds, from_isa, to_isa)| MigrationReport {
+        .prop_map(|(n, k, from_isa, to_isa, codec)| MigrationReport {
             task_id: n[0],
             epoch: n[1],
             from_isa,
             to_isa,
             state_bytes: n[2],
             wire_bytes: n[3],
-            precopy_rounds,
+            precopy_rounds: k[0],
             total_ms: n[4],
             downtime_ms: n[5],
+            chunks: k[1],
+            stop_copy_chunks: k[2],
+            codec,
+            ratio_milli: k[3],
+        });
+    let task =
+        (any::<u64>(), any::<u32>(), "[a-z ]{1,8}").prop_map(|(task_id, local_id, name)| TaskRef {
+            task_id,
+            local_id,
+            name,
+        });
+    let event = (
+        task,
+        any::<[u64; 4]>(),
+        any::<bool>(),
+        "[ -~]{0,20}",
+        0..4u8,
+    )
+        .prop_map(|(task, n, flag, text, kind)| match kind {
+            0 => NodeEvent::TaskFinished {
+                task,
+                epoch: n[0],
+                verified: flag,
+                verdict: text,
+            },
+            1 => NodeEvent::FailedOver {
+                task,
+                owner: text,
+                silent_ms: n[0],
+                epoch: n[1],
+                progress: n[2],
+                progress_total: n[3],
+            },
+            2 => NodeEvent::TaskStarted {
+                task,
+                epoch: n[0],
+                requested_by: flag.then_some(text),
+            },
+            _ => NodeEvent::PeerDropped {
+                peer: text.clone(),
+                reason: text,
+            },
+        });
+    let records = prop::collection::vec((any::<[u64; 2]>(), event), 0..4).prop_map(|events| {
+        events
+            .into_iter()
+            .map(|(n, event)| EventRecord {
+                seq: n[0],
+                at_ms: n[1],
+                event,
+            })
+            .collect::<Vec<_>>()
+    });
+    let status = (
+        any::<[u64; 6]>(),
+        "[a-z0-9_]{1,8}",
+        prop::option::of("[0-9./]{1,18}"),
+        prop::collection::vec(summary.clone(), 0..3),
+    )
+        .prop_map(|(n, name, address, tasks)| NodeStatus {
+            version: name.clone(),
+            node_id: n[0],
+            isa: name.clone(),
+            board: name.clone(),
+            model: name.clone(),
+            cores: n[1] as u32,
+            memory_bytes: n[2],
+            heap_bytes: n[3],
+            heap_free_bytes: n[4],
+            uptime_ms: n[5],
+            address,
+            task_kinds: vec![name],
+            tasks,
+            next_event: n[1],
         });
     prop_oneof![
         offer,
@@ -161,6 +237,15 @@ fn message() -> impl Strategy<Value = Message> {
         report.prop_map(Message::Migrated),
         any::<u64>().prop_map(|nonce| Message::Ping { nonce }),
         any::<u64>().prop_map(|nonce| Message::Pong { nonce }),
+        Just(Message::Status),
+        status.prop_map(Message::NodeStatus),
+        any::<u64>().prop_map(|after| Message::Subscribe { after }),
+        (records, any::<u64>()).prop_map(|(records, dropped)| Message::Events { records, dropped }),
+        prop::collection::vec("[a-zA-Z0-9]{1,6}", 0..4)
+            .prop_map(|args| Message::StartTask { args }),
+        any::<u64>().prop_map(|task_id| Message::Started { task_id }),
+        any::<u64>().prop_map(|task_id| Message::KillTask { task_id }),
+        any::<u64>().prop_map(|task_id| Message::Killed { task_id }),
     ]
 }
 

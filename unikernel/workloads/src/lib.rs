@@ -16,8 +16,10 @@ mod is;
 mod rand;
 
 use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
-use tern_migration::{Registry, Task};
+use tern_migration::{NewTask, Registry, Restored, Task, TaskCatalog, TaskPlan};
 
 /// NPB problem class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,7 +130,7 @@ fn phased_step(
     label: &str,
     broken: Option<&'static str>,
     done: bool,
-    report: impl FnOnce() -> (bool, alloc::string::String),
+    report: impl FnOnce() -> (bool, String),
 ) -> tern_migration::Step {
     if let Some(why) = broken {
         return tern_migration::Step::Finished {
@@ -165,4 +167,73 @@ pub fn identify(r: &tern_migration::Restored) -> Option<(Workload, Class)> {
     };
     let c: ClassOnly = r.typed("state").ok()?;
     Some((w, c.class))
+}
+
+/// The NPB workloads as a node's task catalog: `run <ep|is|cg> <S|W|A|B>`,
+/// and every NPB checkpoint resumed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NpbCatalog;
+
+impl NpbCatalog {
+    /// The workload and class `args` name.
+    fn parse(args: &[&str]) -> Result<(Workload, Class), String> {
+        let [workload, class] = args else {
+            return Err(alloc::format!(
+                "{} expected",
+                <NpbCatalog as TaskCatalog>::usage(&NpbCatalog)
+            ));
+        };
+        let w = Workload::parse(workload)
+            .ok_or_else(|| alloc::format!("unknown workload '{workload}' (ep, is or cg)"))?;
+        let c = Class::parse(class)
+            .ok_or_else(|| alloc::format!("unknown class '{class}' (S, W, A or B)"))?;
+        Ok((w, c))
+    }
+}
+
+/// How messages name an NPB task (`is S`).
+fn task_name(workload: Workload, class: Class) -> String {
+    alloc::format!("{} {}", workload.name(), class.letter())
+}
+
+impl TaskCatalog for NpbCatalog {
+    fn usage(&self) -> &str {
+        "<ep|is|cg> <S|W|A|B>"
+    }
+
+    fn plan(&self, args: &[&str]) -> Result<TaskPlan, String> {
+        let (w, c) = Self::parse(args)?;
+        Ok(TaskPlan {
+            name: task_name(w, c),
+            state_bytes: w.state_bytes(c),
+        })
+    }
+
+    fn start(&self, args: &[&str]) -> Result<NewTask, String> {
+        let (w, c) = Self::parse(args)?;
+        Ok(NewTask {
+            name: task_name(w, c),
+            task: w.start(c),
+        })
+    }
+
+    fn resume(&self, restored: Restored) -> Result<NewTask, String> {
+        let (w, c) =
+            identify(&restored).ok_or("the checkpoint holds no NPB workload known here")?;
+        let task = registry()
+            .load(restored)
+            .map_err(|e| alloc::format!("cannot resume: {e}"))?;
+        Ok(NewTask {
+            name: task_name(w, c),
+            task,
+        })
+    }
+
+    fn kinds(&self) -> Vec<(String, u32)> {
+        registry()
+            .kinds()
+            .iter()
+            .map(|k| (k.name.into(), k.version))
+            .collect()
+    }
 }

@@ -1,120 +1,69 @@
 //! Moving a task between nodes through the serial console.
 //!
 //! `checkpoint <id>` captures a task at a migration point into a checkpoint
-//! (format v1) and prints it as `TERN-CKPT` lines; `receive` reads such lines
-//! from the console, with the flow control of
-//! [`tern_migration::serial_transfer`], verifies the checkpoint and resumes
-//! the task here. The host's `console` tool saves and sends the lines.
+//! (format v1) and prints it as `TERN-CKPT` lines; `receive` takes the
+//! console ([`ConsoleCapture`]) and reads such lines with the flow control
+//! of [`tern_migration::serial_transfer`], then verifies the checkpoint and
+//! resumes the task here. The run loop goes on meanwhile: leases, syncs and
+//! tasks are served during a transfer. The host's `console` tool saves and
+//! sends the lines.
 
+use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt::Write;
 
-use alloc::boxed::Box;
-use tern_hal::{Board, BoardFacts};
+use tern_hal::Board;
 use tern_migration::serial_transfer::{self, Decoder, Received, Reply, MAX_LINE, PREFIX};
-use tern_migration::{read_checkpoint, write_checkpoint, HeaderInfo, Limits, Mode, Snapshot, Task};
-use tern_workloads::{identify, registry, Class, Workload};
+use tern_migration::Limits;
+use tern_protocol::NodeEvent;
 
-use crate::kernel::Kernel;
+use crate::kernel::{Capture, ConsoleCapture, Kernel, Turn};
 use crate::shell::{Command, CommandResult};
-use crate::tasks::{parse_id, TaskEntry, TaskState};
+use crate::tasks::{free_heap, parse_id, SharedTasks, TaskState};
 
 /// `receive` gives up after this long without a byte.
 pub const RECEIVE_TIMEOUT_NS: u64 = 30_000_000_000;
 
-/// While bytes came this recently, `receive` polls the UART without
-/// sleeping: some boards' UARTs (the Pi's PL011 here) raise no receive
-/// interrupt, and a 16-byte FIFO would overflow while the CPU waits for the
-/// next timer tick. After the ACK the sender's next line comes within this.
+/// While bytes came this recently, `receive` keeps the node from sleeping:
+/// some boards' UARTs (the Pi's PL011 here) raise no receive interrupt, and
+/// a 16-byte FIFO would overflow while the CPU waits for the next timer
+/// tick. After the ACK the sender's next line comes within this.
 const SPIN_NS: u64 = 1_000_000_000;
 
 /// Ctrl-C: leaves receive mode at once.
 const CANCEL: u8 = 0x03;
 
-/// The migration commands: `checkpoint`, `receive`.
-pub fn commands() -> [Command; 2] {
-    [
-        Command {
-            name: "checkpoint",
-            usage: "<id>",
-            help: "pause a task and print its checkpoint as TERN-CKPT lines",
-            run: checkpoint,
-        },
-        Command {
-            name: "receive",
-            usage: "",
-            help: "read a checkpoint as TERN-CKPT lines and resume its task",
-            run: receive,
-        },
+/// The serial migration commands on the task table `tasks`: `checkpoint`,
+/// `receive`.
+pub fn commands(tasks: &SharedTasks) -> Vec<Command> {
+    let (checkpoint_tasks, receive_tasks) = (tasks.clone(), tasks.clone());
+    alloc::vec![
+        Command::new(
+            "checkpoint",
+            "<id>",
+            "pause a task and print its checkpoint as TERN-CKPT lines",
+            move |k, args, out| checkpoint(&checkpoint_tasks, k, args, out)
+        ),
+        Command::new(
+            "receive",
+            "",
+            "read a checkpoint as TERN-CKPT lines and resume its task",
+            move |k, args, out| receive(&receive_tasks, k, args, out)
+        ),
     ]
 }
 
-/// Bytes the heap can still hand out.
-pub(crate) fn free_heap(board: &dyn Board) -> u64 {
-    let stats = board.heap_stats();
-    stats.total_bytes.saturating_sub(stats.used_bytes)
-}
-
-/// Writes a full checkpoint of `entry` at `epoch`. Tasks are only stepped
-/// between polls, so whenever this runs the task is at a migration point.
-pub(crate) fn capture(
-    entry: &TaskEntry,
-    epoch: u64,
-    facts: &BoardFacts,
-) -> Result<Vec<u8>, String> {
-    let id = entry.id;
-    let mut snap = Snapshot::new();
-    entry
-        .task
-        .save(&mut snap)
-        .map_err(|e| format!("capturing task {id}: {e}"))?;
-    // The boards have no wall clock: creation time 0 means "unknown".
-    let info = HeaderInfo::for_task(&*entry.task, epoch, 0, facts.isa.name(), facts.board);
-    let mut bytes = Vec::new();
-    write_checkpoint(&mut bytes, &info, &snap, Mode::Full)
-        .map_err(|e| format!("writing the checkpoint of task {id}: {e}"))?;
-    Ok(bytes)
-}
-
-/// A task rebuilt from a checkpoint, ready to be added to the task table.
-pub(crate) struct Resumed {
-    /// Its workload.
-    pub workload: Workload,
-    /// Its class.
-    pub class: Class,
-    /// The task, at the checkpoint's progress.
-    pub task: Box<dyn Task>,
-    /// `isa/board` of the node that wrote the checkpoint.
-    pub from: String,
-    /// The checkpoint's epoch.
-    pub epoch: u64,
-}
-
-/// Validates `bytes` completely and rebuilds its task (a workload known here).
-pub(crate) fn resume(bytes: &[u8], limits: &Limits) -> Result<Resumed, String> {
-    let restored = read_checkpoint(bytes, limits).map_err(|e| format!("bad checkpoint: {e}"))?;
-    let (workload, class) =
-        identify(&restored).ok_or("the checkpoint holds no NPB workload known here")?;
-    let from = format!("{}/{}", restored.header.isa, restored.header.board);
-    let epoch = restored.header.epoch;
-    let task = registry()
-        .load(restored)
-        .map_err(|e| format!("cannot resume: {e}"))?;
-    Ok(Resumed {
-        workload,
-        class,
-        task,
-        from,
-        epoch,
-    })
-}
-
-fn checkpoint(kernel: &mut Kernel, args: &[&str], out: &mut dyn Write) -> CommandResult {
+fn checkpoint(
+    tasks: &SharedTasks,
+    kernel: &mut Kernel,
+    args: &[&str],
+    out: &mut dyn Write,
+) -> CommandResult {
     let id = parse_id(args, "checkpoint <id>")?;
     let facts = kernel.board().facts();
-    let mut tasks = kernel.tasks().borrow_mut();
+    let mut tasks = tasks.borrow_mut();
     let entry = tasks.get_mut(id).ok_or_else(|| format!("no task {id}"))?;
     if let TaskState::Finished { .. } = entry.state {
         return Err(format!(
@@ -128,11 +77,10 @@ fn checkpoint(kernel: &mut Kernel, args: &[&str], out: &mut dyn Write) -> Comman
     // migration point now; it stays there until `cont` or `kill`.
     entry.state = TaskState::Paused;
     let progress = entry.task.progress();
-    let bytes = capture(entry, entry.epoch, &facts)?;
+    let bytes = entry.capture(entry.epoch, &facts)?;
     let name = format!(
-        "{}-{}-{:.1}",
-        entry.workload.name(),
-        entry.class.letter(),
+        "{}-{:.1}",
+        serial_transfer::sanitize_name(&entry.name.replace(' ', "-")),
         progress.percent()
     );
     let _ = writeln!(
@@ -148,98 +96,127 @@ fn checkpoint(kernel: &mut Kernel, args: &[&str], out: &mut dyn Write) -> Comman
     Ok(())
 }
 
-fn receive(kernel: &mut Kernel, args: &[&str], out: &mut dyn Write) -> CommandResult {
+fn receive(
+    tasks: &SharedTasks,
+    kernel: &mut Kernel,
+    args: &[&str],
+    out: &mut dyn Write,
+) -> CommandResult {
     if !args.is_empty() {
         return Err("usage: receive".into());
     }
-    let _ = writeln!(out, "{}\r", Reply::Ready);
-    // Every failure is the one ERROR line: the sender waits for it.
-    if let Err(message) = receive_and_resume(kernel, out) {
-        let _ = writeln!(out, "{}\r", Reply::Error(message));
-    }
-    Ok(())
-}
-
-fn receive_and_resume(kernel: &mut Kernel, out: &mut dyn Write) -> Result<(), String> {
-    // The received bytes and the decoded state are in memory together.
-    let Received { name, bytes } = receive_lines(kernel, free_heap(kernel.board()) / 2, out)?;
-    let limits = Limits {
-        max_total_bytes: free_heap(kernel.board()),
-    };
-    let Resumed {
-        workload,
-        class,
-        task,
-        from,
-        epoch,
-    } = resume(&bytes, &limits)?;
-    drop(bytes);
-    let percent = task.progress().percent();
-    let id = kernel
-        .tasks()
-        .borrow_mut()
-        .add(workload, class, task, None, epoch.saturating_add(1));
-    let _ = writeln!(out, "{}\r", Reply::Done(name));
-    let _ = writeln!(
-        out,
-        "task {id} ({} {}) resumed at {percent:.1}% from {from}\r",
-        workload.name(),
-        class.letter()
-    );
-    Ok(())
-}
-
-/// Reads console lines (no echo) into the decoder, acknowledging each
-/// protocol line, until a checkpoint is complete, an error, or the timeout.
-fn receive_lines(
-    kernel: &mut Kernel,
-    max_bytes: u64,
-    out: &mut dyn Write,
-) -> Result<Received, String> {
     let board = kernel.board();
-    let mut decoder = Decoder::new(max_bytes);
-    let mut line = Vec::new();
-    let mut last_byte_ns = board.clock().now_ns();
-    loop {
-        let Some(byte) = kernel.read_byte() else {
-            let quiet_ns = board.clock().now_ns().saturating_sub(last_byte_ns);
-            if quiet_ns > RECEIVE_TIMEOUT_NS {
-                return Err("timeout".into());
-            }
-            if quiet_ns < SPIN_NS {
-                core::hint::spin_loop();
-            } else {
-                board.wait_for_interrupt();
-            }
-            continue;
-        };
-        last_byte_ns = board.clock().now_ns();
+    let _ = writeln!(out, "{}\r", Reply::Ready);
+    kernel.capture_console(Box::new(Receive {
+        tasks: tasks.clone(),
+        board,
+        // The received bytes and the decoded state are in memory together.
+        decoder: Decoder::new(free_heap(board) / 2),
+        line: Vec::new(),
+        last_byte_ns: board.clock().now_ns(),
+    }));
+    Ok(())
+}
+
+/// `receive` holding the console: protocol lines (not echoed) into the
+/// decoder, each acknowledged, until a checkpoint is complete, an error, or
+/// the timeout. Every failure is the one ERROR line the sender waits for.
+struct Receive {
+    tasks: SharedTasks,
+    board: &'static dyn Board,
+    decoder: Decoder,
+    line: Vec<u8>,
+    last_byte_ns: u64,
+}
+
+impl Receive {
+    /// Takes one byte; the checkpoint's name once it is complete and resumed.
+    fn take(
+        &mut self,
+        byte: u8,
+        turn: &mut Turn<'_>,
+        out: &mut dyn Write,
+    ) -> Result<Option<String>, String> {
         match byte {
-            CANCEL => return Err("cancelled".into()),
+            CANCEL => Err("cancelled".into()),
             b'\r' | b'\n' => {
-                if line.is_empty() {
-                    continue;
+                if self.line.is_empty() {
+                    return Ok(None);
                 }
+                let line = core::mem::take(&mut self.line);
                 let text = core::str::from_utf8(&line).map_err(|_| "a line is not text")?;
-                if let Some(received) = decoder.feed_line(text).map_err(|e| e.to_string())? {
-                    return Ok(received);
+                if let Some(received) = self.decoder.feed_line(text).map_err(|e| e.to_string())? {
+                    return self.resume(received, turn).map(Some);
                 }
-                if let (true, Some(next)) = (text.starts_with(PREFIX), decoder.next_offset()) {
+                if let (true, Some(next)) = (text.starts_with(PREFIX), self.decoder.next_offset()) {
                     let _ = writeln!(out, "{}\r", Reply::Ack(next));
                 }
-                line.clear();
+                Ok(None)
             }
-            _ if line.len() >= MAX_LINE => {
-                return Err(format!("line longer than {MAX_LINE} bytes"));
+            _ if self.line.len() >= MAX_LINE => Err(format!("line longer than {MAX_LINE} bytes")),
+            _ => {
+                self.line.push(byte);
+                Ok(None)
             }
-            _ => line.push(byte),
+        }
+    }
+
+    /// Resumes the received checkpoint's task here, at the next epoch.
+    fn resume(&mut self, received: Received, turn: &mut Turn<'_>) -> Result<String, String> {
+        let Received { name, bytes } = received;
+        let limits = Limits {
+            max_total_bytes: free_heap(self.board),
+        };
+        let mut tasks = self.tasks.borrow_mut();
+        let resumed = tasks.resume(&bytes, &limits)?;
+        drop(bytes);
+        let progress = resumed.task.task.progress();
+        let epoch = resumed.epoch.saturating_add(1);
+        let id = tasks.add(resumed.task, None, epoch);
+        let entry = tasks.get_mut(id).ok_or("the task vanished")?;
+        turn.publish(NodeEvent::TaskArrived {
+            task: entry.task_ref(),
+            epoch,
+            progress: progress.done,
+            progress_total: progress.total,
+            from: resumed.from,
+        });
+        Ok(name)
+    }
+}
+
+impl ConsoleCapture for Receive {
+    fn byte(&mut self, byte: u8, turn: &mut Turn<'_>, out: &mut dyn Write) -> Capture {
+        self.last_byte_ns = turn.now_ns;
+        match self.take(byte, turn, out) {
+            Ok(None) => Capture::Spin,
+            Ok(Some(name)) => {
+                let _ = writeln!(out, "{}\r", Reply::Done(name));
+                Capture::Release
+            }
+            Err(message) => {
+                let _ = writeln!(out, "{}\r", Reply::Error(message));
+                Capture::Release
+            }
+        }
+    }
+
+    fn poll(&mut self, turn: &mut Turn<'_>, out: &mut dyn Write) -> Capture {
+        let quiet_ns = turn.now_ns.saturating_sub(self.last_byte_ns);
+        if quiet_ns > RECEIVE_TIMEOUT_NS {
+            let _ = writeln!(out, "{}\r", Reply::Error("timeout".into()));
+            Capture::Release
+        } else if quiet_ns < SPIN_NS {
+            Capture::Spin
+        } else {
+            Capture::Hold
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::testing::{exec, run_tasks, FakeBoard};
+    use crate::testing::{exec, kernel, run_tasks, FakeBoard};
     use crate::Kernel;
     use std::string::String;
     use std::vec::Vec;
@@ -260,7 +237,7 @@ mod tests {
 
     /// A kernel whose console input is `lines`, each ended by CR LF.
     fn receiver(board: &'static FakeBoard, lines: &[String]) -> Kernel {
-        let mut kernel = Kernel::new(board);
+        let mut kernel = kernel(board);
         let mut bytes = Vec::new();
         for l in lines {
             bytes.extend_from_slice(l.as_bytes());
@@ -271,9 +248,22 @@ mod tests {
         kernel
     }
 
+    /// Runs `receive` on `pi` until it gives the console back; everything
+    /// it printed.
+    fn receive(pi: &mut Kernel) -> String {
+        let mut answer = exec(pi, "receive");
+        for _ in 0..1_000_000 {
+            if !pi.console_captured() {
+                return answer;
+            }
+            pi.turn(&mut answer);
+        }
+        panic!("receive never ended: {answer}")
+    }
+
     /// A PC kernel with `is S` paused at 50% and its checkpoint's lines.
     fn pc_checkpoint() -> (Kernel, String) {
-        let mut pc = Kernel::new(FakeBoard::leak_with(Isa::X86_64, "pc", 64 << 20));
+        let mut pc = kernel(FakeBoard::leak_with(Isa::X86_64, "pc", 64 << 20));
         exec(&mut pc, "run is S --pause-at 50");
         run_tasks(&mut pc, MAX_POLLS);
         let out = exec(&mut pc, "checkpoint 1");
@@ -307,7 +297,7 @@ mod tests {
         assert_eq!(restored.header.epoch, 1);
 
         let mut pi = receiver(FakeBoard::leak(), &lines);
-        let answer = exec(&mut pi, "receive");
+        let answer = receive(&mut pi);
         let mut replies = answer.lines();
         assert_eq!(replies.next(), Some("TERN-CKPT READY"));
         // One ACK for BEGIN and one for each DATA line.
@@ -318,11 +308,13 @@ mod tests {
             *acks.last().unwrap(),
             std::format!("TERN-CKPT ACK {}", received.bytes.len())
         );
-        let tail: Vec<&str> = answer.lines().rev().take(2).collect();
+        // The shell's prompt comes back last.
+        assert!(answer.ends_with("\r\ntern> "), "{answer}");
+        let tail: Vec<&str> = answer.lines().rev().skip(1).take(2).collect();
         assert_eq!(tail[1], std::format!("TERN-CKPT DONE {}", received.name));
         assert!(
             tail[0].starts_with("task 1 (is S) resumed at 50.")
-                && tail[0].ends_with("% from x86_64/pc"),
+                && tail[0].contains("% from x86_64/pc (task "),
             "{}",
             tail[0]
         );
@@ -349,7 +341,7 @@ mod tests {
     fn a_resumed_task_migrates_again_with_the_next_epoch() {
         let (_, out) = pc_checkpoint();
         let mut pi = receiver(FakeBoard::leak(), &protocol_lines(&out));
-        exec(&mut pi, "receive");
+        receive(&mut pi);
         let back = exec(&mut pi, "checkpoint 1");
         let mut decoder = Decoder::new(1 << 30);
         let mut received = None;
@@ -365,10 +357,10 @@ mod tests {
     /// The last line `receive` printed, after checking nothing was resumed.
     fn receive_error(board: &'static FakeBoard, lines: &[String]) -> String {
         let mut pi = receiver(board, lines);
-        let answer = exec(&mut pi, "receive");
+        let answer = receive(&mut pi);
         assert!(answer.starts_with("TERN-CKPT READY\r\n"), "{answer}");
         assert_eq!(exec(&mut pi, "ps"), "no tasks\r\n");
-        String::from(answer.lines().last().unwrap())
+        String::from(answer.lines().rev().nth(1).unwrap())
     }
 
     #[test]
@@ -439,7 +431,7 @@ mod tests {
             exec(&mut pi, "receive now"),
             "error: receive: usage: receive\r\n"
         );
-        let answer = exec(&mut pi, "receive");
+        let answer = receive(&mut pi);
         assert!(answer.contains("TERN-CKPT DONE is-S-50."), "{answer}");
         // No ACK for the foreign line.
         assert_eq!(answer.matches(" ACK ").count(), lines.len() - 3);
@@ -447,7 +439,7 @@ mod tests {
 
     #[test]
     fn checkpoint_needs_a_live_task() {
-        let mut kernel = Kernel::new(FakeBoard::leak());
+        let mut kernel = kernel(FakeBoard::leak());
         assert_eq!(
             exec(&mut kernel, "checkpoint 4"),
             "error: checkpoint: no task 4\r\n"

@@ -1,0 +1,363 @@
+//! The task runner: migratable tasks stepped by the run loop.
+//!
+//! The [`TaskTable`] is shared ([`SharedTasks`]) by the [`TaskRunner`]
+//! service, which steps every running task in turn until the run loop's
+//! deadline so that the shell stays responsive, by the shell commands
+//! ([`commands`]) and by the control service. Tasks are made and rebuilt by
+//! the board's [`TaskCatalog`]: the kernel names no workload. Checkpoints
+//! are taken between two polls, so a task is always at a migration point
+//! when anyone else sees it.
+
+mod commands;
+
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::rc::Rc;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::cell::RefCell;
+use core::fmt;
+
+use tern_hal::{BoardFacts, MonotonicClock};
+use tern_migration::{
+    read_checkpoint, write_checkpoint, HeaderInfo, Limits, Mode, NewTask, Snapshot, Step, Task,
+    TaskCatalog,
+};
+use tern_protocol::{NodeEvent, TaskRef};
+
+use crate::kernel::{Kernel, Service, ServiceStatus, Turn};
+
+pub use commands::commands;
+
+/// Where a task is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskState {
+    /// Stepped by the runner.
+    Running,
+    /// Waiting at a migration point for `cont`, `checkpoint` or `kill`.
+    Paused,
+    /// Paused at a migration point while a network migration's
+    /// stop-and-copy runs: the receiver's ack moves it away, a failure
+    /// before the commit gives it back its earlier state.
+    Migrating,
+    /// Done; `verified` tells whether its self-check passed.
+    Finished {
+        /// The workload's verification verdict.
+        verified: bool,
+    },
+}
+
+impl fmt::Display for TaskState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Running => "running",
+            Self::Paused => "paused",
+            Self::Migrating => "migrating",
+            Self::Finished { verified: true } => "verified",
+            Self::Finished { verified: false } => "failed",
+        })
+    }
+}
+
+/// One task of the table.
+pub struct TaskEntry {
+    /// Number shown by `ps` and used by the commands.
+    pub id: u32,
+    /// Identity across nodes, kept by migrations: the protocol names the
+    /// task by it (see [`TaskTable::global_id`]).
+    pub task_id: u64,
+    /// What the task is, as its catalog names it (`is S`).
+    pub name: String,
+    /// The task itself.
+    pub task: Box<dyn Task>,
+    /// Running, paused or finished.
+    pub state: TaskState,
+    /// Pause at the first migration point at or past this percentage.
+    pub pause_at: Option<f64>,
+    /// Ownership epoch: 1 for a fresh run, one more than the checkpoint's
+    /// for a resumed one (as the host runner counts).
+    pub epoch: u64,
+}
+
+impl TaskEntry {
+    /// `task 3 (is S)`: how messages name the task.
+    pub fn label(&self) -> String {
+        format!("task {} ({})", self.id, self.name)
+    }
+
+    /// The task as events name it.
+    pub fn task_ref(&self) -> TaskRef {
+        TaskRef {
+            task_id: self.task_id,
+            local_id: self.id,
+            name: self.name.clone(),
+        }
+    }
+
+    /// A full checkpoint of the task at `epoch`, written on `facts`'s board.
+    /// Tasks are only stepped between polls, so whenever this runs the task
+    /// is at a migration point.
+    pub fn capture(&self, epoch: u64, facts: &BoardFacts) -> Result<Vec<u8>, String> {
+        let id = self.id;
+        let mut snap = Snapshot::new();
+        self.task
+            .save(&mut snap)
+            .map_err(|e| format!("capturing task {id}: {e}"))?;
+        // The boards have no wall clock: creation time 0 means "unknown".
+        let info = HeaderInfo::for_task(&*self.task, epoch, 0, facts.isa.name(), facts.board);
+        let mut bytes = Vec::new();
+        write_checkpoint(&mut bytes, &info, &snap, Mode::Full)
+            .map_err(|e| format!("writing the checkpoint of task {id}: {e}"))?;
+        Ok(bytes)
+    }
+}
+
+/// A task rebuilt from a checkpoint, ready to be added to the table.
+pub struct Resumed {
+    /// The task and its name.
+    pub task: NewTask,
+    /// `isa/board` of the node that wrote the checkpoint.
+    pub from: String,
+    /// The checkpoint's epoch.
+    pub epoch: u64,
+}
+
+/// The node's tasks, in start order, and the catalog that makes them.
+pub struct TaskTable {
+    entries: Vec<TaskEntry>,
+    next_id: u32,
+    node_id: u64,
+    catalog: Rc<dyn TaskCatalog>,
+}
+
+/// The task table as its users share it.
+pub type SharedTasks = Rc<RefCell<TaskTable>>;
+
+impl fmt::Debug for TaskTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ids: Vec<u32> = self.entries.iter().map(|e| e.id).collect();
+        f.debug_struct("TaskTable").field("ids", &ids).finish()
+    }
+}
+
+impl TaskTable {
+    /// An empty table of the node `node_id` (see [`TaskTable::global_id`])
+    /// whose tasks `catalog` makes.
+    pub fn new(node_id: u64, catalog: Rc<dyn TaskCatalog>) -> Self {
+        Self {
+            entries: Vec::new(),
+            next_id: 1,
+            node_id,
+            catalog,
+        }
+    }
+
+    /// The catalog of task kinds this node runs.
+    pub fn catalog(&self) -> &Rc<dyn TaskCatalog> {
+        &self.catalog
+    }
+
+    /// Sets the node identity (once the network device's MAC is known).
+    pub fn set_node_id(&mut self, node_id: u64) {
+        self.node_id = node_id;
+    }
+
+    /// The global id of a task started here with local id `id`: the node
+    /// id (48 bits, from the MAC) in the high bits, the low 16 bits of the
+    /// local id below, so ids started on different nodes never collide.
+    pub fn global_id(&self, id: u32) -> u64 {
+        (self.node_id << 16) | u64::from(id & 0xffff)
+    }
+
+    /// Starts the task `args` name (the catalog's `run` arguments) if its
+    /// state fits in `free_bytes`; returns its local id.
+    pub fn start(
+        &mut self,
+        args: &[&str],
+        pause_at: Option<f64>,
+        free_bytes: u64,
+    ) -> Result<u32, String> {
+        let plan = self.catalog.plan(args)?;
+        if plan.state_bytes > free_bytes {
+            return Err(format!(
+                "{} needs {} KiB of memory, the heap has {} KiB free",
+                plan.name,
+                plan.state_bytes.div_ceil(1024),
+                free_bytes / 1024
+            ));
+        }
+        let task = self.catalog.start(args)?;
+        Ok(self.add(task, pause_at, 1))
+    }
+
+    /// Validates `bytes` completely and rebuilds its task with the catalog.
+    pub fn resume(&self, bytes: &[u8], limits: &Limits) -> Result<Resumed, String> {
+        let restored =
+            read_checkpoint(bytes, limits).map_err(|e| format!("bad checkpoint: {e}"))?;
+        let from = format!("{}/{}", restored.header.isa, restored.header.board);
+        let epoch = restored.header.epoch;
+        let task = self.catalog.resume(restored)?;
+        Ok(Resumed { task, from, epoch })
+    }
+
+    /// Adds a task started here, in state `Running`; returns its id.
+    pub fn add(&mut self, task: NewTask, pause_at: Option<f64>, epoch: u64) -> u32 {
+        let task_id = self.global_id(self.next_id);
+        self.add_with_id(task, pause_at, epoch, task_id)
+    }
+
+    /// Adds a task that keeps its global id `task_id` (a migrated one), in
+    /// state `Running`; returns its local id.
+    pub fn add_with_id(
+        &mut self,
+        task: NewTask,
+        pause_at: Option<f64>,
+        epoch: u64,
+        task_id: u64,
+    ) -> u32 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.entries.push(TaskEntry {
+            id,
+            task_id,
+            name: task.name,
+            task: task.task,
+            state: TaskState::Running,
+            pause_at,
+            epoch,
+        });
+        id
+    }
+
+    /// The task with this id.
+    pub fn get_mut(&mut self, id: u32) -> Option<&mut TaskEntry> {
+        self.entries.iter_mut().find(|e| e.id == id)
+    }
+
+    /// The task with this global id.
+    pub fn by_task_id(&mut self, task_id: u64) -> Option<&mut TaskEntry> {
+        self.entries.iter_mut().find(|e| e.task_id == task_id)
+    }
+
+    /// Drops the task with this id; returns it.
+    pub fn remove(&mut self, id: u32) -> Option<TaskEntry> {
+        let i = self.entries.iter().position(|e| e.id == id)?;
+        Some(self.entries.remove(i))
+    }
+
+    /// Every task, in start order.
+    pub fn entries(&self) -> &[TaskEntry] {
+        &self.entries
+    }
+
+    /// Advances every running task by one step, reporting a task that
+    /// finishes or reaches its pause point; returns whether any task ran.
+    pub fn step_all(&mut self, turn: &mut Turn<'_>) -> bool {
+        let mut ran = false;
+        for entry in &mut self.entries {
+            if entry.state != TaskState::Running {
+                continue;
+            }
+            ran = true;
+            match entry.task.step() {
+                Step::Running => {
+                    let progress = entry.task.progress();
+                    if entry.pause_at.is_some_and(|pct| progress.reached(pct)) {
+                        entry.pause_at = None;
+                        entry.state = TaskState::Paused;
+                        turn.publish(NodeEvent::TaskPaused {
+                            task: entry.task_ref(),
+                            progress: progress.done,
+                            progress_total: progress.total,
+                        });
+                    }
+                }
+                Step::Finished { verified, report } => {
+                    entry.state = TaskState::Finished { verified };
+                    // The workload's own verdict line, e.g. NPB's
+                    // "VERIFICATION SUCCESSFUL"; its full report is long.
+                    let verdict = report
+                        .lines()
+                        .find(|l| l.contains("VERIFICATION"))
+                        .map(str::trim)
+                        .unwrap_or(if verified { "verified" } else { "failed" });
+                    turn.publish(NodeEvent::TaskFinished {
+                        task: entry.task_ref(),
+                        epoch: entry.epoch,
+                        verified,
+                        verdict: verdict.into(),
+                    });
+                }
+            }
+        }
+        ran
+    }
+}
+
+/// The run-loop service that steps the shared [`TaskTable`].
+pub struct TaskRunner {
+    table: SharedTasks,
+    clock: &'static dyn MonotonicClock,
+}
+
+impl TaskRunner {
+    /// A runner stepping the tasks of `table`, timed by `clock`.
+    pub fn new(table: SharedTasks, clock: &'static dyn MonotonicClock) -> Self {
+        Self { table, clock }
+    }
+}
+
+impl Service for TaskRunner {
+    fn name(&self) -> &'static str {
+        "tasks"
+    }
+
+    fn poll(&mut self, turn: &mut Turn<'_>) -> ServiceStatus {
+        // Borrowed means a command holds the table: nothing to do now.
+        let Ok(mut table) = self.table.try_borrow_mut() else {
+            return ServiceStatus::Idle;
+        };
+        let mut ran = false;
+        while table.step_all(turn) {
+            ran = true;
+            if self.clock.now_ns() >= turn.deadline_ns {
+                break;
+            }
+        }
+        if ran {
+            ServiceStatus::Busy
+        } else {
+            ServiceStatus::Idle
+        }
+    }
+}
+
+/// Adds the task table to `kernel`: its runner and its shell commands.
+/// Returns the table, for the other subsystems that use it.
+pub fn install(kernel: &mut Kernel, node_id: u64, catalog: Rc<dyn TaskCatalog>) -> SharedTasks {
+    let tasks = Rc::new(RefCell::new(TaskTable::new(node_id, catalog)));
+    kernel.add_service(Box::new(TaskRunner::new(
+        tasks.clone(),
+        kernel.board().clock(),
+    )));
+    for command in commands(&tasks) {
+        kernel.add_command(command);
+    }
+    tasks
+}
+
+/// Bytes the heap can still hand out.
+pub fn free_heap(board: &dyn tern_hal::Board) -> u64 {
+    let stats = board.heap_stats();
+    stats.total_bytes.saturating_sub(stats.used_bytes)
+}
+
+/// Parses a task id argument.
+pub(crate) fn parse_id(args: &[&str], usage: &str) -> Result<u32, String> {
+    match args {
+        [id] => id
+            .parse::<u32>()
+            .map_err(|_| format!("'{id}' is not a task id")),
+        _ => Err(format!("usage: {usage}")),
+    }
+}

@@ -2,8 +2,8 @@
 //! (the tap of the sender or of the receiver goes down) and restored while
 //! the host has asked one node to migrate a running task to the other.
 //!
-//! The cuts fall at each protocol phase (triggered by the sender's console
-//! lines: request received, first pre-copy round done, stop-and-copy begun),
+//! The cuts fall at each protocol phase (triggered by the sender's typed
+//! events: request received, first pre-copy round done, stop-and-copy begun),
 //! at fixed fractions of each direction's clean migration time (from before
 //! the request reaches the sender to after its usual end), then at 20 random
 //! points with random outage lengths and sides, from a seed that is printed
@@ -20,7 +20,7 @@ use rand::{RngExt, SeedableRng};
 use tern_client::random_key;
 use tern_flash::Board;
 use tern_lab::cluster::Cluster;
-use tern_protocol::{MigrationReport, Security, TaskRole, TaskStatus, TaskSummary};
+use tern_protocol::{MigrationReport, NodeEvent, Security, TaskRole, TaskStatus, TaskSummary};
 
 const POLL: Duration = Duration::from_millis(300);
 const ANSWER: Duration = Duration::from_secs(10);
@@ -116,19 +116,40 @@ fn migrate(cluster: &Cluster, id: u64, from: usize) -> MigrationReport {
 enum When {
     /// This long after the request.
     After(Duration),
-    /// As soon as the sender's console prints this phase line.
-    Line(&'static str),
+    /// As soon as the sender reports this phase.
+    Phase(Phase),
 }
 
-/// The sender's console lines that mark the protocol's phases: the request
-/// arrived (handshake and first offer next), the first pre-copy round is
-/// done (the next round's offer, need and chunks follow), the stop-and-copy
-/// began (final chunks, commit and ack follow).
-const PHASES: [&str; 3] = [
-    "connecting (requested by a peer)",
-    "pre-copy 1: ",
-    "stop-and-copy at",
-];
+/// The sender's events that mark the protocol's phases.
+#[derive(Clone, Copy, Debug)]
+enum Phase {
+    /// The request arrived (handshake and first offer next).
+    Requested,
+    /// The first pre-copy round is done (the next round's offer, need and
+    /// chunks follow).
+    FirstRound,
+    /// The stop-and-copy began (final chunks, commit and ack follow).
+    StopAndCopy,
+}
+
+impl Phase {
+    /// Whether `event` marks this phase.
+    fn marked_by(self, event: &NodeEvent) -> bool {
+        matches!(
+            (self, event),
+            (
+                Phase::Requested,
+                NodeEvent::MigrationStarted {
+                    requested_by: Some(_),
+                    ..
+                },
+            ) | (Phase::FirstRound, NodeEvent::PrecopyRound { round: 1, .. })
+                | (Phase::StopAndCopy, NodeEvent::StopAndCopy { .. })
+        )
+    }
+}
+
+const PHASES: [Phase; 3] = [Phase::Requested, Phase::FirstRound, Phase::StopAndCopy];
 
 /// One trial: request the migration from `from`, cut `tap` at `when` for
 /// `hold`, restore. Returns the outcome for the log and whether the answer
@@ -143,8 +164,8 @@ fn trial(
 ) -> (String, bool) {
     let to = 1 - from;
     let request = cluster.client(from, ANSWER);
-    // Phase lines of earlier migrations must not trigger this cut.
-    cluster.node(from).skip_unread();
+    // Events of earlier migrations must not trigger this cut.
+    let mut watch = cluster.watch_from_now().unwrap();
     let start = Instant::now();
     thread::scope(|s| {
         let migration = s.spawn(move || {
@@ -163,13 +184,12 @@ fn trial(
         let mut note = String::new();
         match when {
             When::After(delay) => thread::sleep(delay),
-            When::Line(line) => {
-                if cluster
-                    .node(from)
-                    .expect(line, Duration::from_secs(60))
-                    .is_err()
-                {
-                    note = format!(" (phase line {line:?} not seen)");
+            When::Phase(phase) => {
+                let seen = watch.wait(cluster, from, "the phase", Duration::from_secs(60), |e| {
+                    phase.marked_by(e).then_some(())
+                });
+                if seen.is_err() {
+                    note = format!(" (phase {phase:?} not seen)");
                 }
             }
         }
@@ -220,7 +240,7 @@ fn cuts_at_every_phase_and_random_points_lose_nothing() {
     // direction sees both sides cut.
     enum At {
         Fraction(f64),
-        Phase(&'static str),
+        Phase(Phase),
     }
     let hold = Duration::from_millis(1500);
     let mut plan: Vec<(At, usize, Duration)> = PHASES
@@ -261,7 +281,7 @@ fn cuts_at_every_phase_and_random_points_lose_nothing() {
         let tap = if side == 0 { from } else { 1 - from };
         let when = match at {
             At::Fraction(f) => When::After(span[from].mul_f64(f)),
-            At::Phase(line) => When::Line(line),
+            At::Phase(phase) => When::Phase(phase),
         };
         let (outcome, hit) = trial(&mut cluster, id, from, when, tap, hold);
         in_flight += usize::from(hit);

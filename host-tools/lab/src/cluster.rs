@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tern_client::{key_hex, NodeClient, NodeError, CONTROL_PORT};
 use tern_flash::{Board, Variant};
-use tern_protocol::{Security, TaskSummary};
+use tern_protocol::{EventRecord, NodeEvent, Security, TaskSummary};
 use thiserror::Error;
 
 use crate::netlab::{Lab, NetlabError};
@@ -231,5 +231,146 @@ impl Cluster {
             }
             std::thread::sleep(every);
         }
+    }
+}
+
+/// How long one read of a node's event stream waits before the watch turns
+/// to the next node.
+const EVENT_SLICE: Duration = Duration::from_millis(20);
+
+/// The typed events of a cluster's nodes, read through one subscription per
+/// node. A subscription that breaks (a cut link, a node busy past the
+/// client's timeout) is opened again after the last event seen, so nothing
+/// the node still keeps is missed; every event read stays in the history.
+pub struct EventWatch {
+    subscriptions: Vec<Option<NodeClient>>,
+    /// The last sequence number seen per node.
+    seen: Vec<u64>,
+    history: Vec<(usize, EventRecord)>,
+    /// Events the nodes no longer kept when a subscription asked for them.
+    missed: u64,
+}
+
+impl EventWatch {
+    /// Reads whatever the nodes have published, waiting about `wait` in
+    /// all; returns the new events (node index and record), oldest first
+    /// per node.
+    pub fn poll(&mut self, cluster: &Cluster, wait: Duration) -> Vec<(usize, EventRecord)> {
+        let deadline = Instant::now() + wait;
+        let mut new = Vec::new();
+        loop {
+            for i in 0..self.subscriptions.len() {
+                self.read(cluster, i, &mut new);
+            }
+            if !new.is_empty() || Instant::now() >= deadline {
+                break;
+            }
+        }
+        self.history.extend(new.iter().cloned());
+        new
+    }
+
+    fn read(&mut self, cluster: &Cluster, i: usize, into: &mut Vec<(usize, EventRecord)>) {
+        if self.subscriptions[i].is_none() {
+            let opened = cluster.client(i, ANSWER_TIMEOUT).and_then(|mut c| {
+                c.subscribe(self.seen[i])?;
+                Ok(c)
+            });
+            self.subscriptions[i] = opened.ok();
+        }
+        let Some(client) = self.subscriptions[i].as_mut() else {
+            return;
+        };
+        loop {
+            match client.next_event(EVENT_SLICE) {
+                Ok(record) => {
+                    self.seen[i] = self.seen[i].max(record.seq);
+                    into.push((i, record));
+                }
+                Err(NodeError::Timeout { .. }) => break,
+                Err(_) => {
+                    self.missed += client.missed_events();
+                    self.subscriptions[i] = None;
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for an event of node `node` that `pick`
+    /// chooses (events already in the history count too, oldest first).
+    pub fn wait<T>(
+        &mut self,
+        cluster: &Cluster,
+        node: usize,
+        what: &str,
+        timeout: Duration,
+        mut pick: impl FnMut(&NodeEvent) -> Option<T>,
+    ) -> Result<T, ClusterError> {
+        if let Some(found) = self
+            .history
+            .iter()
+            .filter(|(i, _)| *i == node)
+            .find_map(|(_, r)| pick(&r.event))
+        {
+            return Ok(found);
+        }
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            for (i, record) in self.poll(cluster, left.min(Duration::from_millis(500))) {
+                if i == node {
+                    if let Some(found) = pick(&record.event) {
+                        return Ok(found);
+                    }
+                }
+            }
+        }
+        Err(ClusterError::Waited {
+            node,
+            what: what.into(),
+            timeout,
+            last_error: None,
+        })
+    }
+
+    /// Forgets the history (later waits see only new events).
+    pub fn clear(&mut self) {
+        self.history.clear();
+    }
+
+    /// Every event read so far, with its node.
+    pub fn history(&self) -> &[(usize, EventRecord)] {
+        &self.history
+    }
+
+    /// Events the nodes no longer kept when a subscription reopened.
+    pub fn missed(&self) -> u64 {
+        self.missed
+    }
+}
+
+/// Longest wait for a subscription to open.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Cluster {
+    /// A watch on every node's events, from the first each still keeps.
+    pub fn watch(&self) -> EventWatch {
+        EventWatch {
+            subscriptions: (0..self.len()).map(|_| None).collect(),
+            seen: vec![0; self.len()],
+            history: Vec::new(),
+            missed: 0,
+        }
+    }
+
+    /// A watch on the events the nodes publish from now on.
+    pub fn watch_from_now(&self) -> Result<EventWatch, ClusterError> {
+        let mut watch = self.watch();
+        for i in 0..self.len() {
+            let next = self.client(i, ANSWER_TIMEOUT)?.status()?.next_event;
+            watch.seen[i] = next.saturating_sub(1);
+        }
+        Ok(watch)
     }
 }

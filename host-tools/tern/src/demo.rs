@@ -6,18 +6,19 @@
 //! Node 0 is a PC (`q35`, virtio-net-pci), node 1 a `virt` aarch64 machine
 //! (virtio-net over MMIO), both on the bridge of a fresh network namespace
 //! (`tern_lab::netlab`, so it needs root). Their consoles set the address
-//! and a fresh random key; the task starts with the shell's `run`; the host
-//! follows it and requests the migrations through the nodes' control
-//! service (`MigrateTo`, answered by the sender's migration report).
+//! and a fresh random key; everything else goes through the nodes' control
+//! service: the task starts with `StartTask`, the host follows its progress
+//! (`List`), requests the migrations (`MigrateTo`, answered by the sender's
+//! migration report) and reads the task's end from the nodes' typed events.
 
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tern_client::random_key;
 use tern_flash::Board;
-use tern_lab::cluster::{Cluster, ClusterError};
+use tern_lab::cluster::{Cluster, ClusterError, EventWatch};
 use tern_lab::netlab::{self, NetlabError};
-use tern_protocol::{MigrationReport, Psk, Security, TaskRole, TaskStatus, TaskSummary};
+use tern_protocol::{MigrationReport, NodeEvent, Psk, Security, TaskRole, TaskStatus, TaskSummary};
 use thiserror::Error;
 
 use crate::standby::{StandbyReport, SyncRecord};
@@ -207,29 +208,23 @@ pub(crate) fn with_consoles<T>(
 }
 
 /// Starts `workload` class `class` on node `i`; returns its local id there
-/// and its global id once the node lists it.
+/// and its global id.
 pub(crate) fn start_task(
     cluster: &mut Cluster,
+    watch: &mut EventWatch,
     i: usize,
     workload: &str,
     class: &str,
 ) -> Result<(u32, u64), DemoError> {
-    let answer = cluster.shell(i, &format!("run {workload} {class}"))?;
-    // "task 1 (ep S) started"
-    let local = answer
-        .split_whitespace()
-        .skip_while(|w| *w != "task")
-        .nth(1)
-        .and_then(|id| id.parse().ok())
-        .ok_or_else(|| DemoError::Task(format!("'run' answered: {answer}")))?;
-    let kind = format!("npb-{workload}");
-    let task = cluster.wait_for_task(i, "the started task", ANSWER, POLL, |tasks| {
-        tasks
-            .iter()
-            .find(|t| t.kind == kind && t.role == TaskRole::Owner)
-            .cloned()
+    let task_id = cluster
+        .client(i, ANSWER)?
+        .start_task(&[workload, class])
+        .map_err(ClusterError::from)?;
+    let local = watch.wait(cluster, i, "the started task", ANSWER, |e| match e {
+        NodeEvent::TaskStarted { task, .. } if task.task_id == task_id => Some(task.local_id),
+        _ => None,
     })?;
-    Ok((local, task.task_id))
+    Ok((local, task_id))
 }
 
 /// Starts the task on node 0, migrates it there and back, waits for its end.
@@ -239,7 +234,8 @@ fn drive(
     on_event: &mut dyn FnMut(Event),
 ) -> Result<Report, DemoError> {
     let started = Instant::now();
-    let (_, id) = start_task(cluster, 0, &options.workload, &options.class)?;
+    let mut watch = cluster.watch();
+    let (_, id) = start_task(cluster, &mut watch, 0, &options.workload, &options.class)?;
     on_event(Event::Stage(format!(
         "{} class {} runs on the PC",
         options.workload, options.class
@@ -282,7 +278,7 @@ fn drive(
         matches!(t.status, TaskStatus::Finished { .. })
     })?;
     let run_s = started.elapsed().as_secs_f64();
-    let verified = verified(cluster, 0, &done);
+    let verified = verified(cluster, &mut watch, 0, &done)?;
     Ok(Report {
         scenario: "migrate",
         workload: options.workload.clone(),
@@ -295,15 +291,20 @@ fn drive(
     })
 }
 
-/// Whether the finished task `done` passed NPB's verification on node `i`:
-/// its status says so and the node printed the verdict line (the workload's
-/// own report).
-pub(crate) fn verified(cluster: &mut Cluster, i: usize, done: &TaskSummary) -> bool {
-    let line = cluster
-        .node(i)
-        .expect("VERIFICATION SUCCESSFUL", ANSWER)
-        .is_ok();
-    line && matches!(done.status, TaskStatus::Finished { verified: true })
+/// Whether the finished task `done` passed its verification on node `i`:
+/// its status says so and the node's event of its end carries the verdict.
+pub(crate) fn verified(
+    cluster: &Cluster,
+    watch: &mut EventWatch,
+    i: usize,
+    done: &TaskSummary,
+) -> Result<bool, DemoError> {
+    let id = done.task_id;
+    let event = watch.wait(cluster, i, "the task's end", ANSWER, |e| match e {
+        NodeEvent::TaskFinished { task, verified, .. } if task.task_id == id => Some(*verified),
+        _ => None,
+    })?;
+    Ok(event && matches!(done.status, TaskStatus::Finished { verified: true }))
 }
 
 /// Progress of a listed task, in percent.

@@ -8,17 +8,17 @@
 //! (failback). The task ends on the aarch64 node and must pass NPB's
 //! verification.
 //!
-//! The nodes' own console lines (`docs/sync.md`, "The kernel's sync
-//! session") tell each sync, the failover and the failback; the host times
-//! the failover from the cut and the failback from the link's return.
+//! The nodes' typed events (`Synced`, `FailedOver`, `SteppedDown`,
+//! `TaskFinished`, read through `tern_lab::cluster::EventWatch`) tell each
+//! sync, the failover and the failback; the host times the failover from the
+//! cut and the failback from the link's return.
 
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tern_lab::cluster::{Cluster, ClusterError};
-use tern_lab::node::Node;
+use tern_lab::cluster::{Cluster, ClusterError, EventWatch};
 use tern_lab::trace::Trace;
-use tern_protocol::{Psk, TaskRole, TaskStatus};
+use tern_protocol::{NodeEvent, Psk, SyncReport, TaskRole, TaskStatus};
 
 use crate::demo::{
     follow, percent, start_nodes, start_task, verified, with_consoles, DemoError, Event, Report,
@@ -84,7 +84,7 @@ impl Options {
     }
 }
 
-/// One sync as its sender's console line tells it.
+/// One sync as its sender reported it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SyncRecord {
     /// ISA of the node that sent it (the task's owner).
@@ -103,7 +103,7 @@ pub struct SyncRecord {
     pub wire_bytes: u64,
     /// Capture to acknowledgement, milliseconds.
     pub ms: u64,
-    /// Codec of the last chunk.
+    /// The codec that carried most chunk bytes.
     pub codec: String,
     /// Raw over compressed chunk bytes.
     pub ratio: f64,
@@ -114,31 +114,26 @@ pub struct SyncRecord {
 }
 
 impl SyncRecord {
-    /// Parses a sync line of a node's console (`sync: task 1 (ep S) ->
-    /// 10.0.2.3:4470: sync 2 at 9.5% (epoch 1): 1 of 1 chunks, 317 B in 20
-    /// ms, none x1.00; next in 11.2 s (cost-rate)`); other lines give `None`.
-    pub fn parse(line: &str, from_isa: &str) -> Option<Self> {
-        let rest = line.split_once(": sync ")?.1;
-        let words: Vec<&str> = rest.split_whitespace().collect();
-        let [number, "at", at, "(epoch", epoch, sent, "of", chunks, "chunks,", wire, "B", "in", ms, "ms,", codec, ratio, "next", "in", next, "s", policy] =
-            words.as_slice()
-        else {
-            return None;
-        };
-        Some(Self {
+    /// The record of a sync that a node of `from_isa` reported.
+    pub fn new(report: &SyncReport, from_isa: &str) -> Self {
+        Self {
             from_isa: from_isa.into(),
-            number: number.parse().ok()?,
-            at_percent: at.strip_suffix('%')?.parse().ok()?,
-            epoch: epoch.strip_suffix("):")?.parse().ok()?,
-            chunks_sent: sent.parse().ok()?,
-            chunks: chunks.parse().ok()?,
-            wire_bytes: wire.parse().ok()?,
-            ms: ms.parse().ok()?,
-            codec: (*codec).into(),
-            ratio: ratio.strip_prefix('x')?.strip_suffix(';')?.parse().ok()?,
-            next_s: next.parse().ok()?,
-            policy: policy.strip_prefix('(')?.strip_suffix(')')?.into(),
-        })
+            number: report.number,
+            at_percent: if report.progress_total == 0 {
+                0.0
+            } else {
+                report.progress as f64 * 100.0 / report.progress_total as f64
+            },
+            epoch: report.epoch,
+            chunks_sent: report.chunks_sent,
+            chunks: report.chunks,
+            wire_bytes: report.wire_bytes,
+            ms: report.ms,
+            codec: report.codec.clone(),
+            ratio: f64::from(report.ratio_milli) / 1000.0,
+            next_s: report.next_ms as f64 / 1000.0,
+            policy: report.policy.clone(),
+        }
     }
 }
 
@@ -178,50 +173,68 @@ pub struct StandbyReport {
     pub finished_on: String,
 }
 
-/// Follows a node's console without consuming it: complete new lines.
-#[derive(Default)]
-struct ConsoleWatch {
-    offset: usize,
-    partial: Vec<u8>,
-}
-
-impl ConsoleWatch {
-    fn lines(&mut self, node: &Node) -> Vec<String> {
-        let new = node.output_since(self.offset);
-        self.offset += new.len();
-        self.partial.extend(new);
-        let Some(end) = self.partial.iter().rposition(|&b| b == b'\n') else {
-            return Vec::new();
-        };
-        let complete: Vec<u8> = self.partial.drain(..=end).collect();
-        String::from_utf8_lossy(&complete)
-            .lines()
-            .map(|l| l.trim_end_matches('\r').to_owned())
-            .collect()
-    }
-}
-
-/// The syncs both nodes have printed since the last call.
+/// The syncs the nodes have reported, from their events.
 struct SyncWatch {
-    consoles: [ConsoleWatch; 2],
+    events: EventWatch,
     syncs: Vec<SyncRecord>,
 }
 
 impl SyncWatch {
-    fn new() -> Self {
+    fn new(events: EventWatch) -> Self {
         Self {
-            consoles: Default::default(),
+            events,
             syncs: Vec::new(),
         }
     }
 
+    /// Takes in the syncs reported since the last call (the other events
+    /// stay in the watch's history).
     fn poll(&mut self, cluster: &Cluster, on_event: &mut dyn FnMut(Event)) {
-        for (i, watch) in self.consoles.iter_mut().enumerate() {
-            for line in watch.lines(cluster.node_ref(i)) {
-                if let Some(sync) = SyncRecord::parse(&line, BOARDS[i].isa()) {
-                    on_event(Event::Synced(sync.clone()));
-                    self.syncs.push(sync);
+        for (i, record) in self.events.poll(cluster, Duration::ZERO) {
+            self.take(i, &record.event, on_event);
+        }
+    }
+
+    fn take(&mut self, i: usize, event: &NodeEvent, on_event: &mut dyn FnMut(Event)) {
+        if let NodeEvent::Synced { report, .. } = event {
+            let sync = SyncRecord::new(report, BOARDS[i].isa());
+            on_event(Event::Synced(sync.clone()));
+            self.syncs.push(sync);
+        }
+    }
+
+    /// Waits for an event of node `node` that `pick` chooses, taking in the
+    /// syncs read meanwhile.
+    fn wait<T>(
+        &mut self,
+        cluster: &Cluster,
+        node: usize,
+        what: &str,
+        timeout: Duration,
+        on_event: &mut dyn FnMut(Event),
+        mut pick: impl FnMut(&NodeEvent) -> Option<T>,
+    ) -> Result<T, ClusterError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            for (i, record) in self
+                .events
+                .poll(cluster, left.min(Duration::from_millis(300)))
+            {
+                self.take(i, &record.event, on_event);
+                if i == node {
+                    if let Some(found) = pick(&record.event) {
+                        return Ok(found);
+                    }
                 }
+            }
+            if Instant::now() >= deadline {
+                return Err(ClusterError::Waited {
+                    node,
+                    what: what.into(),
+                    timeout,
+                    last_error: None,
+                });
             }
         }
     }
@@ -229,6 +242,15 @@ impl SyncWatch {
     /// The last sync `isa` sent before now.
     fn last_from(&self, isa: &str) -> Option<&SyncRecord> {
         self.syncs.iter().rev().find(|s| s.from_isa == isa)
+    }
+}
+
+/// Percent of `done` in `total`.
+fn percent_of(done: u64, total: u64) -> f64 {
+    if total == 0 {
+        100.0
+    } else {
+        done as f64 * 100.0 / total as f64
     }
 }
 
@@ -263,13 +285,14 @@ fn drive(
 ) -> Result<Report, DemoError> {
     let started = Instant::now();
     let deadline = started + options.timeout;
-    let (local, id) = start_task(cluster, 0, &options.workload, &options.class)?;
+    let mut events = cluster.watch();
+    let (local, id) = start_task(cluster, &mut events, 0, &options.workload, &options.class)?;
     cluster.shell(0, &format!("sync {local} {}", Cluster::address(1)))?;
     on_event(Event::Stage(format!(
         "{} class {} runs on the PC with a standby on the aarch64 node",
         options.workload, options.class
     )));
-    let mut watch = SyncWatch::new();
+    let mut watch = SyncWatch::new(events);
     let pc = BOARDS[0].isa();
 
     // Up to the cut: the owner's progress reaches the mark and the standby
@@ -303,17 +326,23 @@ fn drive(
     let interval_progress = rate * (last_sync.next_s + last_sync.ms as f64 / 1e3);
 
     // Failover: the standby's lease expires.
-    let node = cluster.node(1);
-    node.expect("expired (no word from ", FAILOVER_TIMEOUT)
-        .map_err(ClusterError::from)?;
-    node.expect("resumed here at ", FAILOVER_TIMEOUT)
-        .map_err(ClusterError::from)?;
+    let resumed_at = watch.wait(
+        cluster,
+        1,
+        "the failover",
+        FAILOVER_TIMEOUT,
+        on_event,
+        |e| match e {
+            NodeEvent::FailedOver {
+                task,
+                progress,
+                progress_total,
+                ..
+            } if task.task_id == id => Some(percent_of(*progress, *progress_total)),
+            _ => None,
+        },
+    )?;
     let failover_ms = cut.elapsed().as_millis() as u64;
-    let resumed = node.expect("%", ANSWER).map_err(ClusterError::from)?;
-    let resumed_at: f64 = resumed
-        .trim_end_matches('%')
-        .parse()
-        .map_err(|_| DemoError::Task(format!("resumed at {resumed:?}?")))?;
     on_event(Event::Stage(format!(
         "failover after {failover_ms} ms: the aarch64 node resumed the task at {resumed_at:.1}%"
     )));
@@ -323,16 +352,23 @@ fn drive(
     let outage_ms = cut.elapsed().as_millis() as u64;
     cluster.lab().set_link(0, true).map_err(DemoError::from)?;
     let restored = Instant::now();
-    let text = cluster
-        .node(0)
-        .expect("this node is its standby now", FAILBACK_TIMEOUT)
-        .map_err(ClusterError::from)?;
+    let stopped_at = watch.wait(
+        cluster,
+        0,
+        "the failback",
+        FAILBACK_TIMEOUT,
+        on_event,
+        |e| match e {
+            NodeEvent::SteppedDown {
+                task,
+                progress,
+                progress_total,
+                ..
+            } if task.task_id == id => Some(percent_of(*progress, *progress_total)),
+            _ => None,
+        },
+    )?;
     let failback_ms = restored.elapsed().as_millis() as u64;
-    let stopped_at = text
-        .rsplit_once("stopped here at ")
-        .and_then(|(_, rest)| rest.split('%').next())
-        .and_then(|p| p.parse().ok())
-        .ok_or_else(|| DemoError::Task(format!("failback line without progress: {text}")))?;
     on_event(Event::Stage(format!(
         "failback {failback_ms} ms after the link returned: the PC stood down at {stopped_at:.1}%"
     )));
@@ -354,7 +390,7 @@ fn drive(
         matches!(t.status, TaskStatus::Finished { .. })
     })?;
     let run_s = started.elapsed().as_secs_f64();
-    let verified = verified(cluster, 1, &done);
+    let verified = verified(cluster, &mut watch.events, 1, &done)?;
     // The last syncs (the session ends when the task does).
     std::thread::sleep(Duration::from_millis(500));
     watch.poll(cluster, on_event);
@@ -391,11 +427,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sync_lines_are_parsed_and_other_lines_are_not() {
-        let line = "sync: task 1 (cg S) -> 10.0.0.2:4470: sync 2 at 95.0% (epoch 1): 16 of 16 chunks, 824657 B in 20 ms, none x1.21; next in 11.2 s (cost-rate)";
-        let sync = SyncRecord::parse(line, "x86_64").unwrap();
+    fn sync_records_follow_the_reports() {
+        let report = SyncReport {
+            number: 2,
+            progress: 95,
+            progress_total: 100,
+            epoch: 1,
+            chunks_sent: 16,
+            chunks: 16,
+            wire_bytes: 824_657,
+            ms: 20,
+            codec: "none".into(),
+            ratio_milli: 1210,
+            next_ms: 11_200,
+            policy: "cost-rate".into(),
+        };
         assert_eq!(
-            sync,
+            SyncRecord::new(&report, "x86_64"),
             SyncRecord {
                 from_isa: "x86_64".into(),
                 number: 2,
@@ -411,13 +459,6 @@ mod tests {
                 policy: "cost-rate".into(),
             }
         );
-        for other in [
-            "sync: task 1 (cg S) -> 10.0.0.2:4470: connected to aarch64 rpi4 node",
-            "sync: task 1 (cg S) -> 10.0.0.2:4470: sync refused: stale epoch",
-            "sync: task 1 (cg S) -> 10.0.0.2:4470: sync 2 at x% (epoch 1): 16 of 16 chunks, 824657 B in 20 ms, none x1.21; next in 11.2 s (cost-rate)",
-        ] {
-            assert_eq!(SyncRecord::parse(other, "x86_64"), None, "{other}");
-        }
     }
 
     #[test]

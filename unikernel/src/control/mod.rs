@@ -122,16 +122,20 @@ impl Context {
             isa: facts.isa.name().into(),
             board: facts.board.into(),
             node_id: self.node_id,
-            task_kinds: self
-                .tasks
-                .borrow()
-                .catalog()
-                .kinds()
-                .into_iter()
-                .map(|(name, _)| name)
-                .collect(),
+            task_kinds: self.task_kinds(),
             insecure: false,
         }
+    }
+
+    /// The names of the task kinds this node runs.
+    fn task_kinds(&self) -> Vec<alloc::string::String> {
+        let tasks = self.tasks.borrow();
+        tasks
+            .catalog()
+            .kinds()
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect()
     }
 
     /// The key and the random number generator every connection needs.

@@ -726,15 +726,7 @@ fn status(parts: &Parts<'_, '_>, now_ns: u64) -> NodeStatus {
         heap_free_bytes: heap.total_bytes.saturating_sub(heap.used_bytes),
         uptime_ms: now_ns / 1_000_000,
         address: parts.ctx.net.borrow().ipv4().map(|c| c.cidr.to_string()),
-        task_kinds: parts
-            .ctx
-            .tasks
-            .borrow()
-            .catalog()
-            .kinds()
-            .into_iter()
-            .map(|(name, _)| name)
-            .collect(),
+        task_kinds: parts.ctx.task_kinds(),
         tasks: list(parts, now_ns),
         next_event: parts.turn.events.next_seq(),
     }

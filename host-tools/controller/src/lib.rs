@@ -10,11 +10,13 @@
 //!   the Table 5-3 reproduction on it ([`bench`]);
 //! - the service: the SQLite [`store`], the node layer ([`driver`]), the
 //!   [`engine`] that carries the core's decisions out, the HTTP [`api`]
-//!   with the web [`ui`] built from [`views`], and the API's [`client`].
+//!   with the web [`ui`] built from [`views`], the API's [`client`], and
+//!   the command-line verbs ([`cli`]).
 
 pub mod api;
 pub mod bench;
 pub mod catalogue;
+pub mod cli;
 pub mod client;
 pub mod driver;
 pub mod engine;

@@ -7,6 +7,9 @@
 //! task keeps a standby replica on the aarch64 node over a link shaped after
 //! a bandwidth trace, the PC's link is cut mid-run, and the report tells the
 //! syncs, the lost progress, the failover and the failback.
+//!
+//! `tern controller`, `tern submit`, `tern tasks`, `tern nodes` and `tern
+//! cancel` run and drive the offloading controller (`tern-controller`).
 
 use std::io::{BufRead, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -73,9 +76,27 @@ enum Cmd {
         #[arg(long, default_value_t = 6.0, requires = "sync")]
         outage_s: f64,
     },
+    /// Run the offloading controller: web UI, JSON API, scheduler (docs/controller.md).
+    Controller(tern_controller::cli::ServeArgs),
+    /// Submit a batch file or one task to the controller.
+    Submit(tern_controller::cli::SubmitArgs),
+    /// List the controller's tasks.
+    Tasks(tern_controller::cli::TasksArgs),
+    /// List, add, drain or remove the controller's nodes.
+    Nodes(tern_controller::cli::NodesArgs),
+    /// Cancel a task.
+    Cancel(tern_controller::cli::CancelArgs),
 }
 
 fn main() -> Result<()> {
+    let demo = match Args::parse().command {
+        Cmd::Controller(args) => return tern_controller::cli::serve(args),
+        Cmd::Submit(args) => return tern_controller::cli::submit(args),
+        Cmd::Tasks(args) => return tern_controller::cli::tasks(args),
+        Cmd::Nodes(args) => return tern_controller::cli::nodes(args),
+        Cmd::Cancel(args) => return tern_controller::cli::cancel(args),
+        demo @ Cmd::Demo { .. } => demo,
+    };
     let Cmd::Demo {
         workload,
         class,
@@ -87,7 +108,10 @@ fn main() -> Result<()> {
         trace_scale,
         outage_at,
         outage_s,
-    } = Args::parse().command;
+    } = demo
+    else {
+        unreachable!("the other commands returned above")
+    };
     let timeout = Duration::from_secs(timeout);
     let scenario = if sync {
         let mut options = standby::Options::with_default_trace();

@@ -292,11 +292,10 @@ fn load_over_probe(elf: &KernelElf, elf_path: &Path, selector: &str, args: &Args
     eprintln!("flash: load plan for {}:\n{plan}", chip.name);
     let gdb_server = args.gdb.then(probe::gdb_server_program).transpose()?;
     // The UART is opened before the kernel starts, so its banner is not lost.
-    let uart = match (&args.serial, args.monitor) {
-        (Some(port), true) => Some(open_port(Board::Rpi4, port, args.baud)?),
-        (None, true) => Some(open_port(Board::Rpi4, "", args.baud)?),
-        (_, false) => None,
-    };
+    let uart = args
+        .monitor
+        .then(|| open_port(Board::Rpi4, args.serial.as_deref().unwrap_or(""), args.baud))
+        .transpose()?;
     let (found, info) = probe::open((!selector.is_empty()).then_some(selector), args.speed)?;
     eprintln!("flash: attaching to {} through {info}", chip.name);
     let mut session = probe::attach(found, &chip)?;

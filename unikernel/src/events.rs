@@ -266,6 +266,7 @@ mod tests {
             task_id: 0x5254_0000_000a_0001,
             local_id: 1,
             name: "ep S".into(),
+            tag: None,
         }
     }
 

@@ -459,8 +459,17 @@ impl NodeClient {
     /// Starts a task with the arguments of the node's `run` (`["ep", "S"]`);
     /// returns its global id.
     pub fn start_task(&mut self, args: &[&str]) -> Result<u64, NodeError> {
+        self.start_tagged(args, None)
+    }
+
+    /// [`NodeClient::start_task`] under `tag` (at most 64 bytes), which the
+    /// task keeps across migrations and shows in listings and events. Asking
+    /// again with the same tag is safe: a node that has the task answers with
+    /// it instead of starting another.
+    pub fn start_tagged(&mut self, args: &[&str], tag: Option<&str>) -> Result<u64, NodeError> {
         self.send(&Message::StartTask {
             args: args.iter().map(|a| String::from(*a)).collect(),
+            tag: tag.map(String::from),
         })?;
         match self.recv("the started task", self.timeout)? {
             Message::Started { task_id } => Ok(task_id),

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use crate::jtag::ProbeError;
 use crate::Board;
 
 /// Why `flash` could not build, check or deploy a kernel.
@@ -233,4 +234,7 @@ pub enum FlashError {
         /// What it printed.
         stderr: String,
     },
+    /// The JTAG path (`--probe`) failed.
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
 }

@@ -405,6 +405,7 @@ mod tests {
             status: TaskStatus::Running,
             last_sync_ms_ago: None,
             policy: None,
+            tag: None,
         };
         assert_eq!(percent(&t), 25.0);
         t.progress_total = 0;

@@ -10,6 +10,9 @@ use crate::report::{EventRecord, NodeStatus};
 /// Version of this protocol; a peer speaking another version is refused.
 pub const PROTOCOL_VERSION: u16 = 3;
 
+/// Longest task tag a node keeps ([`Message::StartTask`]).
+pub const MAX_TAG_LEN: usize = 64;
+
 /// A 32-byte SHA-256 digest.
 pub type Hash = [u8; 32];
 
@@ -188,6 +191,8 @@ pub struct TaskSummary {
     pub last_sync_ms_ago: Option<u64>,
     /// Name of the sync-interval policy in force for the task, if it is synced.
     pub policy: Option<String>,
+    /// The tag the task was started with, if any ([`Message::StartTask`]).
+    pub tag: Option<String>,
 }
 
 /// What a node measured while migrating a task (the answer to
@@ -347,10 +352,16 @@ pub enum Message {
         dropped: u64,
     },
     /// Client → node: start a task with the arguments of the shell's `run`
-    /// (`["ep", "S"]`); answered by [`Message::Started`] or a nack.
+    /// (`["ep", "S"]`); answered by [`Message::Started`] or a nack. With a
+    /// `tag`, the start is idempotent: a node that already has a task with
+    /// this tag answers with that task instead of starting another (a
+    /// client that lost the answer asks again safely).
     StartTask {
         /// The arguments.
         args: Vec<String>,
+        /// The client's name for the task (at most [`MAX_TAG_LEN`] bytes):
+        /// kept with the task across migrations, listed and in its events.
+        tag: Option<String>,
     },
     /// Node → client: the task started.
     Started {

@@ -52,6 +52,8 @@ pub struct TaskRef {
     pub local_id: u32,
     /// What the task is, as its kind names it (`ep S`).
     pub name: String,
+    /// The tag it was started with, if any.
+    pub tag: Option<String>,
 }
 
 /// One sync as its sender (the task's owner) measured it.

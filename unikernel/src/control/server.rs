@@ -19,6 +19,7 @@ use tern_migration::Limits;
 use tern_protocol::{
     Connection, Event, Incoming, Message, NackReason, NodeEvent, NodeStatus, Offer, Outgoing,
     Policy, Replica, SendPhase, TaskRole, TaskStatus, TaskSummary, Transfer, TransferError,
+    MAX_TAG_LEN,
 };
 
 use super::link::Link;
@@ -322,8 +323,8 @@ impl Server {
                     },
                 )
             }
-            (Job::Idle, Message::StartTask { args }) => {
-                let reply = start_task(parts, &args, peer);
+            (Job::Idle, Message::StartTask { args, tag }) => {
+                let reply = start_task(parts, &args, tag, peer);
                 self.reply(i, &reply)
             }
             (Job::Idle, Message::KillTask { task_id }) => {
@@ -577,7 +578,13 @@ impl Server {
                 let progress = resumed.task.task.progress();
                 let task = {
                     let mut tasks = parts.ctx.tasks.borrow_mut();
-                    let id = tasks.add_with_id(resumed.task, None, offer.epoch, offer.task_id);
+                    let id = tasks.add_with_id(
+                        resumed.task,
+                        None,
+                        offer.epoch,
+                        offer.task_id,
+                        resumed.tag,
+                    );
                     tasks.get_mut(id).map(|e| e.task_ref())
                 };
                 parts
@@ -616,12 +623,28 @@ impl Server {
     }
 }
 
-/// `StartTask`: starts the task `args` name, as the shell's `run` would.
-fn start_task(parts: &mut Parts<'_, '_>, args: &[String], peer: &str) -> Message {
+/// `StartTask`: starts the task `args` name, as the shell's `run` would;
+/// a task already here under `tag` is the answer instead.
+fn start_task(
+    parts: &mut Parts<'_, '_>,
+    args: &[String],
+    tag: Option<String>,
+    peer: &str,
+) -> Message {
+    if tag.as_ref().is_some_and(|t| t.len() > MAX_TAG_LEN) {
+        return Message::Nack(NackReason::StartRefused);
+    }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let free = free_heap(parts.ctx.board);
     let mut tasks = parts.ctx.tasks.borrow_mut();
-    let started = tasks.start(&args, None, free).and_then(|id| {
+    if let Some(task_id) = tag
+        .as_deref()
+        .and_then(|t| tasks.by_tag(t))
+        .map(|e| e.task_id)
+    {
+        return Message::Started { task_id };
+    }
+    let started = tasks.start(&args, None, free, tag).and_then(|id| {
         tasks
             .get_mut(id)
             .map(|e| (e.task_ref(), e.epoch))
@@ -686,6 +709,7 @@ pub(super) fn list(parts: &Parts<'_, '_>, now_ns: u64) -> Vec<TaskSummary> {
                 },
                 last_sync_ms_ago,
                 policy,
+                tag: e.tag.clone(),
             }
         })
         .collect();
@@ -705,6 +729,7 @@ pub(super) fn list(parts: &Parts<'_, '_>, now_ns: u64) -> Vec<TaskSummary> {
                 .replicas
                 .leased(task_id)
                 .then(|| tern_sync::policy::DEFAULT_POLICY.into()),
+            tag: None,
         }
     }));
     list

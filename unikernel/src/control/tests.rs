@@ -783,13 +783,15 @@ fn a_client_starts_lists_and_kills_tasks_and_reads_status_and_events() {
         client.ask(
             &mut p,
             &Message::StartTask {
-                args: args(&["mg", "S"])
+                args: args(&["mg", "S"]),
+                tag: None,
             }
         ),
         Message::Nack(NackReason::StartRefused)
     );
     client.send(&Message::StartTask {
         args: args(&["cg", "W"]),
+        tag: Some("run-7".into()),
     });
     // The answer, and the event stream's record of the start, in any order.
     let mut started = None;
@@ -805,8 +807,23 @@ fn a_client_starts_lists_and_kills_tasks_and_reads_status_and_events() {
     assert_eq!(streamed[0].seq, 1);
     assert!(matches!(
         &streamed[0].event,
-        NodeEvent::TaskStarted { task, epoch: 1, requested_by: Some(_) } if task.task_id == task_id && task.name == "cg W"
+        NodeEvent::TaskStarted { task, epoch: 1, requested_by: Some(_) }
+            if task.task_id == task_id && task.name == "cg W" && task.tag.as_deref() == Some("run-7")
     ));
+    // Asking again under the same tag starts nothing new.
+    let again = Message::StartTask {
+        args: args(&["cg", "W"]),
+        tag: Some("run-7".into()),
+    };
+    assert_eq!(client.request(&mut p, &again), Message::Started { task_id });
+    let too_long = Message::StartTask {
+        args: args(&["cg", "W"]),
+        tag: Some("x".repeat(tern_protocol::MAX_TAG_LEN + 1)),
+    };
+    assert_eq!(
+        client.request(&mut p, &too_long),
+        Message::Nack(NackReason::StartRefused)
+    );
     assert!(p
         .b
         .out
@@ -821,6 +838,7 @@ fn a_client_starts_lists_and_kills_tasks_and_reads_status_and_events() {
     assert_eq!(status.address.as_deref(), Some("10.0.0.2/24"));
     assert!(status.heap_free_bytes < status.heap_bytes);
     assert_eq!(status.tasks.len(), 1);
+    assert_eq!(status.tasks[0].tag.as_deref(), Some("run-7"));
     assert!(status.task_kinds.contains(&String::from("npb-cg")));
     assert_eq!(
         client.request(&mut p, &Message::KillTask { task_id: 77 }),
@@ -841,6 +859,33 @@ fn a_client_starts_lists_and_kills_tasks_and_reads_status_and_events() {
         }
     }
     assert_eq!(p.b.exec("ps"), "no tasks\r\n");
+}
+
+#[test]
+fn a_tag_travels_with_the_task_through_migrations() {
+    let mut p = pair();
+    let mut client = Client::connect(&mut p, KEY);
+    assert!(client.establish(&mut p));
+    let start = Message::StartTask {
+        args: vec!["cg".into(), "W".into()],
+        tag: Some("batch/3".into()),
+    };
+    let Message::Started { task_id } = client.request(&mut p, &start) else {
+        panic!("not started")
+    };
+    let to = String::from("10.0.0.1:4470");
+    let answer = client.request(&mut p, &Message::MigrateTo { task_id, to });
+    assert!(matches!(answer, Message::Migrated(_)), "{answer:?}");
+    let listed = p.a.list();
+    assert_eq!(listed[0].task_id, task_id);
+    assert_eq!(listed[0].tag.as_deref(), Some("batch/3"));
+    assert!(p.a.saw(|e| matches!(
+        e,
+        NodeEvent::TaskArrived { task, .. } if task.tag.as_deref() == Some("batch/3")
+    )));
+    // Started again under its tag, on the node it moved to: it is there.
+    let mut on_a = p.a.tasks.borrow_mut();
+    assert_eq!(on_a.by_tag("batch/3").map(|e| e.task_id), Some(task_id));
 }
 
 #[test]

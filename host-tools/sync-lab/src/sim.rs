@@ -270,24 +270,21 @@ pub struct Tuned {
 }
 
 /// The monitor's view of the link at each tick; it does not depend on the policy, so it
-/// is computed once per timeline and shared by all policies. The outage count and up
-/// time stand for the outage rate: [`OutagePrior::rate`] turns them into the λ the
-/// monitor reports, for whichever prior is being scored.
+/// is computed once per timeline and shared by all policies.
 ///
 /// One monitor runs through all timelines of an invocation in order (its clock
 /// continuing from one to the next), so the outage-rate estimate learns from history
 /// the way a long-lived kernel session's does (docs/sync.md §5).
 #[derive(Clone, Copy, Debug)]
-pub struct Observed {
+struct Observed {
     bandwidth: f64,
     predicted: f64,
     latency: f64,
-    outages: u32,
-    up_time: f64,
+    outage_rate: f64,
 }
 
 /// A monitor as the kernel builds one, with `tuned`'s predictor and prior.
-pub fn monitor(w: &Workload, tuned: &Tuned) -> LinkMonitor {
+fn monitor(w: &Workload, tuned: &Tuned) -> LinkMonitor {
     let cfg = MonitorConfig {
         lease_s: w.lease_s,
         outage_prior: tuned.prior,
@@ -298,7 +295,7 @@ pub fn monitor(w: &Workload, tuned: &Tuned) -> LinkMonitor {
 
 /// What `m` reports at each tick of `timelines`, run through in order; `m`'s clock
 /// starts at 0 and continues from one timeline to the next.
-pub fn observe_all(timelines: &[Vec<Tick>], m: &mut LinkMonitor) -> Vec<Vec<Observed>> {
+fn observe_all(timelines: &[Vec<Tick>], m: &mut LinkMonitor) -> Vec<Vec<Observed>> {
     let mut offset = 0.0;
     timelines
         .iter()
@@ -316,8 +313,7 @@ fn observe(ticks: &[Tick], m: &mut LinkMonitor, offset: f64) -> Vec<Observed> {
         bandwidth: ticks.first().map_or(1.0, |t| t.bw),
         predicted: ticks.first().map_or(1.0, |t| t.bw),
         latency: ticks.first().map_or(0.0, |t| t.latency),
-        outages: 0,
-        up_time: 0.0,
+        outage_rate: 0.0,
     };
     for (s, tick) in ticks.iter().enumerate() {
         let now = offset + s as f64 + 1.0;
@@ -336,8 +332,7 @@ fn observe(ticks: &[Tick], m: &mut LinkMonitor, offset: f64) -> Vec<Observed> {
         } else if m.poll(now).is_err() {
             continue;
         }
-        last.outages = m.outages();
-        last.up_time = m.up_time();
+        last.outage_rate = m.outage_rate();
         out.push(last);
     }
     out
@@ -385,13 +380,11 @@ struct Transfer {
     remaining: f64,
 }
 
-/// Runs `policy` over one timeline, seeing what the monitor saw (`seen`) and the
-/// outage rate `prior` makes of it.
-pub fn simulate(
+/// Runs `policy` over one timeline, seeing what the monitor saw (`seen`).
+fn simulate(
     ticks: &[Tick],
     seen: &[Observed],
     w: &Workload,
-    prior: &OutagePrior,
     policy: &mut dyn SyncPolicy,
 ) -> Outcome {
     let mut o = Outcome {
@@ -426,7 +419,7 @@ pub fn simulate(
             bandwidth: obs.bandwidth,
             predicted_bandwidth: obs.predicted,
             latency_s: obs.latency,
-            outage_rate: prior.rate(obs.outages, obs.up_time),
+            outage_rate: obs.outage_rate,
             state_bytes: w.state_bytes,
             write_rate: w.write_rate,
             compression_ratio: w.ratio,
@@ -549,10 +542,10 @@ pub fn run_totals(timelines: &[Vec<Tick>], w: &Workload, tuned: &Tuned) -> Total
     };
     for (ticks, seen) in timelines.iter().zip(&seen) {
         for (k, mut p) in policies().into_iter().enumerate() {
-            totals.policies[k].add(&simulate(ticks, seen, w, &tuned.prior, p.as_mut()));
+            totals.policies[k].add(&simulate(ticks, seen, w, p.as_mut()));
         }
         for (k, t) in SWEEP_S.iter().enumerate() {
-            let o = simulate(ticks, seen, w, &tuned.prior, &mut Fixed::new(*t, 0.0));
+            let o = simulate(ticks, seen, w, &mut Fixed::new(*t, 0.0));
             totals.sweep[k].add(&o);
         }
     }
@@ -612,10 +605,6 @@ mod tests {
         LinkMonitor::new(MonitorConfig::default(), 0.0)
     }
 
-    fn prior() -> OutagePrior {
-        OutagePrior::default()
-    }
-
     fn workload() -> Workload {
         Workload {
             state_bytes: 64e6,
@@ -630,13 +619,7 @@ mod tests {
     fn fixed_interval_on_a_clean_link_matches_the_thesis_count() {
         let ticks = Scenario::Good.timeline(1);
         let seen = observe(&ticks, &mut monitor(), 0.0);
-        let o = simulate(
-            &ticks,
-            &seen,
-            &workload(),
-            &prior(),
-            &mut Fixed::new(240.0, 0.0),
-        );
+        let o = simulate(&ticks, &seen, &workload(), &mut Fixed::new(240.0, 0.0));
         assert_eq!(o.syncs, 29.0);
         assert_eq!(o.lost_progress, 0.0);
         assert!(o.cost > 0.0);
@@ -662,7 +645,7 @@ mod tests {
             overhead_bytes: 0.0,
             ..workload()
         };
-        let o = simulate(&ticks, &seen, &w, &prior(), &mut Fixed::new(30.0, 0.0));
+        let o = simulate(&ticks, &seen, &w, &mut Fixed::new(30.0, 0.0));
         // Syncs at 30, 60, 90 complete within their second; outage at 100 loses 10 s.
         assert_eq!(o.lost_progress, 10.0);
         assert_eq!(o.failovers, 1.0);

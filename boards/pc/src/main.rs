@@ -13,6 +13,7 @@
 extern crate alloc;
 
 mod boot;
+mod console;
 mod cpu;
 mod devices;
 mod interrupts;
@@ -34,9 +35,9 @@ use tern_hal::{Board, BoardFacts, HeapStats, Isa, MonotonicClock};
 use tern_unikernel::shell::{Command, CommandResult};
 use tern_unikernel::{Devices, Kernel};
 
-use cpu::RawCom1;
-use serial::Com1;
-use tern_board_pc::bootinfo::{self, MemoryMap};
+use console::{PcConsole, RawConsole};
+use serial::{Uart, UartError, COM1_PORT};
+use tern_board_pc::bootinfo::{self, CommandLineError, MemoryMap};
 use timer::TscClock;
 
 // The board's name in a non-loaded section, for `flash` to check.
@@ -66,6 +67,10 @@ struct PcBoard {
     /// What boot found, logged once the console is up.
     memory_map: MemoryMap,
     heap_bytes: u64,
+    /// Why COM1 is not the console, when it is not.
+    uart_error: Option<UartError>,
+    /// Why the command line did not run.
+    cmdline_error: Option<CommandLineError>,
     boot_logged: AtomicBool,
 }
 
@@ -91,6 +96,12 @@ impl PcBoard {
                 "{=usize} usable ranges beyond the first 64 ignored",
                 map.dropped
             );
+        }
+        if let Some(error) = self.uart_error {
+            defmt::warn!("serial console: {}", defmt::Display2Format(&error));
+        }
+        if let Some(error) = self.cmdline_error {
+            defmt::warn!("{}", defmt::Display2Format(&error));
         }
     }
 }
@@ -127,7 +138,7 @@ impl Board for PcBoard {
 /// Prints a boot failure on COM1 and halts: there is no kernel yet to report
 /// it.
 fn boot_failure(what: &str, error: &dyn core::fmt::Display) -> ! {
-    let _ = write!(RawCom1, "\r\nboot failed: {what}: {error}\r\n");
+    let _ = write!(RawConsole, "\r\nboot failed: {what}: {error}\r\n");
     cpu::halt(interrupts::FAULT_EXIT_CODE)
 }
 
@@ -158,7 +169,13 @@ fn cpu_brand() -> Option<String> {
 }
 
 /// The board's own shell commands.
-const BOARD_COMMANDS: [Command; 2] = [
+const BOARD_COMMANDS: [Command; 3] = [
+    Command {
+        name: "hw",
+        usage: "",
+        help: "show what the PC board found: console, interrupts",
+        run: hw_command,
+    },
     Command {
         name: "fault",
         usage: "[stack]",
@@ -167,6 +184,20 @@ const BOARD_COMMANDS: [Command; 2] = [
     },
     tern_board_common::random::RANDOM_COMMAND,
 ];
+
+/// `hw`: the board's view of the machine, for bring-up on real PCs.
+fn hw_command(_: &mut Kernel, args: &[&str], out: &mut dyn Write) -> CommandResult {
+    if !args.is_empty() {
+        return Err(String::from("usage: hw"));
+    }
+    let _ = write!(out, "console: {}\r\n", console::describe());
+    let _ = write!(
+        out,
+        "stray interrupts: {}\r\n",
+        interrupts::stray_interrupts()
+    );
+    Ok(())
+}
 
 /// Recurses until the stack runs into its guard page.
 fn overflow_stack(depth: u64) -> u64 {
@@ -203,16 +234,23 @@ fn fault_command(_: &mut Kernel, args: &[&str], out: &mut dyn Write) -> CommandR
 /// EAX and EBX as the boot loader left them.
 #[no_mangle]
 extern "C" fn pc_main(magic: u32, info: u32) -> ! {
-    let (console, uart_status) = Com1::init();
-    interrupts::init();
+    let (uart, uart_error) = match Uart::probe(COM1_PORT) {
+        Ok(uart) => (Some(uart), None),
+        Err(error) => (None, Some(error)),
+    };
+    let console = PcConsole::new(uart);
+    if interrupts::init().is_err() {
+        boot_failure("interrupts", &"descriptor tables loaded twice");
+    }
     paging::unmap_stack_guard();
 
     // SAFETY: `magic` and `info` are EAX and EBX from the boot loader, and
     // nothing has written memory outside the kernel image yet.
-    let memory_map = match unsafe { bootinfo::read(magic, info) } {
-        Ok(map) => map,
-        Err(error) => boot_failure("memory map", &error),
+    let boot = match unsafe { bootinfo::read(magic, info) } {
+        Ok(boot) => boot,
+        Err(error) => boot_failure("boot information", &error),
     };
+    let memory_map = boot.memory_map.clone();
     let kernel_end = core::ptr::addr_of!(__kernel_end) as u64;
     let Some(heap) = memory_map
         .largest_free(kernel_end.next_multiple_of(4096), MAPPED_LIMIT)
@@ -237,6 +275,10 @@ extern "C" fn pc_main(magic: u32, info: u32) -> ! {
         Some(brand) => format!("PC (x86_64), {brand}"),
         None => String::from("PC (x86_64)"),
     };
+    let (boot_commands, cmdline_error) = match boot.cmdline.text() {
+        Ok(line) => (String::from(line), None),
+        Err(error) => (String::new(), Some(error)),
+    };
     let board: &'static PcBoard = Box::leak(Box::new(PcBoard {
         facts: BoardFacts {
             board: "pc",
@@ -250,19 +292,16 @@ extern "C" fn pc_main(magic: u32, info: u32) -> ! {
         clock,
         memory_map,
         heap_bytes: heap.end - heap.start,
+        uart_error,
+        cmdline_error,
         boot_logged: AtomicBool::new(false),
     }));
-    if let Err(error) = uart_status {
-        // Only visible if the UART works after all (e.g. a loopback test
-        // quirk): an absent COM1 shows nothing anyway.
-        let _ = write!(RawCom1, "warning: COM1 init: {error}\r\n");
-    }
     x86_64::instructions::interrupts::enable();
     let found = devices::probe(MAPPED_LIMIT);
     let devices = Devices {
         net: found.net,
         entropy: found.entropy,
-        boot_commands: alloc::string::String::new(),
+        boot_commands,
     };
     tern_unikernel::start(
         board,

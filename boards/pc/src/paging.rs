@@ -7,6 +7,7 @@
 //! that runs on its IST stack and prints the dump.
 
 use core::ptr::{addr_of, addr_of_mut};
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use x86_64::instructions::tlb;
 use x86_64::registers::control::Cr3;
@@ -24,6 +25,8 @@ extern "C" {
 
 /// The 4 KiB page table replacing the 2 MiB page around the guard.
 static mut GUARD_TABLE: PageTable = PageTable::new();
+/// Set by the first [`unmap_stack_guard`]: the table is written once.
+static GUARD_UNMAPPED: AtomicBool = AtomicBool::new(false);
 
 /// The table an entry of the identity-mapped page tables points to.
 ///
@@ -37,15 +40,20 @@ unsafe fn next_table(entry: &PageTableEntry) -> &'static mut PageTable {
     unsafe { &mut *(entry.addr().as_u64() as *mut PageTable) }
 }
 
-/// Unmaps the boot stack's guard page. Called once, early, on the boot stack
+/// Unmaps the boot stack's guard page. Runs once (a second call does
+/// nothing: GUARD_TABLE is in use by then); called early, on the boot stack
 /// (above the guard), with interrupts disabled.
 pub fn unmap_stack_guard() {
+    if GUARD_UNMAPPED.swap(true, Ordering::AcqRel) {
+        return;
+    }
     let guard = addr_of!(boot_stack_guard) as u64;
     let flags = PageTableFlags::PRESENT | PageTableFlags::WRITABLE;
     // SAFETY: CR3 holds the boot PML4, whose entry 0 points to the PDPT and
     // whose PDPT entries 0..4 point to page directories (boot.rs); the guard
     // lies below 4 GiB. Nothing else holds references into these tables,
-    // and GUARD_TABLE is used only here, once.
+    // and GUARD_TABLE is used only here, and the flag above lets only the
+    // first call through.
     unsafe {
         let pml4 = &mut *(Cr3::read().0.start_address().as_u64() as *mut PageTable);
         let pdpt = next_table(&pml4[0]);

@@ -180,17 +180,25 @@ pub fn start_tick() {
 }
 
 /// Tells the PICs an IRQ on `vector` has been handled.
-pub fn end_of_interrupt(vector: u8) {
+fn end_of_interrupt(vector: u8) {
     critical_section::with(|cs| {
         // SAFETY: called from the interrupt handler of `vector`, once.
         unsafe { PICS.borrow_ref_mut(cs).notify_end_of_interrupt(vector) };
     });
 }
 
-/// The timer interrupt: count the tick and acknowledge it.
-pub fn on_tick() {
-    TICKS.fetch_add(1, Ordering::Relaxed);
-    end_of_interrupt(TIMER_VECTOR);
+/// Handles an interrupt on `vector` if it is one of the PICs'; `false`
+/// for any other vector. The timer counts a tick; COM1's receive interrupt
+/// only had to wake the CPU (the run loop reads the byte).
+pub fn on_interrupt(vector: u8) -> bool {
+    if !(TIMER_VECTOR..SLAVE_VECTOR + 8).contains(&vector) {
+        return false;
+    }
+    if vector == TIMER_VECTOR {
+        TICKS.fetch_add(1, Ordering::Relaxed);
+    }
+    end_of_interrupt(vector);
+    true
 }
 
 /// Timer interrupts taken since [`start_tick`].

@@ -1,0 +1,75 @@
+//! The kernel's console on a PC: one [`SerialPort`] made of whatever the
+//! machine has. Output goes to the serial console when a UART answered at
+//! boot; input comes from it. A machine without one still boots and serves
+//! the network (its address comes from the command line).
+
+use alloc::format;
+use alloc::string::String;
+use core::convert::Infallible;
+use core::fmt;
+use core::sync::atomic::{AtomicU16, Ordering};
+
+use tern_hal::SerialPort;
+
+use crate::serial::{RawUart, Uart};
+
+/// The serial console's I/O port, for [`describe`] (0: none).
+static SERIAL_PORT: AtomicU16 = AtomicU16::new(0);
+
+/// What the console is, for the `hw` command.
+pub fn describe() -> String {
+    match SERIAL_PORT.load(Ordering::Relaxed) {
+        0 => String::from("no serial port (no UART answered)"),
+        port => format!("16550 UART at I/O port {port:#x}"),
+    }
+}
+
+/// The console handed to the portable kernel.
+pub struct PcConsole {
+    uart: Option<Uart>,
+}
+
+impl PcConsole {
+    /// A console on `uart` (none: output is dropped, nothing is read).
+    pub fn new(uart: Option<Uart>) -> Self {
+        if let Some(uart) = &uart {
+            uart.make_raw_console();
+            SERIAL_PORT.store(uart.port(), Ordering::Relaxed);
+        }
+        Self { uart }
+    }
+}
+
+impl embedded_io::ErrorType for PcConsole {
+    type Error = Infallible;
+}
+
+impl embedded_io::Write for PcConsole {
+    fn write(&mut self, buf: &[u8]) -> Result<usize, Infallible> {
+        if let Some(uart) = &mut self.uart {
+            uart.write_all(buf);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> Result<(), Infallible> {
+        Ok(())
+    }
+}
+
+impl SerialPort for PcConsole {
+    fn read_byte(&mut self) -> Option<u8> {
+        self.uart.as_mut()?.read_byte()
+    }
+}
+
+/// Writes text around the console's lock, for fault dumps, boot failures
+/// and the last words of a halt: they may strike while the console is in
+/// use, or before it exists.
+pub struct RawConsole;
+
+impl fmt::Write for RawConsole {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        RawUart.write_str(s)
+    }
+}

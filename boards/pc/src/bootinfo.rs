@@ -188,6 +188,30 @@ impl MemoryMap {
         self.clipped(floor, ceiling).max_by_key(Region::len)
     }
 
+    /// The usable RAM at or above `floor` with the `excluded` ranges cut
+    /// out (the kernel image, memory already handed out), in map order.
+    pub fn free_ranges(&self, floor: u64, excluded: &[Region]) -> alloc::vec::Vec<Region> {
+        let mut free: alloc::vec::Vec<Region> = self.clipped(floor, u64::MAX).collect();
+        for cut in excluded {
+            free = free
+                .into_iter()
+                .flat_map(|r| {
+                    let below = Region {
+                        start: r.start,
+                        end: r.end.min(cut.start),
+                    };
+                    let above = Region {
+                        start: r.start.max(cut.end),
+                        end: r.end,
+                    };
+                    [below, above]
+                })
+                .filter(|r| !r.is_empty())
+                .collect();
+        }
+        free
+    }
+
     /// One past the highest usable byte.
     pub fn end(&self) -> u64 {
         self.regions().iter().map(|r| r.end).max().unwrap_or(0)
@@ -918,6 +942,55 @@ mod tests {
         area[104] = 0u8.wrapping_sub(sum);
         assert_eq!(find_rsdp(&area, 0xe_0000), Some(0xe_0000 + 96));
         assert_eq!(find_rsdp(&area[..100], 0xe_0000), None);
+    }
+
+    #[test]
+    fn free_ranges_cut_out_the_kernel_and_the_first_heap() {
+        let mut table = entry(0, 0x9fc00, 1);
+        table.extend(entry(0x10_0000, 0x7fee_0000, 1));
+        table.extend(entry(0x1_0000_0000, 0x1_8000_0000, 1));
+        let map = parse_pvh_memmap(&table).unwrap();
+        assert_eq!(map.end(), 0x2_8000_0000);
+        let kernel = Region {
+            start: 0x10_0000,
+            end: 0x40_0000,
+        };
+        let heap = Region {
+            start: 0x40_0000,
+            end: 0x7ffe_0000,
+        };
+        assert_eq!(
+            map.free_ranges(0x10_0000, &[kernel, heap]),
+            [Region {
+                start: 0x1_0000_0000,
+                end: 0x2_8000_0000
+            }]
+        );
+        let middle = Region {
+            start: 0x1_4000_0000,
+            end: 0x1_5000_0000,
+        };
+        assert_eq!(
+            map.free_ranges(0, &[middle]),
+            [
+                Region {
+                    start: 0,
+                    end: 0x9fc00
+                },
+                Region {
+                    start: 0x10_0000,
+                    end: 0x7ffe_0000
+                },
+                Region {
+                    start: 0x1_0000_0000,
+                    end: 0x1_4000_0000
+                },
+                Region {
+                    start: 0x1_5000_0000,
+                    end: 0x2_8000_0000
+                },
+            ]
+        );
     }
 
     #[test]

@@ -63,6 +63,10 @@ impl SerialPort for PcConsole {
     }
 }
 
+/// Shows a board log line where defmt frames cannot be read (the screen,
+/// once there is one).
+pub fn mirror_log(_level: crate::log::Level, _text: &str) {}
+
 /// Writes text around the console's lock, for fault dumps, boot failures
 /// and the last words of a halt: they may strike while the console is in
 /// use, or before it exists.

@@ -1,87 +1,152 @@
-//! The PC's devices: virtio-net and virtio-rng over PCI (QEMU q35), found on
-//! bus 0 through the ECAM window after the firmware (SeaBIOS under QEMU) has
-//! given them their BARs; and the CPU's RDRAND ([`rdrand`]) as the entropy
-//! source of a real PC without virtio-rng.
+//! The PC's devices, found by walking every PCI bus ([`tern_board_pc::pci`])
+//! through the machine's configuration space ([`crate::pcicfg`]): the
+//! network card (virtio-net under QEMU) and virtio-rng, with the CPU's
+//! RDRAND ([`rdrand`]) as the entropy source of a real PC without
+//! virtio-rng.
 //!
-//! The ECAM window and the BARs lie below 4 GiB, inside the boot code's
-//! identity map. Those pages carry no cache-disable bits: on QEMU caching
-//! has no effect on device accesses, and on a real PC the firmware's MTRRs
-//! make the PCI hole uncacheable.
+//! A device's memory BARs are mapped uncached before its driver touches
+//! them, wherever the firmware put them: UEFI firmware places 64-bit BARs
+//! above 4 GiB.
 
 use alloc::boxed::Box;
+use alloc::vec::Vec;
+use core::cell::RefCell;
+use core::fmt::Write;
 
+use critical_section::Mutex;
 use tern_board_common::virtio::{HeapHal, VirtioDevices};
+use tern_board_pc::pagetable::{Cache, MapError};
+use tern_board_pc::pci::{self, Function, COMMAND_BUS_MASTER, COMMAND_MEMORY};
 use tern_hal::EntropySource;
-use virtio_drivers::transport::pci::bus::{Cam, Command, DeviceFunction, MmioCam, PciRoot};
+use virtio_drivers::transport::pci::bus::{
+    DeviceFunction, DeviceFunctionInfo, HeaderType, PciRoot,
+};
 use virtio_drivers::transport::pci::{virtio_device_type, PciTransport};
 use virtio_drivers::transport::DeviceType;
 
+use crate::log;
+use crate::paging;
+use crate::pcicfg::{PcConfigSpace, VirtioCam};
 use crate::rdrand::Rdrand;
 
-/// q35's PCI Express configuration space (MMCONFIG), as QEMU's firmware
-/// sets it up.
-const ECAM_BASE: usize = 0xB000_0000;
+/// Every function found at boot, for the `hw` command.
+static FUNCTIONS: Mutex<RefCell<Vec<Function>>> = Mutex::new(RefCell::new(Vec::new()));
 
-/// The first virtio-net and the first virtio-rng function on PCI bus 0,
-/// initialised (functions whose BARs lie outside the identity map,
-/// `mapped_limit`, are skipped); without virtio-rng, RDRAND where the CPU
-/// has it.
-pub fn probe(mapped_limit: u64) -> VirtioDevices {
-    // SAFETY: ECAM_BASE is q35's ECAM window, identity-mapped by the boot
-    // code and used by nothing else; bus 0 lies in its first 1 MiB.
-    let mut root = PciRoot::new(unsafe { MmioCam::new(ECAM_BASE as *mut u8, Cam::Ecam) });
-    let functions: alloc::vec::Vec<(DeviceFunction, DeviceType)> = root
-        .enumerate_bus(0)
-        .filter_map(|(function, info)| Some((function, virtio_device_type(&info)?)))
-        .filter(|(_, kind)| matches!(kind, DeviceType::Network | DeviceType::EntropySource))
-        .collect();
+/// Walks the buses, keeps the list, and initialises the first network
+/// device and the first virtio-rng; without virtio-rng, RDRAND where the
+/// CPU has it.
+pub fn probe(space: PcConfigSpace) -> VirtioDevices {
+    let mut config = space;
+    let roots: Vec<_> = space.roots().collect();
+    let functions = pci::enumerate(&mut config, &roots);
+    log::info(format_args!(
+        "PCI: {} functions through {}",
+        functions.len(),
+        if space.uses_ecam() {
+            "ECAM (MCFG)"
+        } else {
+            "ports 0xcf8/0xcfc"
+        }
+    ));
     let mut devices = VirtioDevices::default();
-    for (function, kind) in functions {
-        if let Some(transport) = transport(&mut root, function, kind, mapped_limit) {
-            devices.offer(transport);
+    for function in &functions {
+        let Some(kind) = virtio_kind(function) else {
+            continue;
+        };
+        let wanted = match kind {
+            DeviceType::Network => devices.net.is_none(),
+            DeviceType::EntropySource => devices.entropy.is_none(),
+            _ => false,
+        };
+        if wanted {
+            if let Some(transport) = virtio_transport(space, function, kind) {
+                devices.offer(transport);
+            }
         }
     }
     if devices.entropy.is_none() {
         devices.entropy = Rdrand::detect().map(|rdrand| Box::new(rdrand) as Box<dyn EntropySource>);
     }
+    critical_section::with(|cs| *FUNCTIONS.borrow_ref_mut(cs) = functions);
     devices
 }
 
-/// The virtio transport of `function` (a `kind` device), with memory
-/// decoding and bus mastering turned on; `None` (logged) when a BAR lies
-/// above the identity map or the transport is not valid.
-fn transport(
-    root: &mut PciRoot<MmioCam<'static>>,
-    function: DeviceFunction,
+/// Writes one line per PCI function found at boot.
+pub fn describe(out: &mut dyn Write) {
+    critical_section::with(|cs| {
+        for f in FUNCTIONS.borrow_ref(cs).iter() {
+            let _ = write!(
+                out,
+                "pci {} {:04x}:{:04x} class {:02x}{:02x}{:02x}",
+                f.address, f.vendor_id, f.device_id, f.class[0], f.class[1], f.class[2]
+            );
+            for (slot, address, size, prefetchable) in f.memory_bars() {
+                let kind = if prefetchable { "pf" } else { "mem" };
+                let _ = write!(out, " bar{slot}={kind}:{address:#x}+{size:#x}");
+            }
+            if let Some((port, size)) = f.io_bar() {
+                let _ = write!(out, " io:{port:#x}+{size:#x}");
+            }
+            let _ = write!(out, "\r\n");
+        }
+    });
+}
+
+/// Maps every memory BAR of `function` with the cache type devices need
+/// (uncached; prefetchable windows such as framebuffers are mapped by their
+/// users) and turns on memory decoding and bus mastering.
+pub fn claim(space: &mut PcConfigSpace, function: &Function) -> Result<(), MapError> {
+    for (_, address, size, _) in function.memory_bars() {
+        if address != 0 {
+            paging::map(address, size, Cache::Uncached)?;
+        }
+    }
+    pci::enable(space, function.address, COMMAND_MEMORY | COMMAND_BUS_MASTER);
+    Ok(())
+}
+
+/// The virtio device type of `function`, if it is a virtio device.
+fn virtio_kind(function: &Function) -> Option<DeviceType> {
+    let info = DeviceFunctionInfo {
+        vendor_id: function.vendor_id,
+        device_id: function.device_id,
+        class: function.class[0],
+        subclass: function.class[1],
+        prog_if: function.class[2],
+        revision: function.revision,
+        header_type: HeaderType::Standard,
+    };
+    virtio_device_type(&info)
+}
+
+/// The virtio transport of `function` (a `kind` device), its BARs mapped;
+/// `None` (logged) when that fails.
+fn virtio_transport(
+    space: PcConfigSpace,
+    function: &Function,
     kind: DeviceType,
-    mapped_limit: u64,
 ) -> Option<PciTransport> {
-    let bars = root.bars(function).ok()?;
-    let unmapped = bars
-        .iter()
-        .flatten()
-        .filter_map(|bar| bar.memory_address_size())
-        .any(|(address, size)| size != 0 && address.saturating_add(size) > mapped_limit);
-    if unmapped {
-        defmt::error!(
-            "virtio {}: a BAR lies above the identity map",
-            defmt::Debug2Format(&kind)
-        );
+    let mut config = space;
+    if let Err(error) = claim(&mut config, function) {
+        log::warn(format_args!(
+            "virtio {kind:?} at {}: {error}",
+            function.address
+        ));
         return None;
     }
-    let (_, command) = root.get_status_command(function);
-    root.set_command(
-        function,
-        command | Command::MEMORY_SPACE | Command::BUS_MASTER,
-    );
-    match PciTransport::new::<HeapHal, _>(root, function) {
+    let mut root = PciRoot::new(VirtioCam::new(space, function.address.segment));
+    let device_function = DeviceFunction {
+        bus: function.address.bus,
+        device: function.address.device,
+        function: function.address.function,
+    };
+    match PciTransport::new::<HeapHal, _>(&mut root, device_function) {
         Ok(transport) => Some(transport),
         Err(error) => {
-            defmt::error!(
-                "virtio {}: {}",
-                defmt::Debug2Format(&kind),
-                defmt::Display2Format(&error)
-            );
+            log::warn(format_args!(
+                "virtio {kind:?} at {}: {error}",
+                function.address
+            ));
             None
         }
     }

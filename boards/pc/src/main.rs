@@ -2,10 +2,11 @@
 //!
 //! One ELF boots under QEMU's `-kernel` (PVH note) and from GRUB's
 //! `multiboot2` command (USB stick, see `grub.cfg`). [`boot`] gets the CPU
-//! into long mode; [`pc_main`] then reads the memory map, installs the
-//! descriptor tables, the heap, the clock and the timer tick, and hands the
-//! machine to the portable kernel with COM1 as its console, virtio-net as
-//! its network device and virtio-rng or RDRAND as its entropy source
+//! into long mode; [`pc_main`] then reads the boot information, installs
+//! the descriptor tables, the heap and the kernel's page tables (all of
+//! RAM), reads the ACPI tables, sets up the clock and the timer tick, walks
+//! the PCI buses and hands the machine to the portable kernel with its
+//! console ([`console`]), its network device and its entropy source
 //! ([`devices`]).
 #![no_std]
 #![no_main]
@@ -16,8 +17,11 @@ mod boot;
 mod console;
 mod cpu;
 mod devices;
+mod firmware;
 mod interrupts;
+mod log;
 mod paging;
+mod pcicfg;
 mod rdrand;
 mod serial;
 mod timer;
@@ -36,8 +40,10 @@ use tern_unikernel::shell::{Command, CommandResult};
 use tern_unikernel::{Devices, Kernel};
 
 use console::{PcConsole, RawConsole};
-use serial::{Uart, UartError, COM1_PORT};
-use tern_board_pc::bootinfo::{self, CommandLineError, MemoryMap};
+use pcicfg::PcConfigSpace;
+use serial::{Uart, COM1_PORT};
+use tern_board_pc::bootinfo::{self, Region};
+use tern_board_pc::platform::Platform;
 use timer::TscClock;
 
 // The board's name in a non-loaded section, for `flash` to check.
@@ -49,13 +55,19 @@ global_asm!(
     options(att_syntax)
 );
 
-/// The heap stays inside the 4 GiB the boot code identity-maps.
-const MAPPED_LIMIT: u64 = 4 << 30;
-/// Smallest heap worth booting with; checked here because a failure inside
-/// the allocator before the kernel starts could not be reported.
+/// The first heap lies inside the 4 GiB the boot code identity-maps (the
+/// kernel's own page tables are built from it).
+const BOOT_MAPPED_LIMIT: u64 = 4 << 30;
+/// Smallest first heap worth booting with; checked here because a failure
+/// inside the allocator before the kernel starts could not be reported.
 const MIN_HEAP_BYTES: u64 = 1 << 20;
+/// RAM below 1 MiB is left to the firmware (BIOS data, EBDA, boot
+/// structures).
+const LOW_MEMORY: u64 = 1 << 20;
 
 extern "C" {
+    /// The kernel image's first byte (from the linker script).
+    static __kernel_start: u8;
     /// First byte past the kernel image and its BSS (from the linker script).
     static __kernel_end: u8;
 }
@@ -64,46 +76,8 @@ extern "C" {
 struct PcBoard {
     facts: BoardFacts,
     clock: TscClock,
-    /// What boot found, logged once the console is up.
-    memory_map: MemoryMap,
-    heap_bytes: u64,
-    /// Why COM1 is not the console, when it is not.
-    uart_error: Option<UartError>,
-    /// Why the command line did not run.
-    cmdline_error: Option<CommandLineError>,
+    /// Whether the board's boot log went out (on the first idle turn).
     boot_logged: AtomicBool,
-}
-
-impl PcBoard {
-    /// Logs the boot summary as defmt frames. Frames only reach the wire once
-    /// the portable kernel has installed the console, so this runs on the
-    /// first idle turn of its run loop rather than during bring-up.
-    fn log_boot_summary(&self) {
-        let map = &self.memory_map;
-        defmt::info!(
-            "booted via {=str}: {=u64} MiB usable RAM in {=usize} ranges, heap {=u64} MiB, TSC {=u64} Hz",
-            map.protocol.name(),
-            map.usable_bytes() >> 20,
-            map.regions().len(),
-            self.heap_bytes >> 20,
-            self.clock.counter_hz()
-        );
-        for region in map.regions() {
-            defmt::debug!("usable RAM {=u64:#x}..{=u64:#x}", region.start, region.end);
-        }
-        if map.dropped > 0 {
-            defmt::warn!(
-                "{=usize} usable ranges beyond the first 64 ignored",
-                map.dropped
-            );
-        }
-        if let Some(error) = self.uart_error {
-            defmt::warn!("serial console: {}", defmt::Display2Format(&error));
-        }
-        if let Some(error) = self.cmdline_error {
-            defmt::warn!("{}", defmt::Display2Format(&error));
-        }
-    }
 }
 
 impl Board for PcBoard {
@@ -124,8 +98,10 @@ impl Board for PcBoard {
     }
 
     fn wait_for_interrupt(&self) {
+        // Frames only reach the wire once the portable kernel has installed
+        // the console: the boot log goes out on its first idle turn.
         if !self.boot_logged.swap(true, Ordering::Relaxed) {
-            self.log_boot_summary();
+            log::flush();
         }
         cpu::wait_for_interrupt();
     }
@@ -196,6 +172,7 @@ fn hw_command(_: &mut Kernel, args: &[&str], out: &mut dyn Write) -> CommandResu
         "stray interrupts: {}\r\n",
         interrupts::stray_interrupts()
     );
+    devices::describe(out);
     Ok(())
 }
 
@@ -220,12 +197,13 @@ fn fault_command(_: &mut Kernel, args: &[&str], out: &mut dyn Write) -> CommandR
         }
         _ => return Err(String::from("usage: fault [stack]")),
     }
-    let _ = write!(out, "reading unmapped address {MAPPED_LIMIT:#x}\r\n");
-    // SAFETY: deliberately reads the first address past the identity map;
-    // the page fault it raises ends in the fault dump and a halt, so nothing
-    // after the read runs.
+    let address = paging::guard_page();
+    let _ = write!(out, "reading unmapped address {address:#x}\r\n");
+    // SAFETY: deliberately reads the stack's guard page, which is never
+    // mapped; the page fault it raises ends in the fault dump and a halt, so
+    // nothing after the read runs.
     unsafe {
-        asm!("mov {tmp}, qword ptr [{addr}]", addr = in(reg) MAPPED_LIMIT, tmp = out(reg) _, options(nostack, readonly));
+        asm!("mov {tmp}, qword ptr [{addr}]", addr = in(reg) address, tmp = out(reg) _, options(nostack, readonly));
     }
     Err(String::from("the read did not fault"))
 }
@@ -242,7 +220,6 @@ extern "C" fn pc_main(magic: u32, info: u32) -> ! {
     if interrupts::init().is_err() {
         boot_failure("interrupts", &"descriptor tables loaded twice");
     }
-    paging::unmap_stack_guard();
 
     // SAFETY: `magic` and `info` are EAX and EBX from the boot loader, and
     // nothing has written memory outside the kernel image yet.
@@ -250,18 +227,46 @@ extern "C" fn pc_main(magic: u32, info: u32) -> ! {
         Ok(boot) => boot,
         Err(error) => boot_failure("boot information", &error),
     };
-    let memory_map = boot.memory_map.clone();
-    let kernel_end = core::ptr::addr_of!(__kernel_end) as u64;
-    let Some(heap) = memory_map
-        .largest_free(kernel_end.next_multiple_of(4096), MAPPED_LIMIT)
-        .filter(|heap| heap.end - heap.start >= MIN_HEAP_BYTES)
+    let map = &boot.memory_map;
+    let kernel = Region {
+        start: core::ptr::addr_of!(__kernel_start) as u64,
+        end: (core::ptr::addr_of!(__kernel_end) as u64).next_multiple_of(4096),
+    };
+    let Some(first_heap) = map
+        .largest_free(kernel.end, BOOT_MAPPED_LIMIT)
+        .filter(|heap| heap.len() >= MIN_HEAP_BYTES)
     else {
         boot_failure("heap", &"less than 1 MiB of usable RAM above the kernel");
     };
     // SAFETY: the range is usable RAM per the firmware, above the kernel
-    // image, identity-mapped, and the boot information was read out above.
-    unsafe {
-        tern_board_common::init_heap(heap.start as *mut u8, (heap.end - heap.start) as usize)
+    // image, identity-mapped by the boot code, and the boot information was
+    // copied out above.
+    unsafe { tern_board_common::init_heap(first_heap.start as *mut u8, first_heap.len() as usize) };
+    if let Err(error) = paging::init(map, kernel) {
+        boot_failure("page tables", &error);
+    }
+    // The rest of RAM, now mapped: above 4 GiB too.
+    let mut heap_bytes = first_heap.len();
+    for range in map.free_ranges(LOW_MEMORY, &[kernel, first_heap]) {
+        // SAFETY: usable RAM per the firmware, mapped write-back by
+        // `paging::init`, outside the kernel image and the first heap, and
+        // holding nothing the kernel still reads.
+        if unsafe { tern_board_common::add_heap(range.start as *mut u8, range.len() as usize) } {
+            heap_bytes += range.len();
+        }
+    }
+
+    let platform = boot.rsdp.map(firmware::read);
+    let platform = match platform {
+        Some(Ok(platform)) => Some(platform),
+        Some(Err(error)) => {
+            log::warn(format_args!("{error}"));
+            None
+        }
+        None => {
+            log::warn(format_args!("no ACPI tables: the loader passed no RSDP"));
+            None
+        }
     };
 
     let tsc_hz = match timer::calibrate_tsc_hz() {
@@ -275,29 +280,50 @@ extern "C" fn pc_main(magic: u32, info: u32) -> ! {
         Some(brand) => format!("PC (x86_64), {brand}"),
         None => String::from("PC (x86_64)"),
     };
-    let (boot_commands, cmdline_error) = match boot.cmdline.text() {
-        Ok(line) => (String::from(line), None),
-        Err(error) => (String::new(), Some(error)),
+    log::info(format_args!(
+        "booted via {}: {} MiB usable RAM in {} ranges, heap {} MiB, TSC {} Hz",
+        map.protocol.name(),
+        map.usable_bytes() >> 20,
+        map.regions().len(),
+        heap_bytes >> 20,
+        tsc_hz
+    ));
+    if map.dropped > 0 {
+        log::warn(format_args!(
+            "{} usable ranges beyond the first 64 ignored",
+            map.dropped
+        ));
+    }
+    if let Some(error) = uart_error {
+        log::warn(format_args!("serial console: {error}"));
+    }
+    let boot_commands = match boot.cmdline.text() {
+        Ok(line) => String::from(line),
+        Err(error) => {
+            log::warn(format_args!("{error}"));
+            String::new()
+        }
     };
     let board: &'static PcBoard = Box::leak(Box::new(PcBoard {
         facts: BoardFacts {
             board: "pc",
             isa: Isa::X86_64,
             model: model.leak(),
-            memory_bytes: memory_map.usable_bytes(),
+            memory_bytes: map.usable_bytes(),
             timer_hz: tsc_hz,
             serial_number: None,
             mac_address: None,
         },
         clock,
-        memory_map,
-        heap_bytes: heap.end - heap.start,
-        uart_error,
-        cmdline_error,
         boot_logged: AtomicBool::new(false),
     }));
     x86_64::instructions::interrupts::enable();
-    let found = devices::probe(MAPPED_LIMIT);
+    let space = PcConfigSpace::new(
+        platform
+            .as_ref()
+            .map_or(&[][..], |p: &Platform| &p.ecam[..]),
+    );
+    let found = devices::probe(space);
     let devices = Devices {
         net: found.net,
         entropy: found.entropy,

@@ -40,6 +40,13 @@ impl PcConsole {
     }
 }
 
+impl PcConsole {
+    /// The ISA IRQ of the serial console, when it has one (COM1's is 4).
+    pub fn uart_irq(&self) -> Option<u8> {
+        self.uart.as_ref().and_then(Uart::isa_irq)
+    }
+}
+
 impl embedded_io::ErrorType for PcConsole {
     type Error = Infallible;
 }

@@ -13,6 +13,7 @@
 
 extern crate alloc;
 
+mod apic;
 mod boot;
 mod console;
 mod cpu;
@@ -29,11 +30,14 @@ mod timer;
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
+use alloc::vec::Vec;
 use core::arch::x86_64::__cpuid;
 use core::arch::{asm, global_asm};
+use core::cell::RefCell;
 use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, Ordering};
 
+use critical_section::Mutex;
 use tern_board_common as _;
 use tern_hal::{Board, BoardFacts, HeapStats, Isa, MonotonicClock};
 use tern_unikernel::shell::{Command, CommandResult};
@@ -70,6 +74,14 @@ extern "C" {
     static __kernel_start: u8;
     /// First byte past the kernel image and its BSS (from the linker script).
     static __kernel_end: u8;
+}
+
+/// What boot found, for the `hw` command.
+static HW_LINES: Mutex<RefCell<Vec<String>>> = Mutex::new(RefCell::new(Vec::new()));
+
+/// Adds a line to what `hw` shows.
+fn hw_line(line: String) {
+    critical_section::with(|cs| HW_LINES.borrow_ref_mut(cs).push(line));
 }
 
 /// The PC as the portable kernel sees it.
@@ -149,7 +161,7 @@ const BOARD_COMMANDS: [Command; 3] = [
     Command {
         name: "hw",
         usage: "",
-        help: "show what the PC board found: console, interrupts",
+        help: "show what the PC board found: console, clock, tick, ACPI, PCI functions",
         run: hw_command,
     },
     Command {
@@ -167,6 +179,11 @@ fn hw_command(_: &mut Kernel, args: &[&str], out: &mut dyn Write) -> CommandResu
         return Err(String::from("usage: hw"));
     }
     let _ = write!(out, "console: {}\r\n", console::describe());
+    critical_section::with(|cs| {
+        for line in HW_LINES.borrow_ref(cs).iter() {
+            let _ = write!(out, "{line}\r\n");
+        }
+    });
     let _ = write!(
         out,
         "stray interrupts: {}\r\n",
@@ -269,12 +286,77 @@ extern "C" fn pc_main(magic: u32, info: u32) -> ! {
         }
     };
 
-    let tsc_hz = match timer::calibrate_tsc_hz() {
-        Ok(hz) => hz,
+    // Interrupts: the 8259s masked, the local APIC enabled; the tick comes
+    // from its timer once the TSC is calibrated.
+    apic::mask_8259();
+    if let Err(error) = apic::init(platform.as_ref()) {
+        boot_failure("local APIC", &error);
+    }
+    let calibration = match timer::calibrate(platform.as_ref()) {
+        Ok(calibration) => calibration,
         Err(error) => boot_failure("clock", &error),
     };
+    let tsc_hz = calibration.hz;
+    for rejected in &calibration.rejected {
+        log::warn(format_args!("clock: {rejected}"));
+    }
+    match calibration.cpuid_hz {
+        Some(reported) if !tern_board_pc::calibration::agrees(tsc_hz, reported) => {
+            log::warn(format_args!(
+                "clock: measured {tsc_hz} Hz against the {}, the CPU reports {reported} Hz",
+                calibration.reference.name()
+            ))
+        }
+        _ => {}
+    }
     let clock = TscClock::new(tsc_hz);
-    timer::start_tick();
+    let tick = match apic::start_timer(tsc_hz, timer::TICK_HZ) {
+        Ok(tick) => tick,
+        Err(error) => boot_failure("tick", &error),
+    };
+    let uart_routed = platform.as_ref().is_some_and(|p| {
+        console
+            .uart_irq()
+            .is_some_and(|irq| apic::route_isa_irq(p, irq, apic::UART_VECTOR))
+    });
+    hw_line(format!(
+        "clock: TSC {tsc_hz} Hz measured against the {}{}",
+        calibration.reference.name(),
+        calibration
+            .cpuid_hz
+            .map(|hz| format!(" (CPUID says {hz} Hz)"))
+            .unwrap_or_default()
+    ));
+    hw_line(format!(
+        "tick: {} Hz, local APIC timer ({}, {}, {} Hz), 8259s masked",
+        timer::TICK_HZ,
+        if tick.x2apic { "x2APIC" } else { "xAPIC" },
+        if tick.tsc_deadline {
+            "TSC-deadline"
+        } else {
+            "periodic"
+        },
+        tick.apic_hz
+    ));
+    hw_line(match &platform {
+        Some(p) => format!(
+            "acpi: revision {}, {} I/O APIC(s), {} ECAM window(s), HPET {}, PM timer {}, reset {}, 8042 {}",
+            p.revision,
+            p.io_apics.iter().flatten().count(),
+            p.ecam.iter().flatten().count(),
+            p.hpet.map_or(String::from("none"), |a| format!("{a:#x}")),
+            if p.pm_timer.is_some() { "yes" } else { "none" },
+            if p.reset.is_some() { "register" } else { "none" },
+            if p.has_8042 { "yes" } else { "no" },
+        ),
+        None => String::from("acpi: none"),
+    });
+    if console.uart_irq().is_some() && !uart_routed {
+        log::warn(format_args!(
+            "serial console: its interrupt is not routed (no I/O APIC): input is polled at {} Hz",
+            timer::TICK_HZ
+        ));
+    }
 
     let model = match cpu_brand() {
         Some(brand) => format!("PC (x86_64), {brand}"),

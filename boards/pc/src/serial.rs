@@ -79,6 +79,15 @@ impl Uart {
         self.port
     }
 
+    /// Its ISA IRQ line, for the standard COM ports (COM1 and COM3 use 4).
+    pub fn isa_irq(&self) -> Option<u8> {
+        match self.port {
+            COM1_PORT | 0x3e8 => Some(COM1_IRQ),
+            0x2f8 | 0x2e8 => Some(3),
+            _ => None,
+        }
+    }
+
     /// Makes this UART the one fault dumps and last words go to.
     pub fn make_raw_console(&self) {
         RAW_PORT.store(self.port, Ordering::Relaxed);

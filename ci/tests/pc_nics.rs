@@ -142,3 +142,17 @@ fn virtio_net_behind_a_root_port_with_6_gib_of_ram() {
         });
     assert!(high, "no BAR above 4 GiB: {card}");
 }
+
+#[test]
+fn e1000e_behind_a_root_port() {
+    let mut cluster = pings_talks_and_migrates("nic-e1000e", pc_behind_root_port("e1000e", &[]));
+    let hw = cluster.shell(0, "hw").unwrap();
+    assert!(hw.contains("pci 0000:01:00.0 8086:10d3"), "{hw}");
+}
+
+#[test]
+fn igb_behind_a_root_port() {
+    let mut cluster = pings_talks_and_migrates("nic-igb", pc_behind_root_port("igb", &[]));
+    let hw = cluster.shell(0, "hw").unwrap();
+    assert!(hw.contains("pci 0000:01:00.0 8086:10c9"), "{hw}");
+}

@@ -1,6 +1,7 @@
 //! The PC's devices, found by walking every PCI bus ([`tern_board_pc::pci`])
 //! through the machine's configuration space ([`crate::pcicfg`]): the
-//! network card (virtio-net under QEMU) and virtio-rng, with the CPU's
+//! network card (Intel e1000e/igb through `tern-intel-eth`, virtio-net under
+//! QEMU; the first one found on the buses) and virtio-rng, with the CPU's
 //! RDRAND ([`rdrand`]) as the entropy source of a real PC without
 //! virtio-rng.
 //!
@@ -17,7 +18,9 @@ use critical_section::Mutex;
 use tern_board_common::virtio::{HeapHal, VirtioDevices};
 use tern_board_pc::pagetable::{Cache, MapError};
 use tern_board_pc::pci::{self, Function, COMMAND_BUS_MASTER, COMMAND_MEMORY};
-use tern_hal::EntropySource;
+use tern_hal::{EntropySource, MonotonicClock, NetDevice};
+use tern_intel_eth::{IntelEth, Part};
+use tern_nic::PolledNet;
 use virtio_drivers::transport::pci::bus::{
     DeviceFunction, DeviceFunctionInfo, HeaderType, PciRoot,
 };
@@ -25,6 +28,7 @@ use virtio_drivers::transport::pci::{virtio_device_type, PciTransport};
 use virtio_drivers::transport::DeviceType;
 
 use crate::log;
+use crate::nic::{self, HeapDma, MmioBus};
 use crate::paging;
 use crate::pcicfg::{PcConfigSpace, VirtioCam};
 use crate::rdrand::Rdrand;
@@ -34,8 +38,8 @@ static FUNCTIONS: Mutex<RefCell<Vec<Function>>> = Mutex::new(RefCell::new(Vec::n
 
 /// Walks the buses, keeps the list, and initialises the first network
 /// device and the first virtio-rng; without virtio-rng, RDRAND where the
-/// CPU has it.
-pub fn probe(space: PcConfigSpace) -> VirtioDevices {
+/// CPU has it. Drivers that wait use `clock`.
+pub fn probe(space: PcConfigSpace, clock: &'static dyn MonotonicClock) -> VirtioDevices {
     let mut config = space;
     let roots: Vec<_> = space.roots().collect();
     let functions = pci::enumerate(&mut config, &roots);
@@ -50,6 +54,12 @@ pub fn probe(space: PcConfigSpace) -> VirtioDevices {
     ));
     let mut devices = VirtioDevices::default();
     for function in &functions {
+        if devices.net.is_none() {
+            if let Some(part) = Part::identify(function.vendor_id, function.device_id) {
+                devices.net = intel(space, function, part, clock);
+                continue;
+            }
+        }
         let Some(kind) = virtio_kind(function) else {
             continue;
         };
@@ -103,6 +113,43 @@ pub fn claim(space: &mut PcConfigSpace, function: &Function) -> Result<(), MapEr
     }
     pci::enable(space, function.address, COMMAND_MEMORY | COMMAND_BUS_MASTER);
     Ok(())
+}
+
+/// Brings up the Intel card `function` (a `part`); `None` (logged) when
+/// that fails.
+fn intel(
+    space: PcConfigSpace,
+    function: &Function,
+    part: Part,
+    clock: &'static dyn MonotonicClock,
+) -> Option<Box<dyn NetDevice>> {
+    let mut config = space;
+    let at = function.address;
+    let fail = |what: &dyn core::fmt::Display| {
+        log::warn(format_args!("net: Intel {} at {at}: {what}", part.name()));
+        None
+    };
+    let Some((_, base, size, _)) = function.memory_bars().find(|bar| bar.0 == 0) else {
+        return fail(&"no register BAR");
+    };
+    if let Err(error) = claim(&mut config, function) {
+        return fail(&error);
+    }
+    // SAFETY: BAR 0 is the card's register window, just mapped uncached by
+    // `claim`; this driver is its only user.
+    let Some(bus) = (unsafe { MmioBus::new(base, size as usize) }) else {
+        return fail(&"BAR 0 unassigned");
+    };
+    match IntelEth::new(bus, &mut HeapDma, nic::delay(clock), part) {
+        Ok(driver) => {
+            log::info(format_args!(
+                "net: Intel {} at {at}, registers at {base:#x}",
+                part.name()
+            ));
+            Some(Box::new(PolledNet::new(driver, clock)))
+        }
+        Err(error) => fail(&error),
+    }
 }
 
 /// The virtio device type of `function`, if it is a virtio device.

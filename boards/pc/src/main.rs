@@ -21,6 +21,7 @@ mod devices;
 mod firmware;
 mod interrupts;
 mod log;
+mod nic;
 mod paging;
 mod pcicfg;
 mod rdrand;
@@ -405,7 +406,7 @@ extern "C" fn pc_main(magic: u32, info: u32) -> ! {
             .as_ref()
             .map_or(&[][..], |p: &Platform| &p.ecam[..]),
     );
-    let found = devices::probe(space);
+    let found = devices::probe(space, &board.clock);
     let devices = Devices {
         net: found.net,
         entropy: found.entropy,

@@ -1,33 +1,67 @@
-//! A PC with no COM port (QEMU `-nodefaults`: no serial port, no default
-//! devices): the kernel must not mistake the absent UART's 0xFF for input
-//! (that livelocked the run loop), must take its address from the kernel
-//! command line (PVH: QEMU's `-append`) and answer on the network: Linux
-//! pings it and reads the banner from TCP port 4471. Needs root (network
-//! namespace).
+//! A PC with no COM port at all (QEMU `-nodefaults`: no serial port, no
+//! default devices; a VGA card and a network card added), booted from the
+//! USB stick image through GRUB (legacy BIOS): the kernel must not mistake
+//! the absent UART's 0xFF for input (that livelocked the run loop), must
+//! show its banner and its boot commands on the framebuffer GRUB set up
+//! (compared pixel for pixel with the screen console's own rendering), take
+//! its address from the kernel command line (the words after the kernel's
+//! path in `grub.cfg`), and answer on the network: Linux pings it and reads
+//! the banner from TCP port 4471. Needs root (network namespace).
 
-use tern_ci::{kernel, Boot, Node, SerialMode};
+mod screen;
+
+use std::time::Duration;
+
+use tern_ci::{kernel, Boot, Node, SerialMode, BOOT_TIMEOUT};
+use tern_flash::build::Workspace;
+use tern_flash::image::KernelElf;
 use tern_flash::netlab::Lab;
-use tern_flash::{Board, Variant};
+use tern_flash::{usb, Board, Variant};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const NODE_ADDRESS: &str = "10.0.2.2";
 
 #[test]
-fn a_pc_without_com1_takes_its_address_from_the_command_line_and_answers() {
+fn a_pc_without_com1_shows_its_banner_takes_its_address_and_answers() {
+    let work = tempfile::tempdir().unwrap();
+    // The stick's grub.cfg with a command line for the kernel.
+    let root = Workspace::locate().unwrap().root;
+    let cfg = std::fs::read_to_string(root.join("boards/pc/grub.cfg")).unwrap();
+    let kernel_line = "multiboot2 /boot/tern-pc";
+    assert!(cfg.contains(kernel_line), "{cfg}");
+    let cfg = cfg.replace(kernel_line, &format!("{kernel_line} net {NODE_ADDRESS}/24"));
+    let cfg_path = work.path().join("grub.cfg");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    let elf = KernelElf::read(&kernel(Board::Pc, Variant::Tern).unwrap()).unwrap();
+    let image = work.path().join("usb.img");
+    usb::write_usb_image(&image, elf.bytes(), &cfg_path).unwrap();
+
     let lab = Lab::create("headless", 1).unwrap();
+    let qmp = screen::Qmp::new(work.path());
     let mut launch = lab.launch(0, "virtio-net-pci", "52:54:00:7e:00:02");
     launch
         .extra_args
-        .extend(["-nodefaults", "-append", &format!("net {NODE_ADDRESS}/24")].map(String::from));
-    let elf = kernel(Board::Pc, Variant::Tern).unwrap();
-    let node = Node::start_with(Board::Pc, Boot::Elf(elf), SerialMode::None, &launch).unwrap();
+        .splice(0..0, ["-nodefaults", "-device", "VGA"].map(String::from));
+    launch.extra_args.extend(qmp.args());
+    let node = Node::start_with(Board::Pc, Boot::Drive(image), SerialMode::None, &launch).unwrap();
 
-    // The node has no console to wait on: ping until it answers (boot
-    // takes seconds under TCG on a loaded machine).
-    let answered = (0..60).any(|_| {
-        lab.netns()
+    screen::wait_for_rows(
+        &qmp,
+        work.path(),
+        &format!("Tern {VERSION} on pc (x86_64)\r\nboot: net {NODE_ADDRESS}/24\r\n"),
+        2,
+        BOOT_TIMEOUT,
+    );
+    // The node has no console to wait on: ping until it answers.
+    let answered = (0..30).any(|_| {
+        let ok = lab
+            .netns()
             .exec("ping", &["-c", "1", "-W", "2", NODE_ADDRESS])
-            .is_ok()
+            .is_ok();
+        if !ok {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        ok
     });
     assert!(answered, "no answer to ping; QEMU:\n{}", node.qemu_stderr());
     let ping = lab

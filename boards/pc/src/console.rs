@@ -1,6 +1,8 @@
 //! The kernel's console on a PC: one [`SerialPort`] made of whatever the
 //! machine has. Output goes to the serial console when a UART answered at
-//! boot; input comes from it. A machine without one still boots and serves
+//! boot (all of it: shell text and defmt frames) and to the screen when
+//! there is one (the text; frames are skipped, see [`crate::screen`]);
+//! input comes from the UART. A machine with neither still boots and serves
 //! the network (its address comes from the command line).
 
 use alloc::format;
@@ -11,6 +13,7 @@ use core::sync::atomic::{AtomicU16, Ordering};
 
 use tern_hal::SerialPort;
 
+use crate::screen;
 use crate::serial::{RawUart, Uart};
 
 /// The serial console's I/O port, for [`describe`] (0: none).
@@ -56,6 +59,7 @@ impl embedded_io::Write for PcConsole {
         if let Some(uart) = &mut self.uart {
             uart.write_all(buf);
         }
+        screen::feed(buf);
         Ok(buf.len())
     }
 
@@ -70,9 +74,14 @@ impl SerialPort for PcConsole {
     }
 }
 
-/// Shows a board log line where defmt frames cannot be read (the screen,
-/// once there is one).
-pub fn mirror_log(_level: crate::log::Level, _text: &str) {}
+/// Shows a board log line where defmt frames cannot be read: the screen.
+pub fn mirror_log(level: crate::log::Level, text: &str) {
+    let prefix = match level {
+        crate::log::Level::Info => "info",
+        crate::log::Level::Warn => "warn",
+    };
+    screen::log_line(prefix, text);
+}
 
 /// Writes text around the console's lock, for fault dumps, boot failures
 /// and the last words of a halt: they may strike while the console is in
@@ -81,6 +90,7 @@ pub struct RawConsole;
 
 impl fmt::Write for RawConsole {
     fn write_str(&mut self, s: &str) -> fmt::Result {
+        screen::write_raw(s);
         RawUart.write_str(s)
     }
 }

@@ -25,6 +25,7 @@ mod nic;
 mod paging;
 mod pcicfg;
 mod rdrand;
+mod screen;
 mod serial;
 mod timer;
 
@@ -180,6 +181,7 @@ fn hw_command(_: &mut Kernel, args: &[&str], out: &mut dyn Write) -> CommandResu
         return Err(String::from("usage: hw"));
     }
     let _ = write!(out, "console: {}\r\n", console::describe());
+    let _ = write!(out, "screen: {}\r\n", screen::describe());
     critical_section::with(|cs| {
         for line in HW_LINES.borrow_ref(cs).iter() {
             let _ = write!(out, "{line}\r\n");
@@ -260,9 +262,11 @@ extern "C" fn pc_main(magic: u32, info: u32) -> ! {
     // image, identity-mapped by the boot code, and the boot information was
     // copied out above.
     unsafe { tern_board_common::init_heap(first_heap.start as *mut u8, first_heap.len() as usize) };
+    let bios_text = screen::bios_text_mode();
     if let Err(error) = paging::init(map, kernel) {
         boot_failure("page tables", &error);
     }
+    screen::init(&boot, bios_text);
     // The rest of RAM, now mapped: above 4 GiB too.
     let mut heap_bytes = first_heap.len();
     for range in map.free_ranges(LOW_MEMORY, &[kernel, first_heap]) {

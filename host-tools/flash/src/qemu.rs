@@ -139,6 +139,30 @@ fn command_with_serial(board: Board, media: &Media, serial: &[String]) -> Comman
     command
 }
 
+/// Debian's OVMF (UEFI firmware for QEMU): the read-only code and the
+/// variable store template (4 MiB builds, no Secure Boot keys enrolled).
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+/// The variable store template, copied per machine (UEFI writes to it).
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+/// QEMU arguments that boot a pc under UEFI (OVMF) instead of SeaBIOS,
+/// with a fresh copy of the variable store in `dir`.
+pub fn uefi_args(dir: &Path) -> Result<Vec<String>, FlashError> {
+    let missing = |_| FlashError::MissingTool {
+        tool: "OVMF",
+        packages: "ovmf",
+    };
+    std::fs::metadata(OVMF_CODE).map_err(missing)?;
+    let vars = dir.join("OVMF_VARS.fd");
+    std::fs::copy(OVMF_VARS, &vars).map_err(missing)?;
+    Ok(vec![
+        "-drive".into(),
+        format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"),
+        "-drive".into(),
+        format!("if=pflash,format=raw,file={}", vars.display()),
+    ])
+}
+
 /// The exit status QEMU reports after the kernel's `halt code`.
 pub fn halt_status(board: Board, code: u8) -> i32 {
     match board {

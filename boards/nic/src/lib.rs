@@ -12,12 +12,18 @@
 //!   [`tern_hal::NetDevice`], with the link read on a timer.
 //!
 //! The crate has no `unsafe`: the board implements the traits over real
-//! memory (see `docs/nics.md`).
+//! memory (see `docs/nics.md`). With the `model` feature it also provides
+//! the physical memory and allocator the drivers' host tests give their
+//! models ([`model`]).
 #![no_std]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+extern crate alloc;
+
 pub mod mii;
+#[cfg(feature = "model")]
+pub mod model;
 mod net;
 
 pub use net::{EthernetDriver, PolledNet, TxError, FRAME_LEN, LINK_POLL_INTERVAL_NS};
@@ -28,6 +34,15 @@ pub trait RegisterBus {
     fn read32(&mut self, offset: usize) -> u32;
     /// Writes the 32-bit register at byte `offset`.
     fn write32(&mut self, offset: usize, value: u32);
+    /// Reads the 16-bit register at `offset` (Realtek cards have 8- and
+    /// 16-bit registers, which must be accessed at their width).
+    fn read16(&mut self, offset: usize) -> u16;
+    /// Writes the 16-bit register at `offset`.
+    fn write16(&mut self, offset: usize, value: u16);
+    /// Reads the 8-bit register at `offset`.
+    fn read8(&mut self, offset: usize) -> u8;
+    /// Writes the 8-bit register at `offset`.
+    fn write8(&mut self, offset: usize, value: u8);
 }
 
 /// A block of memory the card reaches by DMA: physically contiguous, its

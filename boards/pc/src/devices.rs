@@ -1,7 +1,8 @@
 //! The PC's devices, found by walking every PCI bus ([`tern_board_pc::pci`])
 //! through the machine's configuration space ([`crate::pcicfg`]): the
-//! network card (Intel e1000e/igb through `tern-intel-eth`, virtio-net under
-//! QEMU; the first one found on the buses) and virtio-rng, with the CPU's
+//! network card (Intel e1000e/igb through `tern-intel-eth`, Realtek
+//! RTL8111/8168 through `tern-rtl8168`, virtio-net under QEMU; the first one
+//! found on the buses) and virtio-rng, with the CPU's
 //! RDRAND ([`rdrand`]) as the entropy source of a real PC without
 //! virtio-rng.
 //!
@@ -10,6 +11,8 @@
 //! above 4 GiB.
 
 use alloc::boxed::Box;
+use alloc::format;
+use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::cell::RefCell;
 use core::fmt::Write;
@@ -17,10 +20,11 @@ use core::fmt::Write;
 use critical_section::Mutex;
 use tern_board_common::virtio::{HeapHal, VirtioDevices};
 use tern_board_pc::pagetable::{Cache, MapError};
-use tern_board_pc::pci::{self, Function, COMMAND_BUS_MASTER, COMMAND_MEMORY};
+use tern_board_pc::pci::{self, Function, PciAddress, COMMAND_BUS_MASTER, COMMAND_MEMORY};
 use tern_hal::{EntropySource, MonotonicClock, NetDevice};
 use tern_intel_eth::{IntelEth, Part};
-use tern_nic::PolledNet;
+use tern_nic::{EthernetDriver, PolledNet};
+use tern_rtl8168::Rtl8168;
 use virtio_drivers::transport::pci::bus::{
     DeviceFunction, DeviceFunctionInfo, HeaderType, PciRoot,
 };
@@ -57,6 +61,10 @@ pub fn probe(space: PcConfigSpace, clock: &'static dyn MonotonicClock) -> Virtio
         if devices.net.is_none() {
             if let Some(part) = Part::identify(function.vendor_id, function.device_id) {
                 devices.net = intel(space, function, part, clock);
+                continue;
+            }
+            if tern_rtl8168::supports(function.vendor_id, function.device_id) {
+                devices.net = realtek(space, function, clock);
                 continue;
             }
         }
@@ -115,41 +123,85 @@ pub fn claim(space: &mut PcConfigSpace, function: &Function) -> Result<(), MapEr
     Ok(())
 }
 
-/// Brings up the Intel card `function` (a `part`); `None` (logged) when
-/// that fails.
+/// Maps `function`'s BARs, turns on decoding and bus mastering, and returns
+/// the bus on its register BAR (`slot`, or the first memory BAR) and the
+/// BAR's address.
+fn register_bus(
+    space: PcConfigSpace,
+    function: &Function,
+    slot: Option<usize>,
+) -> Result<(MmioBus, u64), String> {
+    let mut config = space;
+    let (_, base, size, _) = function
+        .memory_bars()
+        .find(|bar| slot.is_none_or(|slot| bar.0 == slot))
+        .ok_or("no register BAR")?;
+    claim(&mut config, function).map_err(|error| format!("its BARs: {error}"))?;
+    // SAFETY: the card's register BAR, just mapped uncached by `claim`; the
+    // driver that gets the bus is its only user.
+    let bus = unsafe { MmioBus::new(base, size as usize) }.ok_or("register BAR unassigned")?;
+    Ok((bus, base))
+}
+
+/// The brought-up `driver` as the kernel's network device, or why there is
+/// none (logged either way).
+fn attach<D>(
+    name: &str,
+    at: PciAddress,
+    clock: &'static dyn MonotonicClock,
+    driver: Result<(D, u64), String>,
+) -> Option<Box<dyn NetDevice>>
+where
+    D: EthernetDriver + Send + 'static,
+    D::Error: Send,
+{
+    match driver {
+        Ok((driver, base)) => {
+            log::info(format_args!("net: {name} at {at}, registers at {base:#x}"));
+            Some(Box::new(PolledNet::new(driver, clock)))
+        }
+        Err(why) => {
+            log::warn(format_args!("net: {name} at {at}: {why}"));
+            None
+        }
+    }
+}
+
+/// Brings up the Intel card `function` (a `part`, registers in BAR 0).
 fn intel(
     space: PcConfigSpace,
     function: &Function,
     part: Part,
     clock: &'static dyn MonotonicClock,
 ) -> Option<Box<dyn NetDevice>> {
-    let mut config = space;
-    let at = function.address;
-    let fail = |what: &dyn core::fmt::Display| {
-        log::warn(format_args!("net: Intel {} at {at}: {what}", part.name()));
-        None
+    let driver = register_bus(space, function, Some(0)).and_then(|(bus, base)| {
+        let driver = IntelEth::new(bus, &mut HeapDma, nic::delay(clock), part);
+        driver.map(|d| (d, base)).map_err(|error| error.to_string())
+    });
+    attach(
+        &format!("Intel {}", part.name()),
+        function.address,
+        clock,
+        driver,
+    )
+}
+
+/// Brings up the Realtek RTL8111/8168 `function` (registers in its first
+/// memory BAR; BAR 0 is its I/O window).
+fn realtek(
+    space: PcConfigSpace,
+    function: &Function,
+    clock: &'static dyn MonotonicClock,
+) -> Option<Box<dyn NetDevice>> {
+    let driver = register_bus(space, function, None).and_then(|(bus, base)| {
+        let driver = Rtl8168::new(bus, &mut HeapDma, nic::delay(clock));
+        driver.map(|d| (d, base)).map_err(|error| error.to_string())
+    });
+    let name = match &driver {
+        Ok((d, _)) => format!("Realtek RTL8168 (version {:#x})", d.version()),
+        Err(_) => String::from("Realtek RTL8168"),
     };
-    let Some((_, base, size, _)) = function.memory_bars().find(|bar| bar.0 == 0) else {
-        return fail(&"no register BAR");
-    };
-    if let Err(error) = claim(&mut config, function) {
-        return fail(&error);
-    }
-    // SAFETY: BAR 0 is the card's register window, just mapped uncached by
-    // `claim`; this driver is its only user.
-    let Some(bus) = (unsafe { MmioBus::new(base, size as usize) }) else {
-        return fail(&"BAR 0 unassigned");
-    };
-    match IntelEth::new(bus, &mut HeapDma, nic::delay(clock), part) {
-        Ok(driver) => {
-            log::info(format_args!(
-                "net: Intel {} at {at}, registers at {base:#x}",
-                part.name()
-            ));
-            Some(Box::new(PolledNet::new(driver, clock)))
-        }
-        Err(error) => fail(&error),
-    }
+    attach(&name, function.address, clock, driver)
 }
 
 /// The virtio device type of `function`, if it is a virtio device.

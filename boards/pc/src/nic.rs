@@ -36,27 +36,56 @@ impl MmioBus {
         })
     }
 
-    fn register(&self, offset: usize) -> Option<*mut u32> {
-        (offset.is_multiple_of(4) && offset + 4 <= self.len)
+    /// The register of type `T` at `offset`, if it lies in the window and
+    /// is naturally aligned.
+    fn register<T>(&self, offset: usize) -> Option<*mut T> {
+        let size = core::mem::size_of::<T>();
+        (offset.is_multiple_of(size) && offset + size <= self.len)
             // SAFETY: inside the window (checked), so the pointer stays in
             // the BAR's mapping.
-            .then(|| unsafe { self.base.as_ptr().byte_add(offset) })
+            .then(|| unsafe { self.base.as_ptr().byte_add(offset).cast::<T>() })
+    }
+
+    fn read<T: Copy>(&mut self, offset: usize, absent: T) -> T {
+        // SAFETY: a register of the BAR (see `new`), aligned, read once at
+        // its width.
+        self.register::<T>(offset)
+            .map_or(absent, |r| unsafe { r.read_volatile() })
+    }
+
+    fn write<T>(&mut self, offset: usize, value: T) {
+        if let Some(register) = self.register::<T>(offset) {
+            // SAFETY: a register of the BAR (see `new`), aligned, written
+            // at its width.
+            unsafe { register.write_volatile(value) };
+        }
     }
 }
 
+/// Offsets outside the window read as all ones, like an absent device.
 impl RegisterBus for MmioBus {
-    /// Offsets outside the window read as all ones, like an absent device.
     fn read32(&mut self, offset: usize) -> u32 {
-        // SAFETY: a register of the BAR (see `new`), read once.
-        self.register(offset)
-            .map_or(u32::MAX, |r| unsafe { r.read_volatile() })
+        self.read(offset, u32::MAX)
     }
 
     fn write32(&mut self, offset: usize, value: u32) {
-        if let Some(register) = self.register(offset) {
-            // SAFETY: a register of the BAR (see `new`).
-            unsafe { register.write_volatile(value) };
-        }
+        self.write(offset, value);
+    }
+
+    fn read16(&mut self, offset: usize) -> u16 {
+        self.read(offset, u16::MAX)
+    }
+
+    fn write16(&mut self, offset: usize, value: u16) {
+        self.write(offset, value);
+    }
+
+    fn read8(&mut self, offset: usize) -> u8 {
+        self.read(offset, u8::MAX)
+    }
+
+    fn write8(&mut self, offset: usize, value: u8) {
+        self.write(offset, value);
     }
 }
 

@@ -6,7 +6,9 @@
 //! (compared pixel for pixel with the screen console's own rendering), take
 //! its address from the kernel command line (the words after the kernel's
 //! path in `grub.cfg`), and answer on the network: Linux pings it and reads
-//! the banner from TCP port 4471. Needs root (network namespace).
+//! the banner from TCP port 4471. Then a command typed on the PS/2 keyboard
+//! (QMP `send-key`) moves the node to another address, where it answers.
+//! Needs root (network namespace).
 
 mod screen;
 
@@ -20,6 +22,8 @@ use tern_flash::{usb, Board, Variant};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const NODE_ADDRESS: &str = "10.0.2.2";
+/// The address typed on the keyboard.
+const TYPED_ADDRESS: &str = "10.0.2.5";
 
 #[test]
 fn a_pc_without_com1_shows_its_banner_takes_its_address_and_answers() {
@@ -86,4 +90,18 @@ fn a_pc_without_com1_shows_its_banner_takes_its_address_and_answers() {
         String::from_utf8_lossy(&hello.stdout),
         format!("Tern {VERSION} on pc (x86_64)\n")
     );
+
+    // The keyboard: a new address, typed.
+    qmp.type_text(&format!("net {TYPED_ADDRESS}/24\n"));
+    let moved = (0..30).any(|_| {
+        let ok = lab
+            .netns()
+            .exec("ping", &["-c", "1", "-W", "2", TYPED_ADDRESS])
+            .is_ok();
+        if !ok {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        ok
+    });
+    assert!(moved, "the typed address does not answer");
 }

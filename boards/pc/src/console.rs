@@ -2,8 +2,9 @@
 //! machine has. Output goes to the serial console when a UART answered at
 //! boot (all of it: shell text and defmt frames) and to the screen when
 //! there is one (the text; frames are skipped, see [`crate::screen`]);
-//! input comes from the UART. A machine with neither still boots and serves
-//! the network (its address comes from the command line).
+//! input comes from the UART and the PS/2 keyboard. A machine with none of
+//! them still boots and serves the network (its address comes from the
+//! command line).
 
 use alloc::format;
 use alloc::string::String;
@@ -13,6 +14,7 @@ use core::sync::atomic::{AtomicU16, Ordering};
 
 use tern_hal::SerialPort;
 
+use crate::keyboard::Keyboard;
 use crate::screen;
 use crate::serial::{RawUart, Uart};
 
@@ -30,20 +32,40 @@ pub fn describe() -> String {
 /// The console handed to the portable kernel.
 pub struct PcConsole {
     uart: Option<Uart>,
+    keyboard: Option<Keyboard>,
 }
 
 impl PcConsole {
-    /// A console on `uart` (none: output is dropped, nothing is read).
+    /// A console on `uart` (none: output goes to the screen only, if any).
     pub fn new(uart: Option<Uart>) -> Self {
-        if let Some(uart) = &uart {
-            uart.make_raw_console();
-            SERIAL_PORT.store(uart.port(), Ordering::Relaxed);
+        let mut console = Self {
+            uart: None,
+            keyboard: None,
+        };
+        if let Some(uart) = uart {
+            console.set_uart(uart);
         }
-        Self { uart }
+        console
     }
-}
 
-impl PcConsole {
+    /// Makes `uart` the serial console (found later: from the SPCR, or a
+    /// PCI serial card).
+    pub fn set_uart(&mut self, uart: Uart) {
+        uart.make_raw_console();
+        SERIAL_PORT.store(uart.port(), Ordering::Relaxed);
+        self.uart = Some(uart);
+    }
+
+    /// Whether a UART is the serial console.
+    pub fn has_uart(&self) -> bool {
+        self.uart.is_some()
+    }
+
+    /// Adds the keyboard as an input.
+    pub fn set_keyboard(&mut self, keyboard: Keyboard) {
+        self.keyboard = Some(keyboard);
+    }
+
     /// The ISA IRQ of the serial console, when it has one (COM1's is 4).
     pub fn uart_irq(&self) -> Option<u8> {
         self.uart.as_ref().and_then(Uart::isa_irq)
@@ -70,7 +92,10 @@ impl embedded_io::Write for PcConsole {
 
 impl SerialPort for PcConsole {
     fn read_byte(&mut self) -> Option<u8> {
-        self.uart.as_mut()?.read_byte()
+        if let Some(byte) = self.uart.as_mut().and_then(Uart::read_byte) {
+            return Some(byte);
+        }
+        self.keyboard.as_mut()?.read_byte()
     }
 }
 

@@ -89,6 +89,25 @@ pub fn probe(space: PcConfigSpace, clock: &'static dyn MonotonicClock) -> Virtio
     devices
 }
 
+/// The I/O port of the first PCI serial card (class 07, subclass 00: a
+/// 16550-compatible UART behind an I/O BAR), with I/O decoding turned on.
+pub fn serial_card(space: PcConfigSpace) -> Option<u16> {
+    let mut config = space;
+    critical_section::with(|cs| {
+        FUNCTIONS
+            .borrow_ref(cs)
+            .iter()
+            .filter(|f| f.class[..2] == [0x07, 0x00])
+            .find_map(|f| {
+                let (port, size) = f.io_bar()?;
+                (size >= 8).then_some(())?;
+                let port = u16::try_from(port).ok()?;
+                pci::enable(&mut config, f.address, pci::COMMAND_IO);
+                Some(port)
+            })
+    })
+}
+
 /// Writes one line per PCI function found at boot.
 pub fn describe(out: &mut dyn Write) {
     critical_section::with(|cs| {

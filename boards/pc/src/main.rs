@@ -20,11 +20,13 @@ mod cpu;
 mod devices;
 mod firmware;
 mod interrupts;
+mod keyboard;
 mod log;
 mod nic;
 mod paging;
 mod pcicfg;
 mod rdrand;
+mod reset;
 mod screen;
 mod serial;
 mod timer;
@@ -46,10 +48,11 @@ use tern_unikernel::shell::{Command, CommandResult};
 use tern_unikernel::{Devices, Kernel};
 
 use console::{PcConsole, RawConsole};
+use keyboard::Keyboard;
 use pcicfg::PcConfigSpace;
 use serial::{Uart, COM1_PORT};
 use tern_board_pc::bootinfo::{self, Region};
-use tern_board_pc::platform::Platform;
+use tern_board_pc::platform::{Platform, Register};
 use timer::TscClock;
 
 // The board's name in a non-loaded section, for `flash` to check.
@@ -159,7 +162,13 @@ fn cpu_brand() -> Option<String> {
 }
 
 /// The board's own shell commands.
-const BOARD_COMMANDS: [Command; 3] = [
+const BOARD_COMMANDS: [Command; 4] = [
+    Command {
+        name: "reboot",
+        usage: "",
+        help: "reset the machine (FADT reset register, else 0xCF9, else the 8042)",
+        run: reboot_command,
+    },
     Command {
         name: "hw",
         usage: "",
@@ -174,6 +183,15 @@ const BOARD_COMMANDS: [Command; 3] = [
     },
     tern_board_common::random::RANDOM_COMMAND,
 ];
+
+/// `reboot`: resets the machine.
+fn reboot_command(kernel: &mut Kernel, args: &[&str], out: &mut dyn Write) -> CommandResult {
+    if !args.is_empty() {
+        return Err(String::from("usage: reboot"));
+    }
+    let _ = write!(out, "rebooting\r\n");
+    reset::reboot(kernel.board().clock())
+}
 
 /// `hw`: the board's view of the machine, for bring-up on real PCs.
 fn hw_command(_: &mut Kernel, args: &[&str], out: &mut dyn Write) -> CommandResult {
@@ -236,7 +254,7 @@ extern "C" fn pc_main(magic: u32, info: u32) -> ! {
         Ok(uart) => (Some(uart), None),
         Err(error) => (None, Some(error)),
     };
-    let console = PcConsole::new(uart);
+    let mut console = PcConsole::new(uart);
     if interrupts::init().is_err() {
         boot_failure("interrupts", &"descriptor tables loaded twice");
     }
@@ -290,6 +308,23 @@ extern "C" fn pc_main(magic: u32, info: u32) -> ! {
             None
         }
     };
+
+    // Without COM1, the firmware's serial console (SPCR), when it is a
+    // 16550 on I/O ports.
+    if let (false, Some(spcr)) = (console.has_uart(), platform.as_ref().and_then(|p| p.spcr)) {
+        match spcr.register {
+            Register::Port(port) => match Uart::probe(port) {
+                Ok(uart) => console.set_uart(uart),
+                Err(error) => log::warn(format_args!("SPCR serial console: {error}")),
+            },
+            other => log::warn(format_args!(
+                "SPCR names a serial console at {other:?}: only I/O-port UARTs are driven"
+            )),
+        }
+    }
+    if let Some((register, value)) = platform.as_ref().and_then(|p| p.reset) {
+        reset::set_fadt_register(register, value);
+    }
 
     // Interrupts: the 8259s masked, the local APIC enabled; the tick comes
     // from its timer once the TSC is calibrated.
@@ -356,6 +391,23 @@ extern "C" fn pc_main(magic: u32, info: u32) -> ! {
         ),
         None => String::from("acpi: none"),
     });
+    // The keyboard, where the FADT says there is an i8042 (machines without
+    // a FADT are old enough to have one).
+    if platform.as_ref().is_none_or(|p| p.has_8042) {
+        match Keyboard::init() {
+            Ok(keyboard) => {
+                console.set_keyboard(keyboard);
+                let routed = platform.as_ref().is_some_and(|p| {
+                    apic::route_isa_irq(p, keyboard::KEYBOARD_IRQ, apic::KEYBOARD_VECTOR)
+                });
+                hw_line(format!(
+                    "keyboard: PS/2 on the i8042 ({})",
+                    if routed { "interrupt routed" } else { "polled" }
+                ));
+            }
+            Err(error) => log::warn(format_args!("keyboard: {error}")),
+        }
+    }
     if console.uart_irq().is_some() && !uart_routed {
         log::warn(format_args!(
             "serial console: its interrupt is not routed (no I/O APIC): input is polled at {} Hz",
@@ -411,6 +463,21 @@ extern "C" fn pc_main(magic: u32, info: u32) -> ! {
             .map_or(&[][..], |p: &Platform| &p.ecam[..]),
     );
     let found = devices::probe(space, &board.clock);
+    // Still no serial console: a PCI serial card's UART (polled: its
+    // interrupt would need the firmware's PCI routing tables).
+    if !console.has_uart() {
+        if let Some(port) = devices::serial_card(space) {
+            match Uart::probe(port) {
+                Ok(uart) => {
+                    console.set_uart(uart);
+                    log::info(format_args!(
+                        "serial console: PCI serial card at I/O port {port:#x}"
+                    ));
+                }
+                Err(error) => log::warn(format_args!("PCI serial card: {error}")),
+            }
+        }
+    }
     let devices = Devices {
         net: found.net,
         entropy: found.entropy,

@@ -33,8 +33,8 @@ impl Qmp {
         ]
     }
 
-    /// Runs one QMP command and returns its answer line.
-    fn command(&self, command: serde_json::Value) -> serde_json::Value {
+    /// Runs QMP commands in one session and returns their answers.
+    fn commands(&self, commands: &[serde_json::Value]) -> Vec<serde_json::Value> {
         // QEMU creates the socket shortly after it starts.
         let deadline = Instant::now() + Duration::from_secs(30);
         let stream = loop {
@@ -51,7 +51,7 @@ impl Qmp {
         let mut writer = stream;
         let mut line = String::new();
         reader.read_line(&mut line).expect("QMP greeting");
-        let mut send = |value: serde_json::Value| {
+        let mut send = |value: &serde_json::Value| {
             writeln!(writer, "{value}").unwrap();
             loop {
                 let mut line = String::new();
@@ -63,17 +63,44 @@ impl Qmp {
                 }
             }
         };
-        send(serde_json::json!({"execute": "qmp_capabilities"}));
-        send(command)
+        send(&serde_json::json!({"execute": "qmp_capabilities"}));
+        commands.iter().map(send).collect()
+    }
+
+    /// Types `text` on the machine's keyboard (letters, digits, space, `.`,
+    /// `/`, `\n`).
+    pub fn type_text(&self, text: &str) {
+        let keys: Vec<serde_json::Value> = text
+            .chars()
+            .map(|c| {
+                let key = match c {
+                    ' ' => "spc".to_owned(),
+                    '.' => "dot".to_owned(),
+                    '/' => "slash".to_owned(),
+                    '\n' => "ret".to_owned(),
+                    c if c.is_ascii_lowercase() || c.is_ascii_digit() => c.to_string(),
+                    c => panic!("no key for {c:?}"),
+                };
+                serde_json::json!({
+                    "execute": "send-key",
+                    "arguments": {"keys": [{"type": "qcode", "data": key}]}
+                })
+            })
+            .collect();
+        for answer in self.commands(&keys) {
+            assert!(answer.get("return").is_some(), "send-key: {answer}");
+        }
     }
 
     /// The screen now: width, height and RGB pixels.
     pub fn screendump(&self, dir: &Path) -> Picture {
         let file = dir.join("screen.ppm");
-        let answer = self.command(serde_json::json!({
-            "execute": "screendump",
-            "arguments": {"filename": file.to_str().unwrap()}
-        }));
+        let answer = self
+            .commands(&[serde_json::json!({
+                "execute": "screendump",
+                "arguments": {"filename": file.to_str().unwrap()}
+            })])
+            .remove(0);
         assert!(answer.get("return").is_some(), "screendump: {answer}");
         Picture::read_ppm(&std::fs::read(&file).unwrap())
     }

@@ -10,6 +10,8 @@
 //! (QMP `send-key`) moves the node to another address, where it answers.
 //! Needs root (network namespace).
 
+// Shared by the screen tests; each uses part of it.
+#[allow(dead_code)]
 mod screen;
 
 use std::time::Duration;

@@ -7,6 +7,8 @@
 //! Linux pings the node and reads its banner on TCP port 4471. Needs root
 //! (network namespace).
 
+// Shared by the screen tests; each uses part of it.
+#[allow(dead_code)]
 mod screen;
 
 use tern_ci::{kernel, Boot, Node, SerialMode, BOOT_TIMEOUT, REPLY_TIMEOUT};

@@ -14,7 +14,9 @@
 #[allow(dead_code)]
 mod screen;
 
-use std::time::Duration;
+// Shared by the network tests; each uses part of it.
+#[allow(dead_code)]
+mod reach;
 
 use tern_ci::{kernel, Boot, Node, SerialMode, BOOT_TIMEOUT};
 use tern_flash::build::Workspace;
@@ -59,51 +61,20 @@ fn a_pc_without_com1_shows_its_banner_takes_its_address_and_answers() {
         BOOT_TIMEOUT,
     );
     // The node has no console to wait on: ping until it answers.
-    let answered = (0..30).any(|_| {
-        let ok = lab
-            .netns()
-            .exec("ping", &["-c", "1", "-W", "2", NODE_ADDRESS])
-            .is_ok();
-        if !ok {
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        ok
-    });
-    assert!(answered, "no answer to ping; QEMU:\n{}", node.qemu_stderr());
-    let ping = lab
-        .netns()
-        .exec("ping", &["-c", "3", "-W", "5", NODE_ADDRESS])
-        .unwrap();
-    let ping = String::from_utf8_lossy(&ping.stdout);
-    assert!(ping.contains("3 packets transmitted, 3 received"), "{ping}");
-    let hello = lab
-        .netns()
-        .exec(
-            "timeout",
-            &[
-                "20",
-                "bash",
-                "-c",
-                &format!("exec 3<>/dev/tcp/{NODE_ADDRESS}/4471 && cat <&3"),
-            ],
-        )
-        .unwrap();
+    let netns = lab.netns();
+    assert!(
+        reach::answers_within(netns, NODE_ADDRESS, 30),
+        "no answer to ping; QEMU:\n{}",
+        node.qemu_stderr()
+    );
+    reach::pings(netns, NODE_ADDRESS);
     assert_eq!(
-        String::from_utf8_lossy(&hello.stdout),
+        reach::banner(netns, NODE_ADDRESS),
         format!("Tern {VERSION} on pc (x86_64)\n")
     );
 
     // The keyboard: a new address, typed.
     qmp.type_text(&format!("net {TYPED_ADDRESS}/24\n"));
-    let moved = (0..30).any(|_| {
-        let ok = lab
-            .netns()
-            .exec("ping", &["-c", "1", "-W", "2", TYPED_ADDRESS])
-            .is_ok();
-        if !ok {
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        ok
-    });
+    let moved = reach::answers_within(netns, TYPED_ADDRESS, 30);
     assert!(moved, "the typed address does not answer");
 }

@@ -9,6 +9,10 @@
 //! the kernel must map to use the card at all. Needs root (network
 //! namespace).
 
+// Shared by the network tests; each uses part of it.
+#[allow(dead_code)]
+mod reach;
+
 use std::time::Duration;
 
 use tern_ci::cluster::{Cluster, NodeSpec};
@@ -44,28 +48,10 @@ fn pings_talks_and_migrates(tag: &str, pc: NodeSpec) -> Cluster {
     )
     .unwrap();
     let address = Cluster::address(0).to_string();
-    let ping = cluster
-        .lab()
-        .netns()
-        .exec("ping", &["-c", "3", "-W", "5", &address])
-        .unwrap();
-    let ping = String::from_utf8_lossy(&ping.stdout);
-    assert!(ping.contains("3 packets transmitted, 3 received"), "{ping}");
-    let hello = cluster
-        .lab()
-        .netns()
-        .exec(
-            "timeout",
-            &[
-                "20",
-                "bash",
-                "-c",
-                &format!("exec 3<>/dev/tcp/{address}/4471 && cat <&3"),
-            ],
-        )
-        .unwrap();
+    let netns = cluster.lab().netns();
+    reach::pings(netns, &address);
     assert_eq!(
-        String::from_utf8_lossy(&hello.stdout),
+        reach::banner(netns, &address),
         format!("Tern {VERSION} on pc (x86_64)\n")
     );
 

@@ -11,6 +11,10 @@
 #[allow(dead_code)]
 mod screen;
 
+// Shared by the network tests; each uses part of it.
+#[allow(dead_code)]
+mod reach;
+
 use tern_ci::{kernel, Boot, Node, SerialMode, BOOT_TIMEOUT, REPLY_TIMEOUT};
 use tern_flash::build::Workspace;
 use tern_flash::image::KernelElf;
@@ -64,26 +68,9 @@ fn the_usb_image_boots_under_uefi_with_screen_serial_and_network() {
 
     let net = node.command(&format!("net {NODE_ADDRESS}/24")).unwrap();
     assert!(net.contains("address 10.0.2.2/24"), "{net}");
-    let ping = lab
-        .netns()
-        .exec("ping", &["-c", "3", "-W", "5", NODE_ADDRESS])
-        .unwrap();
-    let ping = String::from_utf8_lossy(&ping.stdout);
-    assert!(ping.contains("3 packets transmitted, 3 received"), "{ping}");
-    let hello = lab
-        .netns()
-        .exec(
-            "timeout",
-            &[
-                "20",
-                "bash",
-                "-c",
-                &format!("exec 3<>/dev/tcp/{NODE_ADDRESS}/4471 && cat <&3"),
-            ],
-        )
-        .unwrap();
+    reach::pings(lab.netns(), NODE_ADDRESS);
     assert_eq!(
-        String::from_utf8_lossy(&hello.stdout),
+        reach::banner(lab.netns(), NODE_ADDRESS),
         banner.replace("\r\n", "\n")
     );
 

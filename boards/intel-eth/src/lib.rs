@@ -29,18 +29,9 @@ use core::sync::atomic::{fence, Ordering};
 
 use embedded_hal::delay::DelayNs;
 use regs::*;
-use tern_nic::{
-    mii, next, Dma, DmaRegion, EthernetDriver, Link, RegisterBus, Speed, Stats, TxError,
-};
-
-/// Descriptors per ring.
-pub const RING_SIZE: usize = 256;
-/// Bytes per packet buffer (RCTL.BSIZE / SRRCTL.BSIZEPACKET = 2 KiB).
-pub const BUFFER_SIZE: usize = 2048;
-/// Bytes per descriptor (legacy and advanced alike).
-pub const DESCRIPTOR_SIZE: usize = 16;
-/// The longest frame sent (the kernel's MTU plus header, no FCS).
-pub const MAX_FRAME: usize = 1514;
+use tern_nic::rings::{Rings, RxDescriptor, DESCRIPTOR_SIZE};
+pub use tern_nic::rings::{BUFFER_SIZE, RING_SIZE};
+use tern_nic::{mii, Dma, DmaRegion, EthernetDriver, Link, RegisterBus, Speed, Stats, TxError};
 
 /// How many 1 ms polls a reset may take.
 const RESET_POLLS: u32 = 100;
@@ -191,22 +182,9 @@ pub struct IntelEth<B, D: Dma, T> {
     bus: B,
     delay: T,
     part: Part,
-    rx_ring: D::Region,
-    rx_buffers: D::Region,
-    tx_ring: D::Region,
-    tx_buffers: D::Region,
-    /// Oldest RX descriptor not yet looked at.
-    rx_next: usize,
-    /// Skipping the rest of a frame that spans several descriptors.
-    rx_discarding: bool,
-    /// Next TX descriptor to fill.
-    tx_next: usize,
-    /// Oldest TX descriptor the card may still own.
-    tx_clean: usize,
-    tx_in_flight: usize,
+    rings: Rings<D::Region>,
     mac: [u8; 6],
     link: Option<Link>,
-    stats: Stats,
 }
 
 /// The queue registers of a family: (RDBAL, RDBAH, RDLEN, RDH, RDT, TDBAL,
@@ -261,29 +239,14 @@ impl<B: RegisterBus, D: Dma, T: DelayNs> IntelEth<B, D, T> {
     /// transmitter on. The link comes up by itself; [`IntelEth::poll_link`]
     /// reads it.
     pub fn new(bus: B, dma: &mut D, delay: T, part: Part) -> Result<Self, Error> {
-        let ring_bytes = RING_SIZE * DESCRIPTOR_SIZE;
-        let buffer_bytes = RING_SIZE * BUFFER_SIZE;
-        let mut allocate = |len, align| dma.allocate(len, align).ok_or(Error::OutOfDmaMemory);
-        let rx_ring = allocate(ring_bytes, 128)?;
-        let tx_ring = allocate(ring_bytes, 128)?;
-        let rx_buffers = allocate(buffer_bytes, 4096)?;
-        let tx_buffers = allocate(buffer_bytes, 4096)?;
+        let rings = Rings::allocate(dma, 128).ok_or(Error::OutOfDmaMemory)?;
         let mut eth = Self {
             bus,
             delay,
             part,
-            rx_ring,
-            rx_buffers,
-            tx_ring,
-            tx_buffers,
-            rx_next: 0,
-            rx_discarding: false,
-            tx_next: 0,
-            tx_clean: 0,
-            tx_in_flight: 0,
+            rings,
             mac: [0; 6],
             link: None,
-            stats: Stats::default(),
         };
         eth.quiesce();
         eth.reset()?;
@@ -483,7 +446,7 @@ impl<B: RegisterBus, D: Dma, T: DelayNs> IntelEth<B, D, T> {
         for slot in 0..RING_SIZE {
             self.arm_rx(slot);
         }
-        let phys = self.rx_ring.phys();
+        let phys = self.rings.rx_ring.phys();
         self.bus.write32(q.rdbal, phys as u32);
         self.bus.write32(q.rdbah, (phys >> 32) as u32);
         self.bus
@@ -506,7 +469,7 @@ impl<B: RegisterBus, D: Dma, T: DelayNs> IntelEth<B, D, T> {
     fn init_tx(&mut self) -> Result<(), Error> {
         let family = self.part.family();
         let q = queue_regs(family);
-        let phys = self.tx_ring.phys();
+        let phys = self.rings.tx_ring.phys();
         self.bus.write32(q.tdbal, phys as u32);
         self.bus.write32(q.tdbah, (phys >> 32) as u32);
         self.bus
@@ -533,12 +496,12 @@ impl<B: RegisterBus, D: Dma, T: DelayNs> IntelEth<B, D, T> {
 
     /// Gives RX descriptor `slot` its buffer, status cleared.
     fn arm_rx(&mut self, slot: usize) {
-        let buffer = self.rx_buffers.phys() + (slot * BUFFER_SIZE) as u64;
+        let buffer = self.rings.rx_buffer(slot);
         let at = slot * DESCRIPTOR_SIZE;
-        self.rx_ring.write_u64(at, buffer);
+        self.rings.rx_ring.write_u64(at, buffer);
         // Legacy: length, checksum, status, errors, special; advanced: the
         // header address. Zero either way (DD clear).
-        self.rx_ring.write_u64(at + 8, 0);
+        self.rings.rx_ring.write_u64(at + 8, 0);
     }
 
     /// Reads the link from STATUS.
@@ -567,7 +530,7 @@ impl<B: RegisterBus, D: Dma, T: DelayNs> IntelEth<B, D, T> {
 
     /// The driver's counters.
     pub fn stats(&self) -> Stats {
-        self.stats
+        self.rings.stats()
     }
 
     /// The register bus, for diagnostics or the tests' model.
@@ -575,126 +538,22 @@ impl<B: RegisterBus, D: Dma, T: DelayNs> IntelEth<B, D, T> {
         &mut self.bus
     }
 
-    /// Copies the next good frame into `buf` and returns its length;
-    /// frames with errors, split over buffers, or longer than `buf` are
-    /// dropped and counted.
-    pub fn receive(&mut self, buf: &mut [u8]) -> Option<usize> {
-        let family = self.part.family();
-        loop {
-            let slot = self.rx_next;
-            let at = slot * DESCRIPTOR_SIZE;
-            let (status, length) = match family {
-                Family::E1000e => (
-                    self.rx_ring.read_u32(at + LEGACY_RX_STATUS),
-                    self.rx_ring.read_u32(at + LEGACY_RX_LENGTH) & 0xffff,
-                ),
-                Family::Igb => (
-                    self.rx_ring.read_u32(at + ADV_RX_STATUS),
-                    self.rx_ring.read_u32(at + ADV_RX_LENGTH) & 0xffff,
-                ),
-            };
-            if status & RX_DD == 0 {
-                return None;
-            }
-            // Read the descriptor before the buffer it describes.
-            fence(Ordering::Acquire);
-            let errors = match family {
-                Family::E1000e => status & LEGACY_RX_FRAME_ERRORS != 0,
-                Family::Igb => status & ADV_RX_ERROR_RXE != 0,
-            };
-            let end = status & RX_EOP != 0;
-            let length = length as usize;
-            let whole = !self.rx_discarding && end;
-            let mut delivered = None;
-            if whole && !errors && length > 0 && length <= buf.len() && length <= BUFFER_SIZE {
-                self.rx_buffers
-                    .read_bytes(slot * BUFFER_SIZE, &mut buf[..length]);
-                self.stats.rx_frames += 1;
-                delivered = Some(length);
-            } else if end {
-                self.stats.rx_errors += 1;
-            }
-            self.rx_discarding = !end;
-            self.arm_rx(slot);
-            fence(Ordering::Release);
-            let q = queue_regs(family);
-            self.bus.write32(q.rdt, slot as u32);
-            self.rx_next = next(slot, RING_SIZE);
-            if delivered.is_some() {
-                return delivered;
-            }
-        }
-    }
-
-    /// Takes back the TX descriptors the card has finished; returns how
-    /// many.
+    /// Takes back the TX descriptors the card has finished (DD set);
+    /// returns how many.
     pub fn reclaim_tx(&mut self) -> usize {
-        let mut done = 0;
-        while self.tx_in_flight > 0 {
-            let status = self.tx_ring.read_u32(self.tx_clean * DESCRIPTOR_SIZE + 12);
-            if status & TX_DD == 0 {
-                break;
-            }
-            self.tx_clean = next(self.tx_clean, RING_SIZE);
-            self.tx_in_flight -= 1;
-            done += 1;
-        }
-        done
+        self.rings
+            .reclaim_tx(|ring, slot| ring.read_u32(slot * DESCRIPTOR_SIZE + 12) & TX_DD != 0)
     }
 
     /// Descriptors the card still owns.
     pub fn tx_in_flight(&self) -> usize {
-        self.tx_in_flight
-    }
-
-    /// Whether a descriptor is free (one always stays empty, so that a full
-    /// ring is not mistaken for an empty one).
-    pub fn can_transmit(&mut self) -> bool {
-        self.tx_in_flight < RING_SIZE - 1 || self.reclaim_tx() > 0
-    }
-
-    /// Queues `frame` (without FCS; the card appends it and pads short
-    /// frames).
-    pub fn transmit(&mut self, frame: &[u8]) -> Result<(), TxError> {
-        if frame.is_empty() || frame.len() > MAX_FRAME {
-            return Err(TxError::BadLength(frame.len()));
-        }
-        if !self.can_transmit() {
-            return Err(TxError::RingFull);
-        }
-        let slot = self.tx_next;
-        let buffer = self.tx_buffers.phys() + (slot * BUFFER_SIZE) as u64;
-        self.tx_buffers.write_bytes(slot * BUFFER_SIZE, frame);
-        let at = slot * DESCRIPTOR_SIZE;
-        let length = frame.len() as u32;
-        let (command, info) = match self.part.family() {
-            Family::E1000e => (
-                length | LEGACY_TX_CMD_EOP | LEGACY_TX_CMD_IFCS | LEGACY_TX_CMD_RS,
-                0,
-            ),
-            Family::Igb => (
-                length
-                    | ADV_TX_DTYP_DATA
-                    | ADV_TX_DCMD_EOP
-                    | ADV_TX_DCMD_IFCS
-                    | ADV_TX_DCMD_RS
-                    | ADV_TX_DCMD_DEXT,
-                length << ADV_TX_PAYLEN_SHIFT,
-            ),
-        };
-        self.tx_ring.write_u64(at, buffer);
-        self.tx_ring.write_u32(at + 8, command);
-        self.tx_ring.write_u32(at + 12, info);
-        self.tx_next = next(slot, RING_SIZE);
-        self.tx_in_flight += 1;
-        // The descriptor and the buffer before the tail that hands them over.
-        fence(Ordering::Release);
-        let q = queue_regs(self.part.family());
-        self.bus.write32(q.tdt, self.tx_next as u32);
-        self.stats.tx_frames += 1;
-        Ok(())
+        self.rings.tx_in_flight()
     }
 }
+
+/// One TX slot always stays empty, so that a full ring is not mistaken for
+/// an empty one (head == tail).
+const TX_CAPACITY: usize = RING_SIZE - 1;
 
 impl<B, D, T> EthernetDriver for IntelEth<B, D, T>
 where
@@ -712,15 +571,88 @@ where
         Ok(IntelEth::poll_link(self))
     }
 
+    /// Copies the next good frame into `buf`; frames with errors, split
+    /// over buffers, or longer than `buf` are dropped and counted.
     fn receive(&mut self, buf: &mut [u8]) -> Option<usize> {
-        IntelEth::receive(self, buf)
+        let family = self.part.family();
+        loop {
+            let slot = self.rings.rx_next();
+            let at = slot * DESCRIPTOR_SIZE;
+            let ring = &self.rings.rx_ring;
+            let (status, length) = match family {
+                Family::E1000e => (
+                    ring.read_u32(at + LEGACY_RX_STATUS),
+                    ring.read_u32(at + LEGACY_RX_LENGTH) & 0xffff,
+                ),
+                Family::Igb => (
+                    ring.read_u32(at + ADV_RX_STATUS),
+                    ring.read_u32(at + ADV_RX_LENGTH) & 0xffff,
+                ),
+            };
+            if status & RX_DD == 0 {
+                return None;
+            }
+            // Read the descriptor before the buffer it describes.
+            fence(Ordering::Acquire);
+            let error = match family {
+                Family::E1000e => status & LEGACY_RX_FRAME_ERRORS != 0,
+                Family::Igb => status & ADV_RX_ERROR_RXE != 0,
+            };
+            // Intel descriptors mark only the end of a frame.
+            let descriptor = RxDescriptor {
+                first: true,
+                last: status & RX_EOP != 0,
+                error,
+                length: length as usize,
+            };
+            let delivered = self.rings.take_rx(descriptor, buf);
+            self.arm_rx(slot);
+            fence(Ordering::Release);
+            self.bus.write32(queue_regs(family).rdt, slot as u32);
+            self.rings.advance_rx();
+            if delivered.is_some() {
+                return delivered;
+            }
+        }
     }
 
     fn can_transmit(&mut self) -> bool {
-        IntelEth::can_transmit(self)
+        self.rings.tx_in_flight() < TX_CAPACITY || self.reclaim_tx() > 0
     }
 
+    /// Queues `frame` (without FCS; the card appends it and pads short
+    /// frames).
     fn transmit(&mut self, frame: &[u8]) -> Result<(), TxError> {
-        IntelEth::transmit(self, frame)
+        if !self.can_transmit() {
+            return Err(TxError::RingFull);
+        }
+        let (slot, buffer, length) = self.rings.stage_tx(frame, 0, TX_CAPACITY)?;
+        let at = slot * DESCRIPTOR_SIZE;
+        let length = length as u32;
+        let (command, info) = match self.part.family() {
+            Family::E1000e => (
+                length | LEGACY_TX_CMD_EOP | LEGACY_TX_CMD_IFCS | LEGACY_TX_CMD_RS,
+                0,
+            ),
+            Family::Igb => (
+                length
+                    | ADV_TX_DTYP_DATA
+                    | ADV_TX_DCMD_EOP
+                    | ADV_TX_DCMD_IFCS
+                    | ADV_TX_DCMD_RS
+                    | ADV_TX_DCMD_DEXT,
+                length << ADV_TX_PAYLEN_SHIFT,
+            ),
+        };
+        let ring = &mut self.rings.tx_ring;
+        ring.write_u64(at, buffer);
+        ring.write_u32(at + 8, command);
+        ring.write_u32(at + 12, info);
+        let tail = self.rings.commit_tx();
+        // The descriptor and the buffer before the tail that hands them over.
+        fence(Ordering::Release);
+        self.bus
+            .write32(queue_regs(self.part.family()).tdt, tail as u32);
+        Ok(())
     }
 }

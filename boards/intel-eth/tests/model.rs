@@ -8,7 +8,7 @@
 
 use tern_intel_eth::{Error, IntelEth, Part, Ring, RING_SIZE};
 use tern_nic::model::{CountingDelay as Delay, Memory, ModelDma as TestDma};
-use tern_nic::{Link, RegisterBus, Speed, TxError};
+use tern_nic::{EthernetDriver, Link, RegisterBus, Speed, TxError};
 
 /// The model's register map (82574L datasheet §10.2, 82576 datasheet §8;
 /// the I219 keeps the 82574's layout and adds EXTCNF_CTRL/FWSM).

@@ -8,6 +8,8 @@
 //!   physical address (descriptor rings, packet buffers), also reached only
 //!   through methods, so that the model can play the card's DMA;
 //! - the link types and clause-22 PHY registers;
+//! - [`rings::Rings`]: the RX/TX ring bookkeeping (positions, buffers, what
+//!   becomes of a received frame), whatever the descriptors look like;
 //! - [`PolledNet`]: any [`EthernetDriver`] as the kernel's
 //!   [`tern_hal::NetDevice`], with the link read on a timer.
 //!
@@ -25,6 +27,7 @@ pub mod mii;
 #[cfg(feature = "model")]
 pub mod model;
 mod net;
+pub mod rings;
 
 pub use net::{EthernetDriver, PolledNet, TxError, FRAME_LEN, LINK_POLL_INTERVAL_NS};
 

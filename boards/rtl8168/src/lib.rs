@@ -20,18 +20,10 @@ use core::sync::atomic::{fence, Ordering};
 
 use embedded_hal::delay::DelayNs;
 use regs::*;
-use tern_nic::{
-    mii, next, Dma, DmaRegion, EthernetDriver, Link, RegisterBus, Speed, Stats, TxError,
-};
+use tern_nic::rings::{Rings, RxDescriptor, DESCRIPTOR_SIZE};
+pub use tern_nic::rings::{BUFFER_SIZE, RING_SIZE};
+use tern_nic::{mii, Dma, DmaRegion, EthernetDriver, Link, RegisterBus, Speed, Stats, TxError};
 
-/// Descriptors per ring.
-pub const RING_SIZE: usize = 256;
-/// Bytes per packet buffer.
-pub const BUFFER_SIZE: usize = 2048;
-/// Bytes per descriptor: opts1, opts2, buffer address.
-pub const DESCRIPTOR_SIZE: usize = 16;
-/// The longest frame sent (without FCS).
-pub const MAX_FRAME: usize = 1514;
 /// The shortest frame on the wire without FCS: the chip does not pad short
 /// frames itself (Linux pads them too), so the driver does.
 pub const MIN_FRAME: usize = 60;
@@ -77,19 +69,10 @@ pub enum Error {
 pub struct Rtl8168<B, D: Dma, T> {
     bus: B,
     delay: T,
-    rx_ring: D::Region,
-    rx_buffers: D::Region,
-    tx_ring: D::Region,
-    tx_buffers: D::Region,
-    rx_next: usize,
-    rx_discarding: bool,
-    tx_next: usize,
-    tx_clean: usize,
-    tx_in_flight: usize,
+    rings: Rings<D::Region>,
     mac: [u8; 6],
     /// The chip's version bits from TxConfig (for diagnostics).
     version: u32,
-    stats: Stats,
 }
 
 /// opts1 of a descriptor given to the card: OWN, EOR on the last slot.
@@ -107,28 +90,13 @@ impl<B: RegisterBus, D: Dma, T: DelayNs> Rtl8168<B, D, T> {
     /// autonegotiation restarted. The link is read by
     /// [`Rtl8168::poll_link`].
     pub fn new(bus: B, dma: &mut D, delay: T) -> Result<Self, Error> {
-        let ring_bytes = RING_SIZE * DESCRIPTOR_SIZE;
-        let buffer_bytes = RING_SIZE * BUFFER_SIZE;
-        let mut allocate = |len, align| dma.allocate(len, align).ok_or(Error::OutOfDmaMemory);
-        let rx_ring = allocate(ring_bytes, 256)?;
-        let tx_ring = allocate(ring_bytes, 256)?;
-        let rx_buffers = allocate(buffer_bytes, 4096)?;
-        let tx_buffers = allocate(buffer_bytes, 4096)?;
+        let rings = Rings::allocate(dma, 256).ok_or(Error::OutOfDmaMemory)?;
         let mut nic = Self {
             bus,
             delay,
-            rx_ring,
-            rx_buffers,
-            tx_ring,
-            tx_buffers,
-            rx_next: 0,
-            rx_discarding: false,
-            tx_next: 0,
-            tx_clean: 0,
-            tx_in_flight: 0,
+            rings,
             mac: [0; 6],
             version: 0,
-            stats: Stats::default(),
         };
         let tcr = nic.bus.read32(TCR);
         if tcr == u32::MAX {
@@ -174,8 +142,8 @@ impl<B: RegisterBus, D: Dma, T: DelayNs> Rtl8168<B, D, T> {
             self.arm_rx(slot);
         }
         for (low, high, phys) in [
-            (TNPDS_LO, TNPDS_HI, self.tx_ring.phys()),
-            (RDSAR_LO, RDSAR_HI, self.rx_ring.phys()),
+            (TNPDS_LO, TNPDS_HI, self.rings.tx_ring.phys()),
+            (RDSAR_LO, RDSAR_HI, self.rings.rx_ring.phys()),
         ] {
             self.bus.write32(high, (phys >> 32) as u32);
             self.bus.write32(low, phys as u32);
@@ -185,12 +153,13 @@ impl<B: RegisterBus, D: Dma, T: DelayNs> Rtl8168<B, D, T> {
     /// Gives RX descriptor `slot` to the card with its buffer.
     fn arm_rx(&mut self, slot: usize) {
         let at = slot * DESCRIPTOR_SIZE;
-        let buffer = self.rx_buffers.phys() + (slot * BUFFER_SIZE) as u64;
-        self.rx_ring.write_u32(at + 4, 0);
-        self.rx_ring.write_u64(at + 8, buffer);
+        let buffer = self.rings.rx_buffer(slot);
+        let ring = &mut self.rings.rx_ring;
+        ring.write_u32(at + 4, 0);
+        ring.write_u64(at + 8, buffer);
         // Ownership last: the card may take the descriptor at once.
         fence(Ordering::Release);
-        self.rx_ring.write_u32(at, owned(slot, BUFFER_SIZE as u32));
+        ring.write_u32(at, owned(slot, BUFFER_SIZE as u32));
     }
 
     fn phy_read(&mut self, reg: u8) -> Result<u16, Error> {
@@ -255,7 +224,7 @@ impl<B: RegisterBus, D: Dma, T: DelayNs> Rtl8168<B, D, T> {
 
     /// The driver's counters.
     pub fn stats(&self) -> Stats {
-        self.stats
+        self.rings.stats()
     }
 
     /// The register bus, for diagnostics or the tests' model.
@@ -263,87 +232,11 @@ impl<B: RegisterBus, D: Dma, T: DelayNs> Rtl8168<B, D, T> {
         &mut self.bus
     }
 
-    /// Copies the next good frame into `buf`; frames with errors, spread
-    /// over several buffers, or longer than `buf` are dropped and counted.
-    pub fn receive(&mut self, buf: &mut [u8]) -> Option<usize> {
-        loop {
-            let slot = self.rx_next;
-            let opts1 = self.rx_ring.read_u32(slot * DESCRIPTOR_SIZE);
-            if opts1 & DESC_OWN != 0 {
-                return None;
-            }
-            fence(Ordering::Acquire);
-            let first = opts1 & DESC_FS != 0;
-            let last = opts1 & DESC_LS != 0;
-            let length = ((opts1 & RX_LENGTH_MASK) as usize).saturating_sub(CRC);
-            let whole = first && last && !self.rx_discarding;
-            let mut delivered = None;
-            if whole && opts1 & RX_RES == 0 && length > 0 && length <= buf.len() {
-                self.rx_buffers
-                    .read_bytes(slot * BUFFER_SIZE, &mut buf[..length]);
-                self.stats.rx_frames += 1;
-                delivered = Some(length);
-            } else if last {
-                self.stats.rx_errors += 1;
-            }
-            self.rx_discarding = !last;
-            self.arm_rx(slot);
-            self.rx_next = next(slot, RING_SIZE);
-            if delivered.is_some() {
-                return delivered;
-            }
-        }
-    }
-
-    /// Takes back the TX descriptors the card has sent; returns how many.
+    /// Takes back the TX descriptors the card has sent (OWN clear);
+    /// returns how many.
     pub fn reclaim_tx(&mut self) -> usize {
-        let mut done = 0;
-        while self.tx_in_flight > 0
-            && self.tx_ring.read_u32(self.tx_clean * DESCRIPTOR_SIZE) & DESC_OWN == 0
-        {
-            self.tx_clean = next(self.tx_clean, RING_SIZE);
-            self.tx_in_flight -= 1;
-            done += 1;
-        }
-        done
-    }
-
-    /// Whether a descriptor is free.
-    pub fn can_transmit(&mut self) -> bool {
-        self.tx_in_flight < RING_SIZE || self.reclaim_tx() > 0
-    }
-
-    /// Queues `frame` (without FCS; short frames are zero-padded to 60
-    /// bytes) and tells the card to look at its ring.
-    pub fn transmit(&mut self, frame: &[u8]) -> Result<(), TxError> {
-        if frame.is_empty() || frame.len() > MAX_FRAME {
-            return Err(TxError::BadLength(frame.len()));
-        }
-        if !self.can_transmit() {
-            return Err(TxError::RingFull);
-        }
-        let slot = self.tx_next;
-        let wire = frame.len().max(MIN_FRAME);
-        let offset = slot * BUFFER_SIZE;
-        self.tx_buffers.write_bytes(offset, frame);
-        if wire > frame.len() {
-            let padding = [0u8; MIN_FRAME];
-            self.tx_buffers
-                .write_bytes(offset + frame.len(), &padding[..wire - frame.len()]);
-        }
-        let at = slot * DESCRIPTOR_SIZE;
-        self.tx_ring.write_u32(at + 4, 0);
-        self.tx_ring
-            .write_u64(at + 8, self.tx_buffers.phys() + offset as u64);
-        fence(Ordering::Release);
-        self.tx_ring
-            .write_u32(at, owned(slot, DESC_FS | DESC_LS | wire as u32));
-        self.tx_next = next(slot, RING_SIZE);
-        self.tx_in_flight += 1;
-        fence(Ordering::Release);
-        self.bus.write8(TPPOLL, TPPOLL_NPQ);
-        self.stats.tx_frames += 1;
-        Ok(())
+        self.rings
+            .reclaim_tx(|ring, slot| ring.read_u32(slot * DESCRIPTOR_SIZE) & DESC_OWN == 0)
     }
 }
 
@@ -358,15 +251,51 @@ impl<B: RegisterBus, D: Dma, T: DelayNs> EthernetDriver for Rtl8168<B, D, T> {
         Ok(Rtl8168::poll_link(self))
     }
 
+    /// Copies the next good frame into `buf`; frames with errors, spread
+    /// over several buffers, or longer than `buf` are dropped and counted.
     fn receive(&mut self, buf: &mut [u8]) -> Option<usize> {
-        Rtl8168::receive(self, buf)
+        loop {
+            let slot = self.rings.rx_next();
+            let opts1 = self.rings.rx_ring.read_u32(slot * DESCRIPTOR_SIZE);
+            if opts1 & DESC_OWN != 0 {
+                return None;
+            }
+            fence(Ordering::Acquire);
+            let descriptor = RxDescriptor {
+                first: opts1 & DESC_FS != 0,
+                last: opts1 & DESC_LS != 0,
+                error: opts1 & RX_RES != 0,
+                length: ((opts1 & RX_LENGTH_MASK) as usize).saturating_sub(CRC),
+            };
+            let delivered = self.rings.take_rx(descriptor, buf);
+            self.arm_rx(slot);
+            self.rings.advance_rx();
+            if delivered.is_some() {
+                return delivered;
+            }
+        }
     }
 
     fn can_transmit(&mut self) -> bool {
-        Rtl8168::can_transmit(self)
+        self.rings.tx_in_flight() < RING_SIZE || self.reclaim_tx() > 0
     }
 
+    /// Queues `frame` (without FCS; short frames are zero-padded to 60
+    /// bytes) and tells the card to look at its ring.
     fn transmit(&mut self, frame: &[u8]) -> Result<(), TxError> {
-        Rtl8168::transmit(self, frame)
+        if !self.can_transmit() {
+            return Err(TxError::RingFull);
+        }
+        let (slot, buffer, length) = self.rings.stage_tx(frame, MIN_FRAME, RING_SIZE)?;
+        let at = slot * DESCRIPTOR_SIZE;
+        let ring = &mut self.rings.tx_ring;
+        ring.write_u32(at + 4, 0);
+        ring.write_u64(at + 8, buffer);
+        fence(Ordering::Release);
+        ring.write_u32(at, owned(slot, DESC_FS | DESC_LS | length as u32));
+        self.rings.commit_tx();
+        fence(Ordering::Release);
+        self.bus.write8(TPPOLL, TPPOLL_NPQ);
+        Ok(())
     }
 }

@@ -6,7 +6,7 @@
 //! RTL8169/8168 register table. Every test ends with "no violations".
 
 use tern_nic::model::{CountingDelay, Memory, ModelDma};
-use tern_nic::{Link, RegisterBus, Speed, TxError};
+use tern_nic::{EthernetDriver, Link, RegisterBus, Speed, TxError};
 use tern_rtl8168::{Error, Rtl8168, BUFFER_SIZE, RING_SIZE};
 
 mod map {

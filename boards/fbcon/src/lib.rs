@@ -17,7 +17,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use embedded_graphics::mono_font::{ascii, MonoFont, MonoTextStyleBuilder};
-use embedded_graphics::pixelcolor::Rgb888;
+pub use embedded_graphics::pixelcolor::Rgb888;
 use embedded_graphics::prelude::{DrawTarget, OriginDimensions, Pixel, Point, RgbColor, Size};
 use embedded_graphics::text::{Baseline, Text};
 use embedded_graphics::Drawable;
@@ -33,8 +33,88 @@ pub const BACKGROUND: Rgb888 = Rgb888::BLACK;
 pub trait Surface {
     /// Width and height in pixels.
     fn size(&self) -> (u32, u32);
-    /// Sets one pixel (inside the size).
-    fn set(&mut self, x: u32, y: u32, color: Rgb888);
+    /// Sets pixel line `y` (inside the size) to `pixels` (the width's
+    /// worth).
+    fn set_row(&mut self, y: u32, pixels: &[Rgb888]);
+}
+
+/// Printable ASCII: the characters the grid holds.
+const FIRST: u8 = b' ';
+const LAST: u8 = b'~';
+
+/// Every glyph of [`FONT`] as one bit mask per pixel line (bit `x` set:
+/// foreground at column `x`).
+struct Glyphs {
+    width: usize,
+    height: usize,
+    masks: Vec<u32>,
+}
+
+/// Collects which pixels a glyph lights.
+struct MaskTarget<'a> {
+    width: usize,
+    masks: &'a mut [u32],
+}
+
+impl OriginDimensions for MaskTarget<'_> {
+    fn size(&self) -> Size {
+        Size::new(self.width as u32, self.masks.len() as u32)
+    }
+}
+
+impl DrawTarget for MaskTarget<'_> {
+    type Color = Rgb888;
+    type Error = core::convert::Infallible;
+
+    fn draw_iter<I>(&mut self, pixels: I) -> Result<(), Self::Error>
+    where
+        I: IntoIterator<Item = Pixel<Rgb888>>,
+    {
+        for Pixel(point, color) in pixels {
+            let (Ok(x), Ok(y)) = (usize::try_from(point.x), usize::try_from(point.y)) else {
+                continue;
+            };
+            if x < self.width && y < self.masks.len() && color == FOREGROUND {
+                self.masks[y] |= 1 << x;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Glyphs {
+    fn new() -> Self {
+        let cell = FONT.character_size;
+        let (width, height) = (cell.width as usize, cell.height as usize);
+        let count = usize::from(LAST - FIRST) + 1;
+        let mut masks = vec![0u32; count * height];
+        let style = MonoTextStyleBuilder::new()
+            .font(&FONT)
+            .text_color(FOREGROUND)
+            .build();
+        for (i, glyph) in masks.chunks_mut(height).enumerate() {
+            let byte = [FIRST + i as u8];
+            // Printable ASCII is valid UTF-8.
+            let text = core::str::from_utf8(&byte).unwrap_or(" ");
+            let mut target = MaskTarget {
+                width,
+                masks: glyph,
+            };
+            let _ =
+                Text::with_baseline(text, Point::zero(), style, Baseline::Top).draw(&mut target);
+        }
+        Self {
+            width,
+            height,
+            masks,
+        }
+    }
+
+    /// The mask of pixel line `y` of `byte`'s glyph.
+    fn line(&self, byte: u8, y: usize) -> u32 {
+        let index = usize::from(byte.clamp(FIRST, LAST) - FIRST);
+        self.masks[index * self.height + y]
+    }
 }
 
 /// The characters on screen, the cursor, and which rows changed.
@@ -137,64 +217,42 @@ impl Grid {
 pub struct Screen<S> {
     surface: S,
     grid: Grid,
-}
-
-/// Lets `embedded-graphics` draw on a [`Surface`].
-struct Target<'a, S>(&'a mut S);
-
-impl<S: Surface> OriginDimensions for Target<'_, S> {
-    fn size(&self) -> Size {
-        let (width, height) = self.0.size();
-        Size::new(width, height)
-    }
-}
-
-impl<S: Surface> DrawTarget for Target<'_, S> {
-    type Color = Rgb888;
-    type Error = core::convert::Infallible;
-
-    fn draw_iter<I>(&mut self, pixels: I) -> Result<(), Self::Error>
-    where
-        I: IntoIterator<Item = Pixel<Rgb888>>,
-    {
-        let (width, height) = self.0.size();
-        for Pixel(point, color) in pixels {
-            if let (Ok(x), Ok(y)) = (u32::try_from(point.x), u32::try_from(point.y)) {
-                if x < width && y < height {
-                    self.0.set(x, y, color);
-                }
-            }
-        }
-        Ok(())
-    }
+    glyphs: Glyphs,
+    /// One pixel line, reused.
+    line: Vec<Rgb888>,
 }
 
 impl<S: Surface> Screen<S> {
-    /// A screen filling `surface` with as many character cells as fit.
+    /// A screen filling `surface` with as many character cells as fit,
+    /// cleared.
     pub fn new(surface: S) -> Self {
         let (width, height) = surface.size();
-        let cell = FONT.character_size;
+        let glyphs = Glyphs::new();
         let grid = Grid::new(
-            (width / cell.width) as usize,
-            (height / cell.height) as usize,
+            width as usize / glyphs.width,
+            height as usize / glyphs.height,
         );
-        let mut screen = Self { surface, grid };
-        screen.clear();
-        screen
-    }
-
-    fn clear(&mut self) {
-        let (width, height) = self.surface.size();
+        let mut screen = Self {
+            surface,
+            grid,
+            glyphs,
+            line: vec![BACKGROUND; width as usize],
+        };
         for y in 0..height {
-            for x in 0..width {
-                self.surface.set(x, y, BACKGROUND);
-            }
+            screen.surface.set_row(y, &screen.line);
         }
+        screen
     }
 
     /// The character grid.
     pub fn grid(&self) -> &Grid {
         &self.grid
+    }
+
+    /// The character grid, to feed without drawing yet (a board drawing at
+    /// a limited rate calls [`Screen::draw`] later).
+    pub fn grid_mut(&mut self) -> &mut Grid {
+        &mut self.grid
     }
 
     /// The surface.
@@ -208,27 +266,25 @@ impl<S: Surface> Screen<S> {
         self.draw();
     }
 
-    /// Shows `line` on a line of its own (see [`Grid::interject`]).
-    pub fn interject(&mut self, line: &[u8]) {
-        self.grid.interject(line);
-        self.draw();
-    }
-
     /// Draws the rows changed since the last draw.
     pub fn draw(&mut self) {
-        let style = MonoTextStyleBuilder::new()
-            .font(&FONT)
-            .text_color(FOREGROUND)
-            .background_color(BACKGROUND)
-            .build();
-        let cell = FONT.character_size;
         let rows: Vec<usize> = self.grid.take_dirty().collect();
+        let (width, height) = (self.glyphs.width, self.glyphs.height);
         for row in rows {
-            // Only ASCII reaches the grid, so the row is valid UTF-8.
-            let text = core::str::from_utf8(self.grid.row(row)).unwrap_or("");
-            let top = Point::new(0, (row as u32 * cell.height) as i32);
-            let _ = Text::with_baseline(text, top, style, Baseline::Top)
-                .draw(&mut Target(&mut self.surface));
+            for y in 0..height {
+                for (column, &byte) in self.grid.row(row).iter().enumerate() {
+                    let mask = self.glyphs.line(byte, y);
+                    let cell = &mut self.line[column * width..(column + 1) * width];
+                    for (x, pixel) in cell.iter_mut().enumerate() {
+                        *pixel = if mask & (1 << x) != 0 {
+                            FOREGROUND
+                        } else {
+                            BACKGROUND
+                        };
+                    }
+                }
+                self.surface.set_row((row * height + y) as u32, &self.line);
+            }
         }
     }
 }
@@ -264,8 +320,9 @@ mod tests {
         fn size(&self) -> (u32, u32) {
             (self.width, self.height)
         }
-        fn set(&mut self, x: u32, y: u32, color: Rgb888) {
-            self.pixels[(y * self.width + x) as usize] = color;
+        fn set_row(&mut self, y: u32, pixels: &[Rgb888]) {
+            let start = (y * self.width) as usize;
+            self.pixels[start..start + pixels.len()].copy_from_slice(pixels);
         }
     }
 

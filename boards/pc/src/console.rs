@@ -91,7 +91,10 @@ impl embedded_io::Write for PcConsole {
 }
 
 impl SerialPort for PcConsole {
+    /// Also where the screen catches up while the run loop is busy: the
+    /// kernel reads its input on every turn.
     fn read_byte(&mut self) -> Option<u8> {
+        screen::draw_if_due();
         if let Some(byte) = self.uart.as_mut().and_then(Uart::read_byte) {
             return Some(byte);
         }

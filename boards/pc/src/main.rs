@@ -120,6 +120,7 @@ impl Board for PcBoard {
         if !self.boot_logged.swap(true, Ordering::Relaxed) {
             log::flush();
         }
+        screen::draw_now();
         cpu::wait_for_interrupt();
     }
 
@@ -280,11 +281,10 @@ extern "C" fn pc_main(magic: u32, info: u32) -> ! {
     // image, identity-mapped by the boot code, and the boot information was
     // copied out above.
     unsafe { tern_board_common::init_heap(first_heap.start as *mut u8, first_heap.len() as usize) };
-    let bios_text = screen::bios_text_mode();
     if let Err(error) = paging::init(map, kernel) {
         boot_failure("page tables", &error);
     }
-    screen::init(&boot, bios_text);
+    screen::init(&boot);
     // The rest of RAM, now mapped: above 4 GiB too.
     let mut heap_bytes = first_heap.len();
     for range in map.free_ranges(LOW_MEMORY, &[kernel, first_heap]) {
@@ -350,6 +350,7 @@ extern "C" fn pc_main(magic: u32, info: u32) -> ! {
         _ => {}
     }
     let clock = TscClock::new(tsc_hz);
+    screen::set_tsc_hz(tsc_hz);
     let tick = match apic::start_timer(tsc_hz, timer::TICK_HZ) {
         Ok(tick) => tick,
         Err(error) => boot_failure("tick", &error),

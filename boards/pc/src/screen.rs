@@ -1,7 +1,14 @@
 //! The screen console: the shell's text drawn on the framebuffer GRUB set
 //! up (multiboot2 tag 8, 24 or 32 bits per pixel, [`tern_fbcon`]), or
-//! written to the VGA text buffer when the machine is in 80×25 text mode
-//! (GRUB's EGA text tag, or a legacy BIOS's mode 3 under PVH).
+//! written to the VGA text buffer when GRUB left the machine in text mode
+//! (its EGA text tag).
+//!
+//! Drawing is rate-limited: bytes go into the character grid at once, the
+//! changed rows reach the screen at most every [`DRAW_INTERVAL_DIVISOR`]th
+//! of a second while output keeps coming, and in full whenever the kernel
+//! is idle. A checkpoint printed on the console (hundreds of kilobytes of
+//! text) would otherwise spend most of its time redrawing a scrolling
+//! screen.
 //!
 //! The console's bytes mix shell text and defmt frames (binary, their format
 //! strings only in the ELF: `docs/console-framing.md`). The screen shows the
@@ -12,21 +19,21 @@
 use alloc::format;
 use alloc::string::String;
 use core::cell::RefCell;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use critical_section::Mutex;
-use tern_board_pc::bootinfo::{BootInfo, Framebuffer, FramebufferKind, Protocol};
+use embedded_graphics::prelude::RgbColor;
+use tern_board_pc::bootinfo::{BootInfo, Framebuffer, FramebufferKind};
 use tern_board_pc::pagetable::Cache;
-use tern_fbcon::{Grid, Screen, Surface};
+use tern_fbcon::{Grid, Rgb888, Screen, Surface};
 
 use crate::paging;
 
-/// VGA text mode: the buffer, its size, the BIOS data area's mode byte.
-const VGA_TEXT: u64 = 0xb8000;
-const VGA_COLUMNS: usize = 80;
-const VGA_ROWS: usize = 25;
-const BDA_VIDEO_MODE: u64 = 0x449;
-/// Light grey on black.
+/// Light grey on black, for VGA text cells.
 const VGA_ATTRIBUTE: u16 = 0x07 << 8;
+/// Draws happen at most this many times a second while output keeps
+/// coming (a tenth of a second between them).
+pub const DRAW_INTERVAL_DIVISOR: u64 = 10;
 
 /// A linear framebuffer, mapped write-combining.
 struct Pixels {
@@ -43,21 +50,26 @@ impl Surface for Pixels {
         (self.width, self.height)
     }
 
-    fn set(&mut self, x: u32, y: u32, color: embedded_graphics::pixelcolor::Rgb888) {
-        use embedded_graphics::prelude::RgbColor;
+    fn set_row(&mut self, y: u32, pixels: &[Rgb888]) {
         let [r, g, b] = self.shifts;
-        let value =
-            u32::from(color.r()) << r | u32::from(color.g()) << g | u32::from(color.b()) << b;
-        let at = y as usize * self.pitch + x as usize * self.bytes_per_pixel;
-        // SAFETY: (x, y) is inside the framebuffer (fbcon checks against
-        // `size`), which `init` mapped; the bytes of one pixel.
-        unsafe {
-            let pixel = self.base.add(at);
-            for (i, byte) in value.to_le_bytes()[..self.bytes_per_pixel]
-                .iter()
-                .enumerate()
-            {
-                pixel.add(i).write_volatile(*byte);
+        let line = (y as usize) * self.pitch;
+        let count = pixels.len().min(self.width as usize);
+        for (x, color) in pixels[..count].iter().enumerate() {
+            let value =
+                u32::from(color.r()) << r | u32::from(color.g()) << g | u32::from(color.b()) << b;
+            let at = line + x * self.bytes_per_pixel;
+            // SAFETY: line `y` and column `x` are inside the framebuffer
+            // (fbcon passes lines below its height, `count` is clipped to
+            // the width), which `init` mapped write-combining.
+            unsafe {
+                let pixel = self.base.add(at);
+                if self.bytes_per_pixel == 4 {
+                    pixel.cast::<u32>().write_volatile(value);
+                } else {
+                    for (i, byte) in value.to_le_bytes()[..3].iter().enumerate() {
+                        pixel.add(i).write_volatile(*byte);
+                    }
+                }
             }
         }
     }
@@ -66,16 +78,19 @@ impl Surface for Pixels {
 /// The screen in use.
 enum Display {
     Pixels(Screen<Pixels>),
-    Text(Grid),
+    /// VGA text mode: the grid and the text buffer's address.
+    Text(Grid, u64),
 }
 
-/// The screen, and where the console's byte stream stands: inside a defmt
-/// frame (and whether it has bytes yet), or in text.
+/// The screen, where the console's byte stream stands (inside a defmt
+/// frame, and whether it has bytes yet, or in text), and when it was last
+/// drawn (TSC).
 struct ScreenConsole {
     display: Display,
     in_frame: bool,
     frame_bytes: bool,
     description: String,
+    drawn_at: u64,
 }
 
 // SAFETY: the framebuffer pointer is only used under the SCREEN lock, on a
@@ -84,44 +99,37 @@ unsafe impl Send for ScreenConsole {}
 
 static SCREEN: Mutex<RefCell<Option<ScreenConsole>>> = Mutex::new(RefCell::new(None));
 
-/// Sets up the screen the loader left, if there is one to draw on;
-/// `bios_text` is what [`bios_text_mode`] said before the kernel's page
-/// tables (which leave the BIOS data area unmapped) took over.
-pub fn init(boot: &BootInfo, bios_text: bool) {
-    let display = match boot.framebuffer {
-        Some(fb) => framebuffer(&fb),
-        None if boot.memory_map.protocol == Protocol::Pvh && bios_text => {
-            text_mode(VGA_TEXT, VGA_COLUMNS, VGA_ROWS)
-        }
-        None => None,
+/// TSC cycles between two draws while output keeps coming; 0 (draw at
+/// once) until the TSC is calibrated.
+static DRAW_INTERVAL: AtomicU64 = AtomicU64::new(0);
+
+/// Sets up the screen the loader left, if there is one to draw on.
+pub fn init(boot: &BootInfo) {
+    let Some((display, description)) = boot.framebuffer.and_then(|fb| framebuffer(&fb)) else {
+        return;
     };
-    if let Some((display, description)) = display {
-        let console = ScreenConsole {
-            display,
-            in_frame: false,
-            frame_bytes: false,
-            description,
-        };
-        critical_section::with(|cs| *SCREEN.borrow_ref_mut(cs) = Some(console));
-    }
+    let console = ScreenConsole {
+        display,
+        in_frame: false,
+        frame_bytes: false,
+        description,
+        drawn_at: 0,
+    };
+    critical_section::with(|cs| *SCREEN.borrow_ref_mut(cs) = Some(console));
 }
 
-/// Whether a legacy BIOS left the VGA in 80×25 colour text mode (mode 3).
-/// Read under the boot code's identity map.
-pub fn bios_text_mode() -> bool {
-    // SAFETY: the BIOS data area, in the first MiB, identity-mapped by the
-    // boot code (this runs before the kernel's own tables).
-    let mode = unsafe { (BDA_VIDEO_MODE as *const u8).read_volatile() };
-    mode == 3
+/// Limits drawing to [`DRAW_INTERVAL_DIVISOR`] times a second of a TSC
+/// running at `tsc_hz`.
+pub fn set_tsc_hz(tsc_hz: u64) {
+    DRAW_INTERVAL.store(tsc_hz / DRAW_INTERVAL_DIVISOR, Ordering::Relaxed);
 }
 
 fn text_mode(address: u64, columns: usize, rows: usize) -> Option<(Display, String)> {
     paging::map(address, (columns * rows * 2) as u64, Cache::WriteCombining).ok()?;
-    let mut grid = Grid::new(columns, rows);
-    draw_text(&mut grid);
+    let grid = Grid::new(columns, rows);
     Some((
-        Display::Text(grid),
-        format!("VGA text mode {columns}x{rows}"),
+        Display::Text(grid, address),
+        format!("VGA text mode {columns}x{rows} at {address:#x}"),
     ))
 }
 
@@ -156,13 +164,14 @@ fn framebuffer(fb: &Framebuffer) -> Option<(Display, String)> {
     }
 }
 
-/// Writes the changed rows of a text-mode grid to the VGA buffer.
-fn draw_text(grid: &mut Grid) {
+/// Writes the changed rows of a text-mode grid to the VGA buffer at
+/// `address`.
+fn draw_text(grid: &mut Grid, address: u64) {
     let (columns, _) = grid.size();
     let rows: alloc::vec::Vec<usize> = grid.take_dirty().collect();
     for row in rows {
         for (column, &byte) in grid.row(row).iter().enumerate() {
-            let cell = (VGA_TEXT as *mut u16).wrapping_add(row * columns + column);
+            let cell = (address as *mut u16).wrapping_add(row * columns + column);
             // SAFETY: inside the text buffer `text_mode` mapped (row and
             // column are within the grid, which has the buffer's size).
             unsafe { cell.write_volatile(VGA_ATTRIBUTE | u16::from(byte)) };
@@ -170,25 +179,42 @@ fn draw_text(grid: &mut Grid) {
     }
 }
 
+fn rdtsc() -> u64 {
+    // SAFETY: RDTSC exists on every x86_64 CPU and has no side effects.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
 impl ScreenConsole {
-    fn write(&mut self, bytes: &[u8]) {
+    fn grid(&mut self) -> &mut Grid {
         match &mut self.display {
-            Display::Pixels(screen) => screen.write(bytes),
-            Display::Text(grid) => {
-                grid.write(bytes);
-                draw_text(grid);
-            }
+            Display::Pixels(screen) => screen.grid_mut(),
+            Display::Text(grid, _) => grid,
         }
     }
 
-    fn interject(&mut self, line: &[u8]) {
-        match &mut self.display {
-            Display::Pixels(screen) => screen.interject(line),
-            Display::Text(grid) => {
-                grid.interject(line);
-                draw_text(grid);
-            }
+    /// Draws the changed rows now, or only when the last draw is a draw
+    /// interval old (`force` false).
+    fn draw(&mut self, force: bool) {
+        let now = rdtsc();
+        let due = now.wrapping_sub(self.drawn_at) >= DRAW_INTERVAL.load(Ordering::Relaxed);
+        if !force && !due {
+            return;
         }
+        self.drawn_at = now;
+        match &mut self.display {
+            Display::Pixels(screen) => screen.draw(),
+            Display::Text(grid, address) => draw_text(grid, *address),
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.grid().write(bytes);
+        self.draw(false);
+    }
+
+    fn interject(&mut self, line: &[u8]) {
+        self.grid().interject(line);
+        self.draw(false);
     }
 
     /// Shows the text of console bytes, skipping defmt frames (a zero byte
@@ -215,6 +241,26 @@ impl ScreenConsole {
     }
 }
 
+/// Draws what changed if the last draw is a draw interval old: called on
+/// every turn of the kernel's run loop (through the console's input), so
+/// that typing shows while a task keeps the loop busy.
+pub fn draw_if_due() {
+    critical_section::with(|cs| {
+        if let Some(screen) = SCREEN.borrow_ref_mut(cs).as_mut() {
+            screen.draw(false);
+        }
+    });
+}
+
+/// Draws everything that changed: called when the kernel goes idle.
+pub fn draw_now() {
+    critical_section::with(|cs| {
+        if let Some(screen) = SCREEN.borrow_ref_mut(cs).as_mut() {
+            screen.draw(true);
+        }
+    });
+}
+
 /// Feeds console bytes to the screen, if there is one.
 pub fn feed(bytes: &[u8]) {
     critical_section::with(|cs| {
@@ -233,13 +279,15 @@ pub fn log_line(prefix: &str, text: &str) {
     });
 }
 
-/// Writes fault-dump text, unless the screen is in use further up the stack
-/// (the fault struck while drawing): then the serial port has it alone.
+/// Writes fault-dump text and draws it at once, unless the screen is in
+/// use further up the stack (the fault struck while drawing): then the
+/// serial port has it alone.
 pub fn write_raw(text: &str) {
     critical_section::with(|cs| {
         if let Ok(mut slot) = SCREEN.borrow(cs).try_borrow_mut() {
             if let Some(screen) = slot.as_mut() {
-                screen.write(text.as_bytes());
+                screen.grid().write(text.as_bytes());
+                screen.draw(true);
             }
         }
     });

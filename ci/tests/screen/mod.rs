@@ -155,8 +155,11 @@ impl Surface for Picture {
         (self.width, self.height)
     }
 
-    fn set(&mut self, x: u32, y: u32, color: Rgb888) {
-        self.pixels[(y * self.width + x) as usize] = [color.r(), color.g(), color.b()];
+    fn set_row(&mut self, y: u32, pixels: &[Rgb888]) {
+        let start = (y * self.width) as usize;
+        for (out, color) in self.pixels[start..].iter_mut().zip(pixels) {
+            *out = [color.r(), color.g(), color.b()];
+        }
     }
 }
 

@@ -167,6 +167,7 @@ impl Node {
             replicas: &mut c.replicas,
             migrations: &mut c.migrations,
             sessions: &mut c.sessions,
+            discovery: &c.discovery,
             turn: &mut turn,
         };
         let now = parts.turn.now_ns;
@@ -930,15 +931,19 @@ fn key_command_and_refusals_without_key_or_random_numbers() {
     k.exec("run ep S");
     k.exec("key insecure");
     for (line, error) in [
-        ("migrate 1", "usage: migrate <id> <address>[:port]"),
+        ("migrate 1", "usage: migrate <id> <address>[:port]|<node id>"),
         ("migrate 9 10.0.0.2", "no task 9"),
         (
             "migrate 1 10.0.0",
-            "'10.0.0' is not <IPv4 address>[:<port>]",
+            "'10.0.0' is not <IPv4 address>[:<port>] nor a node id (12 hex digits)",
         ),
         (
             "migrate 1 10.0.0.2:0",
-            "'10.0.0.2:0' is not <IPv4 address>[:<port>]",
+            "'10.0.0.2:0' is not <IPv4 address>[:<port>] nor a node id (12 hex digits)",
+        ),
+        (
+            "migrate 1 5254007e00aa",
+            "node 5254007e00aa has not been heard on the LAN (see 'peers')",
         ),
     ] {
         assert_eq!(
@@ -1116,7 +1121,7 @@ fn lease_command_and_refusals() {
     assert_eq!(p.a.exec("sync 1 10.0.0.2"), "error: sync: no task 1\r\n");
     assert_eq!(
         p.a.exec("sync 1 nowhere"),
-        "error: sync: 'nowhere' is not <IPv4 address>[:<port>]\r\n"
+        "error: sync: 'nowhere' is not <IPv4 address>[:<port>] nor a node id (12 hex digits)\r\n"
     );
     started_sync(&mut p, 95);
     assert_eq!(

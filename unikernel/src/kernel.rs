@@ -203,7 +203,11 @@ impl RemoteConsoles {
 
     /// How many sessions are open.
     pub fn len(&self) -> usize {
-        self.0.borrow().iter().filter(|c| !c.borrow().closed).count()
+        self.0
+            .borrow()
+            .iter()
+            .filter(|c| !c.borrow().closed)
+            .count()
     }
 
     /// Whether no session is open.
@@ -449,7 +453,8 @@ impl Kernel {
                         // A command that takes the console over (the serial
                         // `receive`) needs the serial port itself.
                         self.capture = None;
-                        let _ = answer.write_str("error: this command needs the serial console\r\n");
+                        let _ =
+                            answer.write_str("error: this command needs the serial console\r\n");
                     }
                     if self.halt_requested.is_none() {
                         answer.push_str(shell::PROMPT);
@@ -618,6 +623,59 @@ mod tests {
         fn poll(&mut self, _: &mut Turn<'_>, _: &mut dyn Write) -> Capture {
             Capture::Hold
         }
+    }
+
+    #[test]
+    fn remote_consoles_have_their_own_editor_and_see_the_log() {
+        let mut kernel = crate::testing::kernel(FakeBoard::leak());
+        kernel.add_command(Command::new("grab", "", "hold the console", |k, _, _| {
+            k.capture_console(Box::new(ThreeBytes(0)));
+            Ok(())
+        }));
+        kernel.set_input(Box::new(|| None));
+        let consoles = kernel.remote_consoles();
+        let one = consoles.open("hello one");
+        let two = consoles.open("hello two");
+        assert_eq!(one.borrow_mut().take_output(), "hello one\r\ntern> ");
+        two.borrow_mut().take_output();
+        // Half a line on one, a whole command on the other.
+        one.borrow_mut().push_input(b"me");
+        two.borrow_mut().push_input(b"run ep S\r");
+        let mut serial = String::new();
+        kernel.turn(&mut serial);
+        assert_eq!(one.borrow_mut().take_output(), "me");
+        assert_eq!(
+            two.borrow_mut().take_output(),
+            "run ep S\r\ntask 1 (ep S) started\r\ntern> "
+        );
+        one.borrow_mut().push_input(b"m\r");
+        kernel.turn(&mut serial);
+        assert!(one.borrow_mut().take_output().starts_with("m\r\nheap: "));
+        // A command that needs the serial port is refused remotely.
+        two.borrow_mut().push_input(b"grab\r");
+        kernel.turn(&mut serial);
+        assert!(two
+            .borrow_mut()
+            .take_output()
+            .contains("error: this command needs the serial console"));
+        assert!(!kernel.console_captured());
+        // Log lines interrupt every prompt, and the typing comes back.
+        one.borrow_mut().push_input(b"he");
+        kernel.turn(&mut serial);
+        one.borrow_mut().take_output();
+        for _ in 0..100_000 {
+            kernel.turn(&mut serial);
+            if serial.contains("VERIFICATION") {
+                break;
+            }
+        }
+        let shown = one.borrow_mut().take_output();
+        assert!(shown.starts_with("\r\ntask 1 (ep S): "), "{shown}");
+        assert!(shown.ends_with("tern> he"), "{shown}");
+        assert!(two.borrow_mut().take_output().contains("task 1 (ep S): "));
+        // Closed sessions are forgotten.
+        one.borrow_mut().close();
+        assert_eq!(consoles.len(), 1);
     }
 
     #[test]

@@ -198,7 +198,11 @@ impl Ipv4Config {
         let (cidr, gateway) = match args {
             [cidr] => (*cidr, None),
             [cidr, gateway] => (*cidr, Some(*gateway)),
-            _ => return Err(String::from("usage: net [<address>/<prefix> [gateway] | dhcp]")),
+            _ => {
+                return Err(String::from(
+                    "usage: net [<address>/<prefix> [gateway] | dhcp]",
+                ))
+            }
         };
         let (address, prefix) = cidr
             .split_once('/')
@@ -661,7 +665,10 @@ mod tests {
         );
 
         let shown = exec(&mut kernel, "net 10.0.2.2/24 10.0.2.1");
-        assert!(shown.contains("address 10.0.2.2/24 (static)\r\n"), "{shown}");
+        assert!(
+            shown.contains("address 10.0.2.2/24 (static)\r\n"),
+            "{shown}"
+        );
         assert!(shown.contains("gateway 10.0.2.1\r\n"), "{shown}");
 
         wire.lock().unwrap().to_node.push_back(arp_request());

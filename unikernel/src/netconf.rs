@@ -196,22 +196,28 @@ impl NetConf {
             return false;
         };
         let mut net = self.net.borrow_mut();
+        let leased = matches!(net.source(), AddressSource::Dhcp { .. });
         let event = match net.socket::<dhcpv4::Socket>(handle).poll() {
             None => None,
-            Some(dhcpv4::Event::Deconfigured) => Some(None),
+            // The client reports "deconfigured" when it starts too: only a
+            // lease that ends takes the address away.
+            Some(dhcpv4::Event::Deconfigured) if leased => Some(None),
+            Some(dhcpv4::Event::Deconfigured) => None,
             Some(dhcpv4::Event::Configured(config)) => {
                 let lease_s = config
                     .packet
                     .and_then(|p| p.options().find(|o| o.kind == 51).map(|o| o.data.to_vec()))
                     .and_then(|d| <[u8; 4]>::try_from(d.as_slice()).ok())
                     .map_or(0, u32::from_be_bytes);
-                let ntp = config
-                    .packet
-                    .and_then(|p| {
-                        p.options()
-                            .find(|o| o.kind == OPT_NTP_SERVERS)
-                            .and_then(|o| o.data.get(..4).map(|a| Ipv4Address::new(a[0], a[1], a[2], a[3])))
-                    });
+                let ntp = config.packet.and_then(|p| {
+                    p.options()
+                        .find(|o| o.kind == OPT_NTP_SERVERS)
+                        .and_then(|o| {
+                            o.data
+                                .get(..4)
+                                .map(|a| Ipv4Address::new(a[0], a[1], a[2], a[3]))
+                        })
+                });
                 Some(Some((
                     Ipv4Config {
                         cidr: config.address,
@@ -407,7 +413,7 @@ pub fn parse_reply(data: &[u8], cookie: &[u8; 8]) -> Option<u64> {
     let secs = u64::from(u32::from_be_bytes([data[40], data[41], data[42], data[43]]));
     let frac = u64::from(u32::from_be_bytes([data[44], data[45], data[46], data[47]]));
     let unix_s = secs.checked_sub(NTP_UNIX_OFFSET_S)?;
-    Some(unix_s * 1000 + (frac * 1000 >> 32))
+    Some(unix_s * 1000 + ((frac * 1000) >> 32))
 }
 
 impl Service for NetConf {
@@ -472,15 +478,317 @@ fn time_command(
             conf.sntp.pending = None;
         }
         ["lease", seconds] => {
-            let max: u64 = seconds
-                .parse()
-                .ok()
-                .filter(|s| *s >= 4)
-                .ok_or_else(|| alloc::format!("'{seconds}' is not a number of seconds (at least 4)"))?;
+            let max: u64 = seconds.parse().ok().filter(|s| *s >= 4).ok_or_else(|| {
+                alloc::format!("'{seconds}' is not a number of seconds (at least 4)")
+            })?;
             conf.set_max_lease(Some(max));
         }
-        _ => return Err(String::from("usage: time [server <address> | lease <max seconds>]")),
+        _ => {
+            return Err(String::from(
+                "usage: time [server <address> | lease <max seconds>]",
+            ))
+        }
     }
     conf.report(now_ns, out);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{exec, FakeBoard, Wire, WireEnd};
+    use std::sync::{Arc, Mutex};
+
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::{
+        ArpOperation, ArpPacket, ArpRepr, DhcpMessageType, DhcpPacket, DhcpRepr, EthernetAddress,
+        EthernetFrame, EthernetProtocol, EthernetRepr, IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr,
+        UdpPacket, UdpRepr,
+    };
+
+    const MAC: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
+    const SERVER_MAC: EthernetAddress = EthernetAddress([0x02, 0, 0, 0, 0, 1]);
+    const SERVER: Ipv4Address = Ipv4Address::new(10, 0, 2, 1);
+    const LEASED: Ipv4Address = Ipv4Address::new(10, 0, 2, 50);
+    /// 2026-12-01T00:00:00Z in NTP seconds.
+    const NTP_NOW_S: u32 = (1_796_083_200u64 + NTP_UNIX_OFFSET_S) as u32;
+
+    fn node() -> (Kernel, SharedNet, Arc<Mutex<Wire>>) {
+        let wire = Arc::new(Mutex::new(Wire::default()));
+        let mut kernel = Kernel::new(FakeBoard::leak());
+        let net = crate::net::install(&mut kernel, Box::new(WireEnd::node(wire.clone(), MAC)));
+        install(&mut kernel, net.clone(), 0x5254_0012_3456);
+        (kernel, net, wire)
+    }
+
+    /// Wraps an IPv4 `payload` of protocol `proto` from the server to the node.
+    fn ip_frame(dst: Ipv4Address, proto: IpProtocol, payload: &[u8]) -> Vec<u8> {
+        let ip = Ipv4Repr {
+            src_addr: SERVER,
+            dst_addr: dst,
+            next_header: proto,
+            payload_len: payload.len(),
+            hop_limit: 64,
+        };
+        let eth = EthernetRepr {
+            src_addr: SERVER_MAC,
+            dst_addr: EthernetAddress(MAC),
+            ethertype: EthernetProtocol::Ipv4,
+        };
+        let mut buf = vec![0; eth.buffer_len() + ip.buffer_len() + payload.len()];
+        let mut frame = EthernetFrame::new_unchecked(&mut buf);
+        eth.emit(&mut frame);
+        let mut packet = Ipv4Packet::new_unchecked(frame.payload_mut());
+        ip.emit(&mut packet, &ChecksumCapabilities::default());
+        packet.payload_mut().copy_from_slice(payload);
+        buf
+    }
+
+    fn udp_frame(dst: Ipv4Address, src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<u8> {
+        let repr = UdpRepr { src_port, dst_port };
+        let mut udp = vec![0; 8 + payload.len()];
+        repr.emit(
+            &mut UdpPacket::new_unchecked(&mut udp[..]),
+            &IpAddress::Ipv4(SERVER),
+            &IpAddress::Ipv4(dst),
+            payload.len(),
+            |buf| buf.copy_from_slice(payload),
+            &ChecksumCapabilities::default(),
+        );
+        ip_frame(dst, IpProtocol::Udp, &udp)
+    }
+
+    /// What the fake LAN saw the node send.
+    #[derive(Default)]
+    struct Seen {
+        hostname: Option<Vec<u8>>,
+        requests: usize,
+        ntp_queries: usize,
+    }
+
+    /// A DHCP, ARP and SNTP server on the wire's far end: answers what the
+    /// node sent since the last call.
+    fn serve(wire: &Arc<Mutex<Wire>>, seen: &mut Seen) {
+        let frames: Vec<Vec<u8>> = wire.lock().unwrap().from_node.drain(..).collect();
+        for frame in frames {
+            let eth = EthernetFrame::new_checked(&frame[..]).unwrap();
+            if eth.ethertype() == EthernetProtocol::Arp {
+                let arp = ArpRepr::parse(&ArpPacket::new_checked(eth.payload()).unwrap()).unwrap();
+                if let ArpRepr::EthernetIpv4 {
+                    operation: ArpOperation::Request,
+                    source_protocol_addr,
+                    target_protocol_addr: SERVER,
+                    ..
+                } = arp
+                {
+                    let reply = ArpRepr::EthernetIpv4 {
+                        operation: ArpOperation::Reply,
+                        source_hardware_addr: SERVER_MAC,
+                        source_protocol_addr: SERVER,
+                        target_hardware_addr: EthernetAddress(MAC),
+                        target_protocol_addr: source_protocol_addr,
+                    };
+                    let mut buf = vec![0; 14 + reply.buffer_len()];
+                    let mut f = EthernetFrame::new_unchecked(&mut buf);
+                    EthernetRepr {
+                        src_addr: SERVER_MAC,
+                        dst_addr: EthernetAddress(MAC),
+                        ethertype: EthernetProtocol::Arp,
+                    }
+                    .emit(&mut f);
+                    reply.emit(&mut ArpPacket::new_unchecked(f.payload_mut()));
+                    wire.lock().unwrap().to_node.push_back(buf);
+                }
+                continue;
+            }
+            let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+            if ip.next_header() != IpProtocol::Udp {
+                continue;
+            }
+            let udp = UdpPacket::new_checked(ip.payload()).unwrap();
+            match udp.dst_port() {
+                67 => {
+                    let dhcp = DhcpPacket::new_checked(udp.payload()).unwrap();
+                    let repr = DhcpRepr::parse(&dhcp).unwrap();
+                    seen.hostname = dhcp
+                        .options()
+                        .find(|o| o.kind == OPT_HOST_NAME)
+                        .map(|o| o.data.to_vec());
+                    let answer = match repr.message_type {
+                        DhcpMessageType::Discover => DhcpMessageType::Offer,
+                        DhcpMessageType::Request => {
+                            seen.requests += 1;
+                            DhcpMessageType::Ack
+                        }
+                        _ => continue,
+                    };
+                    let extra = [
+                        DhcpOption {
+                            kind: 6,
+                            data: &[10, 0, 2, 1, 10, 0, 2, 53],
+                        },
+                        DhcpOption {
+                            kind: OPT_NTP_SERVERS,
+                            data: &SERVER.octets(),
+                        },
+                    ];
+                    let reply = DhcpRepr {
+                        message_type: answer,
+                        transaction_id: repr.transaction_id,
+                        secs: 0,
+                        client_hardware_address: repr.client_hardware_address,
+                        client_ip: Ipv4Address::UNSPECIFIED,
+                        your_ip: LEASED,
+                        server_ip: SERVER,
+                        router: Some(SERVER),
+                        subnet_mask: Some(Ipv4Address::new(255, 255, 255, 0)),
+                        relay_agent_ip: Ipv4Address::UNSPECIFIED,
+                        broadcast: false,
+                        requested_ip: None,
+                        client_identifier: None,
+                        server_identifier: Some(SERVER),
+                        parameter_request_list: None,
+                        dns_servers: None,
+                        max_size: None,
+                        lease_duration: Some(120),
+                        renew_duration: None,
+                        rebind_duration: None,
+                        additional_options: &extra,
+                    };
+                    let mut payload = vec![0; reply.buffer_len()];
+                    reply
+                        .emit(&mut DhcpPacket::new_unchecked(&mut payload[..]))
+                        .unwrap();
+                    let f = udp_frame(LEASED, 67, 68, &payload);
+                    wire.lock().unwrap().to_node.push_back(f);
+                }
+                NTP_PORT => {
+                    seen.ntp_queries += 1;
+                    let query = udp.payload();
+                    let mut reply = [0u8; 48];
+                    reply[0] = 0x24; // version 4, mode 4 (server)
+                    reply[1] = 2; // stratum
+                    reply[24..32].copy_from_slice(&query[40..48]);
+                    reply[40..44].copy_from_slice(&NTP_NOW_S.to_be_bytes());
+                    let f = udp_frame(LEASED, NTP_PORT, udp.src_port(), &reply);
+                    wire.lock().unwrap().to_node.push_back(f);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn turns(kernel: &mut Kernel, wire: &Arc<Mutex<Wire>>, seen: &mut Seen, n: usize) -> String {
+        let mut out = String::new();
+        for _ in 0..n {
+            kernel.poll_services(&mut out);
+            serve(wire, seen);
+        }
+        out
+    }
+
+    #[test]
+    fn a_lease_gives_address_router_dns_and_time_and_is_renewed() {
+        let (mut kernel, net, wire) = node();
+        let mut seen = Seen::default();
+        let shown = turns(&mut kernel, &wire, &mut seen, 50);
+        assert!(
+            shown.contains("net: address 10.0.2.50/24 (dhcp from 10.0.2.1, lease 120 s)\r\n"),
+            "{shown}"
+        );
+        assert_eq!(
+            seen.hostname.as_deref(),
+            Some(&b"tern-rpi4-525400123456"[..])
+        );
+        assert_eq!(
+            net.borrow().ipv4(),
+            Some(Ipv4Config {
+                cidr: Ipv4Cidr::new(LEASED, 24),
+                gateway: Some(SERVER),
+            })
+        );
+        let report = exec(&mut kernel, "net");
+        assert!(
+            report.contains("address 10.0.2.50/24 (dhcp from 10.0.2.1, lease 120 s, renewed 0 times)\r\ndns 10.0.2.1 10.0.2.53\r\n"),
+            "{report}"
+        );
+        // SNTP asked the server DHCP named at once, and the clock is set.
+        assert!(shown.contains("time: 2026-12-01T00:00:00.0"), "{shown}");
+        assert_eq!(seen.ntp_queries, 1);
+        let time = exec(&mut kernel, "time");
+        assert!(time.starts_with("time: 2026-12-01T00:00:0"), "{time}");
+        assert!(time.contains("(sntp from 10.0.2.1, 0 s ago"), "{time}");
+        assert!(time.contains("server: 10.0.2.1 (from DHCP)"), "{time}");
+
+        // Leases capped at 4 s are renewed every 2 s or so.
+        exec(&mut kernel, "time lease 4");
+        let requests = seen.requests;
+        for _ in 0..40 {
+            turns(&mut kernel, &wire, &mut seen, 1000);
+        }
+        assert!(seen.requests >= requests + 3, "{} requests", seen.requests);
+        let report = exec(&mut kernel, "net");
+        assert!(!report.contains("renewed 0 times"), "{report}");
+
+        // A static address stops DHCP; `net dhcp` asks again.
+        exec(&mut kernel, "net 192.168.7.2/24");
+        let requests = seen.requests;
+        turns(&mut kernel, &wire, &mut seen, 10_000);
+        assert_eq!(seen.requests, requests);
+        assert!(exec(&mut kernel, "net").contains("address 192.168.7.2/24 (static)"));
+        exec(&mut kernel, "net dhcp");
+        let shown = turns(&mut kernel, &wire, &mut seen, 50);
+        assert!(shown.contains("net: address 10.0.2.50/24 (dhcp"), "{shown}");
+    }
+
+    #[test]
+    fn without_a_server_the_node_falls_back_to_link_local_and_keeps_asking() {
+        let (mut kernel, net, wire) = node();
+        let mut out = String::new();
+        let start = kernel.board().clock().now_ns();
+        while kernel.board().clock().now_ns() < start + FALLBACK_NS + 1_000_000_000 {
+            kernel.poll_services(&mut out);
+            wire.lock().unwrap().from_node.clear();
+        }
+        let cidr = link_local(MAC);
+        assert_eq!(cidr.to_string(), "169.254.53.68/16");
+        assert!(
+            out.contains("net: address 169.254.53.68/16 (link-local: no DHCP server answered)"),
+            "{out}"
+        );
+        assert_eq!(net.borrow().source(), &AddressSource::LinkLocal);
+        // A server that shows up later wins.
+        let mut seen = Seen::default();
+        for _ in 0..30 {
+            out.push_str(&turns(&mut kernel, &wire, &mut seen, 1000));
+            if out.contains("dhcp from") {
+                break;
+            }
+        }
+        assert!(
+            out.contains("net: address 10.0.2.50/24 (dhcp from 10.0.2.1"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn sntp_answers_are_checked() {
+        let cookie = [1, 2, 3, 4, 5, 6, 7, 8];
+        let mut reply = [0u8; 48];
+        reply[0] = 0x24;
+        reply[1] = 1;
+        reply[24..32].copy_from_slice(&cookie);
+        reply[40..44].copy_from_slice(&NTP_NOW_S.to_be_bytes());
+        reply[44..48].copy_from_slice(&0x8000_0000u32.to_be_bytes());
+        assert_eq!(parse_reply(&reply, &cookie), Some(1_796_083_200_500));
+        assert_eq!(parse_reply(&reply[..47], &cookie), None);
+        assert_eq!(parse_reply(&reply, &[0; 8]), None, "another query's answer");
+        let mut kiss = reply;
+        kiss[1] = 0;
+        assert_eq!(parse_reply(&kiss, &cookie), None, "kiss of death");
+        let mut client = reply;
+        client[0] = 0x23;
+        assert_eq!(parse_reply(&client, &cookie), None, "not a server");
+        assert_eq!(hostname("virt", 0x5254_007e_0002), "tern-virt-5254007e0002");
+    }
 }

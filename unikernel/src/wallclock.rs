@@ -21,7 +21,10 @@ pub fn set(now_ns: u64, unix_ms: u64) {
 
 /// The Unix time in milliseconds at monotonic time `now_ns`, if known.
 pub fn unix_ms(now_ns: u64) -> Option<u64> {
-    at(critical_section::with(|cs| EPOCH_MS.borrow(cs).get())?, now_ns)
+    at(
+        critical_section::with(|cs| EPOCH_MS.borrow(cs).get())?,
+        now_ns,
+    )
 }
 
 /// The Unix time at `now_ns` for a clock whose monotonic 0 was `epoch_ms`.

@@ -17,8 +17,7 @@ use smoltcp::socket::udp;
 use smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Address};
 use tern_protocol::beacon::BEACON_INTERVAL_MS;
 use tern_protocol::{
-    format_node_id, parse_node_id, Beacon, BeaconSecurity, Security, BEACON_PORT,
-    PROTOCOL_VERSION,
+    format_node_id, parse_node_id, Beacon, BeaconSecurity, Security, BEACON_PORT, PROTOCOL_VERSION,
 };
 
 use super::{parse_endpoint, Context, ControlError, CONTROL_PORT};

@@ -26,9 +26,7 @@ use super::console;
 use super::link::Link;
 use super::migration::Answer;
 use super::replicas::{HeldReplica, ReplicaVerdict};
-use super::{
-    step_down, ControlError, Parts, CONTROL_PORT, KEEP_ALIVE_MS, LOW_WATER,
-};
+use super::{step_down, ControlError, Parts, CONTROL_PORT, KEEP_ALIVE_MS, LOW_WATER};
 use crate::events::EventLog;
 use crate::kernel::SharedConsole;
 use crate::tasks::{free_heap, TaskState};

@@ -265,7 +265,7 @@ extern "C" fn pc_main(magic: u32, info: u32) -> ! {
     let devices = Devices {
         net: found.net,
         entropy: found.entropy,
-        boot_commands: alloc::string::String::new(),
+        boot_commands: tern_board_common::provision::provisioned_commands(),
     };
     tern_unikernel::start(
         board,

@@ -280,6 +280,13 @@ fn print_report(r: &Report) {
         },
         r.run_s
     );
+    if let Some(what) = &r.ended_early {
+        println!(
+            "note: {what}; it finished on the {} node ({} of 2 migrations)",
+            r.finished_on,
+            r.migrations.len()
+        );
+    }
     if let Some(s) = &r.standby {
         print_standby(s);
         return;
@@ -343,12 +350,21 @@ fn explore(cluster: &Cluster, key: &tern_protocol::Psk) -> Result<()> {
     writeln!(f, "{}", key_hex(key))?;
     let ns = cluster.lab().netns().name();
     println!("\nthe nodes keep running; from another shell:");
+    println!(
+        "  sudo ip netns exec {ns} cargo run --bin tern -- nodes discover --key-file {}",
+        key_file.display()
+    );
     for (i, board) in BOARDS.iter().enumerate() {
+        let id = demo::node_name(i);
         println!(
-            "  sudo ip netns exec {ns} cargo run --bin inspect -- --node {} --key-file {} list   # {}",
-            Cluster::control(i),
+            "  sudo ip netns exec {ns} cargo run --bin inspect -- --node {id} --key-file {} list   # {} at {}",
             key_file.display(),
-            board.name()
+            board.name(),
+            cluster.endpoint(i)
+        );
+        println!(
+            "  sudo ip netns exec {ns} cargo run --bin tern -- console --node {id} --key-file {}",
+            key_file.display()
         );
     }
     println!("press Enter to stop them");

@@ -201,13 +201,13 @@ fn nodes_on_a_lan_are_addressed_found_and_driven_by_node_id_without_a_console() 
 
     let (ok, out) = tool(
         &cluster,
-        ("inspect", "inspect"),
+        ("tern-inspect", "inspect"),
         &["--node", &ids[1], "--key-file", &keyf, "list"],
     );
     assert!(ok && out.contains("npb-ep"), "{out}");
     let (ok, out) = tool(
         &cluster,
-        ("inspect", "inspect"),
+        ("tern-inspect", "inspect"),
         &[
             "--node",
             &ids[1],

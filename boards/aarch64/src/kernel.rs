@@ -27,6 +27,9 @@ pub struct KernelSetup<'a> {
     /// RAM the kernel may use (reserved regions already taken out); the
     /// image must lie inside one of the ranges.
     pub ram: RamRanges,
+    /// From the lowest to the highest address of the installed RAM, for the
+    /// boot log.
+    pub installed: Range<u64>,
     /// Device register ranges.
     pub mmio: &'a [Range<u64>],
     /// GICv2 distributor base.
@@ -124,7 +127,7 @@ pub unsafe fn start_kernel_with_devices<S: SerialPort + 'static>(
         crate::claim_heap(&ram);
         irq::init(setup.gicd, setup.gicc);
     }
-    let board = Box::leak(Box::new(Aarch64Board::new(setup.facts, ram.span())));
+    let board = Box::leak(Box::new(Aarch64Board::new(setup.facts, setup.installed)));
     let serial = Box::leak(Box::new(serial));
     let devices = probe();
     let mut commands = Vec::from([fault_command(), tern_board_common::random::random_command()]);

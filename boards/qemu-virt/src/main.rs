@@ -66,15 +66,15 @@ fn main(dtb: usize) -> ! {
     // kernel it leaves it at the start of RAM.
     let dtb = if dtb == 0 { RAM_BASE as usize } else { dtb };
     // SAFETY: `dtb` is RAM (x0 or the start of RAM).
-    let (ram_bytes, ram) = match unsafe { memory::from_device_tree(dtb) } {
-        Ok(found) => (found.installed.total(), found.usable),
+    let (installed, ram) = match unsafe { memory::from_device_tree(dtb) } {
+        Ok(found) => (found.installed, found.usable),
         Err(error) => {
             exception::write_direct(format_args!(
                 "warning: device tree at {dtb:#x}: {error}; assuming {} MiB\r\n",
                 FALLBACK_RAM_BYTES >> 20
             ));
-            let ram = RAM_BASE..RAM_BASE + FALLBACK_RAM_BYTES;
-            (FALLBACK_RAM_BYTES, RamRanges::single(ram))
+            let ram = RamRanges::single(RAM_BASE..RAM_BASE + FALLBACK_RAM_BYTES);
+            (ram.clone(), ram)
         }
     };
 
@@ -83,13 +83,14 @@ fn main(dtb: usize) -> ! {
             board: "virt",
             isa: Isa::Aarch64,
             model: "QEMU virt",
-            memory_bytes: ram_bytes,
+            memory_bytes: installed.total(),
             timer_hz: 0,
             serial_number: None,
             mac_address: None,
             cpu_clock_hz: None,
         },
         ram,
+        installed: installed.span(),
         mmio: &[MMIO],
         gicd: GICD,
         gicc: GICC,

@@ -56,14 +56,15 @@ fn main(dtb: usize) -> ! {
         .ok()
         .map(u64::from);
     // SAFETY: x0 as the firmware left it: 0 or its device tree in RAM.
-    let (memory_bytes, ram) = match unsafe { memory::from_device_tree(dtb) } {
-        Ok(found) => (found.installed.total(), found.usable),
+    let (installed, ram) = match unsafe { memory::from_device_tree(dtb) } {
+        Ok(found) => (found.installed, found.usable),
         Err(_) => {
             let (base, size) = mailbox::arm_memory().unwrap_or_else(|error| {
                 warn("ARM memory", error);
                 FALLBACK_RAM
             });
-            (size, RamRanges::single(base..base + size))
+            let ram = RamRanges::single(base..base + size);
+            (ram.clone(), ram)
         }
     };
     let delays = rgmii_delays(dtb);
@@ -79,13 +80,14 @@ fn main(dtb: usize) -> ! {
             board: "rpi4",
             isa: Isa::Aarch64,
             model: "Raspberry Pi 4 Model B",
-            memory_bytes,
+            memory_bytes: installed.total(),
             timer_hz: 0,
             serial_number,
             mac_address,
             cpu_clock_hz,
         },
         ram,
+        installed: installed.span(),
         mmio: &[PERIPHERALS],
         gicd: GICD,
         gicc: GICC,

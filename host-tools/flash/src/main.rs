@@ -50,8 +50,7 @@ struct Args {
     /// rpi4: create a bootable SD-card image (MBR, FAT32 boot partition).
     #[arg(long, value_name = "FILE")]
     sd_image: Option<PathBuf>,
-    /// rpi4: firmware directory (start4.elf, fixup4.dat, bcm2711-rpi-4-b.dtb,
-    /// overlays/disable-bt.dtbo) for --sd-image.
+    /// rpi4: firmware directory (start4.elf, fixup4.dat, bcm2711-rpi-4-b.dtb) for --sd-image.
     #[arg(long, value_name = "DIR", requires = "sd_image")]
     firmware: Option<PathBuf>,
     /// rpi4: the board's serial port (a device or tcp:HOST:PORT): push the

@@ -11,16 +11,8 @@ use mbrman::{MBRPartitionEntry, CHS, MBR};
 use crate::{fsutil, FlashError};
 
 /// The firmware files the Pi 4's boot ROM and `start4.elf` need next to
-/// Tern's files, by their path in the boot partition. Tern does not ship them
-/// (see the README's quick-start). The overlay backs `config.txt`'s
-/// `dtoverlay=disable-bt`: without it the firmware leaves the PL011 to
-/// Bluetooth and the primary UART on GPIO 14/15 is the mini UART.
-pub const FIRMWARE_FILES: [&str; 4] = [
-    "start4.elf",
-    "fixup4.dat",
-    "bcm2711-rpi-4-b.dtb",
-    "overlays/disable-bt.dtbo",
-];
+/// Tern's files. Tern does not ship them (see the README's quick-start).
+pub const FIRMWARE_FILES: [&str; 3] = ["start4.elf", "fixup4.dat", "bcm2711-rpi-4-b.dtb"];
 
 /// The kernel image's name: the firmware loads `kernel8.img` for `arm_64bit=1`.
 pub const KERNEL_IMAGE: &str = "kernel8.img";
@@ -63,11 +55,11 @@ impl BootConfig {
              # UART0 (PL011) on GPIO 14/15, with the 48 MHz clock Tern's baud divisor assumes.\n\
              enable_uart=1\n\
              init_uart_clock=48000000\n\
-             # Give the PL011 back to GPIO 14/15 (Bluetooth takes it by default);\n\
-             # needs overlays/disable-bt.dtbo from the firmware, which `flash` checks.\n\
-             dtoverlay=disable-bt\n\
-             # The firmware's own boot diagnostics on the same UART: the first thing\n\
-             # to look at when Tern's banner does not appear.\n\
+             # No dtoverlay=disable-bt (its overlay is not among the firmware files):\n\
+             # Tern takes the PL011 from Bluetooth's GPIO 32/33 to GPIO 14/15 itself.\n\
+             # The firmware's own boot diagnostics on the same pins (through the mini\n\
+             # UART, the primary one with Bluetooth on): the first thing to look at\n\
+             # when Tern's banner does not appear.\n\
              uart_2ndstage=1\n\
              # Tern draws nothing on the screen.\n\
              disable_splash=1\n",
@@ -200,10 +192,6 @@ fn fill_sd_image(file: &mut File, files: &[(String, Vec<u8>)]) -> io::Result<()>
     )?;
     let fs = fatfs::FileSystem::new(&mut partition, fatfs::FsOptions::new())?;
     for (name, bytes) in files {
-        if let Some((dir, _)) = name.rsplit_once('/') {
-            // Opens the directory if an earlier file created it.
-            fs.root_dir().create_dir(dir)?;
-        }
         let mut out = fs.root_dir().create_file(name)?;
         out.truncate()?;
         out.write_all(bytes)?;
@@ -333,21 +321,14 @@ pub fn read_from_sd_image(image: &Path, name: &str) -> Result<Vec<u8>, FlashErro
     })
 }
 
-/// The paths of the files in the SD image's boot partition (`overlays/…`
-/// for those in a directory), sorted.
+/// The names of the files in the SD image's boot partition, sorted.
 pub fn sd_image_files(image: &Path) -> Result<Vec<String>, FlashError> {
     with_boot_partition(image, |fs| {
         let mut names = Vec::new();
-        let mut dirs = vec![(String::new(), fs.root_dir())];
-        while let Some((prefix, dir)) = dirs.pop() {
-            for entry in dir.iter() {
-                let entry = entry?;
-                let name = format!("{prefix}{}", entry.file_name());
-                if entry.is_file() {
-                    names.push(name);
-                } else if entry.is_dir() && !matches!(entry.file_name().as_str(), "." | "..") {
-                    dirs.push((format!("{name}/"), entry.to_dir()));
-                }
+        for entry in fs.root_dir().iter() {
+            let entry = entry?;
+            if entry.is_file() {
+                names.push(entry.file_name());
             }
         }
         names.sort();
@@ -385,6 +366,11 @@ mod tests {
             );
         }
         assert!(!lines.iter().any(|line| line.contains("jtag")), "{lines:?}");
+        // No overlay: its file is not among those `flash` checks and copies.
+        assert!(
+            !lines.iter().any(|line| line.starts_with("dtoverlay")),
+            "{lines:?}"
+        );
     }
 
     #[test]
@@ -425,14 +411,7 @@ mod tests {
         std::fs::write(dir.path().join("start4.elf"), b"firmware").unwrap();
         std::fs::write(dir.path().join("cmdline.txt"), b"keep me").unwrap();
         let missing = write_boot_dir(dir.path(), b"kernel", BootConfig::default()).unwrap();
-        assert_eq!(
-            missing,
-            [
-                "fixup4.dat",
-                "bcm2711-rpi-4-b.dtb",
-                "overlays/disable-bt.dtbo"
-            ]
-        );
+        assert_eq!(missing, ["fixup4.dat", "bcm2711-rpi-4-b.dtb"]);
         assert_eq!(
             std::fs::read(dir.path().join("kernel8.img")).unwrap(),
             b"kernel"
@@ -457,7 +436,6 @@ mod tests {
 
     fn firmware_dir() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("overlays")).unwrap();
         for name in FIRMWARE_FILES {
             std::fs::write(dir.path().join(name), format!("dummy {name}")).unwrap();
         }
@@ -500,7 +478,6 @@ mod tests {
                 "config.txt",
                 "fixup4.dat",
                 "kernel8.img",
-                "overlays/disable-bt.dtbo",
                 "start4.elf"
             ]
         );

@@ -245,11 +245,6 @@ fn files_are_saved_and_boot_dirs_are_updated() {
         "{warnings}"
     );
     assert!(warnings.contains("bcm2711-rpi-4-b.dtb"), "{warnings}");
-    // The overlay config.txt's dtoverlay=disable-bt needs.
-    assert!(
-        warnings.contains("lacks the firmware file overlays/disable-bt.dtbo"),
-        "{warnings}"
-    );
     assert!(
         !warnings.contains("lacks the firmware file start4.elf"),
         "{warnings}"

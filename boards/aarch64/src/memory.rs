@@ -41,10 +41,13 @@ impl RamRanges {
     }
 
     /// Adds `range` (empty ones are ignored); false if the list is full.
+    /// What it overlaps is taken out of the ranges already there first, so
+    /// that overlapping memory nodes never hand the heap a byte twice.
     pub fn add(&mut self, range: Range<u64>) -> bool {
         if range.is_empty() {
             return true;
         }
+        self.remove(range.clone());
         if self.len == MAX_RANGES {
             return false;
         }

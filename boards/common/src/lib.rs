@@ -40,6 +40,18 @@ pub unsafe fn init_heap(start: *mut u8, size: usize) {
     assert!(claimed.is_some(), "heap region too small to claim");
 }
 
+/// Hands one more range of RAM to the heap, after [`init_heap`]; returns
+/// whether the allocator took it (a range too small for its bookkeeping is
+/// left alone).
+///
+/// # Safety
+///
+/// As for [`init_heap`]: mapped read-write RAM used by nothing else.
+pub unsafe fn add_heap(start: *mut u8, size: usize) -> bool {
+    // SAFETY: the caller guarantees the range is unused, writable RAM.
+    unsafe { HEAP.lock().claim(start, size) }.is_some()
+}
+
 /// Current heap usage.
 pub fn heap_stats() -> HeapStats {
     let talc = HEAP.lock();

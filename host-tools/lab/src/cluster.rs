@@ -63,6 +63,30 @@ pub fn nic(board: Board) -> &'static str {
     }
 }
 
+/// How one node of a cluster is started: its board, its QEMU network device
+/// (`-device` prefix, e.g. `e1000e,bus=rp0`) and QEMU arguments placed
+/// before the network device's (e.g. the PCIe root port it sits behind).
+#[derive(Clone, Debug)]
+pub struct NodeSpec {
+    /// The board.
+    pub board: Board,
+    /// The network device.
+    pub nic: String,
+    /// Extra QEMU arguments.
+    pub extra_args: Vec<String>,
+}
+
+impl NodeSpec {
+    /// `board` with its usual network device and nothing else.
+    pub fn new(board: Board) -> Self {
+        Self {
+            board,
+            nic: nic(board).into(),
+            extra_args: Vec::new(),
+        }
+    }
+}
+
 /// Nodes on one lab, each configured with an address and the cluster's security.
 pub struct Cluster {
     // Nodes first: QEMU must go before its taps and namespace.
@@ -75,21 +99,36 @@ impl Cluster {
     /// Builds the kernels, creates lab `tag` and boots one node per entry of
     /// `boards` (all at once), then gives each its address and the key.
     pub fn start(tag: &str, boards: &[Board], security: Security) -> Result<Self, ClusterError> {
-        for board in boards {
-            kernel(*board, Variant::Tern).map_err(HarnessError::from)?;
+        let specs: Vec<NodeSpec> = boards.iter().copied().map(NodeSpec::new).collect();
+        Self::start_specs(tag, &specs, security)
+    }
+
+    /// [`Cluster::start`] with each node's network device and extra QEMU
+    /// arguments as `specs` say.
+    pub fn start_specs(
+        tag: &str,
+        specs: &[NodeSpec],
+        security: Security,
+    ) -> Result<Self, ClusterError> {
+        for spec in specs {
+            kernel(spec.board, Variant::Tern).map_err(HarnessError::from)?;
         }
-        let lab = Lab::create(tag, boards.len())?;
+        let lab = Lab::create(tag, specs.len())?;
         let mut nodes = Vec::new();
-        for (i, board) in boards.iter().enumerate() {
-            let launch = lab.launch(i, nic(*board), &Self::mac(i));
-            let elf = kernel(*board, Variant::Tern).map_err(HarnessError::from)?;
+        for (i, spec) in specs.iter().enumerate() {
+            let mut launch = lab.launch(i, &spec.nic, &Self::mac(i));
+            launch
+                .extra_args
+                .splice(0..0, spec.extra_args.iter().cloned());
+            let elf = kernel(spec.board, Variant::Tern).map_err(HarnessError::from)?;
             nodes.push(Node::start_with(
-                *board,
+                spec.board,
                 Boot::Elf(elf),
                 SerialMode::Pipes,
                 &launch,
             )?);
         }
+        let boards: Vec<Board> = specs.iter().map(|spec| spec.board).collect();
         let mut cluster = Self {
             nodes,
             lab,

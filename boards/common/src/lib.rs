@@ -1,6 +1,7 @@
 //! Pieces shared by every Tern board: the kernel heap and the defmt logger,
 //! the catalog of task kinds the boards carry ([`task_catalog`]), the
-//! `random` shell command ([`random`]), and for the QEMU boards the
+//! `random` shell command ([`random`]), the boot commands provisioned into
+//! the image at flash time ([`provision`]), and for the QEMU boards the
 //! virtio-net and virtio-rng driver glue ([`virtio`]).
 //!
 //! The heap is a [`talc`] allocator behind a spinlock. A board claims its free
@@ -12,6 +13,7 @@
 extern crate alloc;
 
 mod logger;
+pub mod provision;
 pub mod random;
 pub mod virtio;
 

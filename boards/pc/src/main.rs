@@ -484,7 +484,7 @@ extern "C" fn pc_main(magic: u32, info: u32) -> ! {
     let devices = Devices {
         net: found.net,
         entropy: found.entropy,
-        boot_commands,
+        boot_commands: tern_board_common::provision::boot_commands(&boot_commands),
     };
     tern_unikernel::start(
         board,

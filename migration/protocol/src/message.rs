@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::report::{EventRecord, NodeStatus};
 
 /// Version of this protocol; a peer speaking another version is refused.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Longest task tag a node keeps ([`Message::StartTask`]).
 pub const MAX_TAG_LEN: usize = 64;
@@ -381,6 +381,23 @@ pub enum Message {
         /// Task identity.
         task_id: u64,
     },
+    /// Client → node: make this connection a console session: the node's
+    /// shell with its own line editor, and the node's log lines; answered
+    /// by [`Message::ConsoleOutput`] (the banner and the prompt), then
+    /// output as it comes, until the connection closes.
+    ConsoleOpen,
+    /// Client → node: bytes typed on the session's console (as a serial
+    /// terminal sends them: CR ends a line, DEL or BS erases).
+    ConsoleInput {
+        /// The bytes, at most [`MAX_CONSOLE_INPUT`].
+        bytes: Vec<u8>,
+    },
+    /// Node → client: console text: the editor's echo, commands' answers and
+    /// the node's log lines (its events, rendered as on the serial console).
+    ConsoleOutput {
+        /// The text (CR LF line ends).
+        text: String,
+    },
     /// Client → node: keep a standby replica of this task on the node at
     /// `standby` (`address:port`) through a sync session, or end the task's
     /// session (`None`); answered by [`Message::StandbySet`] or a nack
@@ -399,3 +416,6 @@ pub enum Message {
         task_id: u64,
     },
 }
+
+/// Most bytes one [`Message::ConsoleInput`] may carry.
+pub const MAX_CONSOLE_INPUT: usize = 4096;

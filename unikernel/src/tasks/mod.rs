@@ -116,7 +116,13 @@ impl TaskEntry {
                 .map_err(|e| format!("capturing task {id}: {e}"))?;
         }
         // The boards have no wall clock: creation time 0 means "unknown".
-        let info = HeaderInfo::for_task(&*self.task, epoch, 0, facts.isa.name(), facts.board);
+        let info = HeaderInfo::for_task(
+            &*self.task,
+            epoch,
+            crate::wallclock::now_unix_ms(),
+            facts.isa.name(),
+            facts.board,
+        );
         let mut bytes = Vec::new();
         write_checkpoint(&mut bytes, &info, &snap, Mode::Full)
             .map_err(|e| format!("writing the checkpoint of task {id}: {e}"))?;

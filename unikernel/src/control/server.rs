@@ -727,7 +727,7 @@ fn set_standby(parts: &mut Parts<'_, '_>, task_id: u64, standby: Option<&str>) -
         return Message::Nack(NackReason::UnknownTask);
     };
     let current = parts.sessions.standby_of(local_id);
-    let to = match standby.map(parse_endpoint).transpose() {
+    let to = match standby.map(|s| parts.discovery.resolve(s)).transpose() {
         Ok(to) => to,
         Err(_) => return Message::Nack(NackReason::StartRefused),
     };

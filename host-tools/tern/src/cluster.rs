@@ -8,6 +8,7 @@
 //! batch's progress, and ends with its account: makespan, the local-only
 //! baseline and the speedup A = (T_local − T_off) / T_local.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,11 +16,15 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tern_controller::api;
+use tern_controller::bench::{makespan_lower_bound, run_set, ClusterModel, Row};
 use tern_controller::catalogue::Catalogue;
 use tern_controller::driver::live::{in_netns, LiveConnector, Timeouts};
 use tern_controller::engine::{self, now, EngineConfig, Service, SubmitError};
-use tern_controller::model::{NodeId, TaskId, TaskState};
-use tern_controller::store::{Store, StoreError};
+use tern_controller::model::{NodeId, NodeSpec, PolicyKind, TaskId, TaskState};
+use tern_controller::sched::SchedConfig;
+use tern_controller::sim::SimTask;
+use tern_controller::store::{Store, StoreError, TaskRow};
+use tern_controller::timings::TimingTable;
 use tern_controller::views::{self, TaskJson, Timeline};
 use tern_lab::cluster::Cluster;
 use tern_protocol::Security;
@@ -76,6 +81,14 @@ pub struct ClusterReport {
     /// The batch's account (summary with T_off, T_local and the speedup),
     /// nodes, runs and migrations, as the UI's timeline shows them.
     pub timeline: Timeline,
+    /// The measured makespan T_off ÷ the lower bound of the same set on
+    /// these nodes (from the timing table's means, as the prediction's).
+    pub makespan_ratio: Option<f64>,
+    /// The simulator's prediction for the same set on a model of these
+    /// nodes with the timing table's means (`data/timings.json`), under the
+    /// same policy: T_local, T_off, A, the ideal A and makespan ÷ lower
+    /// bound; `None` when the table lacks a (program, board) pair.
+    pub predicted: Option<Row>,
 }
 
 /// The controller and the nodes, still running (for `--keep`).
@@ -155,9 +168,8 @@ fn drive(
         Timeouts::default(),
     );
     let config = EngineConfig {
-        default_policy: tern_controller::model::PolicyKind::parse(&options.policy).ok_or_else(
-            || DemoError::Task(format!("unknown policy {}", options.policy)),
-        )?,
+        default_policy: PolicyKind::parse(&options.policy)
+            .ok_or_else(|| DemoError::Task(format!("unknown policy {}", options.policy)))?,
         ..EngineConfig::default()
     };
     let service = engine::start(db, config, Arc::new(connector), Catalogue::npb())
@@ -175,7 +187,9 @@ fn drive(
         let _ = stopped.await;
     }));
     let ui = format!("http://{}/", options.listen);
-    on_event(Event::Stage(format!("web UI: {ui} (timeline: {ui}timeline)")));
+    on_event(Event::Stage(format!(
+        "web UI: {ui} (timeline: {ui}timeline)"
+    )));
 
     for (i, board) in BOARDS.iter().enumerate() {
         let addr = Cluster::control(i).to_string();
@@ -253,6 +267,24 @@ fn drive(
         .into_iter()
         .filter(|t| submitted.tasks.contains(&t.id))
         .collect();
+    let nodes: Vec<NodeSpec> = store
+        .nodes()
+        .map_err(store_error)?
+        .into_iter()
+        .map(|n| n.spec)
+        .collect();
+    let set: Vec<TaskRow> = store
+        .tasks()
+        .map_err(store_error)?
+        .into_iter()
+        .filter(|t| submitted.tasks.contains(&t.id))
+        .collect();
+    drop(store);
+    let (predicted, makespan_ratio) =
+        match predict(controller.catalogue(), &nodes, &set, submitted.policy) {
+            Some((row, bound)) => (Some(row), timeline.summary.t_off.map(|t| t / bound)),
+            None => (None, None),
+        };
     Ok(ClusterReport {
         scenario: "cluster",
         ui,
@@ -260,7 +292,52 @@ fn drive(
         decisions: follow.decisions,
         tasks,
         timeline,
+        makespan_ratio,
+        predicted,
     })
+}
+
+/// The simulator's run of `set` on `nodes` under `policy`, each task
+/// taking its program's mean time in the timing table on each board, and
+/// the set's makespan lower bound there.
+fn predict(
+    catalogue: &Catalogue,
+    nodes: &[NodeSpec],
+    set: &[TaskRow],
+    policy: PolicyKind,
+) -> Option<(Row, f64)> {
+    let table = TimingTable::bundled();
+    let tasks = set
+        .iter()
+        .map(|t| {
+            let key = catalogue.timing_key(&t.spec.program);
+            let actual = nodes
+                .iter()
+                .map(|n| Some((n.board.clone(), table.mean(key, &n.board)?)))
+                .collect::<Option<BTreeMap<_, _>>>()?;
+            Some(SimTask {
+                id: t.id,
+                spec: t.spec.clone(),
+                actual,
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    let model = ClusterModel {
+        name: "these nodes".into(),
+        nodes: nodes.to_vec(),
+    };
+    let bound = makespan_lower_bound(&tasks, nodes);
+    let row = run_set(
+        &model,
+        &tasks,
+        tasks.len(),
+        0,
+        &[policy],
+        &SchedConfig::default(),
+    )
+    .ok()?
+    .pop()?;
+    Some((row, bound))
 }
 
 /// What the demo has told of the batch so far.

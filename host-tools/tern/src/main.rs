@@ -351,6 +351,15 @@ fn print_cluster(r: &tern::cluster::ClusterReport) {
         Some(a) => println!("speedup A = (T_local - T_off) / T_local = {a:.1}%"),
         None => println!("speedup A: not known (no local node, or the batch did not end)"),
     }
+    if let Some(ratio) = r.makespan_ratio {
+        println!("makespan / lower bound (timing table) = {ratio:.2}");
+    }
+    if let Some(p) = &r.predicted {
+        println!(
+            "simulator's prediction for this set on these nodes ({}): T_off {:.1} s, T_local {:.1} s, A {:.1}% (ideal {:.1}%), makespan / lower bound {:.2}",
+            p.policy, p.t_off, p.t_local, p.a, p.a_ideal, p.makespan_ratio
+        );
+    }
     println!(
         "{:<10} {:<6} {:<8} {:>8} {:>6}  node",
         "task", "prog", "state", "time", "starts"
@@ -361,7 +370,8 @@ fn print_cluster(r: &tern::cluster::ClusterReport) {
             t.name,
             t.program,
             t.state.name(),
-            t.completion_s.map_or_else(|| "-".into(), |c| format!("{c:.1} s")),
+            t.completion_s
+                .map_or_else(|| "-".into(), |c| format!("{c:.1} s")),
             t.attempts,
             t.node.as_deref().unwrap_or("-")
         );

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 
 use tern_client::random_key;
 use tern_controller::catalogue::Catalogue;
+use tern_controller::client::Client;
 use tern_controller::driver::live::{in_netns, LiveConnector, Timeouts};
 use tern_controller::driver::parse_tag;
-use tern_controller::client::Client;
 use tern_controller::engine::{self, EngineConfig, Service};
 use tern_controller::model::TaskState;
 use tern_controller::sched::NodeState;
@@ -84,8 +84,7 @@ fn starts(watch: &EventWatch, prefix: &str, task: i64) -> Vec<String> {
 }
 
 #[test]
-fn real_nodes_run_a_batch_once_fail_over_resume_migrate_on_drain_and_survive_a_killed_controller(
-) {
+fn real_nodes_run_a_batch_once_fail_over_resume_migrate_on_drain_and_survive_a_killed_controller() {
     let key = random_key().unwrap();
     let security = Security::Key(key.clone());
     let cluster = Cluster::start("ctlfo", &BOARDS, security.clone()).unwrap();
@@ -161,7 +160,7 @@ fn real_nodes_run_a_batch_once_fail_over_resume_migrate_on_drain_and_survive_a_k
             "the start's event",
             Duration::from_secs(10),
             &cluster,
-        &|| account(&c.read()),
+            &|| account(&c.read()),
             &mut watch,
             |w| !starts(w, &prefix, *id).is_empty(),
         );
@@ -397,8 +396,10 @@ fn real_nodes_run_a_batch_once_fail_over_resume_migrate_on_drain_and_survive_a_k
         &mut watch,
         |_| api.nodes().is_ok(),
     );
-    api.add_node(&Cluster::control(0).to_string(), true).unwrap();
-    api.add_node(&Cluster::control(1).to_string(), false).unwrap();
+    api.add_node(&Cluster::control(0).to_string(), true)
+        .unwrap();
+    api.add_node(&Cluster::control(1).to_string(), false)
+        .unwrap();
     let batch = br#"{"policy":"tern","tasks":[
         {"name":"k1","program":"cg-S"},{"name":"k2","program":"is-W"},
         {"name":"k3","program":"cg-W"},{"name":"k4","program":"cg-S"},

@@ -181,6 +181,9 @@ struct Memo {
     ended: HashMap<String, (bool, String, f64)>,
     /// The progress last passed on, per tag.
     progress: HashMap<String, f64>,
+    /// Statuses that listed a run finished whose end event was not read
+    /// yet, per tag.
+    unheard: HashMap<String, u32>,
     /// Events to pass on with the next read of the stream.
     pending: Vec<NodeEvent>,
 }
@@ -242,9 +245,10 @@ impl Memo {
         }
     }
 
-    /// The node's tagged runs as the engine sees them; progress changes are
-    /// queued as events. Forgets the tags the node no longer lists.
-    fn runs(&mut self, tasks: &[TaskSummary]) -> Vec<RemoteRun> {
+    /// The node's tagged runs as the engine sees them at `uptime_ms`;
+    /// progress changes are queued as events. Forgets the tags the node no
+    /// longer lists.
+    fn runs(&mut self, tasks: &[TaskSummary], uptime_ms: u64) -> Vec<RemoteRun> {
         let mut runs = Vec::new();
         for t in tasks {
             let Some(tag) = t.tag.clone() else { continue };
@@ -256,11 +260,32 @@ impl Memo {
             let state = match (t.role, t.status) {
                 (TaskRole::Standby, _) | (_, TaskStatus::Replica) => RunState::Standby,
                 (TaskRole::Owner, TaskStatus::Finished { verified }) => {
-                    let (ok, output, exec_s) = self.ended.get(&tag).cloned().unwrap_or_else(|| {
-                        let said = if verified { "verified" } else { "failed" };
-                        (verified, format!("{said} (from the node's task list)"), 0.0)
-                    });
-                    RunState::Finished { ok, output, exec_s }
+                    match self.ended.get(&tag).cloned() {
+                        Some((ok, output, exec_s)) => RunState::Finished { ok, output, exec_s },
+                        None => {
+                            // The end event may be on its way (the status
+                            // was read between the event and the stream's
+                            // next read): the list's word is taken only
+                            // from the second status on, when it was missed.
+                            let seen = self.unheard.entry(tag.clone()).or_default();
+                            *seen += 1;
+                            if *seen < 2 {
+                                RunState::Running
+                            } else {
+                                let said = if verified { "verified" } else { "failed" };
+                                // At most this long: it ended before now.
+                                let exec_s = self
+                                    .since
+                                    .get(&tag)
+                                    .map_or(0.0, |s| uptime_ms.saturating_sub(*s) as f64 / 1e3);
+                                RunState::Finished {
+                                    ok: verified,
+                                    output: format!("{said} (from the node's task list)"),
+                                    exec_s,
+                                }
+                            }
+                        }
+                    }
                 }
                 (TaskRole::Owner, _) => {
                     let last = self.progress.get(&tag).copied().unwrap_or(-1.0);
@@ -284,6 +309,7 @@ impl Memo {
         let listed: std::collections::HashSet<&str> = runs.iter().map(|r| r.tag.as_str()).collect();
         self.ended.retain(|t, _| listed.contains(t.as_str()));
         self.progress.retain(|t, _| listed.contains(t.as_str()));
+        self.unheard.retain(|t, _| listed.contains(t.as_str()));
         runs
     }
 }
@@ -353,7 +379,7 @@ impl NodeLink for LiveLink {
     fn status(&mut self) -> Result<NodeStatus, DriverError> {
         let s = self.client.status().map_err(|e| self.error(e))?;
         self.memo.uptime_ms = s.uptime_ms;
-        let runs = self.memo.runs(&s.tasks);
+        let runs = self.memo.runs(&s.tasks, s.uptime_ms);
         Ok(NodeStatus {
             isa: s.isa,
             board: s.board,
@@ -700,14 +726,17 @@ mod tests {
             summary(Some("c"), TaskRole::Standby, TaskStatus::Replica, 2),
             summary(None, TaskRole::Owner, TaskStatus::Running, 1),
         ];
-        let runs = m.runs(&tasks);
+        m.since.insert("b".into(), 1_000);
+        let runs = m.runs(&tasks, 3_000);
         assert_eq!(runs.len(), 3, "untagged tasks are not the controller's");
         assert_eq!(
             (runs[0].state.clone(), runs[0].progress),
             (RunState::Running, 0.4)
         );
-        assert!(
-            matches!(&runs[1].state, RunState::Finished { ok: true, output, .. } if output.contains("task list"))
+        assert_eq!(
+            runs[1].state,
+            RunState::Running,
+            "its end event may still come"
         );
         assert_eq!(runs[2].state, RunState::Standby);
         assert_eq!(
@@ -717,7 +746,11 @@ mod tests {
                 progress: 0.4
             }]
         );
-        m.runs(&tasks);
+        let runs = m.runs(&tasks, 4_000);
         assert!(m.pending.is_empty(), "no change, no event");
+        assert!(
+            matches!(&runs[1].state, RunState::Finished { ok: true, output, exec_s } if output.contains("task list") && *exec_s == 3.0),
+            "the event was missed: the list's word, ended at most 3 s after its start"
+        );
     }
 }

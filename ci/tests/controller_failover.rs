@@ -211,6 +211,10 @@ fn real_nodes_run_a_batch_once_fail_over_resume_migrate_on_drain_and_survive_a_k
         |_| task(&s, "robust").state.is_final() && task(&s, "plain").state.is_final(),
     );
     cluster.lab().set_link(0, true).unwrap();
+    // The watch's stream from the PC went silent with its link (a cut
+    // connection that is only read never learns that it broke): a new watch
+    // reads the nodes' logs again from their start.
+    watch = cluster.watch();
     let store = c.read();
     for name in ["robust", "plain"] {
         let t = store.task_by_name(name).unwrap().unwrap();
@@ -249,8 +253,8 @@ fn real_nodes_run_a_batch_once_fail_over_resume_migrate_on_drain_and_survive_a_k
         "resumed in a new epoch"
     );
     drop(store);
-    // The PC's copies, stale now, stop once it is heard again: the plain
-    // one by the controller, the robust one by failback (or they ended
+    // The PC's copies, stale now, stop once it is heard again: by the
+    // controller, the robust one perhaps by failback first (or they ended
     // meanwhile, their results ignored).
     let plain_first = tern_controller::driver::tag(&prefix, plain.id, 1);
     wait(
@@ -269,7 +273,7 @@ fn real_nodes_run_a_batch_once_fail_over_resume_migrate_on_drain_and_survive_a_k
                 NodeEvent::TaskKilled { task, .. } | NodeEvent::TaskFinished { task, .. } if tagged(task, &plain_first))
             }) && pc_event(&|e| {
                 matches!(e,
-                    NodeEvent::SteppedDown { task, .. } | NodeEvent::TaskFinished { task, .. } if tagged(task, &robust_tag))
+                    NodeEvent::SteppedDown { task, .. } | NodeEvent::TaskKilled { task, .. } | NodeEvent::TaskFinished { task, .. } if tagged(task, &robust_tag))
             })
         },
     );

@@ -531,8 +531,12 @@ impl Engine {
         let lease = self.config.lease;
         let all_reported = self.agents.keys().all(|n| self.reported.contains(n));
         if !self.unconfirmed.is_empty() && (all_reported || self.born.elapsed() > lease * 2) {
-            let missing: Vec<TaskId> = self.unconfirmed.drain().map(|(t, _)| t).collect();
-            for task in missing {
+            let missing: Vec<(TaskId, NodeId)> =
+                self.unconfirmed.drain().map(|(t, (n, _))| (t, n)).collect();
+            for (task, node) in missing {
+                if self.start_again(now, task, node) {
+                    continue;
+                }
                 self.requeue(
                     now,
                     task,
@@ -589,6 +593,37 @@ impl Engine {
                 });
             }
         }
+    }
+
+    /// A run the restart could not find that was only `starting` on a node
+    /// that answers: its start request may have died with the old
+    /// controller, or may still reach the node after its status. It is
+    /// asked for again under the same tag — a node that has it answers with
+    /// it, one that has not starts it — so it runs once either way (a new
+    /// epoch could run it twice). Returns whether it was.
+    fn start_again(&mut self, now: f64, task: TaskId, node: NodeId) -> bool {
+        let Some(row) = self.store.task(task).ok().flatten() else {
+            return false;
+        };
+        let runner = self
+            .catalogue
+            .get(&row.spec.program)
+            .map(|p| p.runner.clone());
+        let (Some(runner), TaskState::Starting, Some(n)) = (runner, row.state, row.node_id) else {
+            return false;
+        };
+        if n != node || !self.reported.contains(&node) || !self.agents.contains_key(&node) {
+            return false;
+        }
+        let _ = self.store.log_event(
+            now,
+            "start_asked_again",
+            Some(task),
+            Some(node),
+            &serde_json::json!({ "epoch": row.epoch }),
+        );
+        self.send_start(now, &row, runner, node, row.epoch);
+        true
     }
 
     fn requeue(&mut self, now: f64, task: TaskId, outcome: &str, reason: &str) {
@@ -868,6 +903,19 @@ impl Engine {
                 return;
             }
         };
+        self.send_start(now, &row, program.runner.clone(), node, epoch);
+    }
+
+    /// Sends the start request of `row`'s run in `epoch` to `node`.
+    fn send_start(
+        &mut self,
+        now: f64,
+        row: &TaskRow,
+        runner: crate::catalogue::Runner,
+        node: NodeId,
+        epoch: i64,
+    ) {
+        let task = row.id;
         let standby = row.spec.robust.then(|| self.standby_for(node)).flatten();
         let checkpoint = match self.store.checkpoint(task) {
             Ok(c) => c.map(|c| Checkpoint {
@@ -884,7 +932,7 @@ impl Engine {
             tag: tag(&self.prefix, task, epoch),
             task,
             program: row.spec.program.clone(),
-            runner: program.runner.clone(),
+            runner,
             args: row.spec.args.clone(),
             standby,
             checkpoint,

@@ -82,7 +82,9 @@ pub struct ClusterReport {
     /// nodes, runs and migrations, as the UI's timeline shows them.
     pub timeline: Timeline,
     /// The measured makespan T_off ÷ the lower bound of the same set on
-    /// these nodes (from the timing table's means, as the prediction's).
+    /// these nodes, with the times this run taught the controller (those
+    /// T_local is simulated with; pairs not run are inferred as the
+    /// policy infers them).
     pub makespan_ratio: Option<f64>,
     /// The simulator's prediction for the same set on a model of these
     /// nodes with the timing table's means (`data/timings.json`), under the
@@ -192,7 +194,7 @@ fn drive(
     )));
 
     for (i, board) in BOARDS.iter().enumerate() {
-        let addr = Cluster::control(i).to_string();
+        let addr = running.cluster.endpoint(i).to_string();
         let id = running
             .runtime
             .block_on(controller.add_node(addr.clone(), i == 0))
@@ -279,12 +281,21 @@ fn drive(
         .into_iter()
         .filter(|t| submitted.tasks.contains(&t.id))
         .collect();
+    let learned = store.load_history().map_err(store_error)?;
     drop(store);
-    let (predicted, makespan_ratio) =
-        match predict(controller.catalogue(), &nodes, &set, submitted.policy) {
-            Some((row, bound)) => (Some(row), timeline.summary.t_off.map(|t| t / bound)),
-            None => (None, None),
-        };
+    let catalogue = controller.catalogue();
+    let times = |program: &str, board: &str| {
+        Some(learned.predict(catalogue.timing_key(program), board).secs)
+    };
+    let makespan_ratio = sim_tasks(&nodes, &set, times)
+        .map(|tasks| makespan_lower_bound(&tasks, &nodes))
+        .zip(timeline.summary.t_off)
+        .map(|(bound, t_off)| t_off / bound);
+    let table = TimingTable::bundled();
+    let predicted = sim_tasks(&nodes, &set, |program, board| {
+        table.mean(catalogue.timing_key(program), board)
+    })
+    .and_then(|tasks| predict(&nodes, &tasks, submitted.policy));
     Ok(ClusterReport {
         scenario: "cluster",
         ui,
@@ -297,23 +308,18 @@ fn drive(
     })
 }
 
-/// The simulator's run of `set` on `nodes` under `policy`, each task
-/// taking its program's mean time in the timing table on each board, and
-/// the set's makespan lower bound there.
-fn predict(
-    catalogue: &Catalogue,
+/// `set` as the simulator takes it, each task taking `times(program,
+/// board)` on each board of `nodes`; `None` when a time is unknown.
+fn sim_tasks(
     nodes: &[NodeSpec],
     set: &[TaskRow],
-    policy: PolicyKind,
-) -> Option<(Row, f64)> {
-    let table = TimingTable::bundled();
-    let tasks = set
-        .iter()
+    times: impl Fn(&str, &str) -> Option<f64>,
+) -> Option<Vec<SimTask>> {
+    set.iter()
         .map(|t| {
-            let key = catalogue.timing_key(&t.spec.program);
             let actual = nodes
                 .iter()
-                .map(|n| Some((n.board.clone(), table.mean(key, &n.board)?)))
+                .map(|n| Some((n.board.clone(), times(&t.spec.program, &n.board)?)))
                 .collect::<Option<BTreeMap<_, _>>>()?;
             Some(SimTask {
                 id: t.id,
@@ -321,23 +327,26 @@ fn predict(
                 actual,
             })
         })
-        .collect::<Option<Vec<_>>>()?;
+        .collect()
+}
+
+/// The simulator's run of `tasks` on `nodes` under `policy` (after a
+/// local-only run, as the bench does).
+fn predict(nodes: &[NodeSpec], tasks: &[SimTask], policy: PolicyKind) -> Option<Row> {
     let model = ClusterModel {
         name: "these nodes".into(),
         nodes: nodes.to_vec(),
     };
-    let bound = makespan_lower_bound(&tasks, nodes);
-    let row = run_set(
+    run_set(
         &model,
-        &tasks,
+        tasks,
         tasks.len(),
         0,
         &[policy],
         &SchedConfig::default(),
     )
     .ok()?
-    .pop()?;
-    Some((row, bound))
+    .pop()
 }
 
 /// What the demo has told of the batch so far.
@@ -374,12 +383,19 @@ impl Follow {
         };
         for t in tasks.iter().filter(|t| ours.contains(&t.id)) {
             let now = (t.state, t.node_id);
-            if self.seen.get(&t.id) == Some(&now) {
+            let before = self.seen.insert(t.id, now);
+            if before == Some(now) {
                 continue;
             }
-            self.seen.insert(t.id, now);
             match t.state {
-                TaskState::Starting => {
+                // A start seen as it happens, or after it (a poll apart);
+                // the end of a migration is not one.
+                TaskState::Starting | TaskState::Running
+                    if !matches!(
+                        before,
+                        Some((TaskState::Starting | TaskState::Running, n)) if n == t.node_id
+                    ) && !matches!(before, Some((TaskState::Migrating, _))) =>
+                {
                     let d = format!(
                         "decision: start {} ({}) on {} (epoch {})",
                         t.spec.name,

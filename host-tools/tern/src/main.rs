@@ -352,7 +352,7 @@ fn print_cluster(r: &tern::cluster::ClusterReport) {
         None => println!("speedup A: not known (no local node, or the batch did not end)"),
     }
     if let Some(ratio) = r.makespan_ratio {
-        println!("makespan / lower bound (timing table) = {ratio:.2}");
+        println!("makespan / lower bound (with the times this run measured) = {ratio:.2}");
     }
     if let Some(p) = &r.predicted {
         println!(

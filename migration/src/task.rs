@@ -174,7 +174,10 @@ impl Restored {
         if v.len() != len {
             return Err(bad());
         }
-        Ok(BulkRegion::restored(v))
+        Ok(BulkRegion::restored_with_hashes(
+            v,
+            &self.regions[i].chunk_hashes,
+        ))
     }
 }
 

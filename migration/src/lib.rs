@@ -35,7 +35,7 @@ pub use format::{
     CHUNK_SIZE, FORMAT_V1, FORMAT_VERSION, MAGIC, RECORD_FRAMING_V2, TRAILER_LEN, TRAILER_MAGIC,
 };
 pub use io::{Sink, Source};
-pub use manifest::{capture, Capture, Layout, Manifest, Slot};
+pub use manifest::{capture, capture_timed, Capture, Layout, Manifest, Slot};
 pub use reader::{read_checkpoint, Limits, Reader, RegionData, Restored};
 pub use region::{BulkData, BulkRegion, Elem, ElemType};
 pub use task::{

@@ -14,7 +14,7 @@ use crate::format::{
 use crate::io::Sink;
 use crate::reader::{read_prefix, Limits, RegionData, Restored};
 use crate::task::{SnapBody, Snapshot};
-use crate::writer::{encode_chunk, HeaderInfo, Mode, Plan};
+use crate::writer::{encode_chunk, hash_chunk, HeaderInfo, Mode, Plan};
 use alloc::vec::Vec;
 
 /// One chunk record's place: region index, chunk index, length in bytes.
@@ -226,6 +226,8 @@ pub struct Capture {
     pub manifest: Manifest,
     /// Chunk `i`'s bytes, where copied.
     pub data: Vec<Option<Vec<u8>>>,
+    /// Time spent hashing chunks, on the clock [`capture_timed`] was given.
+    pub hash_ns: u64,
 }
 
 impl Capture {
@@ -246,6 +248,17 @@ pub fn capture(
     snap: &Snapshot<'_>,
     since: Option<&Manifest>,
 ) -> Result<Capture, WriteError> {
+    capture_timed(info, snap, since, &|| 0)
+}
+
+/// [`capture`], timing the hashing with `now_ns` (a monotonic clock in
+/// nanoseconds): what a migration reports as its hash stage.
+pub fn capture_timed(
+    info: &HeaderInfo,
+    snap: &Snapshot<'_>,
+    since: Option<&Manifest>,
+    now_ns: &dyn Fn() -> u64,
+) -> Result<Capture, WriteError> {
     let plan = Plan::new(info, snap, Mode::Full)?;
     let layout = Layout {
         slots: slots(&plan.entries),
@@ -256,6 +269,7 @@ pub fn capture(
     let since = since.filter(|m| m.layout.same_records(&layout));
     let mut hashes = Vec::with_capacity(layout.slots.len());
     let mut data = Vec::with_capacity(layout.slots.len());
+    let mut hash_ns = 0;
     for (i, s) in layout.slots.iter().enumerate() {
         let body = &snap.regions[s.region as usize].1;
         let ci = s.chunk as usize;
@@ -273,10 +287,17 @@ pub fn capture(
         bytes
             .try_reserve_exact(s.len as usize)
             .map_err(|_| WriteError::OutOfMemory)?;
-        let hash = encode_chunk(body, ci, &mut bytes);
+        encode_chunk(body, ci, &mut bytes);
+        let start = now_ns();
+        let hash = hash_chunk(body, ci, &bytes);
+        hash_ns += now_ns().saturating_sub(start);
         data.push((before != Some(hash)).then_some(bytes));
         hashes.push(hash);
     }
     let manifest = Manifest::new(layout, hashes).map_err(|_| WriteError::TooLarge("state"))?;
-    Ok(Capture { manifest, data })
+    Ok(Capture {
+        manifest,
+        data,
+        hash_ns,
+    })
 }

@@ -41,6 +41,7 @@ enum Identity {
 /// [`finish`](Self::finish) checks the trailer and the whole-checkpoint identity.
 pub struct Reader<S: Source> {
     src: S,
+    prefix: Vec<u8>,
     identity: Identity,
     header: Header,
     regions: Vec<RegionEntry>,
@@ -253,6 +254,7 @@ impl<S: Source> Reader<S> {
         };
         Ok(Self {
             src,
+            prefix: prefix.bytes,
             identity,
             header: prefix.header,
             regions: prefix.regions,
@@ -270,6 +272,11 @@ impl<S: Source> Reader<S> {
     /// The validated region table.
     pub fn regions(&self) -> &[RegionEntry] {
         &self.regions
+    }
+
+    /// The bytes of the header and the region table.
+    pub fn prefix(&self) -> &[u8] {
+        &self.prefix
     }
 
     fn read<const N: usize>(&mut self) -> Result<[u8; N], ReadError> {

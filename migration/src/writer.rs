@@ -162,20 +162,23 @@ impl Plan {
     }
 }
 
-/// Appends chunk `ci` of `body` to `out` and returns its hash: the region's
-/// cached one, or computed from the bytes just encoded (and cached).
-pub(crate) fn encode_chunk(body: &SnapBody<'_>, ci: usize, out: &mut Vec<u8>) -> ChunkHash {
-    let start = out.len();
+/// Appends chunk `ci` of `body` to `out`.
+pub(crate) fn encode_chunk(body: &SnapBody<'_>, ci: usize, out: &mut Vec<u8>) {
     match body {
         SnapBody::Typed(b) => {
             let cs = CHUNK_SIZE as usize;
             out.extend_from_slice(&b[ci * cs..((ci + 1) * cs).min(b.len())]);
-            chunk_hash(&out[start..])
         }
-        SnapBody::Bulk(r) => {
-            r.encode(ci, out);
-            r.hash_of(ci, &out[start..])
-        }
+        SnapBody::Bulk(r) => r.encode(ci, out),
+    }
+}
+
+/// The hash of chunk `ci` of `body`, whose bytes are `encoded`: a bulk
+/// region's cached one, or computed now (and cached).
+pub(crate) fn hash_chunk(body: &SnapBody<'_>, ci: usize, encoded: &[u8]) -> ChunkHash {
+    match body {
+        SnapBody::Typed(_) => chunk_hash(encoded),
+        SnapBody::Bulk(r) => r.hash_of(ci, encoded),
     }
 }
 
@@ -202,7 +205,8 @@ pub fn write_checkpoint<S: Sink>(
         buf.extend_from_slice(&ri.to_le_bytes());
         buf.extend_from_slice(&ci.to_le_bytes());
         buf.extend_from_slice(&[0; 4]);
-        let hash = encode_chunk(body, ci as usize, &mut buf);
+        encode_chunk(body, ci as usize, &mut buf);
+        let hash = hash_chunk(body, ci as usize, &buf[12..]);
         let len = (buf.len() - 12) as u32;
         buf[8..12].copy_from_slice(&len.to_le_bytes());
         buf.extend_from_slice(&hash);

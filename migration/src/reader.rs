@@ -4,8 +4,8 @@
 use crate::error::ReadError;
 use crate::format::{
     chunk_hash, ChunkCheck, ChunkHash, ChunkRecord, Header, RegionEntry, RegionKind, RootHasher,
-    CODEC_RAW, CRC32C, FLAG_DELTA, FORMAT_V1, FORMAT_VERSION, MAGIC, MAX_BOARD, MAX_CHUNK,
-    MAX_ISA, MAX_KIND, MAX_NAME, MAX_REGIONS, MIN_CHUNK, TRAILER_MAGIC,
+    CODEC_RAW, CRC32C, FLAG_DELTA, FORMAT_V1, FORMAT_VERSION, MAGIC, MAX_BOARD, MAX_CHUNK, MAX_ISA,
+    MAX_KIND, MAX_NAME, MAX_REGIONS, MIN_CHUNK, TRAILER_MAGIC,
 };
 use crate::io::Source;
 use crate::region::{BulkData, ElemType};
@@ -33,7 +33,8 @@ impl Default for Limits {
 /// with SHA-256, v2 builds a root over the chunk hashes.
 enum Identity {
     Sha256(Sha256),
-    Root(RootHasher),
+    /// Boxed: BLAKE3's hasher holds its chunk stack (about 2 KiB).
+    Root(alloc::boxed::Box<RootHasher>),
 }
 
 /// Low-level streaming reader. [`open`](Self::open) validates header and region
@@ -250,7 +251,7 @@ impl<S: Source> Reader<S> {
             h.update(&prefix.bytes);
             Identity::Sha256(h)
         } else {
-            Identity::Root(RootHasher::new(&prefix.bytes))
+            Identity::Root(alloc::boxed::Box::new(RootHasher::new(&prefix.bytes)))
         };
         Ok(Self {
             src,

@@ -92,7 +92,11 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
-    pub(crate) fn new(info: &HeaderInfo, snap: &Snapshot<'_>, mode: Mode) -> Result<Self, WriteError> {
+    pub(crate) fn new(
+        info: &HeaderInfo,
+        snap: &Snapshot<'_>,
+        mode: Mode,
+    ) -> Result<Self, WriteError> {
         check_str(&info.task_kind, MAX_KIND, "task_kind")?;
         check_str(&info.isa, MAX_ISA, "isa")?;
         check_str(&info.board, MAX_BOARD, "board")?;

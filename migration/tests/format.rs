@@ -362,7 +362,12 @@ fn a_chunk_is_hashed_once_per_write() {
     let (bytes, h1) = capture(&t, Mode::Full);
     assert_ne!(h0, h1);
     // The cached hashes are the ones a reader computes from the bytes.
-    assert_eq!(read_checkpoint(&bytes[..], &Limits::default()).unwrap().hash, h1);
+    assert_eq!(
+        read_checkpoint(&bytes[..], &Limits::default())
+            .unwrap()
+            .hash,
+        h1
+    );
     // A task rebuilt from a v2 checkpoint starts with every hash known.
     let mut r = read_checkpoint(&bytes[..], &Limits::default()).unwrap();
     let data = r.take_bulk::<u64>("data", 100_000).unwrap();
@@ -382,7 +387,11 @@ fn rounds_copy_only_the_chunks_written_since_the_last() {
     // Typed state and 13 data chunks, all copied.
     assert_eq!(first.data.iter().flatten().count(), 14);
     let (file, root) = capture(&t, Mode::Full);
-    assert_eq!(first.manifest.root(), root, "the same identity as the file's");
+    assert_eq!(
+        first.manifest.root(),
+        root,
+        "the same identity as the file's"
+    );
     t.data.set(5, 1);
     t.data.set(90_000, 2);
     let second = {
@@ -408,7 +417,10 @@ fn rounds_copy_only_the_chunks_written_since_the_last() {
     let restored = second.manifest.restore(chunks.iter().copied()).unwrap();
     let (now, now_root) = capture(&t, Mode::Full);
     let read = read_checkpoint(&now[..], &Limits::default()).unwrap();
-    assert_eq!((restored.hash, &restored.regions), (now_root, &read.regions));
+    assert_eq!(
+        (restored.hash, &restored.regions),
+        (now_root, &read.regions)
+    );
     let mut written = Vec::new();
     second
         .manifest

@@ -171,7 +171,12 @@ pub struct Outgoing {
 /// The offer of `replica`: against `base` (the receiver's replica from the
 /// same sender's previous round) only the chunks that differ from it, else
 /// every chunk.
-fn make_offer(transfer: Transfer, task_id: u64, replica: &Replica, base: Option<&Manifest>) -> Offer {
+fn make_offer(
+    transfer: Transfer,
+    task_id: u64,
+    replica: &Replica,
+    base: Option<&Manifest>,
+) -> Offer {
     let m = &replica.manifest;
     let h = m.header();
     let base = base.filter(|b| b.layout().same_records(m.layout()));
@@ -230,9 +235,13 @@ impl Outgoing {
 
     /// A transfer of the checkpoint file `bytes` (read and checked whole),
     /// offering every chunk.
-    pub fn from_file(transfer: Transfer, task_id: u64, bytes: &[u8]) -> Result<Self, TransferError> {
-        let replica =
-            Replica::from_file(bytes, &Limits::default()).map_err(|_| TransferError::InvalidCheckpoint)?;
+    pub fn from_file(
+        transfer: Transfer,
+        task_id: u64,
+        bytes: &[u8],
+    ) -> Result<Self, TransferError> {
+        let replica = Replica::from_file(bytes, &Limits::default())
+            .map_err(|_| TransferError::InvalidCheckpoint)?;
         Self::new(transfer, task_id, replica, None)
     }
 
@@ -427,7 +436,6 @@ impl ReplicaRef<'_> {
 
 /// What a receiver stages while chunks arrive.
 struct Staged {
-    offer: Offer,
     layout: Layout,
     hashes: Vec<Hash>,
     chunks: Vec<Option<Rc<[u8]>>>,
@@ -437,6 +445,7 @@ struct Staged {
 pub struct Incoming<'r> {
     policy: Policy,
     replica: Option<ReplicaRef<'r>>,
+    offer: Option<Offer>,
     staged: Option<Staged>,
     accepted: Option<Replica>,
     missing: BTreeSet<u32>,
@@ -460,6 +469,7 @@ impl<'r> Incoming<'r> {
         Self {
             policy,
             replica: replica.map(ReplicaRef::Borrowed),
+            offer: None,
             staged: None,
             accepted: None,
             missing: BTreeSet::new(),
@@ -472,9 +482,9 @@ impl<'r> Incoming<'r> {
         self.phase
     }
 
-    /// The offer being received.
+    /// The offer being received (or accepted).
     pub fn offer(&self) -> Option<&Offer> {
-        self.staged.as_ref().map(|s| &s.offer)
+        self.offer.as_ref()
     }
 
     /// Number of chunks still expected.
@@ -521,10 +531,10 @@ impl<'r> Incoming<'r> {
                 if !self.missing.remove(&index) {
                     return reject(NackReason::BadChunk { index });
                 }
-                let Some(staged) = &mut self.staged else {
+                let (Some(staged), Some(offer)) = (&mut self.staged, &self.offer) else {
                     return reject(NackReason::UnexpectedMessage);
                 };
-                let info = staged.offer.chunks[index as usize];
+                let info = offer.chunks[index as usize];
                 // Decoded output is bounded by the announced chunk length.
                 let Some(payload) = decode(codec, payload, info.len as usize) else {
                     return reject(NackReason::BadChunk { index });
@@ -542,13 +552,13 @@ impl<'r> Incoming<'r> {
                     epoch,
                 },
             ) => {
-                let Some(staged) = self.staged.take() else {
+                let (Some(staged), Some(offer)) = (self.staged.take(), &self.offer) else {
                     return reject(NackReason::UnexpectedMessage);
                 };
                 if !self.missing.is_empty() {
                     return reject(NackReason::MissingChunks);
                 }
-                if checkpoint_hash != staged.offer.checkpoint_hash || epoch != staged.offer.epoch {
+                if checkpoint_hash != offer.checkpoint_hash || epoch != offer.epoch {
                     return reject(NackReason::HashMismatch);
                 }
                 // Every chunk was checked on arrival (or came from a
@@ -594,8 +604,10 @@ impl<'r> Incoming<'r> {
                 if o.epoch == k.epoch && k.checkpoint_hash == Some(o.checkpoint_hash) {
                     // Already accepted (a repeated offer after a lost ack): ack again.
                     self.phase = ReceivePhase::Accepted;
+                    let epoch = o.epoch;
+                    self.offer = Some(o);
                     return Ok(Some(Message::Ack {
-                        epoch: o.epoch,
+                        epoch,
                         times: Default::default(),
                     }));
                 }
@@ -626,9 +638,9 @@ impl<'r> Incoming<'r> {
         // The base of a round is the replica of the previous one.
         let base = match o.base {
             None => None,
-            Some(root) => match replica.filter(|r| {
-                r.root() == root && r.manifest.layout().same_records(&layout)
-            }) {
+            Some(root) => match replica
+                .filter(|r| r.root() == root && r.manifest.layout().same_records(&layout))
+            {
                 Some(r) => Some(r),
                 None => return reject(NackReason::UnknownBase),
             },
@@ -671,8 +683,8 @@ impl<'r> Incoming<'r> {
                 self.missing.insert(i as u32);
             }
         }
+        self.offer = Some(o);
         self.staged = Some(Staged {
-            offer: o,
             layout,
             hashes,
             chunks,

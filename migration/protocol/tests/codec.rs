@@ -4,8 +4,8 @@ use proptest::prelude::*;
 use tern_protocol::frame::{write_frame, FrameDecoder};
 use tern_protocol::{
     ChunkInfo, Codec, EventRecord, Handshake, Hello, Message, MigrationReport, NackReason,
-    ReceiverTimes, RoundReport, StageTimes, StopReason,
-    NodeEvent, NodeStatus, Offer, TaskRef, TaskRole, TaskStatus, TaskSummary, Transfer,
+    NodeEvent, NodeStatus, Offer, ReceiverTimes, RoundReport, StageTimes, StopReason, TaskRef,
+    TaskRole, TaskStatus, TaskSummary, Transfer,
 };
 
 fn hello() -> impl Strategy<Value = Hello> {
@@ -146,13 +146,9 @@ fn message() -> impl Strategy<Value = Message> {
             ratio_milli: k[3],
             downtime_limit_ms: n[5] / 3,
             stop: match k[0] % 3 {
-                0 => StopReason::DowntimeFits {
-                    predicted_ms: n[4],
-                },
+                0 => StopReason::DowntimeFits { predicted_ms: n[4] },
                 1 => StopReason::RoundLimit,
-                _ => StopReason::NotConverging {
-                    predicted_ms: n[3],
-                },
+                _ => StopReason::NotConverging { predicted_ms: n[3] },
             },
             rounds: (0..k[1] % 4)
                 .map(|r| RoundReport {

@@ -252,9 +252,10 @@ fn run(args: Args, o: &mut String) -> Result<ExitCode> {
                 None => {
                     say!(
                         o,
-                        "{}: OK ({} regions, sha256 {})",
+                        "{}: OK ({} regions, {} {})",
                         origin.name(),
                         w.regions.len(),
+                        w.identity_name(),
                         hex(&w.hash.unwrap_or_default())
                     );
                     Ok(ExitCode::SUCCESS)
@@ -310,11 +311,12 @@ fn print_show(w: &Walk, o: &mut String) {
         "created         {} ms since the Unix epoch",
         h.created_unix_ms
     );
+    let name = w.identity_name();
     if h.delta {
-        say!(o, "base sha256     {}", hex(&h.base_hash));
+        say!(o, "base {name:<10} {}", hex(&h.base_hash));
     }
     if let Some(hash) = &w.hash {
-        say!(o, "sha256          {}", hex(hash));
+        say!(o, "{name:<15} {}", hex(hash));
     }
     say!(o, "regions:");
     say!(
@@ -408,9 +410,9 @@ fn diff(a: &dyn Origin, b: &dyn Origin, o: &mut String) -> Result<ExitCode> {
             say!(o, "  {:<12} only in {}", rb.entry.name, b.name());
             continue;
         };
-        let n = ra.chunk_crcs.len().max(rb.chunk_crcs.len());
+        let n = ra.chunk_checks.len().max(rb.chunk_checks.len());
         let changed: Vec<u32> = (0..n)
-            .filter(|&i| ra.chunk_crcs.get(i) != rb.chunk_crcs.get(i))
+            .filter(|&i| ra.chunk_checks.get(i) != rb.chunk_checks.get(i))
             .map(|i| i as u32)
             .collect();
         if changed.is_empty() && ra.entry.len_bytes == rb.entry.len_bytes {

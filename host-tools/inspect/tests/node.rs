@@ -13,7 +13,7 @@ use tern_client::{key_hex, NodeClient, NodeError};
 use tern_migration::{write_checkpoint, HeaderInfo, Mode, Snapshot, Step};
 use tern_protocol::{
     Config, Connection, Event, Hello, Message, MigrationReport, NackReason, Outgoing, Psk,
-    Security, TaskRole, TaskStatus, TaskSummary, Transfer,
+    Security, StageTimes, StopReason, TaskRole, TaskStatus, TaskSummary, Transfer,
 };
 use tern_workloads::{Class, Workload};
 
@@ -93,13 +93,15 @@ fn serve(mut sock: TcpStream, key: Security, ckpt: Vec<u8>) {
             let reply = match msg {
                 Message::List => vec![Message::Tasks(vec![summary()])],
                 Message::Fetch { task_id } if task_id == TASK => {
-                    let o = Outgoing::new(Transfer::Copy, TASK, ckpt.clone()).unwrap();
+                    let o = Outgoing::from_file(Transfer::Copy, TASK, &ckpt).unwrap();
                     let offer = o.offer();
                     outgoing = Some(o);
                     vec![offer]
                 }
                 Message::Fetch { .. } => vec![Message::Nack(NackReason::UnknownTask)],
-                Message::MigrateTo { task_id, to } if task_id == TASK && to == "10.0.2.3:4470" => {
+                Message::MigrateTo { task_id, to, .. }
+                    if task_id == TASK && to == "10.0.2.3:4470" =>
+                {
                     vec![Message::Migrated(MigrationReport {
                         task_id,
                         epoch: 2,
@@ -114,6 +116,10 @@ fn serve(mut sock: TcpStream, key: Security, ckpt: Vec<u8>) {
                         stop_copy_chunks: 2,
                         codec: "lz4".into(),
                         ratio_milli: 1500,
+                        downtime_limit_ms: 300,
+                        stop: StopReason::DowntimeFits { predicted_ms: 20 },
+                        rounds: Vec::new(),
+                        stages: StageTimes::default(),
                     })]
                 }
                 Message::MigrateTo { .. } => vec![Message::Nack(NackReason::MigrationFailed)],

@@ -1,5 +1,6 @@
 //! The control service's shell commands: `key`, `migrate`, `sync`, `codec`.
 
+use alloc::format;
 use alloc::rc::Rc;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
@@ -30,8 +31,8 @@ pub(super) fn commands(control: &Rc<RefCell<Control>>) -> Vec<Command> {
         ),
         Command::new(
             "migrate",
-            "<id> <address>[:port]",
-            "live-migrate a task to another node",
+            "<id> <address>[:port] [<downtime ms>]",
+            "live-migrate a task to another node (stop-and-copy within the downtime, default 300 ms)",
             move |k, args, out| migrate_command(&migrate, k, args, out)
         ),
         Command::new(
@@ -102,14 +103,23 @@ fn migrate_command(
     args: &[&str],
     out: &mut dyn Write,
 ) -> CommandResult {
-    const USAGE: &str = "usage: migrate <id> <address>[:port]";
-    let [id, to] = args else {
-        return Err(USAGE.into());
+    const USAGE: &str = "usage: migrate <id> <address>[:port] [<downtime ms>]";
+    let (id, to, downtime_ms) = match args {
+        [id, to] => (id, to, None),
+        [id, to, ms] => (
+            id,
+            to,
+            Some(
+                ms.parse::<u64>()
+                    .map_err(|_| format!("'{ms}' is not a downtime in milliseconds"))?,
+            ),
+        ),
+        _ => return Err(USAGE.into()),
     };
     let id = parse_id(&[id], USAGE)?;
     let to = parse_endpoint(to).map_err(|e| e.to_string())?;
     let line = kernel
-        .with_turn(|turn| control.borrow_mut().migrate(id, to, turn))
+        .with_turn(|turn| control.borrow_mut().migrate(id, to, downtime_ms, turn))
         .map_err(|e| e.to_string())?;
     let _ = writeln!(out, "{line}\r");
     Ok(())

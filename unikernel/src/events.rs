@@ -275,6 +275,22 @@ pub fn render(event: &NodeEvent) -> Option<String> {
         NodeEvent::PeerDropped { peer, reason } => {
             format!("control: connection from {peer} closed: {reason}")
         }
+        NodeEvent::Addressed {
+            address: Some(address),
+            source,
+        } => format!("net: address {address} ({source})"),
+        NodeEvent::Addressed {
+            address: None,
+            source,
+        } => format!("net: address lost ({source})"),
+        NodeEvent::ClockSet {
+            unix_ms,
+            server,
+            rtt_ms,
+        } => format!(
+            "time: {} from {server} (round trip {rtt_ms} ms)",
+            crate::wallclock::format_utc(*unix_ms)
+        ),
     })
 }
 

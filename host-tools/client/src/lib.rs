@@ -1,8 +1,9 @@
 //! `tern-client`: the authenticated client of a live node's control service
 //! (TCP port 4470, `docs/protocol.md`): its status, its tasks, a checkpoint
 //! copy, a migration, a task started or killed, a ping, and its stream of
-//! typed events; and the cluster key's forms (hex, key files, `TERN_KEY`).
-//! Every host tool that talks to nodes uses it.
+//! typed events, a network console; nodes found on the LAN by their
+//! beacons ([`discovery`]); and the cluster key's forms (hex, key files,
+//! `TERN_KEY`). Every host tool that talks to nodes uses it.
 //!
 //! It drives the same sans-IO machines as the kernel (`tern-protocol`) over a
 //! blocking [`TcpStream`], in the client role, with nonces from the OS RNG.
@@ -20,6 +21,9 @@ use tern_protocol::{
     TransferError, PROTOCOL_VERSION,
 };
 use thiserror::Error;
+
+pub mod console;
+pub mod discovery;
 
 /// Environment variable holding the cluster key as 64 hex digits.
 pub const KEY_ENV: &str = "TERN_KEY";
@@ -121,6 +125,16 @@ pub enum NodeError {
         got: String,
         /// What was awaited.
         what: &'static str,
+    },
+    /// The node at the address a beacon named is another node.
+    #[error("{addr} is node {got}, not node {expected} (a stale or replayed beacon?)")]
+    OtherNode {
+        /// The address.
+        addr: String,
+        /// The node id asked for.
+        expected: String,
+        /// The node id that answered.
+        got: String,
     },
     /// Reading or writing the socket failed.
     #[error("i/o with {addr}: {source}")]

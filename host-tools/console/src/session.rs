@@ -499,12 +499,13 @@ fn spawn_keyboard_reader() -> Receiver<Input> {
 /// The terminal in raw mode (keys unbuffered, no echo, Ctrl-C as a byte) for
 /// as long as this lives; the saved mode is restored on drop, which also runs
 /// on error returns and panics.
-struct RawTerminal {
+pub struct RawTerminal {
     saved: Termios,
 }
 
 impl RawTerminal {
-    fn enter() -> io::Result<Self> {
+    /// Switches the terminal on standard input to raw mode.
+    pub fn enter() -> io::Result<Self> {
         let fd = io::stdin().as_raw_fd();
         let saved = termios::tcgetattr(fd)?;
         let mut raw = saved.clone();

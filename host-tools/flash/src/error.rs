@@ -237,4 +237,12 @@ pub enum FlashError {
     /// The JTAG path (`--probe`) failed.
     #[error(transparent)]
     Probe(#[from] ProbeError),
+    /// Boot commands (the key) could not be written into the kernel.
+    #[error("cannot provision {path}: {reason}")]
+    Provision {
+        /// The kernel.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
 }

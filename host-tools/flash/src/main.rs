@@ -20,9 +20,11 @@ use tern_flash::chainload::{self, Timeouts};
 use tern_flash::image::KernelElf;
 use tern_flash::jtag::{self, ProbeError};
 use tern_flash::ports::PortMemory;
+use tern_flash::provision;
 use tern_flash::qemu::{self, Qemu, Serial};
 use tern_flash::rpi4::BootConfig;
 use tern_flash::{rpi4, usb, Board, FlashError, Variant};
+use tern_protocol::Security;
 
 /// Build a Tern kernel and deploy it. Without a deploy target, boot it in
 /// QEMU and attach the console (Ctrl-] exits and stops QEMU).
@@ -91,6 +93,10 @@ struct Args {
     /// Append the console's output to FILE (QEMU and --monitor).
     #[arg(long, value_name = "FILE")]
     log: Option<PathBuf>,
+    /// Provision the cluster key from FILE (64 hex digits) into the kernel
+    /// deployed, in every mode: the node boots keyed (docs/protocol.md, "Key").
+    #[arg(long, value_name = "FILE", conflicts_with = "chainloader")]
+    key_file: Option<PathBuf>,
 }
 
 fn parse_board(name: &str) -> Result<Board, FlashError> {
@@ -152,6 +158,24 @@ fn run(args: Args) -> Result<()> {
     };
     let elf = KernelElf::read(&elf_path)?;
     elf.check(board, variant)?;
+    // A keyed copy lives in a private directory for as long as it is deployed.
+    let staging = tempfile::tempdir().context("creating a temporary directory")?;
+    let (elf, elf_path) = match &args.key_file {
+        Some(file) => {
+            let Security::Key(key) = tern_client::security(Some(file), false)? else {
+                bail!("--key-file gives a key");
+            };
+            let keyed = provision::provisioned(
+                &elf,
+                &provision::key_command(&tern_client::key_hex(&key)),
+                staging.path(),
+            )?;
+            eprintln!("flash: the kernel is keyed (its boot commands hold the cluster key)");
+            let path = keyed.path().to_owned();
+            (keyed, path)
+        }
+        None => (elf, elf_path),
+    };
 
     if let Some(selector) = &args.probe {
         load_over_probe(&elf, &elf_path, selector, &args)?;

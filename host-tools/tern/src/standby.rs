@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tern_lab::cluster::{Cluster, ClusterError, EventWatch};
 use tern_lab::trace::Trace;
-use tern_protocol::{NodeEvent, Psk, SyncReport, TaskRole, TaskStatus};
+use tern_protocol::{format_node_id, NodeEvent, Psk, SyncReport, TaskRole, TaskStatus};
 
 use crate::demo::{
     follow, percent, start_nodes, start_task, verified, with_consoles, DemoError, Event, Report,
@@ -287,7 +287,11 @@ fn drive(
     let deadline = started + options.timeout;
     let mut events = cluster.watch();
     let (local, id) = start_task(cluster, &mut events, 0, &options.workload, &options.class)?;
-    cluster.shell(0, &format!("sync {local} {}", Cluster::address(1)))?;
+    // On the PC's network console, naming the standby by its node id.
+    cluster.console(
+        0,
+        &format!("sync {local} {}", format_node_id(Cluster::node_id(1))),
+    )?;
     on_event(Event::Stage(format!(
         "{} class {} runs on the PC with a standby on the aarch64 node",
         options.workload, options.class
@@ -419,6 +423,8 @@ fn drive(
             stopped_at_percent: stopped_at,
             finished_on: BOARDS[1].isa().into(),
         }),
+        ended_early: None,
+        finished_on: BOARDS[1].isa().into(),
     })
 }
 
@@ -497,6 +503,8 @@ mod tests {
                 stopped_at_percent: 50.0,
                 finished_on: "aarch64".into(),
             }),
+            ended_early: None,
+            finished_on: "aarch64".into(),
         };
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["scenario"], "sync");

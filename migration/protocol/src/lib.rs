@@ -11,12 +11,14 @@
 //! - [`transfer`]: offer → need → chunks → commit → ack on each side, with
 //!   deduplication against the receiver's replica and ownership by epochs;
 //! - [`report`]: what a node says about itself: its status and its typed
-//!   events.
+//!   events;
+//! - [`beacon`]: the discovery beacon nodes broadcast on the LAN.
 #![no_std]
 #![forbid(unsafe_code)]
 
 extern crate alloc;
 
+pub mod beacon;
 pub mod channel;
 mod error;
 pub mod frame;
@@ -24,12 +26,13 @@ pub mod message;
 pub mod report;
 pub mod transfer;
 
+pub use beacon::{format_node_id, parse_node_id, Beacon, BeaconError, BeaconSecurity, BEACON_PORT};
 pub use channel::{Config, Connection, Event, Psk, Role, Security};
 pub use error::{ChannelError, FrameError, TransferError};
 pub use message::{
     ChunkInfo, Codec, Handshake, Hash, Hello, Message, MigrationReport, NackReason, Offer,
     ReceiverTimes, Role as TaskRole, RoundReport, StageTimes, StopReason, TaskStatus, TaskSummary,
-    Transfer, MAX_TAG_LEN, PROTOCOL_VERSION,
+    Transfer, MAX_CONSOLE_INPUT, MAX_TAG_LEN, PROTOCOL_VERSION,
 };
 pub use report::{EventRecord, NodeEvent, NodeStatus, SyncReport, TaskRef};
 pub use transfer::{Incoming, Known, Outgoing, Policy, ReceivePhase, Replica, SendPhase};

@@ -470,4 +470,24 @@ pub enum Message {
         /// Task identity.
         task_id: u64,
     },
+    /// Client → node: make this connection a console session: the node's
+    /// shell with its own line editor, and the node's log lines; answered
+    /// by [`Message::ConsoleOutput`] (the banner and the prompt), then
+    /// output as it comes, until the connection closes.
+    ConsoleOpen,
+    /// Client → node: bytes typed on the session's console (as a serial
+    /// terminal sends them: CR ends a line, DEL or BS erases).
+    ConsoleInput {
+        /// The bytes, at most [`MAX_CONSOLE_INPUT`].
+        bytes: Vec<u8>,
+    },
+    /// Node → client: console text: the editor's echo, commands' answers and
+    /// the node's log lines (its events, rendered as on the serial console).
+    ConsoleOutput {
+        /// The text (CR LF line ends).
+        text: String,
+    },
 }
+
+/// Most bytes one [`Message::ConsoleInput`] may carry.
+pub const MAX_CONSOLE_INPUT: usize = 4096;

@@ -323,6 +323,22 @@ pub enum NodeEvent {
         /// Why.
         reason: String,
     },
+    /// The node's IPv4 address changed.
+    Addressed {
+        /// The address and prefix (`10.0.2.100/24`), or `None` when it was lost.
+        address: Option<String>,
+        /// Where it came from, in words (`dhcp from 10.0.2.1`, `link-local`).
+        source: String,
+    },
+    /// The node set its wall clock from a time server.
+    ClockSet {
+        /// The Unix time it set, in milliseconds.
+        unix_ms: u64,
+        /// The server (`10.0.2.1`).
+        server: String,
+        /// The query's round trip, in milliseconds.
+        rtt_ms: u64,
+    },
 }
 
 /// One event as a node keeps and streams it.

@@ -1,7 +1,7 @@
 //! The inbound side of the control service: [`LISTENERS`] listening sockets
 //! on [`CONTROL_PORT`], each serving one authenticated peer at a time —
 //! `List`, `Status`, `Fetch`, `Ping`, `MigrateTo`, `StartTask`, `KillTask`,
-//! a `Subscribe`d event stream, and offers (`Replicate` and `Standby`
+//! a `Subscribe`d event stream, a network console (`ConsoleOpen`), and offers (`Replicate` and `Standby`
 //! copies kept as this node's replica of a task, `Migrate` transfers that
 //! resume the task here). A peer that fails the handshake, sends garbage or
 //! replays frames loses its connection only.
@@ -22,18 +22,19 @@ use tern_protocol::{
     TransferError, MAX_TAG_LEN,
 };
 
+use super::console;
 use super::link::Link;
 use super::migration::Answer;
 use super::replicas::{HeldReplica, ReplicaVerdict};
-use super::{
-    parse_endpoint, step_down, ControlError, Parts, CONTROL_PORT, KEEP_ALIVE_MS, LOW_WATER,
-};
+use super::{step_down, ControlError, Parts, CONTROL_PORT, KEEP_ALIVE_MS, LOW_WATER};
 use crate::events::EventLog;
+use crate::kernel::SharedConsole;
 use crate::tasks::{free_heap, TaskState};
 
 /// Listening sockets: an inspector, a migrating peer (and a reconnecting
-/// one) and an event subscriber can be connected at the same time.
-pub const LISTENERS: usize = 4;
+/// one), an event subscriber and two network consoles can be connected at
+/// the same time.
+pub const LISTENERS: usize = 6;
 
 /// Events sent to a subscriber in one message at most.
 const EVENTS_PER_MESSAGE: usize = 32;
@@ -58,6 +59,8 @@ struct ServerConn {
     job: Job,
     /// The last event sequence number sent to a subscribed peer.
     subscribed: Option<u64>,
+    /// The network console this connection carries, if it opened one.
+    console: Option<SharedConsole>,
 }
 
 impl ServerConn {
@@ -65,6 +68,9 @@ impl ServerConn {
         self.link = None;
         self.job = Job::Idle;
         self.subscribed = None;
+        if let Some(console) = self.console.take() {
+            console.borrow_mut().close();
+        }
     }
 }
 
@@ -82,6 +88,7 @@ impl Server {
                 link: None,
                 job: Job::Idle,
                 subscribed: None,
+                console: None,
             })
             .collect();
         Self { conns }
@@ -275,6 +282,9 @@ impl Server {
                 busy = true;
             }
         }
+        if let Some(console) = conn.console.as_ref() {
+            busy |= console::feed(console, link);
+        }
         if let Some(after) = conn.subscribed {
             let (records, dropped) = events.after(after);
             let records: Vec<_> = records.take(EVENTS_PER_MESSAGE).cloned().collect();
@@ -331,6 +341,20 @@ impl Server {
                     },
                 )
             }
+            (job, Message::ConsoleOpen) => {
+                self.conns[i].job = job;
+                if self.conns[i].console.is_none() {
+                    self.conns[i].console = Some(console::open(parts.ctx, peer));
+                }
+                Ok(())
+            }
+            (job, Message::ConsoleInput { bytes }) => {
+                self.conns[i].job = job;
+                match console::input(self.conns[i].console.as_ref(), &bytes) {
+                    Some(refusal) => self.reply(i, &refusal),
+                    None => Ok(()),
+                }
+            }
             (Job::Idle, Message::StartTask { args, tag }) => {
                 let reply = start_task(parts, &args, tag, peer);
                 self.reply(i, &reply)
@@ -354,7 +378,7 @@ impl Server {
                     .borrow_mut()
                     .by_task_id(task_id)
                     .map(|e| e.id);
-                let started = match (local, parse_endpoint(&to)) {
+                let started = match (local, parts.discovery.resolve(&to)) {
                     (Some(id), Ok(to)) => parts.migrations.start(
                         parts.ctx,
                         parts.turn,

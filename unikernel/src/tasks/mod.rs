@@ -117,8 +117,14 @@ impl TaskEntry {
     }
 
     fn header(&self, epoch: u64, facts: &BoardFacts) -> HeaderInfo {
-        // The boards have no wall clock: creation time 0 means "unknown".
-        HeaderInfo::for_task(&*self.task, epoch, 0, facts.isa.name(), facts.board)
+        // The wall clock once SNTP set it; 0 ("unknown") before.
+        HeaderInfo::for_task(
+            &*self.task,
+            epoch,
+            crate::wallclock::now_unix_ms(),
+            facts.isa.name(),
+            facts.board,
+        )
     }
 
     /// A checkpoint of the task at `epoch`, written on `facts`'s board, as a

@@ -180,15 +180,23 @@ fn nodes_on_a_lan_are_addressed_found_and_driven_by_node_id_without_a_console() 
     assert!(one.open_console().unwrap().contains("network console from"));
     two.open_console().unwrap();
     let mut starter = cluster.client(1, TIMEOUT).unwrap();
-    // IS class S, paused at 30%: it waits for the migration (the aarch64
-    // node would finish it in seconds) and ends quickly on the PC.
-    let task_id = starter
-        .start_task(&["is", "S", "--pause-at", "30"])
+    // IS class S started from the first console, paused at 30% (the
+    // aarch64 node would finish it in seconds): it waits for the migration
+    // and, resumed unpaused on the PC, ends there quickly.
+    let answer = one.console_command("run is S --pause-at 30").unwrap();
+    assert!(answer.contains("task 1 (is S) started"), "{answer}");
+    one.console_until("task 1 (is S) paused at", TIMEOUT)
         .unwrap();
-    for console in [&mut one, &mut two] {
-        let log = console.console_until("paused at", TIMEOUT).unwrap();
-        assert!(log.contains("task 1 (is S) started (requested by"), "{log}");
-    }
+    // The other session sees the task's log line too.
+    two.console_until("task 1 (is S) paused at", TIMEOUT)
+        .unwrap();
+    let task_id = starter
+        .list()
+        .unwrap()
+        .iter()
+        .find(|task| task.kind == "npb-is")
+        .expect("the started task is listed")
+        .task_id;
     assert_eq!(two.console_command("ps").unwrap().lines().count(), 2);
     // The checkpoint carries the wall-clock time it was taken at.
     let bytes = starter.fetch(task_id).unwrap();

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up a Debian bookworm machine to build and test Tern: the Rust
-# toolchain and targets pinned in rust-toolchain.toml, QEMU >= 9 (from the
+# toolchain and targets pinned in rust-toolchain.toml (and the PC kernel's nightly,
+# boards/pc/kernel-toolchain), QEMU >= 9 (from the
 # bookworm-backports suite of the machine's own Debian mirror when the
 # installed QEMU is older or missing), and the image tools. Idempotent:
 # whatever is already there is skipped, so a second run changes nothing.
@@ -41,6 +42,15 @@ setup_rust() {
         rustup target add "${missing[@]}"
     fi
     log "rust: $(rustc --version), targets:$targets"
+    # The PC kernel's pinned nightly: its hard-float target is a custom one,
+    # built with -Zbuild-std, so it needs the standard library's sources.
+    local nightly
+    nightly=$(tr -d '[:space:]' <boards/pc/kernel-toolchain)
+    if ! rustup component list --toolchain "$nightly" --installed 2>/dev/null | grep -q '^rust-src'; then
+        log "installing $nightly with rust-src (the PC kernel's toolchain)"
+        rustup toolchain install "$nightly" --profile minimal --component rust-src
+    fi
+    log "pc kernel: $(rustup run "$nightly" rustc --version)"
 }
 
 # The major version of an installed QEMU program, or 0.

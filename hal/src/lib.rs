@@ -57,6 +57,9 @@ pub struct BoardFacts {
     pub serial_number: Option<u64>,
     /// Ethernet MAC address, where the board has one assigned.
     pub mac_address: Option<[u8; 6]>,
+    /// The CPU clock in Hz, where the board sets it (rpi4: raised to its
+    /// maximum through the firmware's mailbox).
+    pub cpu_clock_hz: Option<u64>,
 }
 
 /// A byte-oriented serial console (a UART).

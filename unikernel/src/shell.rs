@@ -166,6 +166,9 @@ fn info(kernel: &mut Kernel, _: &[&str], out: &mut dyn Write) -> CommandResult {
         facts.memory_bytes
     );
     let _ = writeln!(out, "timer: {} Hz\r", facts.timer_hz);
+    if let Some(hz) = facts.cpu_clock_hz {
+        let _ = writeln!(out, "cpu clock: {} MHz\r", hz / 1_000_000);
+    }
     let _ = writeln!(out, "uptime: {}\r", format_seconds(board.clock().now_ns()));
     let _ = writeln!(out, "timer interrupts: {}\r", board.timer_interrupts());
     if let Some(serial) = facts.serial_number {
@@ -227,6 +230,7 @@ mod tests {
             "isa: aarch64",
             "memory: 1024 MiB",
             "timer: 54000000 Hz",
+            "cpu clock: 1500 MHz",
             "uptime: 2.500 s",
             "timer interrupts: 7",
             "serial: 000010000000abcd",

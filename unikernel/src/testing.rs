@@ -67,6 +67,7 @@ impl Board for FakeBoard {
             timer_hz: 54_000_000,
             serial_number: Some(0x1000_0000_abcd),
             mac_address: Some([0xdc, 0xa6, 0x32, 1, 2, 3]),
+            cpu_clock_hz: Some(1_500_000_000),
         }
     }
     fn clock(&self) -> &dyn MonotonicClock {

@@ -9,6 +9,7 @@ use aarch64_cpu::registers::{CNTFRQ_EL0, CNTPCT_EL0};
 use tern_hal::{Board, BoardFacts, HeapStats, MonotonicClock};
 use tock_registers::interfaces::Readable;
 
+use crate::memory::RamRanges;
 use crate::{irq, semihosting};
 
 /// The Arm generic timer's physical counter (CNTPCT_EL0 at CNTFRQ_EL0 Hz)
@@ -118,14 +119,26 @@ impl Board for Aarch64Board {
     }
 }
 
-/// Gives the kernel heap all RAM from the end of the image to `ram_end`.
+/// Gives the kernel heap all of `ram` above the end of the image (below it
+/// lie the image, its stack and the firmware's stubs).
 ///
 /// # Safety
 ///
-/// `ram_end` must be the end of RAM that is mapped cacheable and used by
-/// nothing else above the image; call once, after the MMU is on.
-pub unsafe fn claim_heap(ram_end: usize) {
-    let start = crate::image_end();
-    // SAFETY: the caller guarantees the range is free, mapped RAM.
-    unsafe { tern_board_common::init_heap(start as *mut u8, ram_end.saturating_sub(start)) };
+/// `ram` must be RAM mapped cacheable and used by nothing else above the
+/// image; call once, after the MMU is on.
+pub unsafe fn claim_heap(ram: &RamRanges) {
+    let mut heap = ram.clone();
+    heap.remove(0..crate::image_end() as u64);
+    let largest = heap.iter().max_by_key(|r| r.end - r.start).cloned();
+    let Some(largest) = largest else {
+        panic!("no RAM above the image for the heap");
+    };
+    let size = |r: &Range<u64>| (r.end - r.start) as usize;
+    // SAFETY: the caller guarantees every range is free, mapped RAM; the
+    // first claim is the largest range, which talc can always take.
+    unsafe { tern_board_common::init_heap(largest.start as *mut u8, size(&largest)) };
+    for range in heap.iter().filter(|r| **r != largest) {
+        // SAFETY: as above. A range too small for talc stays unused.
+        unsafe { tern_board_common::add_heap(range.start as *mut u8, size(range)) };
+    }
 }

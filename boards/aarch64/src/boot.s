@@ -5,7 +5,8 @@
 // is copied to its link address if it was loaded elsewhere (the chainloader
 // is loaded at 0x80000 but linked higher); the code before the copy uses
 // only PC-relative addressing. Then, unless __tern_keep_el2 is set, the
-// core drops from EL2 to EL1 (AArch64, physical timer usable, FP/SIMD not
+// core sets the EL2 controls EL1 depends on (VPIDR, VMPIDR, HSTR, MDCR)
+// and drops from EL2 to EL1 (AArch64, physical timer usable, FP/SIMD not
 // trapped), sets the stack, zeroes BSS and calls _tern_rust_entry(x0).
 
 .section .text._start, "ax"
@@ -49,6 +50,20 @@ _start:
     msr     cptr_el2, x1
     ldr     x1, =__tern_keep_el2
     cbnz    x1, .Lstack
+
+    // EL2 controls an earlier stage may have left (reset values are
+    // UNKNOWN): EL1 reads the real core's MIDR and MPIDR through their
+    // virtual copies, no EL1 system register access traps to EL2 (HSTR),
+    // and no debug or PMU access either, with every PMU counter EL1's
+    // (MDCR_EL2 all zero but HPMN = PMCR_EL0.N).
+    mrs     x1, midr_el1
+    msr     vpidr_el2, x1
+    mrs     x1, mpidr_el1
+    msr     vmpidr_el2, x1
+    msr     hstr_el2, xzr
+    mrs     x1, pmcr_el0
+    ubfx    x1, x1, #11, #5             // PMCR_EL0.N
+    msr     mdcr_el2, x1
 
     // Drop to EL1: EL1 is AArch64, may read the physical counter and use
     // the physical timer, no virtual offset.

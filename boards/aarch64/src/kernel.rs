@@ -10,6 +10,8 @@ use core::ops::Range;
 
 use critical_section::Mutex;
 
+use crate::memory::RamRanges;
+
 use tern_hal::{BoardFacts, SerialPort};
 use tern_unikernel::shell::{Command, CommandResult};
 use tern_unikernel::{Devices, Kernel};
@@ -17,16 +19,17 @@ use tern_unikernel::{Devices, Kernel};
 use crate::mmu::{self, MemoryMap};
 use crate::{irq, Aarch64Board};
 
-/// Highest address the identity map covers.
-const MAPPED_END: u64 = 4 << 30;
-
 /// What a board knows once its console works.
 #[derive(Debug)]
 pub struct KernelSetup<'a> {
     /// Facts for `info` (`timer_hz` is filled in from CNTFRQ_EL0).
     pub facts: BoardFacts,
-    /// Usable RAM; the image must lie inside it.
-    pub ram: Range<u64>,
+    /// RAM the kernel may use (reserved regions already taken out); the
+    /// image must lie inside one of the ranges.
+    pub ram: RamRanges,
+    /// From the lowest to the highest address of the installed RAM, for the
+    /// boot log.
+    pub installed: Range<u64>,
     /// Device register ranges.
     pub mmio: &'a [Range<u64>],
     /// GICv2 distributor base.
@@ -110,17 +113,21 @@ pub unsafe fn start_kernel_with_devices<S: SerialPort + 'static>(
     serial: S,
     probe: impl FnOnce() -> Devices,
 ) -> ! {
-    let ram = setup.ram.start..setup.ram.end.min(MAPPED_END);
+    // What the identity map covers: everything up to 512 GiB, whole
+    // gigabytes above 4 GiB.
+    let mut ram = setup.ram;
+    ram.clip(0..mmu::MAPPED_END);
+    ram.align_above(mmu::LOW_END, mmu::HIGH_BLOCK);
     // SAFETY: the caller guarantees the memory map and the call order.
     unsafe {
         mmu::enable(&MemoryMap {
-            ram: ram.clone(),
+            ram: &ram,
             mmio: setup.mmio,
         });
-        crate::claim_heap(ram.end as usize);
+        crate::claim_heap(&ram);
         irq::init(setup.gicd, setup.gicc);
     }
-    let board = Box::leak(Box::new(Aarch64Board::new(setup.facts, ram)));
+    let board = Box::leak(Box::new(Aarch64Board::new(setup.facts, setup.installed)));
     let serial = Box::leak(Box::new(serial));
     let devices = probe();
     let mut commands = Vec::from([fault_command(), tern_board_common::random::random_command()]);

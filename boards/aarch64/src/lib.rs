@@ -5,7 +5,9 @@
 //!   board name in the non-loaded `.tern_board` section of the ELF.
 //! - [`exception`]: the EL1 vector table; faults print a register dump
 //!   straight to the UART and halt.
-//! - [`mmu`]: identity map, RAM write-back cacheable, MMIO Device-nGnRE.
+//! - [`memory`]: the RAM of the device tree, less its reserved regions.
+//! - [`mmu`]: identity map, RAM write-back cacheable, MMIO Device-nGnRE;
+//!   the low 4 GiB and whole gigabytes of RAM above, to 512 GiB.
 //! - [`cache`]: data-cache clean / invalidate for non-coherent DMA.
 //! - [`probe`]: register reads and writes that report an absent device
 //!   instead of faulting.
@@ -28,6 +30,7 @@ mod critical;
 pub mod exception;
 pub mod irq;
 mod kernel;
+pub mod memory;
 pub mod mmu;
 pub mod probe;
 pub mod semihosting;

@@ -1,33 +1,45 @@
-//! The MMU: an identity map of the low 4 GiB with 2 MiB blocks.
+//! The MMU: an identity map of the low 4 GiB with 2 MiB blocks and of the
+//! RAM above, up to 512 GiB, with 1 GiB blocks.
 //!
 //! RAM is Normal write-back cacheable (inner shareable), the board's MMIO
 //! ranges are Device-nGnRE and never executable, everything else is unmapped
-//! (an access faults and prints a register dump). Caches are switched on
-//! together with the MMU.
+//! (an access faults and prints a register dump). Above 4 GiB only whole
+//! gigabytes of RAM are mapped ([`HIGH_BLOCK`]): the boards give the heap
+//! nothing else there. Caches are switched on together with the MMU.
 
 use core::cell::UnsafeCell;
 use core::ops::Range;
 
 use aarch64_cpu::asm::barrier;
-use aarch64_cpu::registers::{MAIR_EL1, SCTLR_EL1, TCR_EL1, TTBR0_EL1};
-use tock_registers::interfaces::{ReadWriteable, Writeable};
+use aarch64_cpu::registers::{ID_AA64MMFR0_EL1, MAIR_EL1, SCTLR_EL1, TCR_EL1, TTBR0_EL1};
+use tock_registers::interfaces::{ReadWriteable, Readable, Writeable};
+
+use crate::memory::RamRanges;
 
 /// Bytes covered by one level-2 block.
 const BLOCK: u64 = 2 << 20;
+/// Bytes covered by one level-1 entry, the block size above 4 GiB.
+pub const HIGH_BLOCK: u64 = 1 << 30;
+/// Where the 2 MiB-block map ends and the 1 GiB one begins.
+pub const LOW_END: u64 = 4 << 30;
+/// End of the address space the map covers: 512 level-1 entries of 1 GiB
+/// (a 39-bit input address, T0SZ = 25).
+pub const MAPPED_END: u64 = 512 * HIGH_BLOCK;
 
 /// What the board tells the MMU about its address space.
 #[derive(Clone, Debug)]
 pub struct MemoryMap<'a> {
-    /// Usable RAM; mapped cacheable.
-    pub ram: Range<u64>,
-    /// Device register ranges; mapped Device-nGnRE.
+    /// RAM; mapped cacheable.
+    pub ram: &'a RamRanges,
+    /// Device register ranges below 4 GiB; mapped Device-nGnRE.
     pub mmio: &'a [Range<u64>],
 }
 
 #[repr(C, align(4096))]
 struct Table([u64; 512]);
 
-/// One level-1 table (4 entries used, 1 GiB each) and four level-2 tables.
+/// One level-1 table (512 entries of 1 GiB) and four level-2 tables for the
+/// low 4 GiB.
 struct Tables {
     l1: UnsafeCell<Table>,
     l2: UnsafeCell<[Table; 4]>,
@@ -57,7 +69,7 @@ fn block_descriptor(base: u64, map: &MemoryMap<'_>) -> u64 {
     let overlaps = |r: &Range<u64>| r.start < block.end && block.start < r.end;
     if map.mmio.iter().any(overlaps) {
         base | VALID | ATTR_DEVICE | ACCESS_FLAG | PXN | UXN
-    } else if overlaps(&map.ram) {
+    } else if map.ram.iter().any(overlaps) {
         base | VALID | ATTR_NORMAL | INNER_SHAREABLE | ACCESS_FLAG | UXN
     } else {
         0
@@ -70,7 +82,8 @@ fn block_descriptor(base: u64, map: &MemoryMap<'_>) -> u64 {
 ///
 /// Must be called once, at EL1 with the MMU off, and `map` must describe
 /// the machine: the running image, its stack and all memory used later must
-/// lie in `map.ram` (below 4 GiB), devices in `map.mmio`.
+/// lie in `map.ram` (below 4 GiB, or whole gigabytes above), devices in
+/// `map.mmio`.
 pub unsafe fn enable(map: &MemoryMap<'_>) {
     // SAFETY: called once before the MMU is on (caller's contract), so
     // nothing else references the tables.
@@ -81,6 +94,17 @@ pub unsafe fn enable(map: &MemoryMap<'_>) {
         }
         l1.0[gib] = table as *const Table as u64 | VALID | TABLE;
     }
+    for (gib, entry) in l1.0.iter_mut().enumerate().skip(l2.len()) {
+        let block = gib as u64 * HIGH_BLOCK..(gib as u64 + 1) * HIGH_BLOCK;
+        *entry = if map.ram.contains(&block) {
+            block.start | VALID | ATTR_NORMAL | INNER_SHAREABLE | ACCESS_FLAG | UXN
+        } else {
+            0
+        };
+    }
+    // The physical address size the core supports, up to 48 bits (52 would
+    // need the LPA2 descriptor format).
+    let pa_range = ID_AA64MMFR0_EL1.read(ID_AA64MMFR0_EL1::PARange).min(0b101);
 
     // Attribute 0: Device-nGnRE; attribute 1: Normal, write-back
     // read/write-allocate, inner and outer.
@@ -91,14 +115,14 @@ pub unsafe fn enable(map: &MemoryMap<'_>) {
     );
     TCR_EL1.write(
         TCR_EL1::TBI0::Used
-            + TCR_EL1::IPS::Bits_32
+            + TCR_EL1::IPS.val(pa_range)
             + TCR_EL1::TG0::KiB_4
             + TCR_EL1::SH0::Inner
             + TCR_EL1::ORGN0::WriteBack_ReadAlloc_WriteAlloc_Cacheable
             + TCR_EL1::IRGN0::WriteBack_ReadAlloc_WriteAlloc_Cacheable
             + TCR_EL1::EPD0::EnableTTBR0Walks
             + TCR_EL1::EPD1::DisableTTBR1Walks
-            + TCR_EL1::T0SZ.val(64 - 32),
+            + TCR_EL1::T0SZ.val(64 - 39),
     );
     TTBR0_EL1.set_baddr(l1 as *const Table as u64);
 

@@ -48,6 +48,9 @@ const GENET_V5_MAJOR: u32 = 6;
 const MDIO_POLLS: u32 = 10_000;
 /// How many times the PHY reset bit is polled, 1 ms apart, before [`Error::PhyResetTimeout`].
 const PHY_RESET_POLLS: u32 = 500;
+/// Length of the MAC reset pulse in `SYS_RBUF_FLUSH_CTRL` (Linux `bcmgenet_umac_reset`:
+/// `udelay(10)`), a floor the model checks.
+const MAC_RESET_PULSE_US: u32 = 10;
 
 // IEEE 802.3 clause 22 registers and bits of the PHY.
 const MII_BMCR: u8 = 0;
@@ -73,6 +76,62 @@ const ADVERTISE_1000FULL: u16 = 0x0200;
 const ADVERTISE_1000HALF: u16 = 0x0100;
 const LPA_1000FULL: u16 = 0x0800;
 const LPA_1000HALF: u16 = 0x0400;
+
+// The BCM54xx shadow registers that hold the RGMII clock delays (Linux
+// `drivers/net/phy/broadcom.c`, `bcm54xx_config_clock_delay`, and `brcmphy.h`).
+/// Auxiliary control; bits 2:0 select a shadow register (`MII_BCM54XX_AUX_CTL`).
+const MII_BCM54XX_AUX_CTL: u8 = 0x18;
+/// The "misc control" shadow of AUX_CTL (`MII_BCM54XX_AUXCTL_SHDWSEL_MISC`).
+const AUXCTL_SHDWSEL_MISC: u16 = 0x7;
+/// A read selects the shadow in bits 14:12 (`MII_BCM54XX_AUXCTL_SHDWSEL_READ_SHIFT`).
+const AUXCTL_READ_SHIFT: u16 = 12;
+/// Write enable of the misc shadow (`MII_BCM54XX_AUXCTL_MISC_WREN`).
+const AUXCTL_MISC_WREN: u16 = 0x8000;
+/// The PHY's RX clock delay, RXC against RXD (`..._MISC_RGMII_SKEW_EN`).
+const AUXCTL_MISC_RGMII_SKEW_EN: u16 = 0x0100;
+/// The 0x1C shadow register window (`MII_BCM54XX_SHD`): bits 14:10 select, bit 15 writes.
+const MII_BCM54XX_SHD: u8 = 0x1C;
+const SHD_WRITE: u16 = 0x8000;
+const SHD_SELECT_SHIFT: u16 = 10;
+const SHD_DATA_MASK: u16 = 0x03FF;
+/// Clock control shadow (`BCM54810_SHD_CLK_CTL`).
+const SHD_CLK_CTL: u16 = 0x3;
+/// The PHY's TX clock delay, GTXCLK against TXD (`BCM54810_SHD_CLK_CTL_GTXCLK_EN`).
+const SHD_CLK_GTXCLK_EN: u16 = 0x0200;
+
+/// Who adds the ~2 ns RGMII clock delay in each direction. Exactly one of the board,
+/// the PHY and the MAC must; the Pi 4's board adds none. Both sides are programmed
+/// explicitly rather than trusting reset defaults (U-Boot and circle rely on them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RgmiiDelays {
+    /// `rgmii-rxid`, the Pi 4 device tree's `phy-mode` and what Linux programs: the
+    /// PHY delays RXC (skew on) and not GTXCLK; the MAC delays TXC (`ID_MODE_DIS` clear).
+    #[default]
+    PhyRx,
+    /// `rgmii-id` on the PHY with the MAC's delay off (`ID_MODE_DIS` set): the PHY
+    /// delays both clocks, what U-Boot and circle get from the PHY's reset defaults.
+    /// The other setting to try when frames are lost on first bring-up.
+    PhyBoth,
+}
+
+impl RgmiiDelays {
+    /// Parses the setting's name: `rxid` or `id`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "rxid" => Some(Self::PhyRx),
+            "id" => Some(Self::PhyBoth),
+            _ => None,
+        }
+    }
+
+    /// The setting's name, as [`RgmiiDelays::from_name`] reads it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::PhyRx => "rxid",
+            Self::PhyBoth => "id",
+        }
+    }
+}
 
 /// Register access backend: every access of the driver goes through it, so that a
 /// model can react between accesses (MDIO completion, DMA progress) in host tests.
@@ -231,6 +290,7 @@ pub struct Genet<B, M, C, D> {
     tx_done: u16,
     link: Option<Link>,
     stats: Stats,
+    delays: RgmiiDelays,
 }
 
 fn slot(index: u16) -> usize {
@@ -242,12 +302,21 @@ fn desc(base: usize, slot: usize, word: usize) -> usize {
 }
 
 impl<B: GenetBus, M: DmaMemory, C: CacheMaintenance, D: DelayNs> Genet<B, M, C, D> {
-    /// Brings the controller up: checks the v5 revision, takes the MAC out of reset,
-    /// programs the MAC address and frame length, selects RGMII, sets up both rings of
-    /// queue 16 and enables DMA, then checks the PHY ID, resets the PHY and starts
-    /// autonegotiation. RX and TX are enabled in the MAC once [`Genet::poll_link`]
-    /// sees the link and has programmed its speed.
-    pub fn new(bus: B, memory: M, cache: C, delay: D, mac: [u8; 6]) -> Result<Self, Error> {
+    /// Brings the controller up: checks the v5 revision, pulses the MAC reset and
+    /// leaves the UMAC in software reset, clears what an earlier user left in the RX/TX
+    /// buffer and DMA controls, programs the MAC address and frame length, selects
+    /// RGMII with the MAC's side of `delays`, sets up both rings of queue 16 and enables
+    /// DMA, then checks the PHY ID, resets the PHY, programs the PHY's side of `delays`
+    /// and starts autonegotiation. The UMAC leaves reset, with its speed and RX and TX
+    /// on, once [`Genet::poll_link`] sees the link.
+    pub fn new(
+        bus: B,
+        memory: M,
+        cache: C,
+        delay: D,
+        mac: [u8; 6],
+        delays: RgmiiDelays,
+    ) -> Result<Self, Error> {
         let mut genet = Self {
             bus,
             memory,
@@ -258,6 +327,7 @@ impl<B: GenetBus, M: DmaMemory, C: CacheMaintenance, D: DelayNs> Genet<B, M, C, 
             tx_done: 0,
             link: None,
             stats: Stats::default(),
+            delays,
         };
         genet.check_buffers()?;
         let rev = genet.bus.read(SYS_REV_CTRL);
@@ -294,28 +364,22 @@ impl<B: GenetBus, M: DmaMemory, C: CacheMaintenance, D: DelayNs> Genet<B, M, C, 
         Ok(())
     }
 
-    /// The reset pulse of U-Boot's `bcmgenet_umac_reset`: the MAC reset bit of
-    /// `SYS_RBUF_FLUSH_CTRL` is pulsed and left clear before any UMAC register write.
+    /// The MAC reset pulse of Linux's `bcmgenet_umac_reset` (at least 10 µs), then the
+    /// UMAC's software reset, held until the link is up (Linux `reset_umac`), and the
+    /// buffer controls written whole: a 64-byte status block an earlier user (Linux)
+    /// enabled would otherwise shift every frame.
     fn reset_umac(&mut self) {
-        let flush = self.bus.read(SYS_RBUF_FLUSH_CTRL);
-        self.bus
-            .write(SYS_RBUF_FLUSH_CTRL, flush | RBUF_FLUSH_MAC_RESET);
-        self.delay.delay_us(10);
-        self.bus
-            .write(SYS_RBUF_FLUSH_CTRL, flush & !RBUF_FLUSH_MAC_RESET);
-        self.delay.delay_us(10);
+        self.bus.write(SYS_RBUF_FLUSH_CTRL, RBUF_FLUSH_MAC_RESET);
+        self.delay.delay_us(MAC_RESET_PULSE_US);
         self.bus.write(SYS_RBUF_FLUSH_CTRL, 0);
         self.delay.delay_us(10);
-        self.bus.write(UMAC_CMD, 0);
-        let reset = UMAC_CMD_BITS::SW_RESET::SET + UMAC_CMD_BITS::LCL_LOOP_EN::SET;
-        self.bus.write(UMAC_CMD, reset.value);
+        self.bus.write(UMAC_CMD, UMAC_CMD_BITS::SW_RESET::SET.value);
         self.delay.delay_us(2);
-        self.bus.write(UMAC_CMD, 0);
         self.bus.write(UMAC_MIB_CTRL, MIB_RESET_ALL);
         self.bus.write(UMAC_MIB_CTRL, 0);
         self.bus.write(UMAC_MAX_FRAME_LEN, MAX_FRAME_LEN);
-        let rbuf = self.bus.read(RBUF_CTRL);
-        self.bus.write(RBUF_CTRL, rbuf | RBUF_ALIGN_2B);
+        self.bus.write(RBUF_CTRL, RBUF_ALIGN_2B);
+        self.bus.write(TBUF_CTRL, 0);
         self.bus.write(RBUF_TBUF_SIZE_CTRL, 1);
     }
 
@@ -330,11 +394,10 @@ impl<B: GenetBus, M: DmaMemory, C: CacheMaintenance, D: DelayNs> Genet<B, M, C, 
         }
     }
 
+    /// Written whole: ring enables an earlier user left for other queues go too.
     fn disable_dma(&mut self) {
         for regs in [TDMA_REGS, RDMA_REGS] {
-            let ctrl = self.bus.read(regs + DMA_CTRL);
-            self.bus
-                .write(regs + DMA_CTRL, ctrl & !DMA_CTRL_BITS::DMA_EN::SET.value);
+            self.bus.write(regs + DMA_CTRL, 0);
         }
         self.bus.write(UMAC_TX_FLUSH, 1);
         self.delay.delay_us(10);
@@ -397,26 +460,56 @@ impl<B: GenetBus, M: DmaMemory, C: CacheMaintenance, D: DelayNs> Genet<B, M, C, 
             .write(desc(base, slot, DESC_LENGTH_STATUS), length_status);
     }
 
-    /// RGMII with the PHY providing the delays ("rgmii-rxid", U-Boot `bcmgenet_adjust_link`).
+    /// RGMII mode with the MAC's side of the delays (Linux `bcmgenet_mii_config`).
     fn enable_rgmii(&mut self) {
         let mut oob = LocalRegisterCopy::<u32, RGMII_OOB_BITS::Register>::new(
             self.bus.read(EXT_RGMII_OOB_CTRL),
         );
+        let mac_delay = match self.delays {
+            RgmiiDelays::PhyRx => RGMII_OOB_BITS::ID_MODE_DIS::CLEAR,
+            RgmiiDelays::PhyBoth => RGMII_OOB_BITS::ID_MODE_DIS::SET,
+        };
         oob.modify(
             RGMII_OOB_BITS::OOB_DISABLE::CLEAR
                 + RGMII_OOB_BITS::RGMII_LINK::SET
                 + RGMII_OOB_BITS::RGMII_MODE_EN::SET
-                + RGMII_OOB_BITS::ID_MODE_DIS::SET,
+                + mac_delay,
         );
         self.bus.write(EXT_RGMII_OOB_CTRL, oob.get());
     }
 
+    /// Written whole: DMA on for ring 16 only.
     fn enable_dma(&mut self) {
         let enable = (DMA_CTRL_BITS::DMA_EN::SET + DMA_CTRL_BITS::RING16_BUF_EN::SET).value;
         for regs in [TDMA_REGS, RDMA_REGS] {
-            let ctrl = self.bus.read(regs + DMA_CTRL);
-            self.bus.write(regs + DMA_CTRL, ctrl | enable);
+            self.bus.write(regs + DMA_CTRL, enable);
         }
+    }
+
+    /// The PHY's side of the delays, after its reset (which restores the defaults):
+    /// the RX skew is on in both settings, GTXCLK's delay only in [`RgmiiDelays::PhyBoth`].
+    fn set_phy_delays(&mut self) -> Result<(), Error> {
+        let select_misc = AUXCTL_SHDWSEL_MISC | AUXCTL_SHDWSEL_MISC << AUXCTL_READ_SHIFT;
+        self.mdio_write(PHY_ADDRESS, MII_BCM54XX_AUX_CTL, select_misc)?;
+        let misc = self.mdio_read(PHY_ADDRESS, MII_BCM54XX_AUX_CTL)?;
+        let misc = (misc & !AUXCTL_SHDWSEL_MISC)
+            | AUXCTL_MISC_WREN
+            | AUXCTL_MISC_RGMII_SKEW_EN
+            | AUXCTL_SHDWSEL_MISC;
+        self.mdio_write(PHY_ADDRESS, MII_BCM54XX_AUX_CTL, misc)?;
+        let select_clk = SHD_CLK_CTL << SHD_SELECT_SHIFT;
+        self.mdio_write(PHY_ADDRESS, MII_BCM54XX_SHD, select_clk)?;
+        let clk = self.mdio_read(PHY_ADDRESS, MII_BCM54XX_SHD)? & SHD_DATA_MASK;
+        let clk = match self.delays {
+            RgmiiDelays::PhyRx => clk & !SHD_CLK_GTXCLK_EN,
+            RgmiiDelays::PhyBoth => clk | SHD_CLK_GTXCLK_EN,
+        };
+        self.mdio_write(PHY_ADDRESS, MII_BCM54XX_SHD, SHD_WRITE | select_clk | clk)
+    }
+
+    /// The RGMII delay setting the driver programmed.
+    pub fn delays(&self) -> RgmiiDelays {
+        self.delays
     }
 
     fn init_phy(&mut self) -> Result<(), Error> {
@@ -434,6 +527,9 @@ impl<B: GenetBus, M: DmaMemory, C: CacheMaintenance, D: DelayNs> Genet<B, M, C, 
             }
             self.delay.delay_ms(1);
         }
+        self.set_phy_delays()?;
+        // No pause advertised: pause is never negotiated, and `poll_link` has the MAC
+        // ignore pause frames.
         self.mdio_write(PHY_ADDRESS, MII_ADVERTISE, ADVERTISE_ALL_10_100)?;
         self.mdio_write(
             PHY_ADDRESS,
@@ -484,9 +580,11 @@ impl<B: GenetBus, M: DmaMemory, C: CacheMaintenance, D: DelayNs> Genet<B, M, C, 
         self.mdio_command(command, phy, reg).map(|_| ())
     }
 
-    /// Checks the PHY's link. When it is up and autonegotiated, programs the speed and
-    /// duplex into `UMAC_CMD` and enables the MAC's receiver and transmitter (once per
-    /// link change). Returns the current link, `None` while it is down.
+    /// Checks the PHY's link. When it is up and autonegotiated, takes the UMAC out of
+    /// its software reset (the first time) with the speed and duplex and pause frames
+    /// ignored (pause is not advertised, so never negotiated), then enables its receiver
+    /// and transmitter (Linux `bcmgenet_mac_config`); again on each link change.
+    /// Returns the current link, `None` while it is down.
     pub fn poll_link(&mut self) -> Result<Option<Link>, Error> {
         // The link bit latches low: the second read gives the current state.
         self.mdio_read(PHY_ADDRESS, MII_BMSR)?;
@@ -507,10 +605,15 @@ impl<B: GenetBus, M: DmaMemory, C: CacheMaintenance, D: DelayNs> Genet<B, M, C, 
             } else {
                 UMAC_CMD_BITS::HD_EN::SET
             };
-            let mut cmd =
-                LocalRegisterCopy::<u32, UMAC_CMD_BITS::Register>::new(self.bus.read(UMAC_CMD));
-            cmd.modify(speed + duplex);
+            let mut cmd = LocalRegisterCopy::<u32, UMAC_CMD_BITS::Register>::new(0);
+            cmd.write(
+                speed
+                    + duplex
+                    + UMAC_CMD_BITS::RX_PAUSE_IGNORE::SET
+                    + UMAC_CMD_BITS::TX_PAUSE_IGNORE::SET,
+            );
             self.bus.write(UMAC_CMD, cmd.get());
+            self.delay.delay_us(2);
             cmd.modify(UMAC_CMD_BITS::TX_EN::SET + UMAC_CMD_BITS::RX_EN::SET);
             self.bus.write(UMAC_CMD, cmd.get());
             self.link = Some(link);

@@ -31,9 +31,15 @@ pub const INTRL2_1_CPU_MASK_SET: usize = 0x0250;
 /// RBUF block (+0x0300): RX buffer control (U-Boot `RBUF_CTRL`).
 pub const RBUF_CTRL: usize = 0x0300;
 /// `RBUF_CTRL` bit: prepend 2 bytes to each frame so the IP header is 4-byte aligned.
+/// The other bits (`RBUF_64B_EN`: a 64-byte status block before each frame, which
+/// Linux turns on) stay clear: the driver writes the register whole.
 pub const RBUF_ALIGN_2B: u32 = 1 << 1;
 /// RBUF block + 0xB4: RX/TX buffer size control (U-Boot `RBUF_TBUF_SIZE_CTRL`).
 pub const RBUF_TBUF_SIZE_CTRL: usize = 0x03B4;
+/// TBUF block (+0x0600 on v5, Linux `tbuf_offset`) + 0x00: TX buffer control (Linux
+/// `TBUF_CTRL`). Written 0: no 64-byte status block before each TX frame (`TBUF_64B_EN`,
+/// which Linux sets and a later user must clear).
+pub const TBUF_CTRL: usize = 0x0600;
 /// UMAC block (+0x0800) + 0x008: MAC command (U-Boot `UMAC_CMD`).
 pub const UMAC_CMD: usize = 0x0808;
 /// UMAC + 0x00C: MAC address bytes 0..4 (U-Boot `UMAC_MAC0`).
@@ -139,12 +145,15 @@ pub mod bits {
                 /// 1000 Mb/s.
                 Mbps1000 = 2
             ],
+            /// Ignore received pause frames (Linux `CMD_RX_PAUSE_IGNORE`).
+            RX_PAUSE_IGNORE OFFSET(8) NUMBITS(1) [],
             /// Half duplex.
             HD_EN OFFSET(10) NUMBITS(1) [],
-            /// Software reset of the UMAC.
+            /// Software reset of the UMAC: held from bring-up until the link is up
+            /// (Linux `reset_umac` and `bcmgenet_mac_config`).
             SW_RESET OFFSET(13) NUMBITS(1) [],
-            /// Local loopback (set with SW_RESET during the reset pulse, as U-Boot does).
-            LCL_LOOP_EN OFFSET(15) NUMBITS(1) []
+            /// Send no pause frames (Linux `CMD_TX_PAUSE_IGNORE`).
+            TX_PAUSE_IGNORE OFFSET(28) NUMBITS(1) []
         ],
         /// `MDIO_CMD` (U-Boot `MDIO_*`).
         pub MDIO_CMD_BITS [
@@ -174,7 +183,8 @@ pub mod bits {
             OOB_DISABLE OFFSET(5) NUMBITS(1) [],
             /// RGMII mode: without it no frame reaches the MAC.
             RGMII_MODE_EN OFFSET(6) NUMBITS(1) [],
-            /// Disable the MAC-side TX delay (the PHY adds delays: "rgmii-rxid").
+            /// Disable the MAC's TX clock delay ("ID mode"); clear, the MAC delays
+            /// TXC itself (Linux clears it for every RGMII mode but plain "rgmii").
             ID_MODE_DIS OFFSET(16) NUMBITS(1) []
         ],
         /// `DMA_CTRL` (U-Boot `DMA_EN`, `DMA_RING_BUF_EN_SHIFT`).

@@ -19,7 +19,8 @@ use std::sync::{Arc, Mutex};
 use map::*;
 use tern_genet::net::LINK_POLL_INTERVAL_NS;
 use tern_genet::{
-    CacheMaintenance, DmaMemory, Error, Genet, GenetBus, GenetNet, Link, Ring, Speed, BUFFER_SIZE,
+    CacheMaintenance, DmaMemory, Error, Genet, GenetBus, GenetNet, Link, RgmiiDelays, Ring, Speed,
+    BUFFER_SIZE,
 };
 use tern_hal::{MonotonicClock, NetDevice, NetError};
 
@@ -134,17 +135,35 @@ impl CacheMaintenance for TestCache {
     }
 }
 
-/// Counts the time the driver waited.
+/// The model's time: nanoseconds the driver waited, shared with the [`Model`] so
+/// that it can time pulses.
+type Time = Arc<AtomicU64>;
+
+/// Advances the shared time by what the driver waits.
 #[derive(Default)]
 struct TestDelay {
-    ns: u64,
+    now: Time,
 }
 
 impl embedded_hal::delay::DelayNs for TestDelay {
     fn delay_ns(&mut self, ns: u32) {
-        self.ns += u64::from(ns);
+        self.now.fetch_add(u64::from(ns), Ordering::SeqCst);
     }
 }
+
+// The BCM54xx shadow registers of the RGMII delays (Linux `brcmphy.h`).
+/// AUX_CTL; bits 2:0 select a shadow, 7 the misc control.
+const PHY_AUX_CTL: u8 = 0x18;
+/// Misc control: the RX skew (RXC delayed against RXD).
+const MISC_RGMII_SKEW_EN: u16 = 0x0100;
+/// Misc control: write enable.
+const MISC_WREN: u16 = 0x8000;
+/// The 0x1C shadow window; bits 14:10 select, bit 15 writes, bits 9:0 data.
+const PHY_SHD: u8 = 0x1C;
+/// Shadow 0x1C/3, clock control: GTXCLK delayed against TXD.
+const CLK_CTL_GTXCLK_EN: u16 = 0x0200;
+/// Our advertisement's and the partner's symmetric pause bit (802.3 `ADVERTISE_PAUSE_CAP`).
+const PAUSE_CAP: u16 = 0x0400;
 
 /// The BCM54213PE at MDIO address 1, and its link partner.
 struct Phy {
@@ -156,7 +175,23 @@ struct Phy {
     link_up: bool,
     partner_lpa: u16,
     partner_stat1000: u16,
+    /// AUX_CTL misc shadow and the 0x1C clock-control shadow; their power-up
+    /// values are the opposite of "rgmii-rxid", so only a driver that programs
+    /// them gets it.
+    misc: u16,
+    clk_ctl: u16,
+    misc_selected: bool,
+    shadow_selected: u16,
+    /// A reset was issued and the PHY has since reported it done.
+    reset_done: bool,
+    reset_issued: bool,
+    /// The last BMSR read reported the link up.
+    link_reported: bool,
 }
+
+/// Power-up misc and clock-control shadows: RX skew off, GTXCLK delay on.
+const PHY_POWER_UP_MISC: u16 = 0x0010;
+const PHY_POWER_UP_CLK_CTL: u16 = CLK_CTL_GTXCLK_EN;
 
 impl Phy {
     fn new() -> Self {
@@ -169,7 +204,24 @@ impl Phy {
             link_up: true,
             partner_lpa: 0x41E1,
             partner_stat1000: 0x0C00,
+            misc: PHY_POWER_UP_MISC,
+            clk_ctl: PHY_POWER_UP_CLK_CTL,
+            misc_selected: false,
+            shadow_selected: 0,
+            reset_done: false,
+            reset_issued: false,
+            link_reported: false,
         }
+    }
+
+    /// Whether the PHY delays RXC (RX skew).
+    fn rx_delay(&self) -> bool {
+        self.misc & MISC_RGMII_SKEW_EN != 0
+    }
+
+    /// Whether the PHY delays GTXCLK.
+    fn tx_delay(&self) -> bool {
+        self.clk_ctl & CLK_CTL_GTXCLK_EN != 0
     }
 
     fn read(&mut self, reg: u8) -> u16 {
@@ -181,11 +233,27 @@ impl Phy {
                     }
                     self.regs[0] | 0x8000
                 } else {
+                    self.reset_done = self.reset_issued;
                     self.regs[0]
                 }
             }
-            1 if self.link_up && self.autoneg_started => 0x7969 | 0x0024,
-            1 => 0x7949,
+            1 => {
+                self.link_reported = self.link_up && self.autoneg_started;
+                if self.link_reported {
+                    0x7969 | 0x0024
+                } else {
+                    0x7949
+                }
+            }
+            PHY_AUX_CTL if self.misc_selected => self.misc | 0x7,
+            PHY_SHD => {
+                let data = if self.shadow_selected == 3 {
+                    self.clk_ctl
+                } else {
+                    0
+                };
+                self.shadow_selected << 10 | data
+            }
             2 => (self.id >> 16) as u16,
             3 => self.id as u16,
             5 => self.partner_lpa,
@@ -199,6 +267,30 @@ impl Phy {
             self.regs = [0; 32];
             self.autoneg_started = false;
             self.reset_reads_left = 2;
+            self.reset_issued = true;
+            self.reset_done = false;
+            self.misc = PHY_POWER_UP_MISC;
+            self.clk_ctl = PHY_POWER_UP_CLK_CTL;
+            return;
+        }
+        if reg == PHY_AUX_CTL {
+            self.misc_selected = false;
+            if value & 0x7 == 0x7 && value & MISC_WREN != 0 {
+                self.misc = value & !(MISC_WREN | 0x7);
+            } else if value & 0x7 == 0x7 && value >> 12 & 0x7 == 0x7 {
+                self.misc_selected = true;
+            }
+            return;
+        }
+        if reg == PHY_SHD {
+            let shadow = value >> 10 & 0x1F;
+            if value & 0x8000 != 0 {
+                if shadow == 3 {
+                    self.clk_ctl = value & 0x3FF;
+                }
+            } else {
+                self.shadow_selected = shadow;
+            }
             return;
         }
         if reg == 0 {
@@ -226,6 +318,12 @@ struct Model {
     written: HashSet<usize>,
     /// Registers (not descriptors) the driver read or wrote.
     accessed: BTreeSet<usize>,
+    /// Registers the driver read.
+    reads: BTreeSet<usize>,
+    /// The driver's waits so far ([`TestDelay`]).
+    now: Time,
+    /// When the driver last asserted the MAC reset of `SYS_RBUF_FLUSH_CTRL`.
+    mac_reset_at: Option<u64>,
     violations: Vec<String>,
     cache: Shared,
     phy: Phy,
@@ -237,7 +335,7 @@ struct Model {
 }
 
 impl Model {
-    fn new(cache: Shared) -> Self {
+    fn new(cache: Shared, now: Time) -> Self {
         let known: HashMap<usize, Register> = registers()
             .into_iter()
             .map(|register| (register.offset, register))
@@ -254,6 +352,14 @@ impl Model {
         regs[SYS_REV_CTRL / 4] = 0x0600_0000;
         // The trap: the MAC powers up held in reset.
         regs[SYS_RBUF_FLUSH_CTRL / 4] = MAC_RESET;
+        // What Linux leaves behind (a reboot, a chainloaded kernel): status blocks
+        // on both buffers, DMA on with other queues' rings enabled, the MAC running.
+        regs[RBUF_CTRL / 4] = RBUF_64B_EN | RBUF_ALIGN_2B;
+        regs[TBUF_CTRL / 4] = TBUF_64B_EN;
+        for control in [RX_CTRL, TX_CTRL] {
+            regs[(control + DMA_CTRL) / 4] = DMA_EN | 0x3_FFFE;
+        }
+        regs[UMAC_CMD / 4] = CMD_TX_EN | CMD_RX_EN | 2 << CMD_SPEED_SHIFT;
         // Internal PHY mode, the 1518-byte default frame length, pending link
         // interrupts, nothing masked.
         regs[UMAC_MAX_FRAME_LEN / 4] = 1518;
@@ -266,6 +372,9 @@ impl Model {
             writes: Vec::new(),
             written: HashSet::new(),
             accessed: BTreeSet::new(),
+            reads: BTreeSet::new(),
+            now,
+            mac_reset_at: None,
             violations: Vec::new(),
             cache,
             phy: Phy::new(),
@@ -300,9 +409,19 @@ impl Model {
         self.reg(TX_PROD) as u16
     }
 
+    /// The UMAC moves frames only out of its software reset.
+    fn mac_running(&self, enable: u32) -> bool {
+        self.reg(UMAC_CMD) & (enable | CMD_SW_RESET) == enable
+    }
+
+    /// Pause negotiated: both ends advertise symmetric pause (802.3 annex 28B).
+    fn pause_negotiated(&self) -> bool {
+        self.phy.regs[4] & self.phy.partner_lpa & PAUSE_CAP != 0
+    }
+
     fn rx_ready(&self) -> bool {
         self.dma_on(RX_CTRL)
-            && self.reg(UMAC_CMD) & CMD_RX_EN != 0
+            && self.mac_running(CMD_RX_EN)
             && self.reg(EXT_RGMII_OOB_CTRL) & RGMII_MODE_EN != 0
     }
 
@@ -417,16 +536,33 @@ impl Model {
         expect(UMAC_MAC1, u32::MAX, 0x0203);
         expect(UMAC_MAX_FRAME_LEN, u32::MAX, 1536);
         expect(SYS_PORT_CTRL, u32::MAX, PORT_MODE_EXT_GPHY);
-        expect(RBUF_CTRL, RBUF_ALIGN_2B, RBUF_ALIGN_2B);
+        // Written whole: no status blocks, DMA for ring 16 alone.
+        expect(RBUF_CTRL, u32::MAX, RBUF_ALIGN_2B);
+        expect(TBUF_CTRL, u32::MAX, 0);
+        for control in [RX_CTRL, TX_CTRL] {
+            expect(control + DMA_CTRL, u32::MAX, DMA_EN | DMA_RING16_BUF_EN);
+        }
         expect(SYS_RBUF_FLUSH_CTRL, MAC_RESET, 0);
         expect(
             EXT_RGMII_OOB_CTRL,
-            RGMII_LINK | OOB_DISABLE | RGMII_MODE_EN | ID_MODE_DIS,
-            RGMII_LINK | RGMII_MODE_EN | ID_MODE_DIS,
+            RGMII_LINK | OOB_DISABLE | RGMII_MODE_EN,
+            RGMII_LINK | RGMII_MODE_EN,
         );
         for block in [INTRL2_0, INTRL2_1] {
             expect(block + CPU_MASK_STATUS, u32::MAX, u32::MAX);
             expect(block + CPU_STAT, u32::MAX, 0);
+        }
+        // Exactly one delay per direction: RXC only the PHY can delay; TXC the
+        // PHY or the MAC (ID mode, `ID_MODE_DIS` clear), not both, not neither.
+        if !self.phy.rx_delay() {
+            wrong.push("the PHY's RX clock delay is off".into());
+        }
+        let mac_tx_delay = self.reg(EXT_RGMII_OOB_CTRL) & ID_MODE_DIS == 0;
+        if mac_tx_delay == self.phy.tx_delay() {
+            wrong.push(format!(
+                "TX clock delayed by the MAC: {mac_tx_delay}, by the PHY: {}",
+                self.phy.tx_delay()
+            ));
         }
         wrong
     }
@@ -438,7 +574,13 @@ impl Model {
         match (command >> 26) & 3 {
             2 if phy == 1 => result |= u32::from(self.phy.read(reg)),
             2 => result |= MDIO_READ_FAIL,
-            1 if phy == 1 => self.phy.write(reg, command as u16),
+            1 if phy == 1 => {
+                if reg == 0 && command & 0x8000 != 0 && self.reg(UMAC_CMD) & CMD_SW_RESET == 0 {
+                    self.violations
+                        .push("PHY reset while the UMAC is out of its software reset".into());
+                }
+                self.phy.write(reg, command as u16)
+            }
             1 => {}
             _ => self
                 .violations
@@ -446,6 +588,30 @@ impl Model {
         }
         self.regs[MDIO_CMD / 4] = result | MDIO_START_BUSY;
         self.mdio_busy_left = self.mdio_busy_reads;
+    }
+
+    /// The rules of a `UMAC_CMD` write: RGMII before RX, the software reset held
+    /// until the PHY is out of reset and reports the link, pause frames ignored
+    /// unless pause was negotiated.
+    fn check_umac_cmd(&mut self, value: u32) {
+        if value & CMD_RX_EN != 0 && self.reg(EXT_RGMII_OOB_CTRL) & RGMII_MODE_EN == 0 {
+            self.violations
+                .push("RX enabled before RGMII_MODE_EN".into());
+        }
+        if value & CMD_SW_RESET == 0 && !(self.phy.reset_done && self.phy.link_reported) {
+            self.violations.push(format!(
+                "UMAC out of software reset (0x{value:x}) before the PHY reset finished and the link was up"
+            ));
+        }
+        let ignore = CMD_RX_PAUSE_IGNORE | CMD_TX_PAUSE_IGNORE;
+        if value & (CMD_RX_EN | CMD_TX_EN) != 0
+            && !self.pause_negotiated()
+            && value & ignore != ignore
+        {
+            self.violations.push(format!(
+                "UMAC_CMD 0x{value:x} honours pause frames that were not negotiated"
+            ));
+        }
     }
 
     /// The buffer a descriptor names, or a violation.
@@ -481,12 +647,11 @@ impl Model {
             }
             cache.stale.insert((ring, buf));
         }
-        // With RBUF_ALIGN_2B the frame follows a 2-byte header.
-        let header = if self.reg(RBUF_CTRL) & RBUF_ALIGN_2B != 0 {
-            2
-        } else {
-            0
-        };
+        // With RBUF_ALIGN_2B the frame follows a 2-byte header, with RBUF_64B_EN
+        // a 64-byte status block.
+        let rbuf = self.reg(RBUF_CTRL);
+        let header = if rbuf & RBUF_ALIGN_2B != 0 { 2 } else { 0 }
+            + if rbuf & RBUF_64B_EN != 0 { 64 } else { 0 };
         let data = memory.device_buffer(ring, buf);
         data[..header].fill(0xEE);
         data[header..header + payload.len()].copy_from_slice(payload);
@@ -500,9 +665,15 @@ impl Model {
     /// TX DMA or the MAC's transmitter is off).
     fn complete_tx(&mut self, memory: &mut TestMemory, max: usize) -> Vec<Vec<u8>> {
         let mut sent = Vec::new();
-        if !self.dma_on(TX_CTRL) || self.reg(UMAC_CMD) & CMD_TX_EN == 0 {
+        if !self.dma_on(TX_CTRL) || !self.mac_running(CMD_TX_EN) {
             return sent;
         }
+        // With TBUF_64B_EN the device takes the first 64 bytes for a status block.
+        let status_block = if self.reg(TBUF_CTRL) & TBUF_64B_EN != 0 {
+            64
+        } else {
+            0
+        };
         while self.tx_cons != self.tx_prod() && sent.len() < max {
             let slot = usize::from(self.tx_cons) % 256;
             let desc = TX_DMA + slot * DESC_SIZE;
@@ -518,7 +689,8 @@ impl Model {
                 continue;
             };
             let len = (status >> 16 & 0xFFF) as usize;
-            sent.push(memory.device_buffer(ring, buf)[..len].to_vec());
+            let data = &memory.device_buffer(ring, buf)[..len];
+            sent.push(data.get(status_block..).unwrap_or_default().to_vec());
         }
         sent
     }
@@ -531,6 +703,7 @@ impl GenetBus for Model {
             return self.reg(offset);
         }
         self.accessed.insert(offset);
+        self.reads.insert(offset);
         if !self.known.contains_key(&offset) {
             self.violations
                 .push(format!("read of 0x{offset:04x}, not a GENET v5 register"));
@@ -592,13 +765,24 @@ impl GenetBus for Model {
             }
             return;
         }
+        let now = self.now.load(Ordering::SeqCst);
         match offset {
-            UMAC_CMD
-                if value & CMD_RX_EN != 0 && self.reg(EXT_RGMII_OOB_CTRL) & RGMII_MODE_EN == 0 =>
-            {
-                self.violations
-                    .push("RX enabled before RGMII_MODE_EN".into());
+            SYS_RBUF_FLUSH_CTRL if value & MAC_RESET != 0 => self.mac_reset_at = Some(now),
+            SYS_RBUF_FLUSH_CTRL if self.reg(SYS_RBUF_FLUSH_CTRL) & MAC_RESET != 0 => {
+                match self.mac_reset_at {
+                    None => self
+                        .violations
+                        .push("MAC reset released without a reset pulse".into()),
+                    Some(at) if now - at < 10_000 => self
+                        .violations
+                        .push(format!("MAC reset pulse of {} ns, under 10 us", now - at)),
+                    Some(_) => {}
+                }
             }
+            UMAC_CMD => self.check_umac_cmd(value),
+            _ => {}
+        }
+        match offset {
             o if (o == RX_CTRL + DMA_CTRL || o == TX_CTRL + DMA_CTRL) && value & DMA_EN != 0 => {
                 self.check_ring_ready(o == RX_CTRL + DMA_CTRL, value);
             }
@@ -651,6 +835,7 @@ impl GenetBus for Model {
 type Driver = Genet<Model, TestMemory, TestCache, TestDelay>;
 
 fn parts() -> (Model, TestMemory, TestCache, TestDelay) {
+    let delay = TestDelay::default();
     let cache: Shared = Arc::default();
     let memory = TestMemory {
         rx: vec![vec![0; BUFFER_SIZE]; 256],
@@ -661,13 +846,22 @@ fn parts() -> (Model, TestMemory, TestCache, TestDelay) {
         cache: cache.clone(),
         cleans: 0,
     };
-    (Model::new(cache), memory, test_cache, TestDelay::default())
+    (
+        Model::new(cache, delay.now.clone()),
+        memory,
+        test_cache,
+        delay,
+    )
 }
 
 fn start(configure: impl FnOnce(&mut Model)) -> Result<Driver, Error> {
+    start_with(RgmiiDelays::default(), configure)
+}
+
+fn start_with(delays: RgmiiDelays, configure: impl FnOnce(&mut Model)) -> Result<Driver, Error> {
     let (mut model, memory, cache, delay) = parts();
     configure(&mut model);
-    Genet::new(model, memory, cache, delay, MAC)
+    Genet::new(model, memory, cache, delay, MAC, delays)
 }
 
 fn no_violations(genet: &mut Driver) {
@@ -706,17 +900,21 @@ fn bring_up_follows_the_required_order() {
         .first_write(TX_CTRL + DMA_RING_CFG, 1 << 16, 1 << 16)
         .unwrap();
     assert!(rgmii < rx_dma && rx_ring < rx_dma && tx_ring < tx_dma);
+    // "rgmii-rxid": the MAC delays TXC (ID mode on).
     assert_eq!(
         model.reg(EXT_RGMII_OOB_CTRL) & (1 << 16 | 1 << 6 | 1 << 5),
-        1 << 16 | 1 << 6
+        1 << 6
     );
     assert_eq!(model.reg(UMAC_MAC0), 0xdca6_3201);
     assert_eq!(model.reg(UMAC_MAC1), 0x0203);
     assert_eq!(model.reg(UMAC_MAX_FRAME_LEN), 1536);
     assert_eq!(model.reg(RBUF_CTRL) & RBUF_ALIGN_2B, RBUF_ALIGN_2B);
     assert_eq!(model.reg(SYS_PORT_CTRL), PORT_MODE_EXT_GPHY);
-    // RX and TX stay off in the MAC until the link speed is known.
-    assert_eq!(model.reg(UMAC_CMD) & (CMD_TX_EN | CMD_RX_EN), 0);
+    // RX and TX stay off, the UMAC in reset, until the link speed is known.
+    assert_eq!(
+        model.reg(UMAC_CMD) & (CMD_TX_EN | CMD_RX_EN | CMD_SW_RESET),
+        CMD_SW_RESET
+    );
     // Every RX buffer was cleaned before the device got it.
     assert_eq!(cache.cleans, 256);
     for slot in 0..256 {
@@ -734,8 +932,9 @@ fn bring_up_follows_the_required_order() {
 #[test]
 fn the_model_catches_a_driver_that_skips_the_mac_reset_trap() {
     let (mut model, ..) = parts();
-    model.write(UMAC_CMD, 3);
-    assert_eq!(model.reg(UMAC_CMD), 0);
+    let before = model.reg(UMAC_CMD);
+    model.write(UMAC_CMD, CMD_SW_RESET);
+    assert_eq!(model.reg(UMAC_CMD), before);
     assert_eq!(model.violations.len(), 1);
 }
 
@@ -754,8 +953,8 @@ fn wrong_revision_and_phy_problems_are_typed_errors() {
 #[test]
 fn mdio_reads_and_writes_reach_the_phy() {
     let mut genet = start(|_| {}).unwrap();
-    genet.mdio_write(1, 0x1C, 0xABCD).unwrap();
-    assert_eq!(genet.mdio_read(1, 0x1C).unwrap(), 0xABCD);
+    genet.mdio_write(1, 0x1E, 0xABCD).unwrap();
+    assert_eq!(genet.mdio_read(1, 0x1E).unwrap(), 0xABCD);
     assert_eq!(genet.mdio_read(1, 2).unwrap(), 0x600d);
     assert_eq!(
         genet.mdio_read(7, 2),
@@ -939,6 +1138,150 @@ fn a_link_that_drops_and_returns_at_another_speed_is_reprogrammed() {
     no_violations(&mut genet);
 }
 
+#[test]
+fn rgmii_delays_are_programmed_on_both_sides() {
+    // (setting, PHY RX delay, PHY TX delay, MAC ID_MODE_DIS)
+    for (delays, phy_tx, id_mode_dis) in [
+        (RgmiiDelays::PhyRx, false, false),
+        (RgmiiDelays::PhyBoth, true, true),
+    ] {
+        let mut genet = start_with(delays, |_| {}).unwrap();
+        assert_eq!(genet.delays(), delays);
+        let (model, ..) = genet.parts_mut();
+        assert!(model.phy.rx_delay(), "{delays:?}: the PHY's RX delay");
+        assert_eq!(
+            model.phy.tx_delay(),
+            phy_tx,
+            "{delays:?}: the PHY's TX delay"
+        );
+        assert_eq!(
+            model.reg(EXT_RGMII_OOB_CTRL) & ID_MODE_DIS != 0,
+            id_mode_dis,
+            "{delays:?}: ID_MODE_DIS"
+        );
+        assert_eq!(model.configuration(), Vec::<String>::new());
+        link_up(&mut genet);
+        no_violations(&mut genet);
+    }
+    assert_eq!(RgmiiDelays::from_name("rxid"), Some(RgmiiDelays::PhyRx));
+    assert_eq!(RgmiiDelays::from_name("id"), Some(RgmiiDelays::PhyBoth));
+    assert_eq!(RgmiiDelays::from_name("txid"), None);
+    assert_eq!(RgmiiDelays::PhyBoth.name(), "id");
+}
+
+#[test]
+fn the_phy_delays_survive_only_if_set_after_the_phy_reset() {
+    // The model's PHY reset restores RX skew off and GTXCLK delay on: a driver
+    // that trusted those defaults would fail the one-delay-per-direction rule.
+    let mut phy = Phy::new();
+    phy.write(0, 0x8000);
+    let (model, ..) = parts();
+    let mut model = Model { phy, ..model };
+    model.regs[EXT_RGMII_OOB_CTRL / 4] = RGMII_LINK | RGMII_MODE_EN;
+    let wrong = model.configuration();
+    assert!(
+        wrong.contains(&"the PHY's RX clock delay is off".to_string()),
+        "{wrong:#?}"
+    );
+    assert!(
+        wrong
+            .iter()
+            .any(|w| w.starts_with("TX clock delayed by the MAC: true, by the PHY: true")),
+        "{wrong:#?}"
+    );
+}
+
+#[test]
+fn the_mac_stays_in_reset_until_the_phy_reset_and_the_link() {
+    let mut genet = start(|m| m.phy.link_up = false).unwrap();
+    assert_eq!(genet.poll_link(), Ok(None));
+    let (model, ..) = genet.parts_mut();
+    assert_ne!(
+        model.reg(UMAC_CMD) & CMD_SW_RESET,
+        0,
+        "released with the link down"
+    );
+    let phy_reset = model
+        .first_write(MDIO_CMD, 0x0400_ffff, 0x0400_8000)
+        .unwrap();
+    let held = model
+        .first_write(UMAC_CMD, CMD_SW_RESET, CMD_SW_RESET)
+        .unwrap();
+    assert!(held < phy_reset);
+    // The MAC reset pulse: asserted, at least 10 us, released.
+    let assert_at = model
+        .first_write(SYS_RBUF_FLUSH_CTRL, MAC_RESET, MAC_RESET)
+        .unwrap();
+    let release_at = model
+        .first_write(SYS_RBUF_FLUSH_CTRL, MAC_RESET, 0)
+        .unwrap();
+    assert!(assert_at < release_at && release_at < held);
+    model.phy.link_up = true;
+    link_up(&mut genet);
+    let (model, ..) = genet.parts_mut();
+    assert_eq!(
+        model.reg(UMAC_CMD) & (CMD_SW_RESET | CMD_RX_EN | CMD_TX_EN),
+        CMD_RX_EN | CMD_TX_EN
+    );
+    no_violations(&mut genet);
+}
+
+#[test]
+fn the_model_catches_a_short_pulse_and_an_early_release() {
+    let (mut model, ..) = parts();
+    model.write(SYS_RBUF_FLUSH_CTRL, MAC_RESET);
+    model.now.fetch_add(9_999, Ordering::SeqCst);
+    model.write(SYS_RBUF_FLUSH_CTRL, 0);
+    model.write(UMAC_CMD, CMD_RX_PAUSE_IGNORE | CMD_TX_PAUSE_IGNORE);
+    model.write(UMAC_CMD, CMD_TX_EN);
+    assert_eq!(
+        model.violations,
+        [
+            "MAC reset pulse of 9999 ns, under 10 us".to_string(),
+            "UMAC out of software reset (0x10000100) before the PHY reset finished and the link was up".into(),
+            "UMAC out of software reset (0x1) before the PHY reset finished and the link was up".into(),
+            "UMAC_CMD 0x1 honours pause frames that were not negotiated".into(),
+        ]
+    );
+}
+
+#[test]
+fn pause_frames_are_ignored_when_pause_is_not_negotiated() {
+    // The partner offers symmetric and asymmetric pause; Tern advertises neither.
+    let mut genet = start(|m| m.phy.partner_lpa = 0x41E1 | PAUSE_CAP | 0x0800).unwrap();
+    link_up(&mut genet);
+    let (model, ..) = genet.parts_mut();
+    assert_eq!(model.phy.regs[4] & (PAUSE_CAP | 0x0800), 0);
+    let ignore = CMD_RX_PAUSE_IGNORE | CMD_TX_PAUSE_IGNORE;
+    assert_eq!(model.reg(UMAC_CMD) & ignore, ignore);
+    no_violations(&mut genet);
+}
+
+#[test]
+fn buffer_and_dma_controls_left_by_linux_are_written_whole() {
+    let mut genet = start(|_| {}).unwrap();
+    link_up(&mut genet);
+    let (model, memory, _) = genet.parts_mut();
+    for offset in [RBUF_CTRL, TBUF_CTRL, RX_CTRL + DMA_CTRL, TX_CTRL + DMA_CTRL] {
+        assert!(
+            !model.reads.contains(&offset),
+            "{} read",
+            model.name(offset)
+        );
+    }
+    assert_eq!(model.configuration(), Vec::<String>::new());
+    // No status block shifts the frames either way.
+    assert!(model.deliver(memory, &frame(1), 0));
+    let data = frame(2);
+    genet
+        .transmit(data.len(), |buf| buf.copy_from_slice(&data))
+        .unwrap();
+    assert_eq!(genet.receive().map(|rx| rx.data().to_vec()), Some(frame(1)));
+    let (model, memory, _) = genet.parts_mut();
+    assert_eq!(model.complete_tx(memory, 1), vec![frame(2)]);
+    no_violations(&mut genet);
+}
+
 /// A clock the test moves by hand.
 struct TestClock(AtomicU64);
 
@@ -1080,7 +1423,7 @@ impl GenetBus for Miswired {
 fn exercise(from: Range<usize>, shift: isize) -> (Vec<String>, BTreeSet<usize>) {
     let (model, memory, cache, delay) = parts();
     let bus = Miswired { model, from, shift };
-    let mut genet = match Genet::new(bus, memory, cache, delay, MAC) {
+    let mut genet = match Genet::new(bus, memory, cache, delay, MAC, RgmiiDelays::default()) {
         Ok(genet) => genet,
         Err(error) => return (vec![format!("bring-up failed: {error}")], BTreeSet::new()),
     };
@@ -1094,8 +1437,8 @@ fn exercise(from: Range<usize>, shift: isize) -> (Vec<String>, BTreeSet<usize>) 
         other => found.push(format!("link: {other:?}")),
     }
     if let Err(error) = genet
-        .mdio_write(1, 0x1C, 0x1234)
-        .and_then(|()| genet.mdio_read(1, 0x1C))
+        .mdio_write(1, 0x1E, 0x1234)
+        .and_then(|()| genet.mdio_read(1, 0x1E))
         .map(|value| assert_eq!(value, 0x1234, "MDIO round trip"))
     {
         found.push(format!("MDIO: {error}"));

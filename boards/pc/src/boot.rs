@@ -8,8 +8,8 @@
 //! two apart ([`tern_board_pc::bootinfo`]).
 //!
 //! The entry zeroes BSS, identity-maps the first 4 GiB with 2 MiB pages
-//! (1 GiB pages are missing on QEMU's default CPU), enables PAE, EFER.LME and
-//! paging, far-jumps into a 64-bit code segment and calls `pc_main(magic,
+//! (1 GiB pages are missing on QEMU's default CPU), enables SSE, PAE,
+//! EFER.LME and paging, far-jumps into a 64-bit code segment and calls `pc_main(magic,
 //! info)` on the boot stack, which has a guard page below it
 //! ([`crate::paging`]).
 
@@ -111,15 +111,20 @@ tern_entry32:
 
     mov $boot_pml4, %eax
     mov %eax, %cr3
+    /* CR4: PAE, and OSFXSR | OSXMMEXCPT so that SSE instructions (the
+       kernel's floating point) run and report their exceptions as #XM. */
     mov %cr4, %eax
-    or $0x20, %eax
+    or $0x620, %eax
     mov %eax, %cr4
     mov $0xc0000080, %ecx
     rdmsr
     or $0x100, %eax
     wrmsr
+    /* CR0: paging and protection on; EM off and MP on, so x87/SSE
+       instructions execute instead of raising #UD/#NM. */
     mov %cr0, %eax
-    or $0x80000001, %eax
+    and $0xfffffffb, %eax
+    or $0x80000003, %eax
     mov %eax, %cr0
 
     lgdt boot_gdt_ptr

@@ -70,7 +70,10 @@ pub struct TrapFrame {
 // Entry stubs, one per vector, `STUB_STRIDE` bytes apart from
 // `tern_trap_stubs`. The CPU aligns RSP to 16 before pushing its 5-word
 // frame; the error code, the vector and 15 registers make 22 words in all,
-// so RSP is 16-aligned again at the `call`, as the SysV ABI wants. Vectors
+// so RSP is 16-aligned again after them, as `fxsave` and the SysV ABI's
+// `call` want. The kernel computes floating point with SSE, so the stub
+// saves the x87/SSE state (512 bytes, `fxsave`) around `tern_trap`, whose
+// Rust code may use the XMM registers the interrupted code was using. Vectors
 // 8, 10-14, 17, 21, 29 and 30 get an error code from the CPU; the others a
 // dummy 0.
 global_asm!(
@@ -108,9 +111,13 @@ tern_trap_common:
     push %r13
     push %r14
     push %r15
-    mov %rsp, %rdi
+    sub $512, %rsp
+    fxsave (%rsp)
+    lea 512(%rsp), %rdi
     cld
     call tern_trap
+    fxrstor (%rsp)
+    add $512, %rsp
     pop %r15
     pop %r14
     pop %r13

@@ -455,6 +455,7 @@ extern "C" fn pc_main(magic: u32, info: u32) -> ! {
             timer_hz: tsc_hz,
             serial_number: None,
             mac_address: None,
+            cpu_clock_hz: None,
         },
         clock,
         boot_logged: AtomicBool::new(false),

@@ -2,8 +2,8 @@
 //!
 //! QEMU loads this ELF, enters it at EL2 (with `virtualization=on`; EL1
 //! works too) with the device tree at the start of RAM (or in `x0`). Here: the vectors, the
-//! PL011 console (through `arm-pl011-uart`), the RAM size from the device
-//! tree, then the shared aarch64 bring-up, and virtio-net and virtio-rng
+//! PL011 console (through `arm-pl011-uart`), the RAM from the device
+//! tree (all of it, above 4 GiB too), then the shared aarch64 bring-up, and virtio-net and virtio-rng
 //! over MMIO ([`devices`]) once the heap is up.
 #![no_std]
 #![no_main]
@@ -18,6 +18,7 @@ use core::ptr::NonNull;
 use arm_pl011_uart::{
     DataBits, LineConfig, PL011Registers, Parity, StopBits, Uart, UniqueMmioPointer,
 };
+use tern_board_aarch64::memory::{self, RamRanges};
 use tern_board_aarch64::Devices;
 use tern_board_aarch64::{exception, start_kernel_with_devices, KernelSetup};
 use tern_board_common as _;
@@ -64,25 +65,32 @@ fn main(dtb: usize) -> ! {
     // QEMU passes the device tree in x0 only to Linux images; for an ELF
     // kernel it leaves it at the start of RAM.
     let dtb = if dtb == 0 { RAM_BASE as usize } else { dtb };
-    let ram_bytes = ram_from_device_tree(dtb).unwrap_or_else(|error| {
-        exception::write_direct(format_args!(
-            "warning: device tree at {dtb:#x}: {error}; assuming {} MiB\r\n",
-            FALLBACK_RAM_BYTES >> 20
-        ));
-        FALLBACK_RAM_BYTES
-    });
+    // SAFETY: `dtb` is RAM (x0 or the start of RAM).
+    let (installed, ram) = match unsafe { memory::from_device_tree(dtb) } {
+        Ok(found) => (found.installed, found.usable),
+        Err(error) => {
+            exception::write_direct(format_args!(
+                "warning: device tree at {dtb:#x}: {error}; assuming {} MiB\r\n",
+                FALLBACK_RAM_BYTES >> 20
+            ));
+            let ram = RamRanges::single(RAM_BASE..RAM_BASE + FALLBACK_RAM_BYTES);
+            (ram.clone(), ram)
+        }
+    };
 
     let setup = KernelSetup {
         facts: BoardFacts {
             board: "virt",
             isa: Isa::Aarch64,
             model: "QEMU virt",
-            memory_bytes: ram_bytes,
+            memory_bytes: installed.total(),
             timer_hz: 0,
             serial_number: None,
             mac_address: None,
+            cpu_clock_hz: None,
         },
-        ram: RAM_BASE..RAM_BASE + ram_bytes,
+        ram,
+        installed: installed.span(),
         mmio: &[MMIO],
         gicd: GICD,
         gicc: GICC,
@@ -104,26 +112,12 @@ fn main(dtb: usize) -> ! {
 /// The device tree's `/chosen/bootargs` (QEMU's `-append`): shell commands
 /// the kernel runs at boot.
 fn boot_commands(dtb: usize) -> alloc::string::String {
-    // SAFETY: as in `ram_from_device_tree`: RAM that `from_ptr` checks.
+    // SAFETY: the device tree `main` read, in RAM kept out of the heap;
+    // `from_ptr` checks it.
     let Ok(fdt) = (unsafe { fdt::Fdt::from_ptr(dtb as *const u8) }) else {
         return alloc::string::String::new();
     };
     fdt.chosen().bootargs().unwrap_or_default().into()
-}
-
-/// Size of the RAM bank at [`RAM_BASE`], from the device tree at `dtb`.
-fn ram_from_device_tree(dtb: usize) -> Result<u64, &'static str> {
-    // SAFETY: `dtb` is RAM (x0 or the start of RAM); `from_ptr` checks the
-    // header's magic and version before trusting its sizes.
-    let fdt =
-        unsafe { fdt::Fdt::from_ptr(dtb as *const u8) }.map_err(|_| "not a valid device tree")?;
-    let size = fdt
-        .memory()
-        .regions()
-        .find(|region| region.starting_address as u64 == RAM_BASE)
-        .and_then(|region| region.size);
-    size.map(|size| size as u64)
-        .ok_or("no memory region at 0x40000000")
 }
 
 /// Writes straight to the PL011 registers, for the fault dump: it must work

@@ -1,8 +1,9 @@
 //! The BCM2711's RNG200 (Broadcom iproc-rng200) random number generator, polled.
 //!
 //! Register map and sequences follow Linux `drivers/char/hw_random/iproc-rng200.c`:
-//! the generator is reset (RBG and RNG soft resets, interrupt status cleared) and
-//! enabled; words are read from `FIFO_DATA` while `FIFO_COUNT` says the FIFO holds
+//! a generator the firmware already runs is used as it is (Linux's `init` only
+//! enables it), one that is off is reset (RBG and RNG soft resets, interrupt status
+//! cleared) and enabled; words are read from `FIFO_DATA` while `FIFO_COUNT` says the FIFO holds
 //! some; a NIST or master-fail lockout in `INT_STATUS` restarts it. Every wait is
 //! bounded, so an absent or unmodelled generator (nothing answers at this address in
 //! QEMU's `raspi4b`) gives [`Error::Timeout`], never a hang.
@@ -33,9 +34,9 @@ pub const INT_NIST_FAIL: u32 = 0x0000_0020;
 pub const FIFO_COUNT_MASK: u32 = 0xFF;
 
 /// How long one word may take, in microseconds: after a reset the generator first
-/// runs its start-up health tests. Linux allows up to a second per read; this is a
-/// tenth of that, per word, so a caller on an absent generator waits only 0.1 s.
-pub const WORD_TIMEOUT_US: u32 = 100_000;
+/// runs its start-up health tests. A second, as Linux allows per read; an absent
+/// generator costs a caller that second once per request.
+pub const WORD_TIMEOUT_US: u32 = 1_000_000;
 /// Poll interval while the FIFO is empty, in microseconds.
 const POLL_US: u32 = 10;
 
@@ -96,11 +97,15 @@ pub struct Rng200<B, D> {
 }
 
 impl<B: Rng200Bus, D: DelayNs> Rng200<B, D> {
-    /// Resets and enables the generator (Linux `iproc_rng200_restart`). Cannot fail:
-    /// whether the generator works shows in the first [`Rng200::fill`].
+    /// Keeps a generator the firmware left enabled as it is: a reset would throw
+    /// away its warmed-up state and rerun the start-up tests. Otherwise resets and
+    /// enables it (Linux `iproc_rng200_restart`). Cannot fail: whether the generator
+    /// works shows in the first [`Rng200::fill`].
     pub fn new(bus: B, delay: D) -> Self {
         let mut rng = Self { bus, delay };
-        rng.restart();
+        if rng.bus.read(Register::Ctrl) & CTRL_RBGEN_MASK != CTRL_RBGEN_ENABLE {
+            rng.restart();
+        }
         rng
     }
 

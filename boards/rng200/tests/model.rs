@@ -282,3 +282,22 @@ fn health_failure_restarts_the_generator() {
         m.borrow().violations
     );
 }
+
+#[test]
+fn a_generator_the_firmware_runs_is_kept_without_a_reset() {
+    let m = model(true, 50);
+    {
+        let mut model = m.borrow_mut();
+        model.ctrl = CTRL_RBGEN_ENABLE;
+        model.enabled_at = Some(0);
+        model.now_us = 1_000;
+    }
+    let mut rng = driver(&m);
+    let mut buf = [0u8; 8];
+    rng.fill(&mut buf).unwrap();
+    assert_eq!(buf.to_vec(), bytes_of(&[1, 2]));
+    let m = m.borrow();
+    assert_eq!(m.resets, 0);
+    assert!(m.writes.is_empty(), "{:?}", m.writes);
+    assert!(m.violations.is_empty(), "{:?}", m.violations);
+}

@@ -2,8 +2,11 @@
 //!
 //! A request is a 16-byte-aligned buffer in RAM whose address goes to the
 //! firmware through the mailbox registers; the firmware answers in place.
-//! The GPU does not snoop the ARM caches, so the buffer is cleaned to RAM
-//! before the request and invalidated before the answer is read.
+//! The GPU does not snoop the ARM caches, so the address it gets is the
+//! buffer's in the VideoCore's uncached alias (bus address 0xC000_0000 +
+//! ARM address, as Linux's and circle's mailbox code pass it), and the
+//! buffer is cleaned to RAM before the request and invalidated before the
+//! answer is read.
 
 use core::cell::RefCell;
 
@@ -32,10 +35,20 @@ pub const TAG_BOARD_SERIAL: u32 = 0x0001_0004;
 pub const TAG_MAC_ADDRESS: u32 = 0x0001_0003;
 /// Tag: ARM memory base and size.
 pub const TAG_ARM_MEMORY: u32 = 0x0001_0005;
+/// Tag: a clock's current rate.
+pub const TAG_GET_CLOCK_RATE: u32 = 0x0003_0002;
+/// Tag: a clock's maximum rate.
+pub const TAG_GET_MAX_CLOCK_RATE: u32 = 0x0003_0004;
 /// Tag: set a clock's rate.
 pub const TAG_SET_CLOCK_RATE: u32 = 0x0003_8002;
 /// Clock id of the UART clock.
 pub const CLOCK_UART: u32 = 2;
+/// Clock id of the ARM cores' clock.
+pub const CLOCK_ARM: u32 = 3;
+/// The VideoCore's uncached alias of the ARM's low 1 GiB (bus addresses
+/// 0xC000_0000..): the firmware reads and writes the buffer through it,
+/// never through its L2 cache.
+const UNCACHED_ALIAS: u32 = 0xC000_0000;
 
 /// Why a mailbox request failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -82,7 +95,9 @@ pub fn property(tag: u32, values: &[u32]) -> Result<[u32; MAX_VALUE_WORDS], Mail
         }
         // words[BUFFER_WORDS - 1] = 0 is the end tag.
         clean_invalidate(&buffer);
-        let message = (&*buffer as *const Buffer as usize as u32 & !0xf) | CHANNEL;
+        // The buffer is a static of the image, in the low 1 GiB the alias covers.
+        let arm_address = &*buffer as *const Buffer as usize as u32;
+        let message = ((arm_address | UNCACHED_ALIAS) & !0xf) | CHANNEL;
         exchange(message)?;
         clean_invalidate(&buffer);
         let words = &buffer.0;
@@ -150,4 +165,13 @@ pub fn arm_memory() -> Result<(u64, u64), MailboxError> {
 pub fn set_clock_rate(clock: u32, hz: u32) -> Result<u32, MailboxError> {
     let v = property(TAG_SET_CLOCK_RATE, &[clock, hz, 0])?;
     Ok(v[1])
+}
+
+/// Raises the ARM clock to its maximum (a bare-metal Pi 4 starts at the
+/// minimum: Linux's cpufreq raises it, nothing else does); returns the rate
+/// the firmware reports afterwards.
+pub fn raise_arm_clock() -> Result<u32, MailboxError> {
+    let max = property(TAG_GET_MAX_CLOCK_RATE, &[CLOCK_ARM])?[1];
+    set_clock_rate(CLOCK_ARM, max)?;
+    Ok(property(TAG_GET_CLOCK_RATE, &[CLOCK_ARM])?[1])
 }

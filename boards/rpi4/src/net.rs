@@ -8,7 +8,8 @@ use alloc::vec::Vec;
 use tern_board_aarch64::{cache, probe, report_no_network};
 use tern_genet::regs::{GenetWindow, DESCRIPTORS, SYS_REV_CTRL};
 use tern_genet::{
-    CacheMaintenance, DmaMemory, Error, Genet, GenetBus, GenetNet, MmioBus, Ring, BUFFER_SIZE,
+    CacheMaintenance, DmaMemory, Error, Genet, GenetBus, GenetNet, MmioBus, RgmiiDelays, Ring,
+    BUFFER_SIZE,
 };
 use tern_hal::{ClockDelay, MonotonicClock, NetDevice};
 
@@ -97,7 +98,8 @@ impl CacheMaintenance for DataCache {
     }
 }
 
-/// Brings GENET up with the firmware's MAC address `mac`. On any failure
+/// Brings GENET up with the firmware's MAC address `mac` and the RGMII
+/// clock delays `delays`. On any failure
 /// (no MAC, no GENET v5 — QEMU's `raspi4b` has none —, a silent PHY) it
 /// records why ([`report_no_network`]: logged after the banner, and the
 /// answer of `net`) and returns `None`: the node boots without a network.
@@ -109,6 +111,7 @@ impl CacheMaintenance for DataCache {
 pub unsafe fn probe(
     mac: Option<[u8; 6]>,
     clock: &'static dyn MonotonicClock,
+    delays: RgmiiDelays,
 ) -> Option<Box<dyn NetDevice>> {
     let no_network = |why: core::fmt::Arguments<'_>| {
         report_no_network(alloc::fmt::format(why));
@@ -131,7 +134,8 @@ pub unsafe fn probe(
     // caller gives us sole use of it.
     let window = unsafe { &*(GENET_BASE as *const GenetWindow) };
     let bus = Bus(MmioBus::new(window));
-    match Genet::new(bus, HeapDma::new(), DataCache, ClockDelay::new(clock), mac) {
+    let delay = ClockDelay::new(clock);
+    match Genet::new(bus, HeapDma::new(), DataCache, delay, mac, delays) {
         Ok(genet) => Some(Box::new(GenetNet::new(genet, mac, clock))),
         Err(Error::UnsupportedRevision(rev)) => no_network(format_args!(
             "no GENET v5 found (version register {rev:#010x})"

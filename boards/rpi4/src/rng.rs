@@ -23,11 +23,12 @@ impl Rng200Bus for Bus {
     }
 }
 
-/// The RNG200, reset and enabled, as an [`EntropySource`].
+/// The RNG200, enabled, as an [`EntropySource`].
 pub struct Rng200Entropy(Rng200<Bus, ClockDelay<'static>>);
 
 impl Rng200Entropy {
-    /// Resets and enables the RNG200 at [`BASE`]. Whether it
+    /// Takes the RNG200 at [`BASE`] as the firmware left it running, or
+    /// resets and enables it. Whether it
     /// works shows in the first [`EntropySource::fill`] (under QEMU, which
     /// does not model it: [`EntropyError::Timeout`]).
     ///

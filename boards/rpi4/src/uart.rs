@@ -26,10 +26,14 @@ pub struct Uart0 {
 
 impl Uart0 {
     /// Routes GPIO 14/15 to UART0 and enables it at [`BAUD`] (8N1, FIFOs).
+    /// GPIO 32/33, where the firmware leaves UART0 for Bluetooth (Tern needs
+    /// no `disable-bt` overlay), become inputs, so that only the header's
+    /// pins drive UART0's receiver.
     ///
     /// # Safety
     ///
-    /// Call once; UART0 and GPIO 14/15 must not be used by anything else.
+    /// Call once; UART0 and GPIO 14/15 and 32/33 must not be used by
+    /// anything else.
     pub unsafe fn init() -> Self {
         // Divisor = clock / (16 * baud) = 26.0417: integer 26, fraction
         // round(0.0417 * 64) = 3.
@@ -43,6 +47,12 @@ impl Uart0 {
                     .set(gpio::gpfsel1::Fsel14::TXD_0)
                     .fsel15()
                     .set(gpio::gpfsel1::Fsel15::RXD_0)
+            });
+            GPIO.gpfsel3().modify(|r| {
+                r.fsel32()
+                    .set(gpio::gpfsel3::Fsel32::INPUT)
+                    .fsel33()
+                    .set(gpio::gpfsel3::Fsel33::INPUT)
             });
             // RX pulled up: an unconnected line idles high instead of
             // floating into break conditions and garbage bytes.

@@ -1,8 +1,9 @@
 //! `tern-client`: the authenticated client of a live node's control service
 //! (TCP port 4470, `docs/protocol.md`): its status, its tasks, a checkpoint
-//! copy, a migration, a task started or killed, a ping, and its stream of
-//! typed events, a network console; nodes found on the LAN by their
-//! beacons ([`discovery`]); and the cluster key's forms (hex, key files,
+//! copy, a migration, a task started or killed, a task's standby, a
+//! checkpoint pushed to it, a ping, and its stream of typed events, a
+//! network console; nodes found on the LAN by their beacons
+//! ([`discovery`]); and the cluster key's forms (hex, key files,
 //! `TERN_KEY`). Every host tool that talks to nodes uses it.
 //!
 //! It drives the same sans-IO machines as the kernel (`tern-protocol`) over a
@@ -17,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use tern_protocol::{
     ChannelError, Config, Connection, Event, EventRecord, Hello, Incoming, Message,
-    MigrationReport, NackReason, NodeStatus, Policy, Psk, ReceivePhase, Security, TaskSummary,
-    TransferError, PROTOCOL_VERSION,
+    MigrationReport, NackReason, NodeStatus, Outgoing, Policy, Psk, ReceivePhase, Security,
+    SendPhase, TaskSummary, TransferError, PROTOCOL_VERSION,
 };
 use thiserror::Error;
 
@@ -520,6 +521,59 @@ impl NodeClient {
                 reason,
             }),
             other => Err(self.unexpected(other, "the kill's answer")),
+        }
+    }
+
+    /// Keeps a standby replica of task `task_id` on the node at `standby`
+    /// (`address:port`) through a sync session, or ends the task's session
+    /// (`None`). Asking for what is already so is safe.
+    pub fn set_standby(&mut self, task_id: u64, standby: Option<&str>) -> Result<(), NodeError> {
+        self.send(&Message::SetStandby {
+            task_id,
+            standby: standby.map(String::from),
+        })?;
+        match self.recv("the standby's answer", self.timeout)? {
+            Message::StandbySet { task_id: id } if id == task_id => Ok(()),
+            Message::Nack(reason) => Err(NodeError::Refused {
+                addr: self.addr.clone(),
+                reason,
+            }),
+            other => Err(self.unexpected(other, "the standby's answer")),
+        }
+    }
+
+    /// Sends a checkpoint to the node as `outgoing` prepared it (a
+    /// `Migrate` transfer resumes the task there at the checkpoint's epoch)
+    /// and waits up to `timeout` for the node's ack; returns the epoch it
+    /// acknowledged. Offering again what the node already took is acked
+    /// again without a transfer.
+    pub fn push(&mut self, mut outgoing: Outgoing, timeout: Duration) -> Result<u64, NodeError> {
+        const WHAT: &str = "the transfer's acknowledgement";
+        let deadline = Instant::now() + timeout;
+        self.send(&outgoing.offer())?;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let msg = self.recv(WHAT, left)?;
+            let ack = match msg {
+                Message::Ack { epoch, .. } => Some(epoch),
+                _ => None,
+            };
+            outgoing.on_message(msg).map_err(|source| match source {
+                TransferError::Refused(reason) => NodeError::Refused {
+                    addr: self.addr.clone(),
+                    reason,
+                },
+                source => NodeError::Transfer {
+                    addr: self.addr.clone(),
+                    source,
+                },
+            })?;
+            if let (Some(epoch), SendPhase::Acked) = (ack, outgoing.phase()) {
+                return Ok(epoch);
+            }
+            while let Some(m) = outgoing.poll_send() {
+                self.send(&m)?;
+            }
         }
     }
 

@@ -3,8 +3,9 @@
 //! functions over the library — the service, or the API's client.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -13,6 +14,7 @@ use crate::api;
 use crate::bench::table_5_2;
 use crate::catalogue::Catalogue;
 use crate::client::Client;
+use crate::driver::live::{self, LiveConnector, Timeouts};
 use crate::driver::sim::SimCluster;
 use crate::engine::{self, EngineConfig};
 use crate::model::{submission_json, PolicyKind, TaskSpec};
@@ -43,6 +45,44 @@ pub struct ServeArgs {
     /// The policy of submissions that name none.
     #[arg(long, default_value = "tern")]
     pub policy: String,
+    /// Real nodes: the cluster key, 64 hex digits in a file (else `TERN_KEY`).
+    #[arg(long, conflicts_with = "sim")]
+    pub key_file: Option<PathBuf>,
+    /// Real nodes: talk to them without a key (nodes set to `key insecure`).
+    #[arg(long, conflicts_with_all = ["sim", "key_file"])]
+    pub insecure: bool,
+    /// Real nodes: reach them from inside this network namespace (a lab's,
+    /// `ip netns list`), while the UI and API listen in this one.
+    #[arg(long, conflicts_with = "sim")]
+    pub netns: Option<String>,
+    /// Seconds between checkpoints of each running task that is not robust
+    /// (it resumes from the last one if its node dies); 0: none.
+    #[arg(long, default_value_t = 10.0)]
+    pub checkpoint_every: f64,
+    /// Seconds without an answer after which a node is down.
+    #[arg(long, default_value_t = 3.0)]
+    pub lease: f64,
+}
+
+/// The connector to real Tern nodes: the cluster's key (`key_file`, else
+/// `insecure`, else `TERN_KEY`), connections from inside network namespace
+/// `netns` if given, `answer` as the longest wait for a node's answer.
+pub fn live_connector(
+    key_file: Option<&Path>,
+    insecure: bool,
+    netns: Option<String>,
+    answer: Duration,
+) -> Result<LiveConnector> {
+    let security = tern_client::security(key_file, insecure)?;
+    let dial = netns.map_or_else(live::direct, live::in_netns);
+    Ok(LiveConnector::new(
+        security,
+        dial,
+        Timeouts {
+            answer,
+            ..Timeouts::default()
+        },
+    ))
 }
 
 /// Where the controller is, for the client verbs.
@@ -185,8 +225,20 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         }
         (None, false) => None,
     };
+    anyhow::ensure!(
+        args.lease.is_finite() && args.lease > 0.0,
+        "--lease must be a positive number of seconds"
+    );
+    anyhow::ensure!(
+        args.checkpoint_every.is_finite() && args.checkpoint_every >= 0.0,
+        "--checkpoint-every must be 0 or a positive number of seconds"
+    );
+    let lease = Duration::from_secs_f64(args.lease);
     let config = EngineConfig {
         default_policy: policy,
+        lease,
+        checkpoint_every: (args.checkpoint_every > 0.0)
+            .then(|| Duration::from_secs_f64(args.checkpoint_every)),
         ..EngineConfig::default()
     };
     let sim = args.sim.then(|| {
@@ -199,10 +251,12 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     });
     let connector: Arc<dyn crate::driver::Connector> = match &sim {
         Some(c) => Arc::new(c.connector("sim")),
-        None => bail!(
-            "real Tern nodes need the node status and start-task requests of the control \
-             protocol (issue 11, tern-client), which are not there yet: run with --sim"
-        ),
+        None => Arc::new(live_connector(
+            args.key_file.as_deref(),
+            args.insecure,
+            args.netns.clone(),
+            lease,
+        )?),
     };
     let service = engine::start(&args.db, config, connector, catalogue)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;

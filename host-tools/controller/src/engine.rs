@@ -24,8 +24,8 @@ use tokio::sync::{broadcast, oneshot};
 
 use crate::catalogue::Catalogue;
 use crate::driver::{
-    parse_tag, tag, Connector, DriverError, Moved, NodeEvent, NodeLink, NodeStatus, RunState,
-    StartRequest,
+    parse_tag, tag, Checkpoint, Connector, DriverError, Moved, NodeEvent, NodeLink, NodeStatus,
+    RunState, StartRequest,
 };
 use crate::model::{parse_submission, FieldError, NodeId, NodeSpec, PolicyKind, TaskId, TaskState};
 use crate::sched::{Action, NodeState, Phase, SchedConfig, Scheduler};
@@ -49,6 +49,9 @@ pub struct EngineConfig {
     pub sched: SchedConfig,
     /// The policy of a submission that names none.
     pub default_policy: PolicyKind,
+    /// How often a checkpoint of each running task that is not robust is
+    /// taken (it resumes from the last one if its node dies); `None`: never.
+    pub checkpoint_every: Option<Duration>,
 }
 
 impl Default for EngineConfig {
@@ -58,6 +61,7 @@ impl Default for EngineConfig {
             heartbeat: Duration::from_millis(500),
             sched: SchedConfig::default(),
             default_policy: PolicyKind::Tern,
+            checkpoint_every: Some(Duration::from_secs(10)),
         }
     }
 }
@@ -107,10 +111,27 @@ enum AgentEvent {
         task: TaskId,
         epoch: i64,
         remote: String,
+        /// The progress of the checkpoint it resumed from, if it did.
+        resumed: Option<f64>,
     },
     StartFailed {
         task: TaskId,
         epoch: i64,
+        error: String,
+        /// Whether it was to resume from a checkpoint.
+        resumed: bool,
+    },
+    StandbyFailed {
+        task: TaskId,
+        error: String,
+    },
+    Checkpointed {
+        task: TaskId,
+        epoch: i64,
+        checkpoint: Checkpoint,
+    },
+    CheckpointFailed {
+        task: TaskId,
         error: String,
     },
     Migrated {
@@ -143,6 +164,16 @@ enum Msg {
 /// What the engine asks of an agent.
 enum AgentCmd {
     Start(StartRequest, i64),
+    Standby {
+        task: TaskId,
+        remote: String,
+        to: String,
+    },
+    Checkpoint {
+        task: TaskId,
+        epoch: i64,
+        remote: String,
+    },
     Migrate {
         task: TaskId,
         remote: String,
@@ -356,6 +387,14 @@ struct Engine {
     orphans: HashMap<TaskId, Instant>,
     /// Last progress written per task (writes are throttled).
     progress: HashMap<TaskId, f64>,
+    /// The prefix of this database's run tags.
+    prefix: String,
+    /// When each running task's last checkpoint was asked for (or, before
+    /// the first, when it was first seen running), and whether that request
+    /// is still out (the next waits for its answer).
+    checkpointed: HashMap<TaskId, (Instant, bool)>,
+    /// When each node's status was last read.
+    heard: HashMap<NodeId, Instant>,
 }
 
 fn db_error(e: StoreError) -> String {
@@ -373,6 +412,7 @@ impl Engine {
         local_board: Arc<Mutex<Option<String>>>,
     ) -> Result<Self, StoreError> {
         let sched = Scheduler::new(config.sched.clone(), store.load_history()?);
+        let prefix = store.run_prefix()?;
         let mut engine = Self {
             store,
             sched,
@@ -388,6 +428,9 @@ impl Engine {
             born: Instant::now(),
             orphans: HashMap::new(),
             progress: HashMap::new(),
+            prefix,
+            checkpointed: HashMap::new(),
+            heard: HashMap::new(),
         };
         engine.restore()?;
         Ok(engine)
@@ -413,7 +456,7 @@ impl Engine {
             let at = match (row.state, row.node_id) {
                 (TaskState::Starting | TaskState::Running | TaskState::Migrating, Some(node)) => {
                     self.unconfirmed
-                        .insert(row.id, (node, tag(row.id, row.epoch)));
+                        .insert(row.id, (node, tag(&self.prefix, row.id, row.epoch)));
                     Some((node, row.started_at.unwrap_or(now), row.progress))
                 }
                 _ => None,
@@ -488,8 +531,12 @@ impl Engine {
         let lease = self.config.lease;
         let all_reported = self.agents.keys().all(|n| self.reported.contains(n));
         if !self.unconfirmed.is_empty() && (all_reported || self.born.elapsed() > lease * 2) {
-            let missing: Vec<TaskId> = self.unconfirmed.drain().map(|(t, _)| t).collect();
-            for task in missing {
+            let missing: Vec<(TaskId, NodeId)> =
+                self.unconfirmed.drain().map(|(t, (n, _))| (t, n)).collect();
+            for (task, node) in missing {
+                if self.start_again(now, task, node) {
+                    continue;
+                }
                 self.requeue(
                     now,
                     task,
@@ -512,6 +559,71 @@ impl Engine {
             let actions = self.sched.failover_missed(now, task);
             self.execute(now, actions);
         }
+        self.take_checkpoints();
+    }
+
+    /// Asks for a checkpoint of every running task that is not robust
+    /// once per `checkpoint_every` (the first one interval after it was
+    /// first seen running), so that it resumes from there if its node dies.
+    fn take_checkpoints(&mut self) {
+        let Some(every) = self.config.checkpoint_every else {
+            return;
+        };
+        let running = match self.store.checkpointable() {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("controller: {e}");
+                return;
+            }
+        };
+        let now = Instant::now();
+        let live: HashSet<TaskId> = running.iter().map(|r| r.0).collect();
+        self.checkpointed.retain(|t, _| live.contains(t));
+        for (task, node, remote, epoch) in running {
+            let (since, out) = *self.checkpointed.entry(task).or_insert((now, false));
+            if out || since.elapsed() < every {
+                continue;
+            }
+            if let Some(agent) = self.agents.get(&node) {
+                self.checkpointed.insert(task, (now, true));
+                let _ = agent.tx.send(AgentCmd::Checkpoint {
+                    task,
+                    epoch,
+                    remote,
+                });
+            }
+        }
+    }
+
+    /// A run the restart could not find that was only `starting` on a node
+    /// that answers: its start request may have died with the old
+    /// controller, or may still reach the node after its status. It is
+    /// asked for again under the same tag — a node that has it answers with
+    /// it, one that has not starts it — so it runs once either way (a new
+    /// epoch could run it twice). Returns whether it was.
+    fn start_again(&mut self, now: f64, task: TaskId, node: NodeId) -> bool {
+        let Some(row) = self.store.task(task).ok().flatten() else {
+            return false;
+        };
+        let runner = self
+            .catalogue
+            .get(&row.spec.program)
+            .map(|p| p.runner.clone());
+        let (Some(runner), TaskState::Starting, Some(n)) = (runner, row.state, row.node_id) else {
+            return false;
+        };
+        if n != node || !self.reported.contains(&node) || !self.agents.contains_key(&node) {
+            return false;
+        }
+        let _ = self.store.log_event(
+            now,
+            "start_asked_again",
+            Some(task),
+            Some(node),
+            &serde_json::json!({ "epoch": row.epoch }),
+        );
+        self.send_start(now, &row, runner, node, row.epoch);
+        true
     }
 
     fn requeue(&mut self, now: f64, task: TaskId, outcome: &str, reason: &str) {
@@ -791,14 +903,39 @@ impl Engine {
                 return;
             }
         };
+        self.send_start(now, &row, program.runner.clone(), node, epoch);
+    }
+
+    /// Sends the start request of `row`'s run in `epoch` to `node`.
+    fn send_start(
+        &mut self,
+        now: f64,
+        row: &TaskRow,
+        runner: crate::catalogue::Runner,
+        node: NodeId,
+        epoch: i64,
+    ) {
+        let task = row.id;
         let standby = row.spec.robust.then(|| self.standby_for(node)).flatten();
+        let checkpoint = match self.store.checkpoint(task) {
+            Ok(c) => c.map(|c| Checkpoint {
+                remote: c.remote,
+                bytes: c.bytes,
+                progress: c.progress,
+            }),
+            Err(e) => {
+                eprintln!("controller: {e}");
+                None
+            }
+        };
         let request = StartRequest {
-            tag: tag(task, epoch),
+            tag: tag(&self.prefix, task, epoch),
             task,
             program: row.spec.program.clone(),
-            runner: program.runner.clone(),
+            runner,
             args: row.spec.args.clone(),
             standby,
+            checkpoint,
         };
         self.emit_task(task);
         match self.agents.get(&node) {
@@ -814,6 +951,33 @@ impl Engine {
         }
     }
 
+    /// A checkpoint request of `task` was answered: the next may go.
+    fn checkpoint_answered(&mut self, task: TaskId) {
+        if let Some((_, out)) = self.checkpointed.get_mut(&task) {
+            *out = false;
+        }
+    }
+
+    /// Asks `node`, where robust `task` now runs as `remote`, to keep a
+    /// standby of it (after a migration or a failover).
+    fn keep_standby(&self, task: TaskId, node: NodeId, remote: &str) {
+        let robust = self
+            .store
+            .task(task)
+            .ok()
+            .flatten()
+            .is_some_and(|r| r.spec.robust);
+        if let (true, Some(to), Some(agent)) =
+            (robust, self.standby_for(node), self.agents.get(&node))
+        {
+            let _ = agent.tx.send(AgentCmd::Standby {
+                task,
+                remote: remote.to_string(),
+                to,
+            });
+        }
+    }
+
     /// The node a robust task's standby goes to: another up node, the one
     /// with the most memory.
     fn standby_for(&self, owner: NodeId) -> Option<String> {
@@ -826,7 +990,7 @@ impl Engine {
 
     /// The task a tag names, if the tag is its current run on `node`.
     fn current(&self, node: NodeId, tag: &str) -> Option<(TaskRow, i64)> {
-        let (task, epoch) = parse_tag(tag)?;
+        let (task, epoch) = parse_tag(&self.prefix, tag)?;
         let row = self.store.task(task).ok().flatten()?;
         (row.epoch == epoch && row.node_id == Some(node)).then_some((row, epoch))
     }
@@ -837,6 +1001,7 @@ impl Engine {
                 task,
                 epoch,
                 remote,
+                resumed,
             } => {
                 let current = self
                     .store
@@ -847,6 +1012,17 @@ impl Engine {
                 if current {
                     let _ = self.store.task_running(task, node, &remote, now);
                     let actions = self.sched.started(now, task, node);
+                    if let Some(progress) = resumed {
+                        let _ = self.store.set_progress(task, progress);
+                        self.sched.progress(task, progress);
+                        let _ = self.store.log_event(
+                            now,
+                            "resumed",
+                            Some(task),
+                            Some(node),
+                            &serde_json::json!({ "from_checkpoint_at": progress }),
+                        );
+                    }
                     self.execute(now, actions);
                 } else if let Some(agent) = self.agents.get(&node) {
                     // Cancelled meanwhile: the run must not go on.
@@ -854,7 +1030,12 @@ impl Engine {
                 }
                 self.emit_task(task);
             }
-            AgentEvent::StartFailed { task, epoch, error } => {
+            AgentEvent::StartFailed {
+                task,
+                epoch,
+                error,
+                resumed,
+            } => {
                 let current = self
                     .store
                     .task(task)
@@ -862,10 +1043,49 @@ impl Engine {
                     .flatten()
                     .is_some_and(|r| r.epoch == epoch && r.state == TaskState::Starting);
                 if current {
+                    if resumed {
+                        // The next attempt starts from the beginning.
+                        let _ = self.store.drop_checkpoint(task);
+                    }
                     self.requeue(now, task, "refused", &format!("start refused: {error}"));
                     let actions = self.sched.start_failed(now, task, node, &error);
                     self.execute(now, actions);
                 }
+            }
+            AgentEvent::StandbyFailed { task, error } => {
+                let _ = self.store.log_event(
+                    now,
+                    "standby_refused",
+                    Some(task),
+                    Some(node),
+                    &serde_json::json!({ "error": error }),
+                );
+            }
+            AgentEvent::Checkpointed {
+                task,
+                epoch,
+                checkpoint,
+            } => {
+                self.checkpoint_answered(task);
+                let _ = self.store.save_checkpoint(
+                    task,
+                    epoch,
+                    node,
+                    &checkpoint.remote,
+                    checkpoint.progress,
+                    &checkpoint.bytes,
+                    now,
+                );
+            }
+            AgentEvent::CheckpointFailed { task, error } => {
+                self.checkpoint_answered(task);
+                let _ = self.store.log_event(
+                    now,
+                    "checkpoint_failed",
+                    Some(task),
+                    Some(node),
+                    &serde_json::json!({ "error": error }),
+                );
             }
             AgentEvent::Migrated { task, to, moved } => {
                 let _ = self.store.migration_done(
@@ -885,6 +1105,9 @@ impl Engine {
                     phase: "done",
                 });
                 self.emit_task(task);
+                // The session of a robust task ends with its move: the new
+                // owner keeps a standby of its own.
+                self.keep_standby(task, to, &moved.remote);
                 let actions = self.sched.migrated(now, task, node, to);
                 self.execute(now, actions);
             }
@@ -920,28 +1143,8 @@ impl Engine {
                 exec_s,
             }) => self.finished(now, node, &tag, ok, &output, exec_s),
             AgentEvent::Event(NodeEvent::FailedOver { tag, remote }) => {
-                let Some((task, epoch)) = parse_tag(&tag) else {
-                    return;
-                };
-                if self
-                    .store
-                    .task(task)
-                    .ok()
-                    .flatten()
-                    .is_some_and(|r| r.epoch == epoch && !r.state.is_final())
-                {
-                    self.orphans.remove(&task);
-                    let _ = self.store.task_running(task, node, &remote, now);
-                    let _ = self.store.log_event(
-                        now,
-                        "failed_over",
-                        Some(task),
-                        Some(node),
-                        &serde_json::json!({}),
-                    );
-                    let actions = self.sched.failed_over(now, task, node);
-                    self.execute(now, actions);
-                    self.emit_task(task);
+                if let Some((task, epoch)) = parse_tag(&self.prefix, &tag) {
+                    self.taken_over(now, task, epoch, node, &remote);
                 }
             }
             AgentEvent::Status(status) => self.status(now, node, status),
@@ -970,7 +1173,7 @@ impl Engine {
             let _ = self.store.log_event(
                 now,
                 "stale_result",
-                parse_tag(tag).map(|t| t.0),
+                parse_tag(&self.prefix, tag).map(|t| t.0),
                 Some(node),
                 &serde_json::json!({ "tag": tag }),
             );
@@ -983,6 +1186,11 @@ impl Engine {
             Ok(true) => {
                 self.unconfirmed.remove(&row.id);
                 self.progress.remove(&row.id);
+                self.checkpointed.remove(&row.id);
+                // The node need not keep the ended run any longer.
+                if let (Some(remote), Some(agent)) = (&row.remote, self.agents.get(&node)) {
+                    let _ = agent.tx.send(AgentCmd::Cancel(remote.clone()));
+                }
                 let actions = self.sched.finished(now, row.id, node, ok);
                 for l in self.sched.take_learned() {
                     let _ = self
@@ -1004,8 +1212,9 @@ impl Engine {
             Some(now),
         );
         self.reported.insert(node);
+        self.heard.insert(node, Instant::now());
         for run in &status.runs {
-            let Some((task, epoch)) = parse_tag(&run.tag) else {
+            let Some((task, epoch)) = parse_tag(&self.prefix, &run.tag) else {
                 continue;
             };
             if let Some((expected, t)) = self.unconfirmed.get(&task).cloned() {
@@ -1014,29 +1223,72 @@ impl Engine {
                     continue;
                 }
             }
-            // A run the controller does not consider current there: stop it.
-            let row = self.store.task(task).ok().flatten();
-            let stale = match &row {
-                None => true,
-                Some(r) => {
-                    r.state.is_final()
-                        || r.epoch != epoch
-                        || (r.node_id != Some(node) && r.state != TaskState::Migrating)
-                }
+            let Some(row) = self.store.task(task).ok().flatten() else {
+                continue;
             };
-            if stale && run.state == RunState::Running {
-                if let Some(agent) = self.agents.get(&node) {
-                    let _ = agent.tx.send(AgentCmd::Cancel(run.remote.clone()));
+            let current = !row.state.is_final() && row.epoch == epoch;
+            let here = row.node_id == Some(node);
+            match &run.state {
+                // Its end, if its event was missed.
+                RunState::Finished { ok, output, exec_s } if current && here => {
+                    self.finished(now, node, &run.tag, *ok, output, *exec_s);
                 }
-                let _ = self.store.log_event(
-                    now,
-                    "stale_run_stopped",
-                    Some(task),
-                    Some(node),
-                    &serde_json::json!({ "tag": run.tag }),
-                );
+                // The run moved here behind the controller's back (a
+                // standby took over, or a migration's answer was lost)
+                // while the node it was on fell silent.
+                RunState::Running
+                    if current
+                        && !here
+                        && row.state != TaskState::Migrating
+                        && row.node_id.is_none_or(|n| self.silent(n)) =>
+                {
+                    self.taken_over(now, task, epoch, node, &run.remote);
+                }
+                RunState::Running | RunState::Finished { .. }
+                    if !(current && (here || row.state == TaskState::Migrating)) =>
+                {
+                    // Not the run the controller considers current: a stale
+                    // copy, stopped (or, ended, dropped).
+                    if let Some(agent) = self.agents.get(&node) {
+                        let _ = agent.tx.send(AgentCmd::Cancel(run.remote.clone()));
+                    }
+                    if run.state == RunState::Running {
+                        let _ = self.store.log_event(
+                            now,
+                            "stale_run_stopped",
+                            Some(task),
+                            Some(node),
+                            &serde_json::json!({ "tag": run.tag }),
+                        );
+                    }
+                }
+                _ => {}
             }
         }
+    }
+
+    /// Whether `node` has not reported its status for two heartbeats.
+    fn silent(&self, node: NodeId) -> bool {
+        self.heard
+            .get(&node)
+            .is_none_or(|t| t.elapsed() > self.config.heartbeat * 2)
+    }
+
+    /// `task`'s run of `epoch` runs on `node` as `remote` now: its standby
+    /// there took it over (or it moved there unseen).
+    fn taken_over(&mut self, now: f64, task: TaskId, epoch: i64, node: NodeId, remote: &str) {
+        let Some(row) = self.store.task(task).ok().flatten() else {
+            return;
+        };
+        if row.epoch != epoch || row.state.is_final() || row.node_id == Some(node) {
+            return;
+        }
+        self.orphans.remove(&task);
+        let _ = self.store.task_taken_over(task, node, remote, now);
+        self.keep_standby(task, node, remote);
+        let actions = self.sched.failed_over(now, task, node);
+        self.execute(now, actions);
+        self.emit_task(task);
     }
 
     /// A restarted controller found a run it had lost sight of.
@@ -1155,54 +1407,21 @@ fn agent(
                 Err(mpsc::TryRecvError::Empty) => break,
                 Err(mpsc::TryRecvError::Disconnected) => return,
             };
-            let event = match (cmd, link.as_mut()) {
-                (AgentCmd::Stop, _) => return,
-                (AgentCmd::Start(req, epoch), Some(l)) => match l.start(&req) {
-                    Ok(remote) => AgentEvent::Started {
-                        task: req.task,
-                        epoch,
-                        remote,
-                    },
-                    Err(e) => AgentEvent::StartFailed {
-                        task: req.task,
-                        epoch,
-                        error: e.to_string(),
-                    },
-                },
-                (AgentCmd::Start(req, epoch), None) => AgentEvent::StartFailed {
-                    task: req.task,
-                    epoch,
-                    error: format!("{addr} is not connected"),
-                },
-                (
-                    AgentCmd::Migrate {
-                        task,
-                        remote,
-                        to,
-                        to_addr,
-                    },
-                    l,
-                ) => match l.map(|l| l.migrate(&remote, &to_addr)) {
-                    Some(Ok(moved)) => AgentEvent::Migrated { task, to, moved },
-                    Some(Err(e)) => AgentEvent::MigrationFailed {
-                        task,
-                        to,
-                        error: e.to_string(),
-                    },
-                    None => AgentEvent::MigrationFailed {
-                        task,
-                        to,
-                        error: format!("{addr} is not connected"),
-                    },
-                },
-                (AgentCmd::Cancel(remote), Some(l)) => {
-                    let _ = l.cancel(&remote);
-                    continue;
-                }
-                (AgentCmd::Cancel(_), None) => continue,
-            };
-            if !send(event) {
+            if matches!(cmd, AgentCmd::Stop) {
                 return;
+            }
+            let (events, broken) = match link.as_mut() {
+                Some(l) => carry_out(cmd, l.as_mut()),
+                None => (not_connected(cmd, &addr).into_iter().collect(), false),
+            };
+            for event in events {
+                if !send(event) {
+                    return;
+                }
+            }
+            if broken {
+                // Later commands fail at once; the lease decides below.
+                link = None;
             }
         }
         if let Some(l) = link.as_mut() {
@@ -1260,6 +1479,107 @@ fn agent(
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+}
+
+/// Carries `cmd` out on a connected node: what it tells the engine, and
+/// whether the node stopped answering (the connection is given up).
+fn carry_out(cmd: AgentCmd, l: &mut dyn NodeLink) -> (Vec<AgentEvent>, bool) {
+    let mut broken = false;
+    let mut failed = |e: DriverError| {
+        broken |= matches!(e, DriverError::Unreachable { .. });
+        e.to_string()
+    };
+    let events = match cmd {
+        AgentCmd::Stop => Vec::new(),
+        AgentCmd::Start(req, epoch) => match l.start(&req) {
+            Ok(remote) => {
+                let standby = req
+                    .standby
+                    .as_deref()
+                    .map(|to| l.standby(&remote, Some(to)));
+                let mut events = vec![AgentEvent::Started {
+                    task: req.task,
+                    epoch,
+                    remote,
+                    resumed: req.checkpoint.as_ref().map(|c| c.progress),
+                }];
+                if let Some(Err(e)) = standby {
+                    events.push(AgentEvent::StandbyFailed {
+                        task: req.task,
+                        error: failed(e),
+                    });
+                }
+                events
+            }
+            Err(e) => vec![AgentEvent::StartFailed {
+                task: req.task,
+                epoch,
+                error: failed(e),
+                resumed: req.checkpoint.is_some(),
+            }],
+        },
+        AgentCmd::Standby { task, remote, to } => match l.standby(&remote, Some(&to)) {
+            Ok(()) => Vec::new(),
+            Err(e) => vec![AgentEvent::StandbyFailed {
+                task,
+                error: failed(e),
+            }],
+        },
+        AgentCmd::Checkpoint {
+            task,
+            epoch,
+            remote,
+        } => vec![match l.checkpoint(&remote) {
+            Ok(checkpoint) => AgentEvent::Checkpointed {
+                task,
+                epoch,
+                checkpoint,
+            },
+            Err(e) => AgentEvent::CheckpointFailed {
+                task,
+                error: failed(e),
+            },
+        }],
+        AgentCmd::Migrate {
+            task,
+            remote,
+            to,
+            to_addr,
+        } => vec![match l.migrate(&remote, &to_addr) {
+            Ok(moved) => AgentEvent::Migrated { task, to, moved },
+            Err(e) => AgentEvent::MigrationFailed {
+                task,
+                to,
+                error: failed(e),
+            },
+        }],
+        AgentCmd::Cancel(remote) => {
+            if let Err(e) = l.cancel(&remote) {
+                failed(e);
+            }
+            Vec::new()
+        }
+    };
+    (events, broken)
+}
+
+/// What the engine hears of `cmd` when the node is not connected.
+fn not_connected(cmd: AgentCmd, addr: &str) -> Option<AgentEvent> {
+    let error = format!("{addr} is not connected");
+    match cmd {
+        AgentCmd::Start(req, epoch) => Some(AgentEvent::StartFailed {
+            task: req.task,
+            epoch,
+            error,
+            resumed: false,
+        }),
+        AgentCmd::Standby { task, .. } => Some(AgentEvent::StandbyFailed { task, error }),
+        AgentCmd::Migrate { task, to, .. } => Some(AgentEvent::MigrationFailed { task, to, error }),
+        // A checkpoint is asked for again next round; a stale run is
+        // stopped when its node is heard again.
+        AgentCmd::Checkpoint { task, .. } => Some(AgentEvent::CheckpointFailed { task, error }),
+        AgentCmd::Cancel(_) | AgentCmd::Stop => None,
     }
 }
 

@@ -684,21 +684,32 @@ impl Scheduler {
         self.dispatch(now)
     }
 
-    /// A robust task's standby on `to` took over after its node died.
+    /// A robust task's standby on `to` took over after its node died (or
+    /// fell silent: the standby's lease may run out before the
+    /// controller's, while the task still runs there as far as the core
+    /// knows).
     pub fn failed_over(&mut self, now: f64, task: TaskId, to: NodeId) -> Vec<Action> {
+        let left = match self.tasks.get(&task).map(|t| t.phase.clone()) {
+            Some(Phase::Orphaned { .. }) => Vec::new(),
+            Some(Phase::Running { node, .. }) if node != to => vec![node],
+            Some(Phase::Migrating { from, to: dest, .. }) => vec![from, dest],
+            _ => return Vec::new(),
+        };
+        for node in left {
+            self.account(now, node);
+            self.release(node, task);
+        }
         self.account(now, to);
         if let Some(t) = self.tasks.get_mut(&task) {
-            if matches!(t.phase, Phase::Orphaned { .. }) {
-                t.phase = Phase::Running {
-                    node: to,
-                    since: now,
-                    progress: 0.0,
-                };
-                t.moved = true;
-                t.accounted_at = now;
-                if let Some(n) = self.nodes.get_mut(&to) {
-                    n.holding.push(task);
-                }
+            t.phase = Phase::Running {
+                node: to,
+                since: now,
+                progress: 0.0,
+            };
+            t.moved = true;
+            t.accounted_at = now;
+            if let Some(n) = self.nodes.get_mut(&to) {
+                n.holding.push(task);
             }
         }
         self.dispatch(now)

@@ -61,7 +61,8 @@ pub enum StoreError {
 }
 
 /// The schema, one entry per version: entry k brings version k to k + 1.
-const MIGRATIONS: [&str; 1] = [r#"
+const MIGRATIONS: [&str; 2] = [
+    r#"
 CREATE TABLE nodes (
     id          INTEGER PRIMARY KEY,
     addr        TEXT NOT NULL UNIQUE,
@@ -156,7 +157,24 @@ CREATE TABLE events (
     node_id INTEGER,
     detail  TEXT NOT NULL
 );
-"#];
+"#,
+    r#"
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+INSERT INTO meta (key, value) VALUES ('run_prefix', lower(hex(randomblob(4))));
+CREATE TABLE checkpoints (
+    task_id  INTEGER PRIMARY KEY REFERENCES tasks(id),
+    epoch    INTEGER NOT NULL,
+    node_id  INTEGER NOT NULL REFERENCES nodes(id),
+    remote   TEXT NOT NULL,
+    progress REAL NOT NULL,
+    taken_at REAL NOT NULL,
+    bytes    BLOB NOT NULL
+);
+"#,
+];
 
 /// A node as stored.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -263,6 +281,26 @@ pub struct MigrationRow {
     pub total_ms: Option<i64>,
     /// Its downtime, ms.
     pub downtime_ms: Option<i64>,
+}
+
+/// The last checkpoint fetched of a task.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckpointRow {
+    /// The task.
+    pub task_id: TaskId,
+    /// The epoch of the run it was taken from.
+    pub epoch: i64,
+    /// The node it was taken on.
+    pub node_id: NodeId,
+    /// The task's handle on the nodes.
+    pub remote: String,
+    /// Share of the work it holds done.
+    pub progress: f64,
+    /// When it was taken.
+    pub taken_at: f64,
+    /// The checkpoint.
+    #[serde(skip)]
+    pub bytes: Vec<u8>,
 }
 
 /// A batch as stored.
@@ -391,6 +429,17 @@ impl Store {
             tx.commit()?;
         }
         Ok(())
+    }
+
+    /// This database's run prefix: random, made with the database, so
+    /// that the tags of its runs are its own on every node (another
+    /// controller's runs, or an earlier database's, are not taken for its).
+    pub fn run_prefix(&self) -> Result<String, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'run_prefix'", [], |r| {
+                r.get(0)
+            })?)
     }
 
     // ---- nodes -------------------------------------------------------
@@ -654,6 +703,9 @@ impl Store {
             "UPDATE tasks SET state = ?2, reason = ?3, finished_at = COALESCE(finished_at, ?4) WHERE id = ?1 AND state NOT IN ('done', 'failed', 'cancelled')",
             params![id, state.name(), reason, fin],
         )?;
+        if state.is_final() {
+            self.drop_checkpoint(id)?;
+        }
         Ok(())
     }
 
@@ -703,6 +755,40 @@ impl Store {
             &tx,
             now,
             "started",
+            Some(id),
+            Some(node),
+            &serde_json::json!({ "remote": remote, "epoch": epoch }),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The task's run moved to `node` (as `remote`) without a migration
+    /// the controller asked for: a standby took it over. Its run there
+    /// ends as `failed_over`, one on `node` begins, in the same epoch.
+    pub fn task_taken_over(
+        &mut self,
+        id: TaskId,
+        node: NodeId,
+        remote: &str,
+        now: f64,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        close_run(&tx, id, "failed_over", now)?;
+        let epoch: i64 =
+            tx.query_row("SELECT epoch FROM tasks WHERE id = ?1", [id], |r| r.get(0))?;
+        tx.execute(
+            "UPDATE tasks SET state = 'running', node_id = ?2, remote = ?3, reason = NULL WHERE id = ?1",
+            params![id, node, remote],
+        )?;
+        tx.execute(
+            "INSERT INTO runs (task_id, node_id, epoch, start) VALUES (?1, ?2, ?3, ?4)",
+            params![id, node, epoch, now],
+        )?;
+        log(
+            &tx,
+            now,
+            "failed_over",
             Some(id),
             Some(node),
             &serde_json::json!({ "remote": remote, "epoch": epoch }),
@@ -855,6 +941,7 @@ impl Store {
             return Ok(false);
         }
         close_run(&tx, id, if ok { "finished" } else { "failed" }, now)?;
+        tx.execute("DELETE FROM checkpoints WHERE task_id = ?1", [id])?;
         tx.execute(
             "UPDATE tasks SET state = ?2, progress = 1, finished_at = ?3, reason = ?4 WHERE id = ?1",
             params![id, if ok { "done" } else { "failed" }, now, (!ok).then_some(output)],
@@ -896,6 +983,7 @@ impl Store {
     pub fn task_cancelled(&mut self, id: TaskId, now: f64) -> Result<bool, StoreError> {
         let tx = self.conn.transaction()?;
         close_run(&tx, id, "cancelled", now)?;
+        tx.execute("DELETE FROM checkpoints WHERE task_id = ?1", [id])?;
         let n = tx.execute(
             "UPDATE tasks SET state = 'cancelled', finished_at = ?2 WHERE id = ?1 AND state NOT IN ('done', 'failed', 'cancelled')",
             params![id, now],
@@ -910,6 +998,71 @@ impl Store {
         )?;
         tx.commit()?;
         Ok(n > 0)
+    }
+
+    // ---- checkpoints -----------------------------------------------
+
+    /// Keeps `bytes` as the last checkpoint of `task`, taken from its run
+    /// in `epoch` on `node`, if that run is still the task's current one
+    /// (a checkpoint of a stale run is not kept). Returns whether it was kept.
+    #[allow(clippy::too_many_arguments)]
+    pub fn save_checkpoint(
+        &mut self,
+        task: TaskId,
+        epoch: i64,
+        node: NodeId,
+        remote: &str,
+        progress: f64,
+        bytes: &[u8],
+        now: f64,
+    ) -> Result<bool, StoreError> {
+        let n = self.conn.execute(
+            "INSERT OR REPLACE INTO checkpoints (task_id, epoch, node_id, remote, progress, taken_at, bytes)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 FROM tasks
+             WHERE id = ?1 AND epoch = ?2 AND node_id = ?3 AND state IN ('running', 'migrating')",
+            params![task, epoch, node, remote, progress, now, bytes],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// The last checkpoint of `task`, if one was kept.
+    pub fn checkpoint(&self, task: TaskId) -> Result<Option<CheckpointRow>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT task_id, epoch, node_id, remote, progress, taken_at, bytes FROM checkpoints WHERE task_id = ?1",
+                [task],
+                |r| {
+                    Ok(CheckpointRow {
+                        task_id: r.get(0)?,
+                        epoch: r.get(1)?,
+                        node_id: r.get(2)?,
+                        remote: r.get(3)?,
+                        progress: r.get(4)?,
+                        taken_at: r.get(5)?,
+                        bytes: r.get(6)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Forgets `task`'s checkpoint (it ended, or a node refused it).
+    pub fn drop_checkpoint(&self, task: TaskId) -> Result<(), StoreError> {
+        self.conn
+            .execute("DELETE FROM checkpoints WHERE task_id = ?1", [task])?;
+        Ok(())
+    }
+
+    /// Tasks running now and not robust (a standby covers those): id,
+    /// node, handle, epoch — the runs whose checkpoints the controller takes.
+    pub fn checkpointable(&self) -> Result<Vec<(TaskId, NodeId, String, i64)>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, node_id, remote, epoch FROM tasks
+             WHERE state = 'running' AND robust = 0 AND node_id IS NOT NULL AND remote IS NOT NULL",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     // ---- history, timeline, events ---------------------------------
@@ -1167,6 +1320,54 @@ mod tests {
             Store::open(&path),
             Err(StoreError::TooNew { found: 99, .. })
         ));
+    }
+
+    #[test]
+    fn checkpoints_are_kept_for_the_current_run_only_and_dropped_at_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        let mut s = Store::open(&path).unwrap();
+        let prefix = s.run_prefix().unwrap();
+        assert_eq!(prefix.len(), 8);
+        assert_ne!(prefix, Store::in_memory().unwrap().run_prefix().unwrap());
+        let n = s.add_node("h:1", &node(), "x86_64", 0.0).unwrap();
+        let plain = TaskSpec {
+            robust: false,
+            ..spec("a")
+        };
+        let (_, ids) = s
+            .insert_batch(PolicyKind::Tern, &[plain, spec("b")], 1.0)
+            .unwrap();
+        let (a, b) = (ids[0], ids[1]);
+        let e = s.task_starting(a, n, 2.0).unwrap();
+        assert!(
+            !s.save_checkpoint(a, e, n, "0x1", 0.1, b"x", 2.5).unwrap(),
+            "not running yet"
+        );
+        s.task_running(a, n, "0x1", 3.0).unwrap();
+        s.task_starting(b, n, 3.0).unwrap();
+        s.task_running(b, n, "0x2", 3.0).unwrap();
+        assert_eq!(
+            s.checkpointable().unwrap(),
+            [(a, n, "0x1".to_string(), e)],
+            "robust tasks have standbys instead"
+        );
+        assert!(s.save_checkpoint(a, e, n, "0x1", 0.2, b"one", 4.0).unwrap());
+        assert!(s.save_checkpoint(a, e, n, "0x1", 0.4, b"two", 5.0).unwrap());
+        assert!(!s
+            .save_checkpoint(a, e + 1, n, "0x1", 0.6, b"stale", 6.0)
+            .unwrap());
+        let c = s.checkpoint(a).unwrap().unwrap();
+        assert_eq!(
+            (c.bytes.as_slice(), c.progress, c.epoch),
+            (&b"two"[..], 0.4, e)
+        );
+        drop(s);
+        let mut s = Store::open(&path).unwrap();
+        assert_eq!(s.run_prefix().unwrap(), prefix, "kept with the database");
+        assert!(s.checkpoint(a).unwrap().is_some(), "kept across restarts");
+        s.record_result(a, e, n, true, "ok", 1.0, 7.0).unwrap();
+        assert!(s.checkpoint(a).unwrap().is_none());
     }
 
     #[test]

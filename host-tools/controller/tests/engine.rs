@@ -27,6 +27,7 @@ fn config() -> EngineConfig {
     EngineConfig {
         lease: Duration::from_millis(600),
         heartbeat: Duration::from_millis(100),
+        checkpoint_every: Some(Duration::from_millis(200)),
         ..EngineConfig::default()
     }
 }
@@ -293,6 +294,14 @@ async fn a_dead_nodes_tasks_restart_elsewhere_and_robust_ones_fail_over() {
     .await;
     let safe_node = running_on("safe").unwrap();
     let plain_there = running_on("plain") == Some(safe_node);
+    if plain_there {
+        wait_for("a checkpoint of plain", Duration::from_secs(10), || {
+            let store = s.controller.read();
+            let t = store.task_by_name("plain").unwrap().unwrap();
+            store.checkpoint(t.id).unwrap().is_some()
+        })
+        .await;
+    }
     let addr = s
         .controller
         .read()
@@ -324,7 +333,22 @@ async fn a_dead_nodes_tasks_restart_elsewhere_and_robust_ones_fail_over() {
     assert_eq!(safe.epoch, 1);
     let plain = store.task_by_name("plain").unwrap().unwrap();
     if plain_there {
-        assert_eq!(c.starts(plain.id), 2, "restarted once");
+        assert_eq!(
+            (c.starts(plain.id), c.resumes(plain.id)),
+            (1, 1),
+            "resumed once from its last checkpoint"
+        );
+        let resumed = store
+            .task_events(plain.id)
+            .unwrap()
+            .into_iter()
+            .find(|e| e.1 == "resumed")
+            .expect("a resumed event");
+        assert!(resumed.2.contains("from_checkpoint_at"), "{resumed:?}");
+        assert!(
+            store.checkpoint(plain.id).unwrap().is_none(),
+            "dropped at the end"
+        );
         assert_eq!(plain.epoch, 2);
         let outcomes: Vec<_> = store
             .runs()

@@ -18,6 +18,28 @@ pub enum Board {
     Pc,
 }
 
+/// The nightly toolchain that builds the PC kernel (`boards/pc/kernel-toolchain`,
+/// which `ci/setup.sh` reads too).
+const PC_KERNEL_TOOLCHAIN: &str = include_str!("../../../boards/pc/kernel-toolchain");
+
+/// How cargo builds a board's kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelBuild {
+    /// The workspace's own toolchain and a target Rust ships.
+    Stable {
+        /// The target triple.
+        target: &'static str,
+    },
+    /// A pinned nightly with a custom target specification, building `core`
+    /// and `alloc` for it (`-Zbuild-std`).
+    PinnedNightly {
+        /// The rustup toolchain name.
+        toolchain: &'static str,
+        /// The target specification, relative to the workspace root.
+        target_spec: &'static str,
+    },
+}
+
 /// Which kernel of a board: Tern itself, or the rpi4 serial chainloader.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Variant {
@@ -62,11 +84,29 @@ impl Board {
         }
     }
 
-    /// The Rust target the kernels are built for.
+    /// The Rust target the kernels are built for (its name, which is also
+    /// the name of its directory under cargo's target directory).
     pub fn target(self) -> &'static str {
         match self {
             Board::Rpi4 | Board::Virt => "aarch64-unknown-none",
-            Board::Pc => "x86_64-unknown-none",
+            Board::Pc => "x86_64-tern-pc",
+        }
+    }
+
+    /// How cargo builds the kernels: with the workspace's stable toolchain
+    /// for a built-in target, or with a pinned nightly for the PC, whose
+    /// target (`boards/pc/x86_64-tern-pc.json`) enables SSE2, which stable
+    /// Rust's soft-float `x86_64-unknown-none` cannot (docs/architecture.md,
+    /// "Floating point on the PC").
+    pub fn kernel_build(self) -> KernelBuild {
+        match self {
+            Board::Rpi4 | Board::Virt => KernelBuild::Stable {
+                target: self.target(),
+            },
+            Board::Pc => KernelBuild::PinnedNightly {
+                toolchain: PC_KERNEL_TOOLCHAIN.trim_ascii(),
+                target_spec: "boards/pc/x86_64-tern-pc.json",
+            },
         }
     }
 

@@ -4,6 +4,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use crate::board::KernelBuild;
 use crate::{Board, FlashError, Variant};
 
 /// The Tern workspace `flash` works in.
@@ -65,17 +66,44 @@ impl Workspace {
         quiet: bool,
     ) -> Result<PathBuf, FlashError> {
         let bin = board.bin(variant)?;
-        let mut command = Command::new(cargo());
+        let (mut command, program) = match board.kernel_build() {
+            KernelBuild::Stable { target } => {
+                let mut command = Command::new(cargo());
+                command.args(["build", "--target", target]);
+                (command, "cargo")
+            }
+            KernelBuild::PinnedNightly {
+                toolchain,
+                target_spec,
+            } => {
+                // rustup's `run` picks the toolchain whatever the workspace's
+                // rust-toolchain.toml says; the outer cargo's own variables
+                // would point the inner one back at the stable compiler.
+                let mut command = Command::new("rustup");
+                command
+                    .args(["run", toolchain, "cargo", "build", "--target"])
+                    .arg(self.root.join(target_spec))
+                    .args([
+                        "-Zjson-target-spec",
+                        "-Zbuild-std=core,alloc",
+                        "-Zbuild-std-features=compiler-builtins-mem",
+                    ])
+                    .env_remove("CARGO")
+                    .env_remove("RUSTC")
+                    .env_remove("RUSTDOC")
+                    .env_remove("RUSTUP_TOOLCHAIN");
+                (command, "rustup")
+            }
+        };
         command
             .current_dir(&self.root)
             .env("CARGO_TARGET_DIR", self.kernels_dir())
-            .args(["build", "--release", "-p", board.package()])
-            .args(["--target", board.target(), "--bin", bin]);
+            .args(["--release", "-p", board.package(), "--bin", bin]);
         if quiet {
             command.arg("--quiet");
         }
         let status = command.status().map_err(|source| FlashError::Spawn {
-            program: "cargo".into(),
+            program: program.into(),
             source,
         })?;
         if !status.success() {
@@ -138,7 +166,7 @@ mod tests {
             workspace.kernel_path(Board::Pc, Variant::Tern).unwrap(),
             workspace
                 .target_dir
-                .join("kernels/x86_64-unknown-none/release/tern-pc")
+                .join("kernels/x86_64-tern-pc/release/tern-pc")
         );
     }
 }

@@ -55,10 +55,11 @@ impl BootConfig {
              # UART0 (PL011) on GPIO 14/15, with the 48 MHz clock Tern's baud divisor assumes.\n\
              enable_uart=1\n\
              init_uart_clock=48000000\n\
-             # Give the PL011 back to GPIO 14/15 (Bluetooth takes it by default).\n\
-             dtoverlay=disable-bt\n\
-             # The firmware's own boot diagnostics on the same UART: the first thing\n\
-             # to look at when Tern's banner does not appear.\n\
+             # No dtoverlay=disable-bt (its overlay is not among the firmware files):\n\
+             # Tern takes the PL011 from Bluetooth's GPIO 32/33 to GPIO 14/15 itself.\n\
+             # The firmware's own boot diagnostics on the same pins (through the mini\n\
+             # UART, the primary one with Bluetooth on): the first thing to look at\n\
+             # when Tern's banner does not appear.\n\
              uart_2ndstage=1\n\
              # Tern draws nothing on the screen.\n\
              disable_splash=1\n",
@@ -365,6 +366,11 @@ mod tests {
             );
         }
         assert!(!lines.iter().any(|line| line.contains("jtag")), "{lines:?}");
+        // No overlay: its file is not among those `flash` checks and copies.
+        assert!(
+            !lines.iter().any(|line| line.starts_with("dtoverlay")),
+            "{lines:?}"
+        );
     }
 
     #[test]

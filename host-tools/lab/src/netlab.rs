@@ -133,29 +133,12 @@ impl Netns {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, NetlabError> {
-        let path = format!("/run/netns/{}", self.name);
-        let file = File::open(&path).map_err(|source| NetlabError::Io {
-            what: format!("opening {path}"),
-            source,
-        })?;
-        let what = format!("entering network namespace {}", self.name);
-        std::thread::spawn(move || {
-            // The namespace change is the thread's own: the process stays put.
-            move_into_link_name_space(file.as_fd(), Some(LinkNameSpaceType::Network))?;
-            Ok(f())
-        })
-        .join()
-        .unwrap_or_else(|_| Err(io::Error::other("the namespace thread panicked")))
-        .map_err(|source| NetlabError::Io { what, source })
+        run_in(&self.name, f)
     }
 
     /// A TCP connection from inside the namespace.
     pub fn connect(&self, addr: SocketAddr, timeout: Duration) -> Result<TcpStream, NetlabError> {
-        self.run(move || TcpStream::connect_timeout(&addr, timeout))?
-            .map_err(|source| NetlabError::Io {
-                what: format!("connecting to {addr} in {}", self.name),
-                source,
-            })
+        connect_in(&self.name, addr, timeout)
     }
 
     /// A TCP listener inside the namespace.
@@ -166,6 +149,45 @@ impl Netns {
                 source,
             })
     }
+}
+
+/// Runs `f` on a thread inside the existing network namespace `name` (one
+/// this process does not own, say a lab another process made) and returns
+/// its result. Sockets it creates belong to the namespace and can be used
+/// from any thread.
+pub fn run_in<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, NetlabError> {
+    let path = format!("/run/netns/{name}");
+    let file = File::open(&path).map_err(|source| NetlabError::Io {
+        what: format!("opening {path}"),
+        source,
+    })?;
+    let what = format!("entering network namespace {name}");
+    std::thread::spawn(move || {
+        // The namespace change is the thread's own: the process stays put.
+        move_into_link_name_space(file.as_fd(), Some(LinkNameSpaceType::Network))?;
+        Ok(f())
+    })
+    .join()
+    .unwrap_or_else(|_| Err(io::Error::other("the namespace thread panicked")))
+    .map_err(|source| NetlabError::Io { what, source })
+}
+
+/// A TCP connection to `addr` from inside network namespace `name` (the
+/// controller reaches a lab's nodes so while it serves its UI outside).
+pub fn connect_in(
+    name: &str,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<TcpStream, NetlabError> {
+    run_in(name, move || TcpStream::connect_timeout(&addr, timeout))?.map_err(|source| {
+        NetlabError::Io {
+            what: format!("connecting to {addr} in {name}"),
+            source,
+        }
+    })
 }
 
 /// Ends the processes left in namespace `name` (QEMU nodes) and deletes it,

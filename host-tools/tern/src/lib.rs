@@ -4,9 +4,11 @@
 //! still verified and what each migration cost. [`standby`] runs the same
 //! task with a standby replica on the aarch64 node kept fresh by syncs over
 //! a link shaped after a real bandwidth trace (`tern_lab::shaping`), cuts the link
-//! mid-run and reports the failover and the failback. [`lan`] is `tern nodes
-//! discover` and `tern console`.
+//! mid-run and reports the failover and the failback. [`cluster`] runs the
+//! offloading controller on both nodes with a batch of tasks. [`lan`] is
+//! `tern nodes discover` and `tern console`.
 
+pub mod cluster;
 pub mod demo;
 pub mod lan;
 pub mod standby;

@@ -80,6 +80,22 @@ enum Cmd {
         /// --sync: seconds the link stays cut (more than the standby's 3 s lease).
         #[arg(long, default_value_t = 6.0, requires = "sync")]
         outage_s: f64,
+        /// The offloading controller on both nodes: a batch of tasks, the policy's decisions,
+        /// the speedup against the local node alone, the web UI to watch it.
+        #[arg(long, conflicts_with = "sync")]
+        cluster: bool,
+        /// --cluster: the batch file (as `tern submit` takes it; default: ten NPB tasks).
+        #[arg(long, requires = "cluster")]
+        batch: Option<PathBuf>,
+        /// --cluster: the policy (tern, memory-first, ga, min-min, max-min, sufferage, local).
+        #[arg(long, default_value = "tern", requires = "cluster")]
+        policy: String,
+        /// --cluster: where the web UI and the API listen.
+        #[arg(long, default_value = "127.0.0.1:4480", requires = "cluster")]
+        listen: std::net::SocketAddr,
+        /// --cluster: the controller's database (default: a fresh one, removed at the end).
+        #[arg(long, requires = "cluster")]
+        db: Option<PathBuf>,
     },
     /// Run the offloading controller: web UI, JSON API, scheduler (docs/controller.md).
     Controller(tern_controller::cli::ServeArgs),
@@ -150,12 +166,31 @@ fn main() -> Result<()> {
         trace_scale,
         outage_at,
         outage_s,
+        cluster,
+        batch,
+        policy,
+        listen,
+        db,
     } = demo
     else {
         unreachable!("the other commands returned above")
     };
     let timeout = Duration::from_secs(timeout);
-    let scenario = if sync {
+    let scenario = if cluster {
+        let batch = match &batch {
+            Some(path) => {
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?
+            }
+            None => tern::cluster::DEFAULT_BATCH.as_bytes().to_vec(),
+        };
+        Scenario::Cluster(tern::cluster::Options {
+            batch,
+            policy,
+            listen,
+            db,
+            timeout,
+        })
+    } else if sync {
         let mut options = standby::Options::with_default_trace();
         if let Some(path) = trace {
             let text = std::fs::read_to_string(&path)
@@ -244,6 +279,31 @@ fn main() -> Result<()> {
     let (result, cluster, key) = match &scenario {
         Scenario::Migrate(options) => demo::run(options, &mut on_event)?,
         Scenario::Sync(options) => standby::run(options, &mut on_event)?,
+        Scenario::Cluster(options) => {
+            let (result, running) = tern::cluster::run(options, &mut on_event)?;
+            bar.finish_and_clear();
+            print_cluster(&result);
+            if let Some(path) = &report {
+                write_report(path, &result)?;
+                println!("report written to {}", path.display());
+            }
+            if keep {
+                println!(
+                    "\nthe controller and the nodes keep running: {}\npress Enter to stop them",
+                    result.ui
+                );
+                let mut line = String::new();
+                std::io::stdin()
+                    .lock()
+                    .read_line(&mut line)
+                    .context("reading stdin")?;
+            }
+            drop(running);
+            if !result.all_done {
+                anyhow::bail!("not every task of the batch verified");
+            }
+            return Ok(());
+        }
     };
     bar.finish_and_clear();
     print_report(&result);
@@ -266,6 +326,57 @@ enum Scenario {
     Migrate(Options),
     /// A standby through an outage.
     Sync(standby::Options),
+    /// The offloading controller on both nodes.
+    Cluster(tern::cluster::Options),
+}
+
+fn print_cluster(r: &tern::cluster::ClusterReport) {
+    let s = &r.timeline.summary;
+    let secs = |t: Option<f64>| t.map_or_else(|| "-".into(), |t| format!("{t:.1} s"));
+    println!(
+        "batch {}: {} tasks, {} done, {} failed, {} migrations; policy {}",
+        s.batch.unwrap_or_default(),
+        s.tasks,
+        s.done,
+        s.failed,
+        s.migrations,
+        s.policy.map_or("-", |p| p.name())
+    );
+    println!(
+        "makespan T_off {}, local-only T_local {} (simulated from the learned times on the local node's board)",
+        secs(s.t_off),
+        secs(s.t_local)
+    );
+    match s.speedup {
+        Some(a) => println!("speedup A = (T_local - T_off) / T_local = {a:.1}%"),
+        None => println!("speedup A: not known (no local node, or the batch did not end)"),
+    }
+    if let Some(ratio) = r.makespan_ratio {
+        println!("makespan / lower bound (with the times this run measured) = {ratio:.2}");
+    }
+    if let Some(p) = &r.predicted {
+        println!(
+            "simulator's prediction for this set on these nodes ({}): T_off {:.1} s, T_local {:.1} s, A {:.1}% (ideal {:.1}%), makespan / lower bound {:.2}",
+            p.policy, p.t_off, p.t_local, p.a, p.a_ideal, p.makespan_ratio
+        );
+    }
+    println!(
+        "{:<10} {:<6} {:<8} {:>8} {:>6}  node",
+        "task", "prog", "state", "time", "starts"
+    );
+    for t in &r.tasks {
+        println!(
+            "{:<10} {:<6} {:<8} {:>8} {:>6}  {}",
+            t.name,
+            t.program,
+            t.state.name(),
+            t.completion_s
+                .map_or_else(|| "-".into(), |c| format!("{c:.1} s")),
+            t.attempts,
+            t.node.as_deref().unwrap_or("-")
+        );
+    }
+    println!("web UI (while the controller runs): {}", r.ui);
 }
 
 fn print_report(r: &Report) {
@@ -331,7 +442,7 @@ fn print_standby(s: &StandbyReport) {
 }
 
 /// Writes the report through a temporary file and a rename.
-fn write_report(path: &Path, r: &Report) -> Result<()> {
+fn write_report(path: &Path, r: &impl serde::Serialize) -> Result<()> {
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     std::fs::write(&tmp, serde_json::to_vec_pretty(r)?)
         .with_context(|| format!("writing {}", tmp.display()))?;

@@ -348,7 +348,9 @@ pub enum NackReason {
     /// or broke off; this node still owns the task.
     MigrationFailed,
     /// A `StartTask` could not start: unknown kind or arguments, or not
-    /// enough memory (the node's console and event say which).
+    /// enough memory (the node's console and event say which); or a
+    /// `SetStandby`'s sync session could not start (the task finished, a bad
+    /// address, no key or address here).
     StartRefused,
     /// The offer names a base this node does not hold: offer every chunk.
     UnknownBase,
@@ -486,6 +488,23 @@ pub enum Message {
     ConsoleOutput {
         /// The text (CR LF line ends).
         text: String,
+    },
+    /// Client → node: keep a standby replica of this task on the node at
+    /// `standby` (`address:port`) through a sync session, or end the task's
+    /// session (`None`); answered by [`Message::StandbySet`] or a nack
+    /// (`UnknownTask`, `Busy` while it migrates, `StartRefused` when the
+    /// session cannot start). Idempotent: asking for the session in force,
+    /// or to end none, changes nothing.
+    SetStandby {
+        /// Task identity.
+        task_id: u64,
+        /// The standby's control address, or `None` to end the session.
+        standby: Option<String>,
+    },
+    /// Node → client: the task's sync session is as [`Message::SetStandby`] asked.
+    StandbySet {
+        /// Task identity.
+        task_id: u64,
     },
 }
 

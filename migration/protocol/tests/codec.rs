@@ -290,6 +290,9 @@ fn message() -> impl Strategy<Value = Message> {
         any::<u64>().prop_map(|task_id| Message::Started { task_id }),
         any::<u64>().prop_map(|task_id| Message::KillTask { task_id }),
         any::<u64>().prop_map(|task_id| Message::Killed { task_id }),
+        (any::<u64>(), prop::option::of("[0-9.:]{1,21}"))
+            .prop_map(|(task_id, standby)| Message::SetStandby { task_id, standby }),
+        any::<u64>().prop_map(|task_id| Message::StandbySet { task_id }),
     ]
 }
 

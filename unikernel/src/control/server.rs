@@ -1,7 +1,8 @@
 //! The inbound side of the control service: [`LISTENERS`] listening sockets
 //! on [`CONTROL_PORT`], each serving one authenticated peer at a time —
 //! `List`, `Status`, `Fetch`, `Ping`, `MigrateTo`, `StartTask`, `KillTask`,
-//! a `Subscribe`d event stream, a network console (`ConsoleOpen`), and offers (`Replicate` and `Standby`
+//! `SetStandby`, a `Subscribe`d event stream, a network console
+//! (`ConsoleOpen`), and offers (`Replicate` and `Standby`
 //! copies kept as this node's replica of a task, `Migrate` transfers that
 //! resume the task here). A peer that fails the handshake, sends garbage or
 //! replays frames loses its connection only.
@@ -361,6 +362,10 @@ impl Server {
             }
             (Job::Idle, Message::KillTask { task_id }) => {
                 let reply = kill_task(parts, task_id, peer);
+                self.reply(i, &reply)
+            }
+            (Job::Idle, Message::SetStandby { task_id, standby }) => {
+                let reply = set_standby(parts, task_id, standby.as_deref());
                 self.reply(i, &reply)
             }
             (Job::Idle, Message::Fetch { task_id }) => self.fetch(i, parts, task_id),
@@ -743,6 +748,48 @@ fn kill_task(parts: &mut Parts<'_, '_>, task_id: u64, peer: &str) -> Message {
         requested_by: Some(peer.into()),
     });
     Message::Killed { task_id }
+}
+
+/// `SetStandby`: starts, moves or ends the task's sync session, as the
+/// shell's `sync <id> <address>` and `sync stop <id>` would; asking for what
+/// is already so changes nothing.
+fn set_standby(parts: &mut Parts<'_, '_>, task_id: u64, standby: Option<&str>) -> Message {
+    let Some(local_id) = parts
+        .ctx
+        .tasks
+        .borrow_mut()
+        .by_task_id(task_id)
+        .map(|e| e.id)
+    else {
+        return Message::Nack(NackReason::UnknownTask);
+    };
+    let current = parts.sessions.standby_of(local_id);
+    let to = match standby.map(|s| parts.discovery.resolve(s)).transpose() {
+        Ok(to) => to,
+        Err(_) => return Message::Nack(NackReason::StartRefused),
+    };
+    if current == to {
+        return Message::StandbySet { task_id };
+    }
+    if current.is_some() {
+        // Known to be there: stopping cannot fail.
+        let _ = parts.sessions.stop(parts.ctx, local_id, parts.turn);
+    }
+    let started = match to {
+        Some(to) => {
+            let lease_ns = parts.replicas.lease_ns();
+            parts
+                .sessions
+                .start(parts.ctx, lease_ns, local_id, to, parts.turn.now_ns)
+                .map(drop)
+        }
+        None => Ok(()),
+    };
+    match started {
+        Ok(()) => Message::StandbySet { task_id },
+        Err(ControlError::AlreadyMigrating(_)) => Message::Nack(NackReason::Busy),
+        Err(_) => Message::Nack(NackReason::StartRefused),
+    }
 }
 
 /// The `Tasks` answer: tasks run here, then replicas held here.

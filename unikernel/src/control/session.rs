@@ -334,6 +334,14 @@ impl Sessions {
         }
     }
 
+    /// Where the session of local task `local_id` keeps its standby, if it has one.
+    pub(super) fn standby_of(&self, local_id: u32) -> Option<IpEndpoint> {
+        self.list
+            .iter()
+            .find(|s| s.local_id == local_id)
+            .map(|s| s.conn.to)
+    }
+
     /// The sync fields of `List` for task `task_id` run here: time since
     /// its last sync and the policy's name, if a session keeps a standby.
     pub(super) fn sync_status(&self, task_id: u64, now_ns: u64) -> (Option<u64>, Option<String>) {

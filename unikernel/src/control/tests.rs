@@ -922,6 +922,64 @@ fn a_tag_travels_with_the_task_through_migrations() {
 }
 
 #[test]
+fn a_client_sets_and_ends_a_standby_by_task_id() {
+    let mut p = pair();
+    assert_eq!(
+        p.b.exec("run cg S --pause-at 95"),
+        "task 1 (cg S) started\r\n"
+    );
+    let task_id = p.b.first_task_id();
+    let mut client = Client::connect(&mut p, KEY);
+    assert!(client.establish(&mut p));
+    let set = |task_id, standby: Option<&str>| Message::SetStandby {
+        task_id,
+        standby: standby.map(String::from),
+    };
+    assert_eq!(
+        client.request(&mut p, &set(77, Some("10.0.0.1"))),
+        Message::Nack(NackReason::UnknownTask)
+    );
+    assert_eq!(
+        client.request(&mut p, &set(task_id, Some("node-a"))),
+        Message::Nack(NackReason::StartRefused)
+    );
+    assert_eq!(
+        client.request(&mut p, &set(task_id, Some("10.0.0.1:4470"))),
+        Message::StandbySet { task_id }
+    );
+    // Asked again (an answer lost): the session in force stays the only one.
+    assert_eq!(
+        client.request(&mut p, &set(task_id, Some("10.0.0.1"))),
+        Message::StandbySet { task_id }
+    );
+    let leased = |p: &Pair| p.a.control.borrow().replicas.leased(task_id);
+    assert!(
+        p.run_until(400_000, |p| leased(p) && !p.b.synced().is_empty()),
+        "{}",
+        p.b.out
+    );
+    let connected = p.b.find(|e| match e {
+        NodeEvent::SyncConnected { task, to, .. } if task.task_id == task_id => Some(to.clone()),
+        _ => None,
+    });
+    assert_eq!(connected, ["10.0.0.1:4470"]);
+    assert_eq!(
+        client.request(&mut p, &set(task_id, None)),
+        Message::StandbySet { task_id }
+    );
+    assert!(p.b.saw(|e| matches!(
+        e,
+        NodeEvent::SyncEnded { task, reason, .. } if task.task_id == task_id && reason == "stopped"
+    )));
+    assert!(p.run_until(100_000, |p| !leased(p)));
+    assert_eq!(
+        client.request(&mut p, &set(task_id, None)),
+        Message::StandbySet { task_id }
+    );
+    assert_eq!(p.a.arrivals(), 0);
+}
+
+#[test]
 fn key_command_and_refusals_without_key_or_random_numbers() {
     let wire = Arc::new(Mutex::new(Wire::default()));
     let mut k = Node::with_heap(

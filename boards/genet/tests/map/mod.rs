@@ -8,7 +8,7 @@
 //! `DMA_DESC_*`, `*DMA_RING_REG_BASE`, `*DMA_REG_BASE`); Linux
 //! `drivers/net/ethernet/broadcom/genet/bcmgenet.h` (block offsets,
 //! `INTRL2_CPU_*`, `EXT_*`, `RBUF_STATUS`, `UMAC_HD_BKP_CTRL`) and
-//! `bcmgenet.c` (`genet_dma_ring_regs_v4`: the ring registers with their
+//! `bcmgenet.c` (`tbuf_offset` of v5, `genet_dma_ring_regs_v4`: the ring registers with their
 //! `_HI` words, `bcmgenet_dma_regs_v3plus`: `DMA_STATUS`). Offsets are
 //! spelled as the sources spell them: block base + offset in the block.
 
@@ -26,6 +26,8 @@ pub const INTRL2_0: usize = 0x0200;
 pub const INTRL2_1: usize = 0x0240;
 /// RX buffer block.
 pub const RBUF: usize = 0x0300;
+/// TX buffer block (Linux `tbuf_offset` of GENET v5; `bcmgenet_tbuf_ctrl_get`).
+pub const TBUF: usize = 0x0600;
 /// UniMAC block.
 pub const UMAC: usize = 0x0800;
 /// RX DMA: descriptors first (U-Boot `GENET_RX_OFF`).
@@ -78,12 +80,19 @@ pub const CPU_MASK_CLEAR: usize = 0x14;
 pub const RBUF_CTRL: usize = RBUF + 0x00;
 /// `RBUF_ALIGN_2B`: a 2-byte header before each received frame.
 pub const RBUF_ALIGN_2B: u32 = 1 << 1;
+/// `RBUF_64B_EN`: a 64-byte status block before each received frame (Linux sets it).
+pub const RBUF_64B_EN: u32 = 1 << 0;
 /// RBUF: status (Linux `RBUF_STATUS`).
 pub const RBUF_STATUS: usize = RBUF + 0x0C;
 /// RBUF: checksum control (Linux `RBUF_CHK_CTRL`).
 pub const RBUF_CHK_CTRL: usize = RBUF + 0x14;
 /// RBUF: buffer sizes.
 pub const RBUF_TBUF_SIZE_CTRL: usize = RBUF + 0xB4;
+
+/// TBUF: control (Linux `TBUF_CTRL`).
+pub const TBUF_CTRL: usize = TBUF + 0x00;
+/// `TBUF_64B_EN`: each TX buffer starts with a 64-byte status block (Linux sets it).
+pub const TBUF_64B_EN: u32 = 1 << 0;
 
 /// UMAC: half-duplex back-pressure (Linux `UMAC_HD_BKP_CTRL`).
 pub const UMAC_HD_BKP_CTRL: usize = UMAC + 0x004;
@@ -95,8 +104,14 @@ pub const CMD_TX_EN: u32 = 1 << 0;
 pub const CMD_RX_EN: u32 = 1 << 1;
 /// `CMD_SPEED` shift (2 bits).
 pub const CMD_SPEED_SHIFT: u32 = 2;
+/// `CMD_RX_PAUSE_IGNORE`.
+pub const CMD_RX_PAUSE_IGNORE: u32 = 1 << 8;
 /// `CMD_HD_EN`.
 pub const CMD_HD_EN: u32 = 1 << 10;
+/// `CMD_SW_RESET`.
+pub const CMD_SW_RESET: u32 = 1 << 13;
+/// `CMD_TX_PAUSE_IGNORE`.
+pub const CMD_TX_PAUSE_IGNORE: u32 = 1 << 28;
 /// UMAC: MAC address bytes 0..4.
 pub const UMAC_MAC0: usize = UMAC + 0x00C;
 /// UMAC: MAC address bytes 4..6.
@@ -226,6 +241,7 @@ pub fn registers() -> Vec<Register> {
         reg(RBUF_STATUS, "RBUF_STATUS", ReadOnly),
         reg(RBUF_CHK_CTRL, "RBUF_CHK_CTRL", ReadWrite),
         reg(RBUF_TBUF_SIZE_CTRL, "RBUF_TBUF_SIZE_CTRL", ReadWrite),
+        reg(TBUF_CTRL, "TBUF_CTRL", ReadWrite),
         reg(UMAC_HD_BKP_CTRL, "UMAC_HD_BKP_CTRL", ReadWrite),
         reg(UMAC_CMD, "UMAC_CMD", ReadWrite),
         reg(UMAC_MAC0, "UMAC_MAC0", ReadWrite),

@@ -1,12 +1,15 @@
 //! The node layer: what the controller needs from a node, behind a trait,
-//! so that the service runs on real Tern nodes (over the authenticated
-//! control protocol) and on a simulated cluster ([`sim`]) alike.
+//! so that the service runs on real Tern nodes over the authenticated
+//! control protocol ([`live`]) and on a simulated cluster ([`sim`]) alike.
 //!
 //! A run on a node is named by a *tag* the controller chooses,
-//! `t<task>e<epoch>`: it survives migrations, lets a restarted controller
-//! find its runs in the nodes' status, and lets it recognise (and stop) a
-//! stale run of an older epoch.
+//! `<database>.t<task>e<epoch>`: it survives migrations, syncs and
+//! failovers, lets a restarted controller find its runs in the nodes'
+//! status, lets it recognise (and stop) a stale run of an older epoch, and
+//! (by the database's own prefix) never mistakes another controller's run,
+//! or one of an earlier database on the same nodes, for its own.
 
+pub mod live;
 pub mod sim;
 
 use std::time::Duration;
@@ -103,6 +106,18 @@ pub struct NodeStatus {
     pub runs: Vec<RemoteRun>,
 }
 
+/// A copy of a run's state, taken while it ran: a task that loses its node
+/// resumes from it elsewhere instead of starting over.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoint {
+    /// The task's handle on the nodes (a migrated or resumed task keeps it).
+    pub remote: String,
+    /// The checkpoint (for real nodes, checkpoint format v1).
+    pub bytes: Vec<u8>,
+    /// Share of the work it holds done, 0 to 1.
+    pub progress: f64,
+}
+
 /// What a start request carries.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StartRequest {
@@ -118,6 +133,9 @@ pub struct StartRequest {
     pub args: Vec<String>,
     /// A standby replica on this node (`host:port`) for a robust task.
     pub standby: Option<String>,
+    /// Resume from this checkpoint (under the new tag, at the next
+    /// ownership epoch) instead of starting from the beginning.
+    pub checkpoint: Option<Checkpoint>,
 }
 
 /// A finished live migration.
@@ -165,8 +183,14 @@ pub enum NodeEvent {
 pub trait NodeLink: Send {
     /// The node's status (resources and runs).
     fn status(&mut self) -> Result<NodeStatus, DriverError>;
-    /// Starts a run; returns the node's handle of it.
+    /// Starts a run (or resumes it from the request's checkpoint); returns
+    /// the node's handle of it. Asking again under the same tag is safe.
     fn start(&mut self, request: &StartRequest) -> Result<String, DriverError>;
+    /// Keeps a standby replica of a run on the node at `to` (`host:port`),
+    /// which takes the run over if this node dies; `None` ends it.
+    fn standby(&mut self, remote: &str, to: Option<&str>) -> Result<(), DriverError>;
+    /// A checkpoint of a run as it is now (it keeps running).
+    fn checkpoint(&mut self, remote: &str) -> Result<Checkpoint, DriverError>;
     /// Moves a run to the node at `to` by live migration.
     fn migrate(&mut self, remote: &str, to: &str) -> Result<Moved, DriverError>;
     /// Stops a run.
@@ -181,14 +205,16 @@ pub trait Connector: Send + Sync {
     fn connect(&self, addr: &str) -> Result<Box<dyn NodeLink>, DriverError>;
 }
 
-/// The tag of `task`'s run in `epoch`.
-pub fn tag(task: TaskId, epoch: i64) -> String {
-    format!("t{task}e{epoch}")
+/// The tag of `task`'s run in `epoch`, for the database whose run prefix
+/// is `prefix`.
+pub fn tag(prefix: &str, task: TaskId, epoch: i64) -> String {
+    format!("{prefix}.t{task}e{epoch}")
 }
 
-/// The task and epoch of a tag.
-pub fn parse_tag(tag: &str) -> Option<(TaskId, i64)> {
-    let rest = tag.strip_prefix('t')?;
+/// The task and epoch of a tag of the database whose run prefix is
+/// `prefix`; `None` for anyone else's tag.
+pub fn parse_tag(prefix: &str, tag: &str) -> Option<(TaskId, i64)> {
+    let rest = tag.strip_prefix(prefix)?.strip_prefix(".t")?;
     let (task, epoch) = rest.split_once('e')?;
     Some((task.parse().ok()?, epoch.parse().ok()?))
 }
@@ -198,10 +224,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tags_round_trip() {
-        assert_eq!(parse_tag(&tag(42, 3)), Some((42, 3)));
-        assert_eq!(parse_tag("x42e3"), None);
-        assert_eq!(parse_tag("t42"), None);
-        assert_eq!(parse_tag("tae1"), None);
+    fn tags_round_trip_and_other_databases_tags_are_not_ours() {
+        assert_eq!(parse_tag("ab12", &tag("ab12", 42, 3)), Some((42, 3)));
+        assert!(tag("ab12", 123_456_789, 1_000_000).len() <= 64);
+        assert_eq!(parse_tag("ab12", &tag("cd34", 42, 3)), None);
+        assert_eq!(parse_tag("ab12", "ab12.x42e3"), None);
+        assert_eq!(parse_tag("ab12", "ab12.t42"), None);
+        assert_eq!(parse_tag("ab12", "ab12.tae1"), None);
+        assert_eq!(parse_tag("ab12", "t42e3"), None);
     }
 }

@@ -4,8 +4,9 @@
 //! factor, sharing the node's cores among its runs. It answers status,
 //! start, migrate and cancel like a node would, refuses a wrong key, stops
 //! answering when killed (its robust runs fail over to their standby at
-//! their last sync), and counts the starts of every task so that tests can
-//! check that none ran twice.
+//! their last sync), hands out checkpoints (a run's progress) and resumes
+//! from them, and counts the starts and resumptions of every task so that
+//! tests can check that none ran twice.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -15,8 +16,8 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
 use super::{
-    Connector, DriverError, Moved, NodeEvent, NodeLink, NodeStatus, RemoteRun, RunState,
-    StartRequest,
+    Checkpoint, Connector, DriverError, Moved, NodeEvent, NodeLink, NodeStatus, RemoteRun,
+    RunState, StartRequest,
 };
 use crate::catalogue::Catalogue;
 use crate::model::TaskId;
@@ -36,6 +37,8 @@ struct Run {
     alone: f64,
     started: Instant,
     finished: bool,
+    /// Seconds it ran here, once finished.
+    exec_s: f64,
     standby: Option<String>,
     timing_key: String,
 }
@@ -61,6 +64,7 @@ struct World {
     rng: StdRng,
     next_remote: u64,
     starts: HashMap<TaskId, u32>,
+    resumes: HashMap<TaskId, u32>,
     migration: Duration,
 }
 
@@ -83,11 +87,12 @@ impl World {
                 if run.left <= 0.0 {
                     run.left = 0.0;
                     run.finished = true;
+                    run.exec_s = now.duration_since(run.started).as_secs_f64();
                     node.events.push(NodeEvent::Finished {
                         tag: run.tag.clone(),
                         ok: true,
                         output: "VERIFICATION SUCCESSFUL".into(),
-                        exec_s: now.duration_since(run.started).as_secs_f64(),
+                        exec_s: run.exec_s,
                     });
                 }
             }
@@ -130,6 +135,7 @@ impl SimCluster {
                 rng: StdRng::seed_from_u64(seed),
                 next_remote: 1,
                 starts: HashMap::new(),
+                resumes: HashMap::new(),
                 migration: Duration::from_secs_f64(1.0 / speed.max(1e-6)),
             })),
         }
@@ -212,9 +218,14 @@ impl SimCluster {
         }
     }
 
-    /// How many runs of `task` were started, in all.
+    /// How many runs of `task` were started from the beginning, in all.
     pub fn starts(&self, task: TaskId) -> u32 {
         self.lock().starts.get(&task).copied().unwrap_or(0)
+    }
+
+    /// How many runs of `task` were resumed from a checkpoint, in all.
+    pub fn resumes(&self, task: TaskId) -> u32 {
+        self.lock().resumes.get(&task).copied().unwrap_or(0)
     }
 
     /// A connector that presents `key`.
@@ -276,7 +287,7 @@ impl NodeLink for SimLink {
                         RunState::Finished {
                             ok: true,
                             output: "VERIFICATION SUCCESSFUL".into(),
-                            exec_s: 0.0,
+                            exec_s: r.exec_s,
                         }
                     } else {
                         RunState::Running
@@ -289,7 +300,12 @@ impl NodeLink for SimLink {
     fn start(&mut self, request: &StartRequest) -> Result<String, DriverError> {
         let mut w = self.cluster.lock();
         w.advance(Instant::now());
-        let board = w.node(&self.addr)?.board.clone();
+        let node = w.node(&self.addr)?;
+        // A node that has a run under the tag answers with it.
+        if let Some(r) = node.runs.iter().find(|r| r.tag == request.tag) {
+            return Ok(r.remote.clone());
+        }
+        let board = node.board.clone();
         let key = w.catalogue.timing_key(&request.program).to_string();
         let alone = w
             .duration(&key, &board)
@@ -297,21 +313,68 @@ impl NodeLink for SimLink {
                 addr: self.addr.clone(),
                 detail: format!("no measured time of {key} on {board}"),
             })?;
-        let remote = format!("{:#x}", w.next_remote);
-        w.next_remote += 1;
-        *w.starts.entry(request.task).or_default() += 1;
+        let (remote, left) = match &request.checkpoint {
+            Some(c) => {
+                *w.resumes.entry(request.task).or_default() += 1;
+                (c.remote.clone(), 1.0 - c.progress.clamp(0.0, 1.0))
+            }
+            None => {
+                let remote = format!("{:#x}", w.next_remote);
+                w.next_remote += 1;
+                *w.starts.entry(request.task).or_default() += 1;
+                (remote, 1.0)
+            }
+        };
         let node = w.node(&self.addr)?;
         node.runs.push(Run {
             remote: remote.clone(),
             tag: request.tag.clone(),
-            left: 1.0,
+            left,
             alone,
             started: Instant::now(),
             finished: false,
-            standby: request.standby.clone(),
+            exec_s: 0.0,
+            standby: None,
             timing_key: key,
         });
         Ok(remote)
+    }
+
+    fn standby(&mut self, remote: &str, to: Option<&str>) -> Result<(), DriverError> {
+        let mut w = self.cluster.lock();
+        let addr = self.addr.clone();
+        let run = w
+            .node(&addr)?
+            .runs
+            .iter_mut()
+            .find(|r| r.remote == remote && !r.finished)
+            .ok_or_else(|| DriverError::Refused {
+                addr,
+                detail: format!("no running task {remote}"),
+            })?;
+        run.standby = to.map(String::from);
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, remote: &str) -> Result<Checkpoint, DriverError> {
+        let mut w = self.cluster.lock();
+        w.advance(Instant::now());
+        let addr = self.addr.clone();
+        let run = w
+            .node(&addr)?
+            .runs
+            .iter()
+            .find(|r| r.remote == remote)
+            .ok_or_else(|| DriverError::Refused {
+                addr,
+                detail: format!("no task {remote}"),
+            })?;
+        let progress = 1.0 - run.left;
+        Ok(Checkpoint {
+            remote: remote.into(),
+            bytes: format!("{} at {progress}", run.tag).into_bytes(),
+            progress,
+        })
     }
 
     fn migrate(&mut self, remote: &str, to: &str) -> Result<Moved, DriverError> {
@@ -401,9 +464,9 @@ mod tests {
         c
     }
 
-    fn request(task: TaskId, standby: Option<&str>) -> StartRequest {
+    fn request(task: TaskId) -> StartRequest {
         StartRequest {
-            tag: crate::driver::tag(task, 1),
+            tag: crate::driver::tag("sim", task, 1),
             task,
             program: "is-S".into(),
             runner: Runner::Npb {
@@ -411,7 +474,8 @@ mod tests {
                 class: "S".into(),
             },
             args: Vec::new(),
-            standby: standby.map(String::from),
+            standby: None,
+            checkpoint: None,
         }
     }
 
@@ -428,7 +492,7 @@ mod tests {
         ));
         let mut a = c.connector("k").connect("a:1").unwrap();
         let t0 = Instant::now();
-        a.start(&request(1, None)).unwrap();
+        a.start(&request(1)).unwrap();
         let mut done = None;
         while done.is_none() && t0.elapsed() < Duration::from_secs(5) {
             for e in a.events(Duration::from_millis(50)).unwrap() {
@@ -438,7 +502,7 @@ mod tests {
             }
         }
         let (tag, exec_s) = done.expect("finished");
-        assert_eq!(tag, "t1e1");
+        assert_eq!(tag, "sim.t1e1");
         assert!(
             (0.09..0.5).contains(&exec_s),
             "2 s / 20 = 0.1 s, took {exec_s}"
@@ -451,19 +515,22 @@ mod tests {
         let c = cluster();
         let mut a = c.connector("k").connect("a:1").unwrap();
         let mut b = c.connector("k").connect("b:1").unwrap();
-        let r = a.start(&request(1, None)).unwrap();
+        let r = a.start(&request(1)).unwrap();
         let moved = a.migrate(&r, "b:1").unwrap();
         assert_eq!(moved.remote, r);
         assert!(a.status().unwrap().runs.is_empty());
-        assert_eq!(b.status().unwrap().runs[0].tag, "t1e1");
-        a.start(&request(2, Some("b:1"))).unwrap();
-        a.start(&request(3, None)).unwrap();
+        assert_eq!(b.status().unwrap().runs[0].tag, "sim.t1e1");
+        let robust = a.start(&request(2)).unwrap();
+        a.standby(&robust, Some("b:1")).unwrap();
+        let plain = a.start(&request(3)).unwrap();
+        assert_eq!(a.start(&request(3)).unwrap(), plain, "same tag, same run");
+        let copy = a.checkpoint(&plain).unwrap();
         c.kill("a:1");
         assert!(matches!(a.status(), Err(DriverError::Unreachable { .. })));
         let events = b.events(Duration::from_millis(10)).unwrap();
         assert!(events
             .iter()
-            .any(|e| matches!(e, NodeEvent::FailedOver { tag, .. } if tag == "t2e1")));
+            .any(|e| matches!(e, NodeEvent::FailedOver { tag, .. } if tag == "sim.t2e1")));
         let tags: Vec<String> = b
             .status()
             .unwrap()
@@ -471,6 +538,12 @@ mod tests {
             .into_iter()
             .map(|r| r.tag)
             .collect();
-        assert!(tags.contains(&"t2e1".to_string()) && !tags.contains(&"t3e1".to_string()));
+        assert!(tags.contains(&"sim.t2e1".to_string()) && !tags.contains(&"sim.t3e1".to_string()));
+        // The lost run resumes elsewhere from its checkpoint, under its handle.
+        let mut resumed = request(3);
+        resumed.tag = crate::driver::tag("sim", 3, 2);
+        resumed.checkpoint = Some(copy.clone());
+        assert_eq!(b.start(&resumed).unwrap(), copy.remote);
+        assert_eq!((c.starts(3), c.resumes(3)), (1, 1));
     }
 }

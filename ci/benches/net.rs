@@ -6,7 +6,9 @@
 //! 2. four migrations PC → virt → PC → virt → PC of a running CG class A
 //!    task (a state of megabytes): total time against the
 //!    wire-time bound (state bytes ÷ the throughput measured into the
-//!    receiving node in step 1), and downtime against total time.
+//!    receiving node in step 1), total time against the wire bytes' time
+//!    at that rate, downtime against total time, and each report's stop
+//!    reason, stage times and rounds (dirty and sent chunks).
 //!
 //! Run with `cargo bench -p tern-ci --bench net` (optionally `-- ROUNDS` of
 //! throughput samples, default 3). Medians; every sample is printed.
@@ -138,13 +140,14 @@ fn main() {
         .expect("task listed");
     println!("\nmigrations of cg A (bound = state bytes / throughput into the receiver):");
     println!(
-        "{:<18} {:>12} {:>12} {:>10} {:>10} {:>12} {:>12}",
+        "{:<18} {:>12} {:>12} {:>10} {:>10} {:>12} {:>10} {:>12}",
         "direction",
         "state bytes",
         "wire bytes",
         "total ms",
         "bound ms",
         "total/bound",
+        "total/wire",
         "downtime ms"
     );
     let mut ratios = Vec::new();
@@ -176,18 +179,41 @@ fn main() {
         let mbps = if to == 0 { pc } else { virt };
         let bound_ms = report.state_bytes as f64 / (mbps * 1e6) * 1e3;
         let ratio = report.total_ms as f64 / bound_ms;
+        // Against the time the bytes actually sent would take at that rate.
+        let wire_ratio = report.total_ms as f64 / (report.wire_bytes as f64 / (mbps * 1e3));
         ratios.push(ratio);
         downtime_share.push(report.downtime_ms as f64 / report.total_ms.max(1) as f64);
         println!(
-            "{:<18} {:>12} {:>12} {:>10} {:>10.1} {:>12.2} {:>12}",
+            "{:<18} {:>12} {:>12} {:>10} {:>10.1} {:>12.2} {:>10.2} {:>12}",
             format!("{} -> {}", report.from_isa, report.to_isa),
             report.state_bytes,
             report.wire_bytes,
             report.total_ms,
             bound_ms,
             ratio,
+            wire_ratio,
             report.downtime_ms
         );
+        // Where the time went, and what each round carried.
+        let s = &report.stages;
+        println!(
+            "    stop: {:?} (limit {} ms); stages ms: capture {:.1}, hash {:.1}, compress {:.1}, seal {:.1}, send {:.1}, check {:.1}, rebuild {:.1}",
+            report.stop,
+            report.downtime_limit_ms,
+            s.capture_us as f64 / 1e3,
+            s.hash_us as f64 / 1e3,
+            s.compress_us as f64 / 1e3,
+            s.seal_us as f64 / 1e3,
+            s.send_us as f64 / 1e3,
+            s.check_us as f64 / 1e3,
+            s.rebuild_us as f64 / 1e3,
+        );
+        for r in &report.rounds {
+            println!(
+                "    round {}: {} chunks ({} B) dirty, {} sent, {} B on the wire, {} ms",
+                r.round, r.dirty_chunks, r.dirty_bytes, r.chunks_sent, r.wire_bytes, r.ms
+            );
+        }
         owner = to;
         // The task keeps running on its new owner.
         let listed = cluster

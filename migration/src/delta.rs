@@ -1,7 +1,7 @@
 //! Applying a delta checkpoint to a restored base.
 
 use crate::error::ReadError;
-use crate::format::RegionKind;
+use crate::format::{ChunkCheck, RegionKind};
 use crate::io::Source;
 use crate::reader::{Limits, Reader, Restored};
 use alloc::vec::Vec;
@@ -39,11 +39,11 @@ pub fn apply_delta<S: Source>(
             return Err(ReadError::RegionMismatch(e.name.clone()));
         }
     }
-    let mut staged: Vec<(u32, u32, Vec<u8>)> = Vec::new();
+    let mut staged: Vec<(u32, u32, Vec<u8>, ChunkCheck)> = Vec::new();
     let mut buf = Vec::new();
     while let Some(c) = r.next_chunk(&mut buf)? {
         staged.try_reserve(1).map_err(|_| ReadError::OutOfMemory)?;
-        staged.push((c.region, c.chunk, core::mem::take(&mut buf)));
+        staged.push((c.region, c.chunk, core::mem::take(&mut buf), c.check));
     }
     let hash = r.finish()?;
     // Verified: now modify the base.
@@ -52,15 +52,21 @@ pub fn apply_delta<S: Source>(
             b.data.truncate(0);
         }
     }
-    for (ri, ci, bytes) in staged {
+    for (ri, ci, bytes, check) in staged {
         let e = &table[ri as usize];
-        let d = &mut base.regions[ri as usize].data;
+        let region = &mut base.regions[ri as usize];
         match e.kind {
             // Typed regions arrive whole, chunks in order.
-            RegionKind::Typed => d.extend_le(&bytes),
+            RegionKind::Typed => region.data.extend_le(&bytes),
             RegionKind::Bulk => {
                 let at = ci as usize * e.chunk_size as usize / e.elem.size();
-                d.overwrite_le(at, &bytes);
+                region.data.overwrite_le(at, &bytes);
+                // The base's verified hashes follow its contents; a delta
+                // of another format version leaves the base without them.
+                match (check, region.chunk_hashes.get_mut(ci as usize)) {
+                    (ChunkCheck::Blake3(h), Some(slot)) => *slot = h,
+                    _ => region.chunk_hashes.clear(),
+                }
             }
         }
     }

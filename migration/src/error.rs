@@ -55,7 +55,7 @@ pub enum ReadError {
         /// Byte found.
         value: u8,
     },
-    /// Unknown codec byte (v1 knows only raw).
+    /// Unknown codec byte (v1 and v2 know only raw).
     #[error("region {region}: unknown codec {value}")]
     BadCodec {
         /// Region name.
@@ -120,10 +120,18 @@ pub enum ReadError {
         /// Chunk index.
         chunk: u32,
     },
+    /// A chunk's BLAKE3 hash (v2) does not match its bytes.
+    #[error("region {region} chunk {chunk}: hash mismatch")]
+    ChunkHash {
+        /// Region name.
+        region: String,
+        /// Chunk index.
+        chunk: u32,
+    },
     /// The trailer magic is missing.
     #[error("bad trailer")]
     BadTrailer,
-    /// The whole-file SHA-256 does not match.
+    /// The whole-checkpoint identity (v1: SHA-256, v2: root) does not match.
     #[error("whole-checkpoint hash mismatch")]
     HashMismatch,
     /// Bytes follow the trailer.

@@ -1,4 +1,5 @@
-//! Checkpoint format v1: constants, header and region table (see `docs/checkpoint-format.md`).
+//! Checkpoint formats v1 and v2: constants, header, region table, chunk
+//! hashes and the hash tree (see `docs/checkpoint-format.md`).
 
 use crate::region::ElemType;
 use alloc::string::String;
@@ -8,8 +9,14 @@ use alloc::vec::Vec;
 pub const MAGIC: [u8; 8] = *b"TERNCKPT";
 /// Marks the end of the chunk records, before the SHA-256.
 pub const TRAILER_MAGIC: [u8; 8] = *b"TERNEND\0";
-/// The format version this crate writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// The format version this crate writes (it reads this one and [`FORMAT_V1`]).
+pub const FORMAT_VERSION: u16 = 2;
+/// The first format version: CRC-32C per chunk, SHA-256 over the whole file.
+pub const FORMAT_V1: u16 = 1;
+/// Bytes of a v2 chunk record besides its data: region, chunk, len, hash.
+pub const RECORD_FRAMING_V2: u32 = 12 + 32;
+/// Bytes of the trailer: magic and the 32-byte identity.
+pub const TRAILER_LEN: u32 = 40;
 /// Chunk size used by this writer (bytes). Readers accept any power of two in
 /// [`MIN_CHUNK`, `MAX_CHUNK`].
 pub const CHUNK_SIZE: u32 = 64 * 1024;
@@ -51,7 +58,7 @@ impl RegionKind {
 /// The checkpoint header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
-    /// Format version (1).
+    /// Format version (1 or 2).
     pub format_version: u16,
     /// True for a delta checkpoint.
     pub delta: bool,
@@ -71,7 +78,7 @@ pub struct Header {
     pub isa: String,
     /// Board or host that wrote it.
     pub board: String,
-    /// SHA-256 of the base checkpoint (zero unless `delta`).
+    /// Identity of the base checkpoint (zero unless `delta`).
     pub base_hash: [u8; 32],
 }
 
@@ -84,7 +91,7 @@ pub struct RegionEntry {
     pub kind: RegionKind,
     /// Element type (u8 for typed regions).
     pub elem: ElemType,
-    /// Chunk codec (0 = raw, the only one in v1).
+    /// Chunk codec (0 = raw, the only one in v1 and v2).
     pub codec: u8,
     /// Logical length of the region in bytes.
     pub len_bytes: u64,
@@ -108,6 +115,23 @@ impl RegionEntry {
     }
 }
 
+/// A chunk's BLAKE3 hash (v2): its identity, whatever its position.
+pub type ChunkHash = [u8; 32];
+
+/// The BLAKE3 hash of a chunk's bytes.
+pub fn chunk_hash(data: &[u8]) -> ChunkHash {
+    blake3::hash(data).into()
+}
+
+/// The integrity check a chunk record carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkCheck {
+    /// v1: CRC-32C of the record's header and data.
+    Crc32c(u32),
+    /// v2: BLAKE3 of the data.
+    Blake3(ChunkHash),
+}
+
 /// Header of one chunk record as read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkRecord {
@@ -115,8 +139,39 @@ pub struct ChunkRecord {
     pub region: u32,
     /// Chunk index within the region.
     pub chunk: u32,
-    /// CRC-32C stored for the record.
-    pub crc: u32,
+    /// Its check value, verified against the data.
+    pub check: ChunkCheck,
+}
+
+/// BLAKE3 key-derivation context of the v2 root: the hash tree's domain.
+const ROOT_CONTEXT: &str = "tern checkpoint v2 root";
+
+/// The v2 identity of a checkpoint: a two-level hash tree whose leaves are
+/// the chunk hashes. Fed the header and region table bytes, then each
+/// record's position, length and hash in file order; it never sees chunk
+/// data, so a node that caches chunk hashes gets the root for the cost of a
+/// few bytes per chunk.
+pub struct RootHasher(blake3::Hasher);
+
+impl RootHasher {
+    /// Starts a root over `prefix` (the header and region table, CRCs included).
+    pub fn new(prefix: &[u8]) -> Self {
+        let mut h = blake3::Hasher::new_derive_key(ROOT_CONTEXT);
+        h.update(&(prefix.len() as u64).to_le_bytes());
+        h.update(prefix);
+        Self(h)
+    }
+    /// Adds the next chunk record's leaf.
+    pub fn leaf(&mut self, region: u32, chunk: u32, len: u32, hash: &ChunkHash) {
+        self.0.update(&region.to_le_bytes());
+        self.0.update(&chunk.to_le_bytes());
+        self.0.update(&len.to_le_bytes());
+        self.0.update(hash);
+    }
+    /// The root.
+    pub fn finish(&self) -> ChunkHash {
+        self.0.finalize().into()
+    }
 }
 
 /// Little-endian field appender.

@@ -1,7 +1,8 @@
 //! Bulk regions: arrays of fixed-width numbers with per-chunk dirty tracking.
 
-use crate::format::CHUNK_SIZE;
+use crate::format::{chunk_hash, ChunkHash, CHUNK_SIZE};
 use alloc::vec::Vec;
+use core::cell::OnceCell;
 use core::ops::Range;
 
 /// Element type of a bulk region, as stored in the region table (one byte).
@@ -197,11 +198,21 @@ impl BulkData {
 /// A bulk region owned by a task: a vector of numbers whose writes mark chunks dirty.
 ///
 /// Reads are free; every write path ([`set`](Self::set), [`slice_mut`](Self::slice_mut))
-/// marks the chunks it may change, so a delta checkpoint carries only those.
-#[derive(Debug, Clone, PartialEq)]
+/// marks the chunks it may change, so a delta checkpoint carries only those, and
+/// forgets their cached hashes: a chunk's BLAKE3 hash is computed once per
+/// dirtying, the first time a capture needs it, and kept until the next write.
+#[derive(Debug, Clone)]
 pub struct BulkRegion<T: Elem> {
     data: Vec<T>,
     dirty: Vec<bool>,
+    hashes: Vec<OnceCell<ChunkHash>>,
+}
+
+impl<T: Elem> PartialEq for BulkRegion<T> {
+    /// Equal contents and dirty marks (cached hashes follow the contents).
+    fn eq(&self, other: &Self) -> bool {
+        self.data == other.data && self.dirty == other.dirty
+    }
 }
 
 impl<T: Elem> BulkRegion<T> {
@@ -218,12 +229,23 @@ impl<T: Elem> BulkRegion<T> {
         Self {
             data,
             dirty: alloc::vec![true; chunks],
+            hashes: alloc::vec![OnceCell::new(); chunks],
         }
     }
     /// Rebuilds a region from restored data; chunks clean (the state equals the checkpoint).
     pub fn restored(data: Vec<T>) -> Self {
         let mut r = Self::from_vec(data);
         r.clear_dirty();
+        r
+    }
+    /// Like [`restored`](Self::restored), with the chunk hashes the
+    /// checkpoint carried and its reader verified (one per chunk; any other
+    /// count is ignored), so the next capture need not hash them again.
+    pub fn restored_with_hashes(data: Vec<T>, hashes: &[ChunkHash]) -> Self {
+        let mut r = Self::restored(data);
+        if hashes.len() == r.hashes.len() {
+            r.hashes = hashes.iter().map(|h| OnceCell::from(*h)).collect();
+        }
         r
     }
     /// Number of elements.
@@ -242,12 +264,17 @@ impl<T: Elem> BulkRegion<T> {
     pub fn get(&self, i: usize) -> Option<T> {
         self.data.get(i).copied()
     }
+    /// Marks chunk `c` written: dirty, its hash forgotten.
+    fn touch(&mut self, c: usize) {
+        self.dirty[c] = true;
+        self.hashes[c] = OnceCell::new();
+    }
     /// Writes element `i` (marks its chunk dirty); false when out of range.
     pub fn set(&mut self, i: usize, v: T) -> bool {
         match self.data.get_mut(i) {
             Some(slot) => {
                 *slot = v;
-                self.dirty[i / Self::CHUNK_ELEMS] = true;
+                self.touch(i / Self::CHUNK_ELEMS);
                 true
             }
             None => false,
@@ -258,8 +285,8 @@ impl<T: Elem> BulkRegion<T> {
         let end = r.end.min(self.data.len());
         let start = r.start.min(end);
         if start < end {
-            for d in &mut self.dirty[start / Self::CHUNK_ELEMS..=(end - 1) / Self::CHUNK_ELEMS] {
-                *d = true;
+            for c in start / Self::CHUNK_ELEMS..=(end - 1) / Self::CHUNK_ELEMS {
+                self.touch(c);
             }
         }
         &mut self.data[start..end]
@@ -280,7 +307,12 @@ impl<T: Elem> BulkRegion<T> {
     pub fn dirty_count(&self) -> usize {
         self.dirty.iter().filter(|d| **d).count()
     }
+    /// Number of chunks whose hash is not cached (written since it was last computed).
+    pub fn unhashed_count(&self) -> usize {
+        self.hashes.iter().filter(|h| h.get().is_none()).count()
+    }
     /// Forgets the dirty marks (call after a capture that becomes a delta base).
+    /// Cached hashes stay: they still describe the contents.
     pub fn clear_dirty(&mut self) {
         self.dirty.iter_mut().for_each(|d| *d = false);
     }
@@ -289,6 +321,15 @@ impl<T: Elem> BulkRegion<T> {
         let s = (i * Self::CHUNK_ELEMS).min(self.data.len());
         let e = (s + Self::CHUNK_ELEMS).min(self.data.len());
         T::encode(&self.data[s..e], out);
+    }
+    /// The BLAKE3 hash of chunk `i`'s encoding: cached, or computed now
+    /// (encoding it into `scratch`) and cached until the chunk is written.
+    pub fn chunk_hash(&self, i: usize, scratch: &mut Vec<u8>) -> ChunkHash {
+        *self.hashes[i].get_or_init(|| {
+            scratch.clear();
+            self.encode_chunk(i, scratch);
+            chunk_hash(scratch)
+        })
     }
     /// Consumes the region, returning its elements.
     pub fn into_vec(self) -> Vec<T> {
@@ -303,6 +344,11 @@ pub(crate) trait BulkSource {
     fn chunks(&self) -> usize;
     fn dirty(&self, i: usize) -> bool;
     fn encode(&self, i: usize, out: &mut Vec<u8>);
+    /// The hash of chunk `i`, whose encoding is `encoded`: cached, or
+    /// computed from `encoded` and cached.
+    fn hash_of(&self, i: usize, encoded: &[u8]) -> ChunkHash;
+    /// The cached hash of chunk `i`, if it was not written since.
+    fn cached(&self, i: usize) -> Option<ChunkHash>;
 }
 
 impl<T: Elem> BulkSource for BulkRegion<T> {
@@ -320,5 +366,11 @@ impl<T: Elem> BulkSource for BulkRegion<T> {
     }
     fn encode(&self, i: usize, out: &mut Vec<u8>) {
         self.encode_chunk(i, out)
+    }
+    fn hash_of(&self, i: usize, encoded: &[u8]) -> ChunkHash {
+        *self.hashes[i].get_or_init(|| chunk_hash(encoded))
+    }
+    fn cached(&self, i: usize) -> Option<ChunkHash> {
+        self.hashes[i].get().copied()
     }
 }

@@ -96,6 +96,32 @@ impl<'a> Snapshot<'a> {
         self.regions
             .push((String::from(name), SnapBody::Bulk(region)));
     }
+    /// Chunks written since they were last hashed, and their bytes: what a
+    /// capture now would have to hash, an upper bound of what changed since
+    /// the last capture (a typed region counts whole: it is encoded anew
+    /// each time).
+    pub fn unhashed(&self) -> (u32, u64) {
+        let mut chunks = 0u32;
+        let mut bytes = 0u64;
+        for (_, body) in &self.regions {
+            match body {
+                SnapBody::Typed(b) => {
+                    chunks += b.len().div_ceil(crate::CHUNK_SIZE as usize) as u32;
+                    bytes += b.len() as u64;
+                }
+                SnapBody::Bulk(r) => {
+                    let cs = u64::from(crate::CHUNK_SIZE);
+                    for i in 0..r.chunks() {
+                        if r.cached(i).is_none() {
+                            chunks += 1;
+                            bytes += (r.len_bytes() - i as u64 * cs).min(cs);
+                        }
+                    }
+                }
+            }
+        }
+        (chunks, bytes)
+    }
     /// Total bytes of state in the snapshot (raw, before framing).
     pub fn state_bytes(&self) -> u64 {
         self.regions
@@ -174,7 +200,10 @@ impl Restored {
         if v.len() != len {
             return Err(bad());
         }
-        Ok(BulkRegion::restored(v))
+        Ok(BulkRegion::restored_with_hashes(
+            v,
+            &self.regions[i].chunk_hashes,
+        ))
     }
 }
 

@@ -1,16 +1,18 @@
-//! Streaming checkpoint writer: one chunk buffer, never a second copy of the state.
+//! Streaming checkpoint writer (format v2): one chunk buffer, never a second
+//! copy of the state; each bulk chunk's hash comes from the region's cache
+//! when the chunk was not written since it was last hashed.
 
 use crate::error::WriteError;
 use crate::format::{
-    encode_header, encode_table, Header, RegionEntry, RegionKind, CHUNK_SIZE, CODEC_RAW, CRC32C,
-    FORMAT_VERSION, MAX_BOARD, MAX_ISA, MAX_KIND, MAX_NAME, MAX_REGIONS, TRAILER_MAGIC,
+    chunk_hash, encode_header, encode_table, ChunkHash, Header, RegionEntry, RegionKind,
+    RootHasher, CHUNK_SIZE, CODEC_RAW, FORMAT_VERSION, MAX_BOARD, MAX_ISA, MAX_KIND, MAX_NAME,
+    MAX_REGIONS, TRAILER_MAGIC,
 };
 use crate::io::Sink;
 use crate::region::ElemType;
 use crate::task::{SnapBody, Snapshot, Task};
 use alloc::string::String;
 use alloc::vec::Vec;
-use sha2::{Digest, Sha256};
 
 /// Header fields supplied by the node that captures a task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,21 +66,9 @@ pub enum Mode {
     Full,
     /// Typed regions whole, bulk regions' dirty chunks only.
     Delta {
-        /// SHA-256 of the base checkpoint.
+        /// Identity of the base checkpoint.
         base_hash: [u8; 32],
     },
-}
-
-struct Hashing<'s, S: Sink> {
-    sink: &'s mut S,
-    hash: Sha256,
-}
-
-impl<S: Sink> Hashing<'_, S> {
-    fn put(&mut self, b: &[u8]) -> Result<(), WriteError> {
-        self.hash.update(b);
-        self.sink.write_all(b)
-    }
 }
 
 fn check_str(s: &str, max: usize, field: &'static str) -> Result<(), WriteError> {
@@ -88,7 +78,116 @@ fn check_str(s: &str, max: usize, field: &'static str) -> Result<(), WriteError>
     Ok(())
 }
 
-/// Writes `snap` as a checkpoint into `sink`; returns its SHA-256 (its identity).
+/// What a snapshot becomes before any chunk is written: its header and
+/// region table, encoded, and which chunk of which region each record is.
+pub(crate) struct Plan {
+    /// Header and region table bytes, CRCs included.
+    pub prefix: Vec<u8>,
+    /// The header.
+    pub header: Header,
+    /// The region table.
+    pub entries: Vec<RegionEntry>,
+    /// `(region, chunk)` of each record, in file order.
+    pub records: Vec<(u32, u32)>,
+}
+
+impl Plan {
+    pub(crate) fn new(
+        info: &HeaderInfo,
+        snap: &Snapshot<'_>,
+        mode: Mode,
+    ) -> Result<Self, WriteError> {
+        check_str(&info.task_kind, MAX_KIND, "task_kind")?;
+        check_str(&info.isa, MAX_ISA, "isa")?;
+        check_str(&info.board, MAX_BOARD, "board")?;
+        if snap.regions.len() > MAX_REGIONS {
+            return Err(WriteError::TooLarge("region count"));
+        }
+        let delta = matches!(mode, Mode::Delta { .. });
+        let mut entries = Vec::new();
+        let mut records = Vec::new();
+        for (ri, (name, body)) in snap.regions.iter().enumerate() {
+            check_str(name, MAX_NAME, "region name")?;
+            if entries.iter().any(|e: &RegionEntry| &e.name == name) {
+                return Err(WriteError::DuplicateRegion(name.clone()));
+            }
+            let (kind, elem, len_bytes, chunks) = match body {
+                SnapBody::Typed(b) => (
+                    RegionKind::Typed,
+                    ElemType::U8,
+                    b.len() as u64,
+                    b.len().div_ceil(CHUNK_SIZE as usize),
+                ),
+                SnapBody::Bulk(r) => (RegionKind::Bulk, r.elem(), r.len_bytes(), r.chunks()),
+            };
+            let before = records.len();
+            for ci in 0..chunks {
+                if delta && matches!(body, SnapBody::Bulk(r) if !r.dirty(ci)) {
+                    continue;
+                }
+                let ci = u32::try_from(ci).map_err(|_| WriteError::TooLarge("region"))?;
+                records.push((ri as u32, ci));
+            }
+            entries.push(RegionEntry {
+                name: name.clone(),
+                kind,
+                elem,
+                codec: CODEC_RAW,
+                len_bytes,
+                chunk_size: CHUNK_SIZE,
+                chunk_count: u32::try_from(records.len() - before)
+                    .map_err(|_| WriteError::TooLarge("region"))?,
+            });
+        }
+        let header = Header {
+            format_version: FORMAT_VERSION,
+            delta,
+            task_kind: info.task_kind.clone(),
+            task_version: info.task_version,
+            progress: info.progress,
+            progress_total: info.progress_total,
+            epoch: info.epoch,
+            created_unix_ms: info.created_unix_ms,
+            isa: info.isa.clone(),
+            board: info.board.clone(),
+            base_hash: match mode {
+                Mode::Full => [0; 32],
+                Mode::Delta { base_hash } => base_hash,
+            },
+        };
+        let mut prefix = encode_header(&header, entries.len() as u16);
+        prefix.extend_from_slice(&encode_table(&entries));
+        Ok(Self {
+            prefix,
+            header,
+            entries,
+            records,
+        })
+    }
+}
+
+/// Appends chunk `ci` of `body` to `out`.
+pub(crate) fn encode_chunk(body: &SnapBody<'_>, ci: usize, out: &mut Vec<u8>) {
+    match body {
+        SnapBody::Typed(b) => {
+            let cs = CHUNK_SIZE as usize;
+            out.extend_from_slice(&b[ci * cs..((ci + 1) * cs).min(b.len())]);
+        }
+        SnapBody::Bulk(r) => r.encode(ci, out),
+    }
+}
+
+/// The hash of chunk `ci` of `body`, whose bytes are `encoded`: a bulk
+/// region's cached one, or computed now (and cached).
+pub(crate) fn hash_chunk(body: &SnapBody<'_>, ci: usize, encoded: &[u8]) -> ChunkHash {
+    match body {
+        SnapBody::Typed(_) => chunk_hash(encoded),
+        SnapBody::Bulk(r) => r.hash_of(ci, encoded),
+    }
+}
+
+/// Writes `snap` as a format-v2 checkpoint into `sink`; returns its identity
+/// (the root of its hash tree).
 ///
 /// In [`Mode::Delta`] a bulk region contributes only its dirty chunks: the caller
 /// clears the dirty marks after each capture that becomes a base.
@@ -98,99 +197,28 @@ pub fn write_checkpoint<S: Sink>(
     snap: &Snapshot<'_>,
     mode: Mode,
 ) -> Result<[u8; 32], WriteError> {
-    check_str(&info.task_kind, MAX_KIND, "task_kind")?;
-    check_str(&info.isa, MAX_ISA, "isa")?;
-    check_str(&info.board, MAX_BOARD, "board")?;
-    if snap.regions.len() > MAX_REGIONS {
-        return Err(WriteError::TooLarge("region count"));
-    }
-    let delta = matches!(mode, Mode::Delta { .. });
-    let mut entries = Vec::new();
-    for (name, body) in &snap.regions {
-        check_str(name, MAX_NAME, "region name")?;
-        if entries.iter().any(|e: &RegionEntry| &e.name == name) {
-            return Err(WriteError::DuplicateRegion(name.clone()));
-        }
-        let (kind, elem, len_bytes, present) = match body {
-            SnapBody::Typed(b) => {
-                let n = b.len().div_ceil(CHUNK_SIZE as usize);
-                (RegionKind::Typed, ElemType::U8, b.len() as u64, n)
-            }
-            SnapBody::Bulk(r) => {
-                let n = if delta {
-                    (0..r.chunks()).filter(|i| r.dirty(*i)).count()
-                } else {
-                    r.chunks()
-                };
-                (RegionKind::Bulk, r.elem(), r.len_bytes(), n)
-            }
-        };
-        entries.push(RegionEntry {
-            name: name.clone(),
-            kind,
-            elem,
-            codec: CODEC_RAW,
-            len_bytes,
-            chunk_size: CHUNK_SIZE,
-            chunk_count: u32::try_from(present).map_err(|_| WriteError::TooLarge("region"))?,
-        });
-    }
-    let header = Header {
-        format_version: FORMAT_VERSION,
-        delta,
-        task_kind: info.task_kind.clone(),
-        task_version: info.task_version,
-        progress: info.progress,
-        progress_total: info.progress_total,
-        epoch: info.epoch,
-        created_unix_ms: info.created_unix_ms,
-        isa: info.isa.clone(),
-        board: info.board.clone(),
-        base_hash: match mode {
-            Mode::Full => [0; 32],
-            Mode::Delta { base_hash } => base_hash,
-        },
-    };
-    let mut out = Hashing {
-        sink,
-        hash: Sha256::new(),
-    };
-    out.put(&encode_header(&header, entries.len() as u16))?;
-    out.put(&encode_table(&entries))?;
+    let plan = Plan::new(info, snap, mode)?;
+    let mut root = RootHasher::new(&plan.prefix);
+    sink.write_all(&plan.prefix)?;
     let mut buf = Vec::new();
-    buf.try_reserve(CHUNK_SIZE as usize + 16)
+    buf.try_reserve(CHUNK_SIZE as usize + 44)
         .map_err(|_| WriteError::OutOfMemory)?;
-    let cs = CHUNK_SIZE as usize;
-    for (ri, (_, body)) in snap.regions.iter().enumerate() {
-        let chunks = match body {
-            SnapBody::Typed(b) => b.len().div_ceil(cs),
-            SnapBody::Bulk(r) => r.chunks(),
-        };
-        for ci in 0..chunks {
-            buf.clear();
-            buf.extend_from_slice(&(ri as u32).to_le_bytes());
-            buf.extend_from_slice(&(ci as u32).to_le_bytes());
-            buf.extend_from_slice(&[0; 4]);
-            match body {
-                SnapBody::Typed(b) => {
-                    buf.extend_from_slice(&b[ci * cs..((ci + 1) * cs).min(b.len())]);
-                }
-                SnapBody::Bulk(r) => {
-                    if delta && !r.dirty(ci) {
-                        continue;
-                    }
-                    r.encode(ci, &mut buf);
-                }
-            }
-            let len = (buf.len() - 12) as u32;
-            buf[8..12].copy_from_slice(&len.to_le_bytes());
-            let crc = CRC32C.checksum(&buf);
-            buf.extend_from_slice(&crc.to_le_bytes());
-            out.put(&buf)?;
-        }
+    for &(ri, ci) in &plan.records {
+        let body = &snap.regions[ri as usize].1;
+        buf.clear();
+        buf.extend_from_slice(&ri.to_le_bytes());
+        buf.extend_from_slice(&ci.to_le_bytes());
+        buf.extend_from_slice(&[0; 4]);
+        encode_chunk(body, ci as usize, &mut buf);
+        let hash = hash_chunk(body, ci as usize, &buf[12..]);
+        let len = (buf.len() - 12) as u32;
+        buf[8..12].copy_from_slice(&len.to_le_bytes());
+        buf.extend_from_slice(&hash);
+        root.leaf(ri, ci, len, &hash);
+        sink.write_all(&buf)?;
     }
-    out.put(&TRAILER_MAGIC)?;
-    let hash: [u8; 32] = out.hash.finalize().into();
-    out.sink.write_all(&hash)?;
-    Ok(hash)
+    let root = root.finish();
+    sink.write_all(&TRAILER_MAGIC)?;
+    sink.write_all(&root)?;
+    Ok(root)
 }

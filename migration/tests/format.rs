@@ -197,11 +197,35 @@ fn boundaries(b: &[u8]) -> Vec<usize> {
     while p < b.len() - 40 {
         let len = u32::from_le_bytes([b[p + 8], b[p + 9], b[p + 10], b[p + 11]]) as usize;
         v.extend([p + 4, p + 8, p + 12, p + 12 + len]);
-        p += 12 + len + 4;
+        p += 12 + len + 32;
         v.push(p);
     }
     v.extend([b.len() - 32, b.len() - 1]);
     v
+}
+
+/// The same checkpoint in format v1 (CRC-32C per record, SHA-256 trailer):
+/// files written before v2 must still read.
+fn to_v1(v2: &[u8]) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let (h, _) = header_span(v2);
+    let table = table_end(v2, h + 4);
+    let mut out = v2[..table + 4].to_vec();
+    out[8..10].copy_from_slice(&1u16.to_le_bytes());
+    fix_crc(&mut out, 0, h);
+    let mut p = table + 4;
+    while p < v2.len() - 40 {
+        let len = u32::from_le_bytes([v2[p + 8], v2[p + 9], v2[p + 10], v2[p + 11]]) as usize;
+        let record = &v2[p..p + 12 + len];
+        let crc = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI).checksum(record);
+        out.extend_from_slice(record);
+        out.extend_from_slice(&crc.to_le_bytes());
+        p += 12 + len + 32;
+    }
+    out.extend_from_slice(b"TERNEND\0");
+    let hash: [u8; 32] = Sha256::digest(&out).into();
+    out.extend_from_slice(&hash);
+    out
 }
 
 /// The damaged-checkpoint corpus: every variant must be rejected with a typed error.
@@ -209,6 +233,16 @@ fn corpus() -> Vec<(String, Vec<u8>)> {
     let mut t = fill(20_000);
     t.step();
     let (good, _) = capture(&t, Mode::Full);
+    let mut out = corpus_of(&good);
+    for (name, bytes) in corpus_of(&to_v1(&good)) {
+        out.push((format!("v1: {name}"), bytes));
+    }
+    out
+}
+
+fn corpus_of(good: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let good = good.to_vec();
+    let v1 = good[8] == 1;
     let mut out = Vec::new();
     // Bit flips: every byte of header, table, record headers, trailer; sampled in data.
     for i in 0..good.len() {
@@ -223,7 +257,7 @@ fn corpus() -> Vec<(String, Vec<u8>)> {
         }
     }
     // Truncation at every boundary and every header byte.
-    let mut cuts = boundaries(&good);
+    let mut cuts = if v1 { Vec::new() } else { boundaries(&good) };
     cuts.extend(0..200);
     for c in cuts {
         if c < good.len() {
@@ -236,7 +270,7 @@ fn corpus() -> Vec<(String, Vec<u8>)> {
     // Wrong version (with a recomputed header CRC, so the version check itself fires).
     let (hdr_end, _) = header_span(&good);
     for (name, off, val) in [
-        ("version 2", 8usize, 2u16),
+        ("version 3", 8usize, 3u16),
         ("version 0", 8, 0),
         ("flags", 10, 6),
     ] {
@@ -297,6 +331,113 @@ fn table_end(b: &[u8], start: usize) -> usize {
 fn fix_crc(b: &mut [u8], start: usize, end: usize) {
     let c = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI).checksum(&b[start..end]);
     b[end..end + 4].copy_from_slice(&c.to_le_bytes());
+}
+
+#[test]
+fn version_1_checkpoints_still_read() {
+    let mut t = fill(20_000);
+    t.step();
+    let (v2, _) = capture(&t, Mode::Full);
+    let v1 = to_v1(&v2);
+    let a = read_checkpoint(&v1[..], &Limits::default()).unwrap();
+    let b = read_checkpoint(&v2[..], &Limits::default()).unwrap();
+    assert_eq!((a.header.format_version, b.header.format_version), (1, 2));
+    for (x, y) in a.regions.iter().zip(&b.regions) {
+        assert_eq!((&x.name, &x.data), (&y.name, &y.data));
+    }
+    assert!(a.regions.iter().all(|r| r.chunk_hashes.is_empty()));
+    let mut back = registry().load(a).unwrap();
+    while back.step() == Step::Running {}
+}
+
+#[test]
+fn a_chunk_is_hashed_once_per_write() {
+    let mut t = fill(100_000);
+    while t.step() == Step::Running {}
+    assert_eq!(t.data.unhashed_count(), 13);
+    let (_, h0) = capture(&t, Mode::Full);
+    assert_eq!(t.data.unhashed_count(), 0, "the capture cached every hash");
+    t.data.set(70_000, 1);
+    assert_eq!(t.data.unhashed_count(), 1);
+    let (bytes, h1) = capture(&t, Mode::Full);
+    assert_ne!(h0, h1);
+    // The cached hashes are the ones a reader computes from the bytes.
+    assert_eq!(
+        read_checkpoint(&bytes[..], &Limits::default())
+            .unwrap()
+            .hash,
+        h1
+    );
+    // A task rebuilt from a v2 checkpoint starts with every hash known.
+    let mut r = read_checkpoint(&bytes[..], &Limits::default()).unwrap();
+    let data = r.take_bulk::<u64>("data", 100_000).unwrap();
+    assert_eq!(data.unhashed_count(), 0);
+}
+
+#[test]
+fn rounds_copy_only_the_chunks_written_since_the_last() {
+    let mut t = fill(100_000);
+    while t.step() == Step::Running {}
+    let snap_info = |t: &Fill| info(t);
+    let first = {
+        let mut snap = Snapshot::new();
+        t.save(&mut snap).unwrap();
+        tern_migration::capture(&snap_info(&t), &snap, None).unwrap()
+    };
+    // Typed state and 13 data chunks, all copied.
+    assert_eq!(first.data.iter().flatten().count(), 14);
+    let (file, root) = capture(&t, Mode::Full);
+    assert_eq!(
+        first.manifest.root(),
+        root,
+        "the same identity as the file's"
+    );
+    t.data.set(5, 1);
+    t.data.set(90_000, 2);
+    let second = {
+        let mut snap = Snapshot::new();
+        t.save(&mut snap).unwrap();
+        tern_migration::capture(&snap_info(&t), &snap, Some(&first.manifest)).unwrap()
+    };
+    let copied: Vec<usize> = (0..second.data.len())
+        .filter(|&i| second.data[i].is_some())
+        .collect();
+    // The typed state is unchanged too: only the two written chunks.
+    assert_eq!(copied, [1, 11]);
+    // Rebuilding from the chunks (the first round's where unchanged) gives
+    // the state and identity a full checkpoint has.
+    let chunks: Vec<&[u8]> = (0..second.data.len())
+        .map(|i| {
+            second.data[i]
+                .as_deref()
+                .or(first.data[i].as_deref())
+                .unwrap()
+        })
+        .collect();
+    let restored = second.manifest.restore(chunks.iter().copied()).unwrap();
+    let (now, now_root) = capture(&t, Mode::Full);
+    let read = read_checkpoint(&now[..], &Limits::default()).unwrap();
+    assert_eq!(
+        (restored.hash, &restored.regions),
+        (now_root, &read.regions)
+    );
+    let mut written = Vec::new();
+    second
+        .manifest
+        .write_file(chunks.iter().copied(), &mut written)
+        .unwrap();
+    assert_eq!(written, now);
+    assert_ne!(file, now);
+    // A layout must be a whole v2 prefix and nothing more.
+    let prefix = second.manifest.layout().prefix().to_vec();
+    assert!(Layout::parse(prefix.clone(), &Limits::default()).is_ok());
+    let mut longer = prefix.clone();
+    longer.push(0);
+    assert_eq!(
+        Layout::parse(longer, &Limits::default()),
+        Err(ReadError::TrailingBytes)
+    );
+    assert!(Layout::parse(prefix[..prefix.len() - 1].to_vec(), &Limits::default()).is_err());
 }
 
 #[test]

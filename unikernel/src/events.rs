@@ -8,7 +8,7 @@ use alloc::collections::VecDeque;
 use alloc::format;
 use alloc::string::String;
 
-use tern_protocol::{EventRecord, NodeEvent, TaskRef};
+use tern_protocol::{EventRecord, NodeEvent, StopReason, TaskRef};
 
 /// Events kept for subscribers that connect late or fall behind.
 pub const LOG_CAPACITY: usize = 256;
@@ -62,6 +62,19 @@ impl EventLog {
         let first_kept = self.records.front().map_or(self.next_seq, |r| r.seq);
         let dropped = first_kept.saturating_sub(after.saturating_add(1));
         (self.records.iter().filter(move |r| r.seq > after), dropped)
+    }
+}
+
+/// Why a migration's pre-copy ended, in words.
+pub fn stop_reason(stop: &StopReason) -> String {
+    match stop {
+        StopReason::DowntimeFits { predicted_ms } => {
+            format!("the rest fits the downtime: {predicted_ms} ms predicted")
+        }
+        StopReason::RoundLimit => String::from("round limit"),
+        StopReason::NotConverging { predicted_ms } => {
+            format!("not converging: {predicted_ms} ms predicted")
+        }
     }
 }
 
@@ -132,9 +145,15 @@ pub fn render(event: &NodeEvent) -> Option<String> {
             chunks_sent,
             chunks,
             bytes,
+            dirty_bytes,
+            predicted_ms,
         } => format!(
-            "migrate: {} -> {to}: pre-copy {round}: {chunks_sent} of {chunks} chunks, {bytes} B sent",
-            label(task)
+            "migrate: {} -> {to}: pre-copy {round}: {dirty_bytes} B changed, {chunks_sent} of {chunks} chunks, {bytes} B sent; {}",
+            label(task),
+            match predicted_ms {
+                Some(ms) => format!("the next round would take {ms} ms"),
+                None => String::from("no link rate yet"),
+            }
         ),
         NodeEvent::StopAndCopy {
             task,
@@ -156,16 +175,18 @@ pub fn render(event: &NodeEvent) -> Option<String> {
             label(task)
         ),
         NodeEvent::Migrated { task, to, report } => format!(
-            "migrated {} to {to} ({} -> {}): epoch {}, {} pre-copy rounds, stop-and-copy {} of {} chunks, total {} ms, downtime {} ms, state {} B, wire {} B, {} x{:.2}",
+            "migrated {} to {to} ({} -> {}): epoch {}, {} pre-copy rounds ({}), stop-and-copy {} of {} chunks, total {} ms, downtime {} ms (limit {}), state {} B, wire {} B, {} x{:.2}",
             label(task),
             report.from_isa,
             report.to_isa,
             report.epoch,
             report.precopy_rounds,
+            stop_reason(&report.stop),
             report.stop_copy_chunks,
             report.chunks,
             report.total_ms,
             report.downtime_ms,
+            report.downtime_limit_ms,
             report.state_bytes,
             report.wire_bytes,
             report.codec,

@@ -77,7 +77,7 @@ fn checkpoint(
     // migration point now; it stays there until `cont` or `kill`.
     entry.state = TaskState::Paused;
     let progress = entry.task.progress();
-    let bytes = entry.capture(entry.epoch, &facts)?;
+    let bytes = entry.checkpoint_file(entry.epoch, &facts)?;
     let name = format!(
         "{}-{:.1}",
         serial_transfer::sanitize_name(&entry.name.replace(' ', "-")),

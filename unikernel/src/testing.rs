@@ -1,6 +1,6 @@
-//! A fake board, an in-memory Ethernet cable and a fake random number
-//! generator for the host unit tests of the shell, the task runner, the
-//! network stack and migration.
+//! A fake board, an in-memory Ethernet cable, a fake random number
+//! generator and a test task kind for the host unit tests of the shell, the
+//! task runner, the network stack and migration.
 
 use std::boxed::Box;
 use std::collections::VecDeque;
@@ -10,6 +10,12 @@ use std::vec::Vec;
 use tern_hal::{
     Board, BoardFacts, EntropyError, EntropySource, HeapStats, Isa, MonotonicClock, NetDevice,
     NetError,
+};
+
+use alloc::format;
+use alloc::string::{String, ToString};
+use tern_migration::{
+    NewTask, Progress, Restored, Snapshot, Step, Task, TaskCatalog, TaskPlan, WriteError,
 };
 
 use crate::{Devices, Kernel};
@@ -201,5 +207,104 @@ impl EntropySource for FakeEntropy {
             *byte = self.0 as u8;
         }
         Ok(())
+    }
+}
+
+/// A task with a large state that writes a small working set: `scribble
+/// <MiB>` holds MiB mebibytes of `u64`s and each step writes one of the
+/// first [`SCRIBBLE_SET`] chunks, so a live migration's rounds after the
+/// first have only those to send (the test of downtime that follows the
+/// dirty set, not the state's size).
+pub struct Scribble {
+    /// Steps done (the typed state).
+    step: u64,
+    data: tern_migration::BulkRegion<u64>,
+}
+
+/// Chunks a scribble task keeps writing.
+pub const SCRIBBLE_SET: u64 = 4;
+
+/// Steps a scribble task runs.
+const SCRIBBLE_STEPS: u64 = 1 << 40;
+
+impl Task for Scribble {
+    fn kind(&self) -> &'static str {
+        "test-scribble"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn step(&mut self) -> Step {
+        let per = tern_migration::BulkRegion::<u64>::CHUNK_ELEMS as u64;
+        let at = (self.step % SCRIBBLE_SET) * per + self.step / SCRIBBLE_SET % per;
+        self.data.set(at as usize, self.step);
+        self.step += 1;
+        Step::Running
+    }
+    fn progress(&self) -> Progress {
+        Progress {
+            done: self.step,
+            total: SCRIBBLE_STEPS,
+        }
+    }
+    fn save<'a>(&'a self, snap: &mut Snapshot<'a>) -> Result<(), WriteError> {
+        snap.typed("state", &self.step)?;
+        snap.bulk("data", &self.data);
+        Ok(())
+    }
+    fn clear_dirty(&mut self) {
+        self.data.clear_dirty();
+    }
+}
+
+/// The catalog of nodes that run [`Scribble`] tasks (and nothing else).
+pub struct ScribbleCatalog;
+
+impl ScribbleCatalog {
+    fn mib(args: &[&str]) -> Result<u64, String> {
+        match args {
+            ["scribble", mib] => mib.parse().map_err(|_| String::from("MiB")),
+            _ => Err(String::from("usage: scribble <MiB>")),
+        }
+    }
+}
+
+impl TaskCatalog for ScribbleCatalog {
+    fn usage(&self) -> &str {
+        "scribble <MiB>"
+    }
+    fn plan(&self, args: &[&str]) -> Result<TaskPlan, String> {
+        Ok(TaskPlan {
+            name: format!("scribble {}", Self::mib(args)?),
+            state_bytes: Self::mib(args)? << 20,
+        })
+    }
+    fn start(&self, args: &[&str]) -> Result<NewTask, String> {
+        let mib = Self::mib(args)?;
+        Ok(NewTask {
+            name: format!("scribble {mib}"),
+            task: Box::new(Scribble {
+                step: 0,
+                data: tern_migration::BulkRegion::new((mib << 17) as usize),
+            }),
+        })
+    }
+    fn resume(&self, mut restored: Restored) -> Result<NewTask, String> {
+        let step: u64 = restored.typed("state").map_err(|e| e.to_string())?;
+        let len = restored
+            .regions
+            .iter()
+            .find(|r| r.name == "data")
+            .map_or(0, |r| r.data.len_bytes() / 8);
+        let data = restored
+            .take_bulk("data", len as usize)
+            .map_err(|e| e.to_string())?;
+        Ok(NewTask {
+            name: format!("scribble {}", len >> 17),
+            task: Box::new(Scribble { step, data }),
+        })
+    }
+    fn kinds(&self) -> Vec<(String, u32)> {
+        alloc::vec![(String::from("test-scribble"), 1)]
     }
 }

@@ -242,6 +242,7 @@ pub fn describe_nack(reason: &NackReason) -> String {
         NackReason::UnknownTask => "no such task".into(),
         NackReason::UnexpectedMessage => "unexpected message".into(),
         NackReason::Busy => "the node is busy with another transfer".into(),
+        NackReason::UnknownBase => "the node does not hold the round's base replica".into(),
         NackReason::StartRefused => {
             "the task could not start (unknown kind or arguments, or not enough memory)".into()
         }
@@ -389,8 +390,9 @@ impl NodeClient {
         }
     }
 
-    /// A copy of task `task_id`'s checkpoint, taken by the node at a
-    /// migration point and checked here completely (chunks, hash, reader).
+    /// A copy of task `task_id`'s checkpoint (a format-v2 file), taken by
+    /// the node at a migration point and checked here completely (layout,
+    /// every chunk's hash, the root).
     pub fn fetch(&mut self, task_id: u64) -> Result<Vec<u8>, NodeError> {
         const WHAT: &str = "the checkpoint";
         self.send(&Message::Fetch { task_id })?;
@@ -448,9 +450,22 @@ impl NodeClient {
         to: &str,
         timeout: Duration,
     ) -> Result<MigrationReport, NodeError> {
+        self.migrate_within(task_id, to, None, timeout)
+    }
+
+    /// [`Client::migrate`] with the downtime the stop-and-copy may take, in
+    /// milliseconds (`None`: the node's default, 300 ms).
+    pub fn migrate_within(
+        &mut self,
+        task_id: u64,
+        to: &str,
+        downtime_ms: Option<u64>,
+        timeout: Duration,
+    ) -> Result<MigrationReport, NodeError> {
         self.send(&Message::MigrateTo {
             task_id,
             to: to.into(),
+            downtime_ms,
         })?;
         match self.recv("the migration report", timeout)? {
             Message::Migrated(report) => Ok(report),
@@ -540,7 +555,7 @@ impl NodeClient {
             let left = deadline.saturating_duration_since(Instant::now());
             let msg = self.recv(WHAT, left)?;
             let ack = match msg {
-                Message::Ack { epoch } => Some(epoch),
+                Message::Ack { epoch, .. } => Some(epoch),
                 _ => None,
             };
             outgoing.on_message(msg).map_err(|source| match source {

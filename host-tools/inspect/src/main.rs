@@ -4,7 +4,7 @@
 //! `inspect export FILE --region NAME -o OUT`. Live nodes (control service,
 //! `docs/protocol.md`): `inspect --node ADDR:PORT list [--json]`,
 //! `inspect --node ADDR:PORT fetch TASK -o FILE`,
-//! `inspect --node ADDR:PORT migrate TASK --to ADDR:PORT [--json]`, keyed by
+//! `inspect --node ADDR:PORT migrate TASK --to ADDR:PORT [--downtime-ms MS] [--json]`, keyed by
 //! `--key-file FILE` or `TERN_KEY`, or `--insecure`. Where a node's address
 //! goes, its node id does too (`5254007e0002`, as `tern nodes discover`
 //! lists it): `--node` finds it by its beacon, `--to` is resolved by the
@@ -112,6 +112,10 @@ enum Verb {
         /// The receiving node's control service, `ADDR:PORT`, or its node id.
         #[arg(long)]
         to: String,
+        /// The downtime the stop-and-copy may take, in milliseconds (the
+        /// node's default when absent: 300).
+        #[arg(long)]
+        downtime_ms: Option<u64>,
         /// Seconds to wait for the migration to finish.
         #[arg(long, default_value_t = 300)]
         wait: u64,
@@ -213,10 +217,16 @@ fn run(args: Args, o: &mut String) -> Result<ExitCode> {
         Verb::Migrate {
             task,
             to,
+            downtime_ms,
             wait,
             json,
         } => {
-            let report = connect(&args.node)?.migrate(task, &to, Duration::from_secs(wait))?;
+            let report = connect(&args.node)?.migrate_within(
+                task,
+                &to,
+                downtime_ms,
+                Duration::from_secs(wait),
+            )?;
             if json {
                 say!(o, "{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -229,7 +239,13 @@ fn run(args: Args, o: &mut String) -> Result<ExitCode> {
                     report.epoch
                 );
                 say!(o, "  total     {} ms", report.total_ms);
-                say!(o, "  downtime  {} ms", report.downtime_ms);
+                say!(
+                    o,
+                    "  downtime  {} ms (limit {} ms; pre-copy ended: {:?})",
+                    report.downtime_ms,
+                    report.downtime_limit_ms,
+                    report.stop
+                );
                 say!(o, "  state     {} bytes", report.state_bytes);
                 say!(
                     o,
@@ -256,9 +272,10 @@ fn run(args: Args, o: &mut String) -> Result<ExitCode> {
                 None => {
                     say!(
                         o,
-                        "{}: OK ({} regions, sha256 {})",
+                        "{}: OK ({} regions, {} {})",
                         origin.name(),
                         w.regions.len(),
+                        w.identity_name(),
                         hex(&w.hash.unwrap_or_default())
                     );
                     Ok(ExitCode::SUCCESS)
@@ -314,11 +331,12 @@ fn print_show(w: &Walk, o: &mut String) {
         "created         {} ms since the Unix epoch",
         h.created_unix_ms
     );
+    let name = w.identity_name();
     if h.delta {
-        say!(o, "base sha256     {}", hex(&h.base_hash));
+        say!(o, "base {name:<10} {}", hex(&h.base_hash));
     }
     if let Some(hash) = &w.hash {
-        say!(o, "sha256          {}", hex(hash));
+        say!(o, "{name:<15} {}", hex(hash));
     }
     say!(o, "regions:");
     say!(
@@ -412,9 +430,9 @@ fn diff(a: &dyn Origin, b: &dyn Origin, o: &mut String) -> Result<ExitCode> {
             say!(o, "  {:<12} only in {}", rb.entry.name, b.name());
             continue;
         };
-        let n = ra.chunk_crcs.len().max(rb.chunk_crcs.len());
+        let n = ra.chunk_checks.len().max(rb.chunk_checks.len());
         let changed: Vec<u32> = (0..n)
-            .filter(|&i| ra.chunk_crcs.get(i) != rb.chunk_crcs.get(i))
+            .filter(|&i| ra.chunk_checks.get(i) != rb.chunk_checks.get(i))
             .map(|i| i as u32)
             .collect();
         if changed.is_empty() && ra.entry.len_bytes == rb.entry.len_bytes {

@@ -6,7 +6,9 @@ use anyhow::Result;
 use serde::Serialize;
 use std::io::Write;
 use tern_migration::std_io::ReadSource;
-use tern_migration::{Header, Limits, ReadError, Reader, RegionEntry, RegionKind};
+use tern_migration::{
+    ChunkCheck, Header, Limits, ReadError, Reader, RegionEntry, RegionKind, FORMAT_V1,
+};
 
 /// What was found about one region.
 pub struct RegionInfo {
@@ -14,8 +16,9 @@ pub struct RegionInfo {
     pub entry: RegionEntry,
     /// Chunks read with a valid checksum.
     pub chunks_ok: u32,
-    /// Stored CRC-32C per chunk index (`None`: absent from a delta, or unread).
-    pub chunk_crcs: Vec<Option<u32>>,
+    /// Stored check per chunk index: CRC-32C (v1) or BLAKE3 hash (v2)
+    /// (`None`: absent from a delta, or unread).
+    pub chunk_checks: Vec<Option<ChunkCheck>>,
     /// True when the failure happened in this region.
     pub failed: bool,
     /// Typed region rendered by its task kind.
@@ -56,7 +59,9 @@ impl Failure {
     pub fn describe(&self) -> String {
         if matches!(
             self.error,
-            ReadError::ChunkCrc { .. } | ReadError::ChunkLength { .. }
+            ReadError::ChunkCrc { .. }
+                | ReadError::ChunkHash { .. }
+                | ReadError::ChunkLength { .. }
         ) {
             // These errors name region and chunk themselves.
             return self.error.to_string();
@@ -75,7 +80,8 @@ pub struct Walk {
     pub header: Option<Header>,
     /// Regions, when the table validated.
     pub regions: Vec<RegionInfo>,
-    /// Whole-file SHA-256, when it matched.
+    /// The checkpoint's identity when it matched: v1's whole-file SHA-256,
+    /// v2's root over the chunk hashes.
     pub hash: Option<[u8; 32]>,
     /// The first failure, if any.
     pub failure: Option<Failure>,
@@ -107,7 +113,7 @@ pub fn walk(origin: &dyn Origin, mut export: Option<(&str, &mut dyn Write)>) -> 
         w.regions.push(RegionInfo {
             entry: e.clone(),
             chunks_ok: 0,
-            chunk_crcs: vec![None; e.total_chunks() as usize],
+            chunk_checks: vec![None; e.total_chunks() as usize],
             failed: false,
             decoded: None,
         });
@@ -122,7 +128,7 @@ pub fn walk(origin: &dyn Origin, mut export: Option<(&str, &mut dyn Write)>) -> 
                 let ri = c.region as usize;
                 let r = &mut w.regions[ri];
                 r.chunks_ok += 1;
-                r.chunk_crcs[c.chunk as usize] = Some(c.crc);
+                r.chunk_checks[c.chunk as usize] = Some(c.check);
                 if r.entry.kind == RegionKind::Typed {
                     typed[ri].extend_from_slice(&buf);
                 }
@@ -187,6 +193,8 @@ pub struct ShowJson {
     delta: Option<bool>,
     sha256: Option<String>,
     base_sha256: Option<String>,
+    root: Option<String>,
+    base_root: Option<String>,
     task: Option<TaskJson>,
     progress: Option<u64>,
     progress_total: Option<u64>,
@@ -227,16 +235,27 @@ fn hex(b: &[u8]) -> String {
 }
 
 impl Walk {
+    /// What the identity is called in this checkpoint's format version.
+    pub fn identity_name(&self) -> &'static str {
+        match self.header.as_ref().map(|h| h.format_version) {
+            Some(FORMAT_V1) => "sha256",
+            _ => "root",
+        }
+    }
+
     /// The JSON document of `show --json`.
     pub fn json(&self) -> ShowJson {
         let h = self.header.as_ref();
+        let v1 = h.is_some_and(|h| h.format_version == FORMAT_V1);
         ShowJson {
             format_version: h.map(|h| h.format_version),
             ok: self.failure.is_none(),
             error: self.failure.as_ref().map(Failure::describe),
             delta: h.map(|h| h.delta),
-            sha256: self.hash.as_ref().map(|x| hex(x)),
-            base_sha256: h.filter(|h| h.delta).map(|h| hex(&h.base_hash)),
+            sha256: self.hash.as_ref().filter(|_| v1).map(|x| hex(x)),
+            base_sha256: h.filter(|h| h.delta && v1).map(|h| hex(&h.base_hash)),
+            root: self.hash.as_ref().filter(|_| !v1).map(|x| hex(x)),
+            base_root: h.filter(|h| h.delta && !v1).map(|h| hex(&h.base_hash)),
             task: h.map(|h| TaskJson {
                 kind: h.task_kind.clone(),
                 version: h.task_version,

@@ -81,8 +81,9 @@ fn show_json_has_the_documented_fields() {
     let out = inspect(&["show", ck.to_str().unwrap(), "--json"]);
     assert!(out.status.success());
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(j["format_version"], 1);
+    assert_eq!(j["format_version"], 2);
     assert_eq!(j["ok"], true);
+    assert!(j["root"].is_string(), "{j}");
     assert_eq!(j["task"]["kind"], "npb-cg");
     assert_eq!(j["task"]["version"], 2);
     assert_eq!(j["source"]["isa"], std::env::consts::ARCH);
@@ -121,7 +122,7 @@ fn verify_names_the_damaged_region_and_chunk() {
     let out = inspect(&["verify", bad.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stdout(&out).contains("region key_array chunk 1: checksum mismatch"),
+        stdout(&out).contains("region key_array chunk 1: hash mismatch"),
         "{}",
         stdout(&out)
     );
@@ -258,11 +259,13 @@ fn delta_checkpoints_show_their_base() {
     assert_eq!(j["ok"], true);
     assert_eq!(j["delta"], true);
     let base_hex: String = base.iter().map(|b| format!("{b:02x}")).collect();
-    assert_eq!(j["base_sha256"], base_hex.as_str());
+    assert_eq!(j["base_root"], base_hex.as_str());
+    assert_eq!(j["format_version"], 2);
     let full_j: serde_json::Value =
         serde_json::from_slice(&inspect(&["show", full.to_str().unwrap(), "--json"]).stdout)
             .unwrap();
-    assert_eq!(full_j["sha256"], base_hex.as_str());
+    assert_eq!(full_j["root"], base_hex.as_str());
+    assert_eq!(full_j["sha256"], serde_json::Value::Null);
     // Fewer bulk chunks than the full checkpoint holds.
     let chunks = |v: &serde_json::Value| -> u64 {
         v["regions"]
@@ -293,4 +296,34 @@ fn delta_checkpoints_show_their_base() {
     assert_eq!(e.status.code(), Some(2));
     assert!(!out.exists());
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn version_1_checkpoints_still_show_verify_and_diff() {
+    // Written by run-task before format v2 (EP class S stopped at 50%).
+    let v1 = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/ep-S-v1.ckpt");
+    let v1 = v1.to_str().unwrap();
+    let j: serde_json::Value =
+        serde_json::from_slice(&inspect(&["show", v1, "--json"]).stdout).unwrap();
+    assert_eq!(j["ok"], true, "{j}");
+    assert_eq!(j["format_version"], 1);
+    assert!(j["sha256"].is_string() && j["root"].is_null(), "{j}");
+    assert_eq!(j["task"]["kind"], "npb-ep");
+    let verified = inspect(&["verify", v1]);
+    assert!(verified.status.success());
+    assert!(stdout(&verified).contains(": OK (1 regions, sha256 "));
+    // The same state written as v2 today: a diff across versions names the
+    // progress, and its region's chunk differs (a CRC against a hash).
+    let dir = tempdir("v1");
+    let v2 = checkpoint(&dir, "ep", "50");
+    let j2: serde_json::Value =
+        serde_json::from_slice(&inspect(&["show", v2.to_str().unwrap(), "--json"]).stdout).unwrap();
+    assert_eq!(
+        (j2["format_version"].as_u64(), j2["ok"].as_bool()),
+        (Some(2), Some(true))
+    );
+    assert!(j2["root"].is_string() && j2["sha256"].is_null(), "{j2}");
+    assert_eq!(j2["progress"], j["progress"]);
+    let diff = inspect(&["diff", v1, v2.to_str().unwrap()]);
+    assert!(diff.status.success(), "{}", stdout(&diff));
 }

@@ -13,7 +13,7 @@ use tern_client::{key_hex, NodeClient, NodeError};
 use tern_migration::{write_checkpoint, HeaderInfo, Mode, Snapshot, Step};
 use tern_protocol::{
     Config, Connection, Event, Hello, Message, MigrationReport, NackReason, Outgoing, Psk,
-    Security, TaskRole, TaskStatus, TaskSummary, Transfer,
+    Security, StageTimes, StopReason, TaskRole, TaskStatus, TaskSummary, Transfer,
 };
 use tern_workloads::{Class, Workload};
 
@@ -93,13 +93,17 @@ fn serve(mut sock: TcpStream, key: Security, ckpt: Vec<u8>) {
             let reply = match msg {
                 Message::List => vec![Message::Tasks(vec![summary()])],
                 Message::Fetch { task_id } if task_id == TASK => {
-                    let o = Outgoing::new(Transfer::Copy, TASK, ckpt.clone()).unwrap();
+                    let o = Outgoing::from_file(Transfer::Copy, TASK, &ckpt).unwrap();
                     let offer = o.offer();
                     outgoing = Some(o);
                     vec![offer]
                 }
                 Message::Fetch { .. } => vec![Message::Nack(NackReason::UnknownTask)],
-                Message::MigrateTo { task_id, to } if task_id == TASK && to == "10.0.2.3:4470" => {
+                Message::MigrateTo {
+                    task_id,
+                    to,
+                    downtime_ms,
+                } if task_id == TASK && to == "10.0.2.3:4470" => {
                     vec![Message::Migrated(MigrationReport {
                         task_id,
                         epoch: 2,
@@ -114,6 +118,11 @@ fn serve(mut sock: TcpStream, key: Security, ckpt: Vec<u8>) {
                         stop_copy_chunks: 2,
                         codec: "lz4".into(),
                         ratio_milli: 1500,
+                        // The limit asked for comes back in the report.
+                        downtime_limit_ms: downtime_ms.unwrap_or(300),
+                        stop: StopReason::DowntimeFits { predicted_ms: 20 },
+                        rounds: Vec::new(),
+                        stages: StageTimes::default(),
                     })]
                 }
                 Message::MigrateTo { .. } => vec![Message::Nack(NackReason::MigrationFailed)],
@@ -256,6 +265,8 @@ fn migrate_prints_the_report_or_the_refusal() {
             &format!("{TASK:#x}"),
             "--to",
             "10.0.2.3:4470",
+            "--downtime-ms",
+            "80",
             "--json",
         ],
         Some(&key),
@@ -265,6 +276,8 @@ fn migrate_prints_the_report_or_the_refusal() {
     assert_eq!(report["from_isa"], "x86_64");
     assert_eq!(report["to_isa"], "aarch64");
     assert_eq!(report["downtime_ms"], 35);
+    assert_eq!(report["downtime_limit_ms"], 80);
+    assert_eq!(report["stop"]["DowntimeFits"]["predicted_ms"], 20);
 
     let out = inspect(
         &[
@@ -279,7 +292,10 @@ fn migrate_prints_the_report_or_the_refusal() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("x86_64 -> aarch64"), "{text}");
-    assert!(text.contains("downtime  35 ms"), "{text}");
+    assert!(
+        text.contains("downtime  35 ms (limit 300 ms; pre-copy ended: DowntimeFits"),
+        "{text}"
+    );
 
     let mut client = NodeClient::connect(&addr, keyed(), TIMEOUT).unwrap();
     assert!(matches!(

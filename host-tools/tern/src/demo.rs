@@ -28,7 +28,8 @@ use tern_flash::Board;
 use tern_lab::cluster::{Cluster, ClusterError, EventWatch};
 use tern_lab::netlab::{self, NetlabError};
 use tern_protocol::{
-    format_node_id, MigrationReport, NodeEvent, Psk, TaskRole, TaskStatus, TaskSummary,
+    format_node_id, MigrationReport, NodeEvent, Psk, RoundReport, StageTimes, StopReason, TaskRole,
+    TaskStatus, TaskSummary,
 };
 use thiserror::Error;
 
@@ -107,6 +108,16 @@ pub struct Migration {
     pub precopy_rounds: u32,
     /// Progress (percent) when the migration was requested.
     pub at_percent: f64,
+    /// The downtime the stop-and-copy was allowed, in milliseconds.
+    pub downtime_limit_ms: u64,
+    /// Why the pre-copy ended.
+    pub stop: StopReason,
+    /// Each round (the last is the stop-and-copy): the chunks and bytes
+    /// written since the round before, those sent, its time.
+    pub rounds: Vec<RoundReport>,
+    /// Where the time went (capture, hash, compress, seal, send, the
+    /// receiver's check and rebuild), in microseconds.
+    pub stages: StageTimes,
 }
 
 impl Migration {
@@ -120,6 +131,10 @@ impl Migration {
             downtime_ms: r.downtime_ms,
             precopy_rounds: r.precopy_rounds,
             at_percent,
+            downtime_limit_ms: r.downtime_limit_ms,
+            stop: r.stop,
+            rounds: r.rounds.clone(),
+            stages: r.stages,
         }
     }
 }
@@ -452,6 +467,20 @@ mod tests {
                     stop_copy_chunks: 2,
                     codec: "none".into(),
                     ratio_milli: 1000,
+                    downtime_limit_ms: 300,
+                    stop: StopReason::DowntimeFits { predicted_ms: 4 },
+                    rounds: vec![RoundReport {
+                        round: 1,
+                        dirty_chunks: 1,
+                        dirty_bytes: 40,
+                        chunks_sent: 1,
+                        wire_bytes: 700,
+                        ms: 12,
+                    }],
+                    stages: StageTimes {
+                        hash_us: 5,
+                        ..StageTimes::default()
+                    },
                 },
                 20.7,
             )],
@@ -474,9 +503,17 @@ mod tests {
             ("wire_bytes", serde_json::json!(1452)),
             ("total_ms", serde_json::json!(1006)),
             ("downtime_ms", serde_json::json!(102)),
+            ("downtime_limit_ms", serde_json::json!(300)),
+            (
+                "stop",
+                serde_json::json!({"DowntimeFits": {"predicted_ms": 4}}),
+            ),
         ] {
             assert_eq!(m[key], value, "{key}");
         }
+        assert_eq!(m["rounds"][0]["dirty_bytes"], 40);
+        assert_eq!(m["stages"]["hash_us"], 5);
+        assert_eq!(m["stages"]["rebuild_us"], 0);
     }
 
     #[test]

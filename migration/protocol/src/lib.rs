@@ -31,8 +31,8 @@ pub use channel::{Config, Connection, Event, Psk, Role, Security};
 pub use error::{ChannelError, FrameError, TransferError};
 pub use message::{
     ChunkInfo, Codec, Handshake, Hash, Hello, Message, MigrationReport, NackReason, Offer,
-    Role as TaskRole, TaskStatus, TaskSummary, Transfer, MAX_CONSOLE_INPUT, MAX_TAG_LEN,
-    PROTOCOL_VERSION,
+    ReceiverTimes, Role as TaskRole, RoundReport, StageTimes, StopReason, TaskStatus, TaskSummary,
+    Transfer, MAX_CONSOLE_INPUT, MAX_TAG_LEN, PROTOCOL_VERSION,
 };
 pub use report::{EventRecord, NodeEvent, NodeStatus, SyncReport, TaskRef};
 pub use transfer::{Incoming, Known, Outgoing, Policy, ReceivePhase, Replica, SendPhase};

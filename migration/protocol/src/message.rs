@@ -13,7 +13,8 @@ pub const PROTOCOL_VERSION: u16 = 4;
 /// Longest task tag a node keeps ([`Message::StartTask`]).
 pub const MAX_TAG_LEN: usize = 64;
 
-/// A 32-byte SHA-256 digest.
+/// A 32-byte digest: a chunk's BLAKE3 hash, a checkpoint's root, a
+/// handshake's SHA-256.
 pub type Hash = [u8; 32];
 
 /// What a node says about itself in the handshake.
@@ -86,13 +87,14 @@ impl From<tern_codec::Codec> for Codec {
     }
 }
 
-/// One transfer chunk of a checkpoint as announced in an offer.
+/// One chunk of a checkpoint as announced in an offer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkInfo {
-    /// SHA-256 of the chunk's bytes: its identity for deduplication.
+    /// Its place among the checkpoint's chunk records (file order).
+    pub at: u32,
+    /// BLAKE3 of the chunk's bytes: its identity for deduplication and the
+    /// check on arrival.
     pub hash: Hash,
-    /// CRC-32C of the chunk's bytes (cheap first check on arrival).
-    pub crc: u32,
     /// Length in bytes.
     pub len: u32,
 }
@@ -133,12 +135,27 @@ pub struct Offer {
     pub progress_total: u64,
     /// Ownership epoch the receiver takes on ack (the checkpoint's header epoch).
     pub epoch: u64,
-    /// SHA-256 of the whole checkpoint (its identity, the trailer hash is inside it).
+    /// The checkpoint's identity: the root over its chunk hashes.
     pub checkpoint_hash: Hash,
-    /// Total checkpoint length in bytes.
+    /// Length of the checkpoint as a file, in bytes.
     pub total_len: u64,
-    /// The checkpoint's bytes split at fixed offsets, in order.
+    /// The checkpoint's header and region table (format v2).
+    pub layout: Vec<u8>,
+    /// The root of the replica the receiver took in this sender's previous
+    /// round, when the offer lists only the chunks that changed since; `None`
+    /// when it lists every chunk.
+    pub base: Option<Hash>,
+    /// The chunks offered, by increasing place.
     pub chunks: Vec<ChunkInfo>,
+}
+
+/// What a receiver spent on a transfer, told in its ack.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiverTimes {
+    /// Opening, decoding and checking the chunks and the root, microseconds.
+    pub check_us: u64,
+    /// Rebuilding the task from the chunks (a migration), microseconds.
+    pub rebuild_us: u64,
 }
 
 /// A node's relation to a task it lists.
@@ -227,6 +244,73 @@ pub struct MigrationReport {
     pub codec: String,
     /// Raw over compressed chunk bytes over the whole migration, in thousandths.
     pub ratio_milli: u32,
+    /// The downtime the stop-and-copy was allowed, in milliseconds.
+    pub downtime_limit_ms: u64,
+    /// Why the pre-copy rounds stopped.
+    pub stop: StopReason,
+    /// Each round: the pre-copy rounds, then the stop-and-copy.
+    pub rounds: Vec<RoundReport>,
+    /// Where the time went, summed over the rounds.
+    pub stages: StageTimes,
+}
+
+/// Why a migration's pre-copy ended and its stop-and-copy began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StopReason {
+    /// The chunks written since the last round would cross the link within
+    /// the downtime limit, at the rate the link monitor predicts.
+    DowntimeFits {
+        /// The predicted transfer of those chunks, milliseconds.
+        predicted_ms: u64,
+    },
+    /// The round limit was reached first.
+    RoundLimit,
+    /// The chunks written during a round were not fewer than in the round
+    /// before: more rounds would not shrink the stop-and-copy.
+    NotConverging {
+        /// The predicted transfer of the chunks left, milliseconds (0
+        /// without a rate).
+        predicted_ms: u64,
+    },
+}
+
+/// One round of a migration as its sender measured it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoundReport {
+    /// 1, 2, ... for the pre-copy rounds; the last is the stop-and-copy.
+    pub round: u32,
+    /// Chunks written since the previous round (all of them in the first).
+    pub dirty_chunks: u32,
+    /// Their bytes.
+    pub dirty_bytes: u64,
+    /// Chunks the receiver lacked and got.
+    pub chunks_sent: u32,
+    /// Bytes written to the connection for the round.
+    pub wire_bytes: u64,
+    /// From the capture to the receiver's ack, milliseconds.
+    pub ms: u64,
+}
+
+/// Where a migration's time went, in microseconds, summed over its rounds.
+/// The sender's stages run one after the other on its one core; the link
+/// carries bytes meanwhile, so `send` overlaps the sender's compress and
+/// seal, and the receiver's check.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageTimes {
+    /// Copying the chunks a round sends out of the task, at its migration point.
+    pub capture_us: u64,
+    /// Hashing the chunks written since they were last hashed.
+    pub hash_us: u64,
+    /// Compressing the chunks sent.
+    pub compress_us: u64,
+    /// Sealing the frames (ChaCha20-Poly1305).
+    pub seal_us: u64,
+    /// From each round's offer to its ack, wall clock.
+    pub send_us: u64,
+    /// The receiver opening, decoding and checking chunks and roots.
+    pub check_us: u64,
+    /// The receiver rebuilding the task at the commit.
+    pub rebuild_us: u64,
 }
 
 /// Why a peer refused a step.
@@ -268,6 +352,8 @@ pub enum NackReason {
     /// `SetStandby`'s sync session could not start (the task finished, a bad
     /// address, no key or address here).
     StartRefused,
+    /// The offer names a base this node does not hold: offer every chunk.
+    UnknownBase,
 }
 
 /// Messages inside the sealed channel.
@@ -300,6 +386,8 @@ pub enum Message {
     Ack {
         /// The epoch now in force.
         epoch: u64,
+        /// What the transfer cost the receiver.
+        times: ReceiverTimes,
     },
     /// Either side: refusal, with its reason.
     Nack(NackReason),
@@ -320,6 +408,9 @@ pub enum Message {
         task_id: u64,
         /// The receiving node's control address, `address:port`.
         to: String,
+        /// The downtime the stop-and-copy may take, in milliseconds (`None`:
+        /// the node's default).
+        downtime_ms: Option<u64>,
     },
     /// Node → inspector: the requested migration succeeded.
     Migrated(MigrationReport),

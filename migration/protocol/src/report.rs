@@ -161,6 +161,11 @@ pub enum NodeEvent {
         chunks: u32,
         /// Bytes written for the round.
         bytes: u64,
+        /// Bytes of the chunks written since the previous round.
+        dirty_bytes: u64,
+        /// The predicted transfer of the chunks written since this round,
+        /// milliseconds, when the link monitor had a rate.
+        predicted_ms: Option<u64>,
     },
     /// The task paused for the stop-and-copy.
     StopAndCopy {

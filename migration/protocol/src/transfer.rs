@@ -1,6 +1,14 @@
 //! The transfer phases on each side: offer → need → chunks → commit → ack,
 //! with deduplication against the receiver's replica and the ownership rule
 //! (see `docs/protocol.md`, "Ownership and failures").
+//!
+//! A transfer moves a format-v2 checkpoint as its layout (header and region
+//! table) and its chunks, each named by its BLAKE3 hash. The receiver keeps
+//! a checkpoint as a [`Replica`]: the chunks, checked one by one as they
+//! arrived, and the manifest whose root it checked at the commit. An offer
+//! may name a base, the replica the receiver took in the previous round of
+//! the same sender: it then lists only the chunks that changed since, and a
+//! commit costs the receiver the root, not a pass over the state.
 
 use crate::error::TransferError;
 use crate::message::{ChunkInfo, Codec, Hash, Message, NackReason, Offer, Transfer};
@@ -8,118 +16,132 @@ use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec::Vec;
-use sha2::{Digest, Sha256};
-use tern_migration::{Limits, Reader};
+use tern_migration::{
+    chunk_hash, Capture, Layout, Limits, Manifest, ReadError, Restored, Sink, WriteError,
+};
 
-/// Size of the pieces a span of a checkpoint longer than
-/// [`MAX_TRANSFER_CHUNK`] is cut into (and of every piece of an input that
-/// is not a checkpoint).
-pub const TRANSFER_CHUNK: u32 = 64 * 1024;
-
-/// Longest transfer chunk a receiver accepts: one chunk record of the
-/// format's usual 64 KiB chunk with its 16 bytes of framing fits.
-pub const MAX_TRANSFER_CHUNK: u32 = 2 * TRANSFER_CHUNK;
-
-/// Bytes of a chunk record besides its data: region, chunk, len, crc.
-const RECORD_FRAMING: u64 = 16;
-
-/// Bytes of the trailer: magic and SHA-256.
-const TRAILER: u64 = 40;
+/// Longest transfer chunk a receiver accepts: a v2 checkpoint's chunks are
+/// at most 64 KiB; twice that leaves room for writers with larger chunks.
+pub const MAX_TRANSFER_CHUNK: u32 = 128 * 1024;
 
 /// Encodes one chunk's bytes for the wire: the codec used and the payload.
 pub type ChunkEncoder<'a> = dyn FnMut(&[u8]) -> (Codec, Vec<u8>) + 'a;
 
-/// CRC-32C, as in the checkpoint format.
-const CRC32C: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
-
-/// Describes `bytes` cut into transfer chunks (see [`cut_lengths`]).
-pub fn chunk_list(bytes: &[u8]) -> Vec<ChunkInfo> {
-    let mut start = 0;
-    cut_lengths(bytes)
-        .into_iter()
-        .map(|len| {
-            let c = &bytes[start..start + len];
-            start += len;
-            ChunkInfo {
-                hash: Sha256::digest(c).into(),
-                crc: CRC32C.checksum(c),
-                len: len as u32,
-            }
-        })
-        .collect()
+/// A whole checkpoint held as its manifest and its chunks, every chunk
+/// checked against its hash: a receiver's replica of a task, or a sender's
+/// copy of what its receiver holds. Chunks are shared between the replicas
+/// of successive rounds, so a round that changed a few chunks costs a few
+/// chunks of memory.
+#[derive(Debug, Clone)]
+pub struct Replica {
+    manifest: Manifest,
+    chunks: Vec<Rc<[u8]>>,
+    by_hash: BTreeMap<Hash, usize>,
 }
 
-/// The lengths of the transfer chunks of `bytes`, in order. A full
-/// checkpoint is cut where its own parts meet: header and region table,
-/// each chunk record, trailer. A typed region that grows by a byte (a
-/// postcard varint crossing 128) then changes its own record only, and a
-/// replica still holds every other chunk; at fixed offsets everything after
-/// it would shift and no chunk would match. Spans longer than
-/// [`MAX_TRANSFER_CHUNK`], and any input that is not a full checkpoint, are
-/// cut into [`TRANSFER_CHUNK`] pieces.
-pub fn cut_lengths(bytes: &[u8]) -> Vec<usize> {
-    let spans = record_spans(bytes).unwrap_or_else(|| alloc::vec![bytes.len()]);
-    let mut cuts = Vec::new();
-    for span in spans {
-        if span <= MAX_TRANSFER_CHUNK as usize {
-            cuts.push(span);
-        } else {
-            let mut rest = span;
-            while rest > 0 {
-                let piece = rest.min(TRANSFER_CHUNK as usize);
-                cuts.push(piece);
-                rest -= piece;
-            }
+impl Replica {
+    fn new(manifest: Manifest, chunks: Vec<Rc<[u8]>>) -> Self {
+        let mut by_hash = BTreeMap::new();
+        for (i, h) in manifest.hashes().iter().enumerate() {
+            by_hash.entry(*h).or_insert(i);
+        }
+        Self {
+            manifest,
+            chunks,
+            by_hash,
         }
     }
-    cuts.retain(|&len| len > 0);
-    cuts
-}
 
-/// The parts of a full checkpoint (prefix of header and region table, each
-/// chunk record, trailer) from its validated region table; `None` for
-/// anything else.
-fn record_spans(bytes: &[u8]) -> Option<Vec<usize>> {
-    let r = Reader::open(bytes, &Limits::default()).ok()?;
-    let mut records = Vec::new();
-    for e in r.regions() {
-        if u64::from(e.chunk_count) != e.total_chunks() {
-            return None;
+    /// The replica `capture` makes of `base`: the chunks the capture copied,
+    /// and `base`'s where it copied none (the capture was taken against
+    /// `base`'s manifest, so those are equal). Fails when a chunk is in
+    /// neither.
+    pub fn advance(base: Option<&Replica>, capture: Capture) -> Result<Self, TransferError> {
+        let Capture { manifest, data, .. } = capture;
+        let mut chunks = Vec::with_capacity(data.len());
+        for (i, d) in data.into_iter().enumerate() {
+            let chunk = match d {
+                Some(bytes) => Rc::from(bytes),
+                None => base
+                    .filter(|b| b.manifest.hashes().get(i) == manifest.hashes().get(i))
+                    .and_then(|b| b.chunks.get(i).cloned())
+                    .ok_or(TransferError::InvalidCheckpoint)?,
+            };
+            chunks.push(chunk);
         }
-        for i in 0..e.total_chunks() {
-            records.push(usize::try_from(RECORD_FRAMING + e.chunk_len(i)).ok()?);
-        }
+        Ok(Self::new(manifest, chunks))
     }
-    let body = records.iter().sum::<usize>() + TRAILER as usize;
-    let prefix = bytes.len().checked_sub(body)?;
-    let mut spans = Vec::with_capacity(records.len() + 2);
-    spans.push(prefix);
-    spans.extend(records);
-    spans.push(TRAILER as usize);
-    Some(spans)
-}
 
-/// Where each chunk of `chunks` starts in the checkpoint.
-fn offsets(chunks: &[ChunkInfo]) -> Vec<usize> {
-    chunks
-        .iter()
-        .scan(0usize, |at, c| {
-            let start = *at;
-            *at += c.len as usize;
-            Some(start)
-        })
-        .collect()
-}
+    /// Reads a whole v2 checkpoint file, checking every chunk and the root.
+    pub fn from_file(bytes: &[u8], limits: &Limits) -> Result<Self, ReadError> {
+        let mut r = tern_migration::Reader::open(bytes, limits)?;
+        if r.header().format_version != tern_migration::FORMAT_VERSION {
+            return Err(ReadError::UnsupportedVersion(r.header().format_version));
+        }
+        if r.header().delta {
+            return Err(ReadError::WrongMode { expected: "full" });
+        }
+        let mut chunks = Vec::new();
+        let mut hashes = Vec::new();
+        let mut buf = Vec::new();
+        while let Some(c) = r.next_chunk(&mut buf)? {
+            let tern_migration::ChunkCheck::Blake3(h) = c.check else {
+                return Err(ReadError::UnsupportedVersion(1));
+            };
+            hashes.push(h);
+            chunks.push(Rc::from(core::mem::take(&mut buf)));
+        }
+        let layout = Layout::parse(r.prefix().to_vec(), limits)?;
+        r.finish()?;
+        Ok(Self::new(Manifest::new(layout, hashes)?, chunks))
+    }
 
-/// Validates a whole checkpoint with the reference reader; returns its
-/// header and identity (the trailer SHA-256).
-fn validate(bytes: &[u8], limits: &Limits) -> Option<(tern_migration::Header, Hash)> {
-    let mut r = Reader::open(bytes, limits).ok()?;
-    let header = r.header().clone();
-    let mut buf = Vec::new();
-    while r.next_chunk(&mut buf).ok()?.is_some() {}
-    let hash = r.finish().ok()?;
-    Some((header, hash))
+    /// Its manifest (layout, chunk hashes, root).
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Its identity.
+    pub fn root(&self) -> Hash {
+        self.manifest.root()
+    }
+
+    /// Bytes of the checkpoint as a file.
+    pub fn file_len(&self) -> u64 {
+        self.manifest.layout().file_len()
+    }
+
+    /// Bytes of chunk data held.
+    pub fn state_bytes(&self) -> u64 {
+        self.chunks.iter().map(|c| c.len() as u64).sum()
+    }
+
+    /// Chunk `i`'s bytes.
+    pub fn chunk(&self, i: usize) -> Option<&[u8]> {
+        self.chunks.get(i).map(|c| &c[..])
+    }
+
+    /// Rebuilds the state (its chunks were checked when they arrived).
+    pub fn restore(&self) -> Result<Restored, ReadError> {
+        self.manifest.restore(self.chunks.iter().map(|c| &c[..]))
+    }
+
+    /// Writes the checkpoint as a v2 file.
+    pub fn write_file<S: Sink>(&self, sink: &mut S) -> Result<(), WriteError> {
+        self.manifest
+            .write_file(self.chunks.iter().map(|c| &c[..]), sink)
+    }
+
+    /// The checkpoint as a v2 file's bytes.
+    pub fn to_file(&self) -> Result<Vec<u8>, WriteError> {
+        let mut out = Vec::new();
+        self.write_file(&mut out)?;
+        Ok(out)
+    }
+
+    fn find(&self, hash: &Hash) -> Option<Rc<[u8]>> {
+        self.by_hash.get(hash).map(|&i| self.chunks[i].clone())
+    }
 }
 
 /// The sender's phases.
@@ -140,48 +162,87 @@ pub enum SendPhase {
 /// The sending side of one transfer of a checkpoint.
 pub struct Outgoing {
     offer: Offer,
-    bytes: Vec<u8>,
-    /// Start of each offered chunk in `bytes`.
-    starts: Vec<usize>,
+    replica: Replica,
     queue: Vec<u32>,
     next: usize,
     phase: SendPhase,
 }
 
+/// The offer of `replica`: against `base` (the receiver's replica from the
+/// same sender's previous round) only the chunks that differ from it, else
+/// every chunk.
+fn make_offer(
+    transfer: Transfer,
+    task_id: u64,
+    replica: &Replica,
+    base: Option<&Manifest>,
+) -> Offer {
+    let m = &replica.manifest;
+    let h = m.header();
+    let base = base.filter(|b| b.layout().same_records(m.layout()));
+    let chunks = m
+        .layout()
+        .slots()
+        .iter()
+        .zip(m.hashes())
+        .enumerate()
+        .filter(|(i, (_, hash))| base.is_none_or(|b| b.hashes()[*i] != **hash))
+        .map(|(i, (s, hash))| ChunkInfo {
+            at: i as u32,
+            hash: *hash,
+            len: s.len,
+        })
+        .collect();
+    Offer {
+        transfer,
+        task_id,
+        kind: h.task_kind.clone(),
+        kind_version: h.task_version,
+        progress: h.progress,
+        progress_total: h.progress_total,
+        epoch: h.epoch,
+        checkpoint_hash: m.root(),
+        total_len: m.layout().file_len(),
+        layout: m.layout().prefix().to_vec(),
+        base: base.map(Manifest::root),
+        chunks,
+    }
+}
+
 impl Outgoing {
-    /// Prepares the transfer of `checkpoint` (a whole checkpoint in format v1,
-    /// written at the epoch the receiver is to take). Rejects an invalid one.
+    /// Prepares the transfer of `replica` (a whole checkpoint, written at
+    /// the epoch the receiver is to take). With `base`, the replica the
+    /// receiver holds from this sender's previous round, the offer names
+    /// only the chunks that changed since.
     pub fn new(
         transfer: Transfer,
         task_id: u64,
-        checkpoint: Vec<u8>,
+        replica: Replica,
+        base: Option<&Replica>,
     ) -> Result<Self, TransferError> {
-        let limits = Limits::default();
-        let (h, hash) = validate(&checkpoint, &limits).ok_or(TransferError::InvalidCheckpoint)?;
-        let chunks = chunk_list(&checkpoint);
-        if u32::try_from(chunks.len()).is_err() {
+        if u32::try_from(replica.chunks.len()).is_err() {
             return Err(TransferError::TooLarge);
         }
-        let offer = Offer {
-            transfer,
-            task_id,
-            kind: h.task_kind,
-            kind_version: h.task_version,
-            progress: h.progress,
-            progress_total: h.progress_total,
-            epoch: h.epoch,
-            checkpoint_hash: hash,
-            total_len: checkpoint.len() as u64,
-            chunks,
-        };
+        let offer = make_offer(transfer, task_id, &replica, base.map(Replica::manifest));
         Ok(Self {
-            starts: offsets(&offer.chunks),
             offer,
-            bytes: checkpoint,
+            replica,
             queue: Vec::new(),
             next: 0,
             phase: SendPhase::Offered,
         })
+    }
+
+    /// A transfer of the checkpoint file `bytes` (read and checked whole),
+    /// offering every chunk.
+    pub fn from_file(
+        transfer: Transfer,
+        task_id: u64,
+        bytes: &[u8],
+    ) -> Result<Self, TransferError> {
+        let replica = Replica::from_file(bytes, &Limits::default())
+            .map_err(|_| TransferError::InvalidCheckpoint)?;
+        Self::new(transfer, task_id, replica, None)
     }
 
     /// The offer to send first (again after a reconnection in doubt).
@@ -194,10 +255,15 @@ impl Outgoing {
         &self.offer
     }
 
-    /// The checkpoint's bytes, given back (after an ack the sender keeps them
-    /// as its replica of the task).
-    pub fn into_checkpoint(self) -> Vec<u8> {
-        self.bytes
+    /// The checkpoint being sent (after an ack: what the receiver holds).
+    pub fn replica(&self) -> &Replica {
+        &self.replica
+    }
+
+    /// The checkpoint, given back (after an ack the sender keeps it as its
+    /// copy of the receiver's replica).
+    pub fn into_replica(self) -> Replica {
+        self.replica
     }
 
     /// The current phase.
@@ -216,16 +282,30 @@ impl Outgoing {
         self.phase == SendPhase::Committed
     }
 
-    /// Restarts at the offer after a lost connection (keeps the ownership state).
+    /// Restarts at the offer after a lost connection (keeps the ownership
+    /// state). The offer becomes a full one: a reconnected receiver may
+    /// hold another base.
     pub fn restart(&mut self) {
         if matches!(
             self.phase,
             SendPhase::Sending | SendPhase::Committed | SendPhase::Failed
         ) {
-            self.phase = SendPhase::Offered;
-            self.queue.clear();
-            self.next = 0;
+            self.widen();
         }
+    }
+
+    /// Turns the offer into one of every chunk (a receiver without the base
+    /// answered [`NackReason::UnknownBase`]) and starts again at the offer;
+    /// whether the offer changed.
+    pub fn widen(&mut self) -> bool {
+        let widened = self.offer.base.is_some();
+        if widened {
+            self.offer = make_offer(self.offer.transfer, self.offer.task_id, &self.replica, None);
+        }
+        self.phase = SendPhase::Offered;
+        self.queue.clear();
+        self.next = 0;
+        widened
     }
 
     /// Handles a message from the receiver.
@@ -255,7 +335,7 @@ impl Outgoing {
                 Ok(())
             }
             // An ack right after the offer: the receiver already holds this checkpoint.
-            (SendPhase::Offered | SendPhase::Committed, Message::Ack { epoch })
+            (SendPhase::Offered | SendPhase::Committed, Message::Ack { epoch, .. })
                 if epoch == self.offer.epoch =>
             {
                 self.phase = SendPhase::Acked;
@@ -294,44 +374,13 @@ impl Outgoing {
             });
         };
         self.next += 1;
-        let start = self.starts[index as usize];
-        let end = start + self.offer.chunks[index as usize].len as usize;
-        let (codec, payload) = encode(&self.bytes[start..end]);
+        let at = self.offer.chunks[index as usize].at as usize;
+        let (codec, payload) = encode(&self.replica.chunks[at]);
         Some(Message::Chunk {
             index,
             codec,
             payload,
         })
-    }
-}
-
-/// A checkpoint the receiver already holds (the previous replica of the task),
-/// indexed by chunk hash so an offer's chunks can be found in it.
-pub struct Replica {
-    bytes: Vec<u8>,
-    by_hash: BTreeMap<Hash, usize>,
-}
-
-impl Replica {
-    /// Indexes `bytes` (any earlier checkpoint; it is only a source of chunks,
-    /// every reused chunk is checked against the offer's hash).
-    pub fn new(bytes: Vec<u8>) -> Self {
-        let chunks = chunk_list(&bytes);
-        let mut by_hash = BTreeMap::new();
-        for (c, start) in chunks.iter().zip(offsets(&chunks)) {
-            by_hash.entry(c.hash).or_insert(start);
-        }
-        Self { bytes, by_hash }
-    }
-
-    /// The checkpoint's bytes (a standby resumes the task from them).
-    pub fn bytes(&self) -> &[u8] {
-        &self.bytes
-    }
-
-    fn find(&self, c: &ChunkInfo) -> Option<&[u8]> {
-        let start = *self.by_hash.get(&c.hash)?;
-        self.bytes.get(start..start + c.len as usize)
     }
 }
 
@@ -385,14 +434,20 @@ impl ReplicaRef<'_> {
     }
 }
 
+/// What a receiver stages while chunks arrive.
+struct Staged {
+    layout: Layout,
+    hashes: Vec<Hash>,
+    chunks: Vec<Option<Rc<[u8]>>>,
+}
+
 /// The receiving side of one transfer.
 pub struct Incoming<'r> {
     policy: Policy,
     replica: Option<ReplicaRef<'r>>,
     offer: Option<Offer>,
-    /// Start of each offered chunk in `buf`.
-    starts: Vec<usize>,
-    buf: Vec<u8>,
+    staged: Option<Staged>,
+    accepted: Option<Replica>,
     missing: BTreeSet<u32>,
     phase: ReceivePhase,
 }
@@ -408,14 +463,15 @@ impl Incoming<'static> {
 }
 
 impl<'r> Incoming<'r> {
-    /// A receiver applying `policy`, deduplicating against `replica`.
+    /// A receiver applying `policy`, deduplicating against `replica` (and
+    /// taking it as the base of an offer that names it).
     pub fn new(policy: Policy, replica: Option<&'r Replica>) -> Self {
         Self {
             policy,
             replica: replica.map(ReplicaRef::Borrowed),
             offer: None,
-            starts: Vec::new(),
-            buf: Vec::new(),
+            staged: None,
+            accepted: None,
             missing: BTreeSet::new(),
             phase: ReceivePhase::AwaitOffer,
         }
@@ -426,7 +482,7 @@ impl<'r> Incoming<'r> {
         self.phase
     }
 
-    /// The offer being received.
+    /// The offer being received (or accepted).
     pub fn offer(&self) -> Option<&Offer> {
         self.offer.as_ref()
     }
@@ -443,14 +499,19 @@ impl<'r> Incoming<'r> {
         let r = self.on_message_inner(msg);
         if r.is_err() {
             self.phase = ReceivePhase::Failed;
-            self.buf = Vec::new();
+            self.staged = None;
         }
         r
     }
 
-    /// The accepted checkpoint's bytes, once acked (taken).
+    /// The accepted checkpoint, once acked (taken).
+    pub fn take_replica(&mut self) -> Option<Replica> {
+        self.accepted.take()
+    }
+
+    /// The accepted checkpoint as a v2 file's bytes, once acked (taken).
     pub fn take_checkpoint(&mut self) -> Option<Vec<u8>> {
-        (self.phase == ReceivePhase::Accepted).then(|| core::mem::take(&mut self.buf))
+        self.accepted.take().and_then(|r| r.to_file().ok())
     }
 
     fn on_message_inner(&mut self, msg: Message) -> Result<Option<Message>, TransferError> {
@@ -470,7 +531,7 @@ impl<'r> Incoming<'r> {
                 if !self.missing.remove(&index) {
                     return reject(NackReason::BadChunk { index });
                 }
-                let Some(offer) = &self.offer else {
+                let (Some(staged), Some(offer)) = (&mut self.staged, &self.offer) else {
                     return reject(NackReason::UnexpectedMessage);
                 };
                 let info = offer.chunks[index as usize];
@@ -478,11 +539,10 @@ impl<'r> Incoming<'r> {
                 let Some(payload) = decode(codec, payload, info.len as usize) else {
                     return reject(NackReason::BadChunk { index });
                 };
-                if !chunk_matches(&info, &payload) {
+                if payload.len() != info.len as usize || chunk_hash(&payload) != info.hash {
                     return reject(NackReason::BadChunk { index });
                 }
-                let start = self.starts[index as usize];
-                self.buf[start..start + payload.len()].copy_from_slice(&payload);
+                staged.chunks[info.at as usize] = Some(Rc::from(payload));
                 Ok(None)
             }
             (
@@ -492,7 +552,7 @@ impl<'r> Incoming<'r> {
                     epoch,
                 },
             ) => {
-                let Some(offer) = &self.offer else {
+                let (Some(staged), Some(offer)) = (self.staged.take(), &self.offer) else {
                     return reject(NackReason::UnexpectedMessage);
                 };
                 if !self.missing.is_empty() {
@@ -501,22 +561,24 @@ impl<'r> Incoming<'r> {
                 if checkpoint_hash != offer.checkpoint_hash || epoch != offer.epoch {
                     return reject(NackReason::HashMismatch);
                 }
-                let limits = Limits {
-                    max_total_bytes: self.policy.max_len,
-                };
-                let Some((h, hash)) = validate(&self.buf, &limits) else {
+                // Every chunk was checked on arrival (or came from a
+                // replica checked before): the root is all that is left.
+                let Ok(manifest) = Manifest::new(staged.layout, staged.hashes) else {
                     return reject(NackReason::InvalidCheckpoint);
                 };
-                if hash != offer.checkpoint_hash
-                    || h.epoch != offer.epoch
-                    || h.task_kind != offer.kind
-                    || h.task_version != offer.kind_version
-                    || h.progress != offer.progress
-                {
+                if manifest.root() != checkpoint_hash {
                     return reject(NackReason::HashMismatch);
                 }
+                let chunks: Option<Vec<_>> = staged.chunks.into_iter().collect();
+                let Some(chunks) = chunks else {
+                    return reject(NackReason::MissingChunks);
+                };
+                self.accepted = Some(Replica::new(manifest, chunks));
                 self.phase = ReceivePhase::Accepted;
-                Ok(Some(Message::Ack { epoch }))
+                Ok(Some(Message::Ack {
+                    epoch,
+                    times: Default::default(),
+                }))
             }
             _ => reject(NackReason::UnexpectedMessage),
         }
@@ -537,16 +599,6 @@ impl<'r> Incoming<'r> {
         {
             return reject(NackReason::UnsupportedKind);
         }
-        // The chunks must cover total_len exactly, none empty or too long.
-        let well_formed = o
-            .chunks
-            .iter()
-            .all(|c| (1..=MAX_TRANSFER_CHUNK).contains(&c.len))
-            && o.chunks.iter().map(|c| u64::from(c.len)).sum::<u64>() == o.total_len
-            && u32::try_from(o.chunks.len()).is_ok();
-        if !well_formed {
-            return reject(NackReason::UnexpectedMessage);
-        }
         if o.transfer == Transfer::Migrate {
             if let Some(k) = &self.policy.known {
                 if o.epoch == k.epoch && k.checkpoint_hash == Some(o.checkpoint_hash) {
@@ -554,36 +606,89 @@ impl<'r> Incoming<'r> {
                     self.phase = ReceivePhase::Accepted;
                     let epoch = o.epoch;
                     self.offer = Some(o);
-                    return Ok(Some(Message::Ack { epoch }));
+                    return Ok(Some(Message::Ack {
+                        epoch,
+                        times: Default::default(),
+                    }));
                 }
                 if o.epoch <= k.epoch {
                     return reject(NackReason::StaleEpoch { known: k.epoch });
                 }
             }
         }
-        let mut buf = Vec::new();
-        buf.try_reserve_exact(o.total_len as usize)
-            .map_err(|_| TransferError::OutOfMemory)?;
-        buf.resize(o.total_len as usize, 0);
-        let starts = offsets(&o.chunks);
-        let mut need = Vec::new();
-        for (i, (c, &start)) in o.chunks.iter().zip(&starts).enumerate() {
-            match self
-                .replica
-                .as_ref()
-                .and_then(|r| r.get().find(c))
-                .filter(|b| chunk_matches(c, b))
+        let limits = Limits {
+            max_total_bytes: self.policy.max_len,
+        };
+        // The header and region table pass the reference reader, and say
+        // what the offer says.
+        let Ok(layout) = Layout::parse(o.layout.clone(), &limits) else {
+            return reject(NackReason::InvalidCheckpoint);
+        };
+        let h = layout.header();
+        if h.task_kind != o.kind
+            || h.task_version != o.kind_version
+            || h.progress != o.progress
+            || h.progress_total != o.progress_total
+            || h.epoch != o.epoch
+            || layout.file_len() != o.total_len
+        {
+            return reject(NackReason::InvalidCheckpoint);
+        }
+        let replica = self.replica.as_ref().map(ReplicaRef::get);
+        // The base of a round is the replica of the previous one.
+        let base = match o.base {
+            None => None,
+            Some(root) => match replica
+                .filter(|r| r.root() == root && r.manifest.layout().same_records(&layout))
             {
-                Some(b) => buf[start..start + b.len()].copy_from_slice(b),
-                None => {
-                    need.push(i as u32);
-                    self.missing.insert(i as u32);
-                }
+                Some(r) => Some(r),
+                None => return reject(NackReason::UnknownBase),
+            },
+        };
+        let n = layout.slots().len();
+        // Each chunk once, in order, with its slot's length: all of them,
+        // or (with a base) those that changed.
+        let mut prev = None;
+        for (i, c) in o.chunks.iter().enumerate() {
+            let in_order = match base {
+                None => c.at as usize == i,
+                Some(_) => prev.is_none_or(|p| p < c.at),
+            };
+            let fits = layout
+                .slots()
+                .get(c.at as usize)
+                .is_some_and(|s| s.len == c.len && (1..=MAX_TRANSFER_CHUNK).contains(&c.len));
+            if !in_order || !fits {
+                return reject(NackReason::UnexpectedMessage);
+            }
+            prev = Some(c.at);
+        }
+        if base.is_none() && o.chunks.len() != n {
+            return reject(NackReason::UnexpectedMessage);
+        }
+        let (mut hashes, mut chunks) = match base {
+            Some(b) => (
+                b.manifest.hashes().to_vec(),
+                b.chunks.iter().cloned().map(Some).collect::<Vec<_>>(),
+            ),
+            None => (alloc::vec![[0; 32]; n], alloc::vec![None; n]),
+        };
+        let mut need = Vec::new();
+        for (i, c) in o.chunks.iter().enumerate() {
+            let at = c.at as usize;
+            hashes[at] = c.hash;
+            chunks[at] = replica.and_then(|r| r.find(&c.hash));
+            if chunks[at].is_none() {
+                need.push(i as u32);
+                self.missing.insert(i as u32);
             }
         }
-        self.buf = buf;
-        self.starts = starts;
         self.offer = Some(o);
+        self.staged = Some(Staged {
+            layout,
+            hashes,
+            chunks,
+        });
         self.phase = ReceivePhase::Receiving;
         Ok(Some(Message::Need { chunks: need }))
     }
@@ -596,13 +701,6 @@ fn decode(codec: Codec, payload: Vec<u8>, len: usize) -> Option<Vec<u8>> {
         None => Some(payload),
         Some(decoder) => decoder.decompress(&payload, len).ok(),
     }
-}
-
-/// Length, CRC-32C and SHA-256 of `bytes` against the offer's entry.
-fn chunk_matches(c: &ChunkInfo, bytes: &[u8]) -> bool {
-    bytes.len() == c.len as usize
-        && CRC32C.checksum(bytes) == c.crc
-        && <[u8; 32]>::from(Sha256::digest(bytes)) == c.hash
 }
 
 impl TransferError {

@@ -13,7 +13,11 @@ fn messages_cross_both_ways_after_the_handshake() {
     let (mut c, mut s) = established();
     c.send(&Message::List).unwrap();
     c.send(&Message::Fetch { task_id: 9 }).unwrap();
-    s.send(&Message::Ack { epoch: 3 }).unwrap();
+    s.send(&Message::Ack {
+        epoch: 3,
+        times: Default::default(),
+    })
+    .unwrap();
     let (ec, es) = pump(&mut c, &mut s);
     assert_eq!(
         es,
@@ -22,7 +26,13 @@ fn messages_cross_both_ways_after_the_handshake() {
             Event::Message(Message::Fetch { task_id: 9 })
         ]
     );
-    assert_eq!(ec, vec![Event::Message(Message::Ack { epoch: 3 })]);
+    assert_eq!(
+        ec,
+        vec![Event::Message(Message::Ack {
+            epoch: 3,
+            times: Default::default()
+        })]
+    );
     // Ciphertext does not carry the plaintext.
     c.send(&Message::Fetch {
         task_id: 0x4142_4344_4546_4748,

@@ -4,7 +4,8 @@ use proptest::prelude::*;
 use tern_protocol::frame::{write_frame, FrameDecoder};
 use tern_protocol::{
     ChunkInfo, Codec, EventRecord, Handshake, Hello, Message, MigrationReport, NackReason,
-    NodeEvent, NodeStatus, Offer, TaskRef, TaskRole, TaskStatus, TaskSummary, Transfer,
+    NodeEvent, NodeStatus, Offer, ReceiverTimes, RoundReport, StageTimes, StopReason, TaskRef,
+    TaskRole, TaskStatus, TaskSummary, Transfer,
 };
 
 fn hello() -> impl Strategy<Value = Hello> {
@@ -29,9 +30,9 @@ fn hello() -> impl Strategy<Value = Hello> {
 }
 
 fn chunk() -> impl Strategy<Value = ChunkInfo> {
-    (any::<[u8; 32]>(), any::<u32>(), any::<u32>()).prop_map(|(hash, crc, len)| ChunkInfo {
+    (any::<[u8; 32]>(), any::<u32>(), any::<u32>()).prop_map(|(hash, at, len)| ChunkInfo {
+        at,
         hash,
-        crc,
         len,
     })
 }
@@ -51,6 +52,7 @@ fn nack() -> impl Strategy<Value = NackReason> {
         Just(NackReason::Busy),
         Just(NackReason::MigrationFailed),
         Just(NackReason::StartRefused),
+        Just(NackReason::UnknownBase),
     ]
 }
 
@@ -81,6 +83,8 @@ fn message() -> impl Strategy<Value = Message> {
                     epoch: n[2],
                     checkpoint_hash,
                     total_len: n[3],
+                    layout: kind_version.to_le_bytes().to_vec(),
+                    base: (n[0] % 2 == 0).then_some(checkpoint_hash),
                     chunks,
                 })
             },
@@ -140,6 +144,31 @@ fn message() -> impl Strategy<Value = Message> {
             stop_copy_chunks: k[2],
             codec,
             ratio_milli: k[3],
+            downtime_limit_ms: n[5] / 3,
+            stop: match k[0] % 3 {
+                0 => StopReason::DowntimeFits { predicted_ms: n[4] },
+                1 => StopReason::RoundLimit,
+                _ => StopReason::NotConverging { predicted_ms: n[3] },
+            },
+            rounds: (0..k[1] % 4)
+                .map(|r| RoundReport {
+                    round: r + 1,
+                    dirty_chunks: k[2],
+                    dirty_bytes: n[2],
+                    chunks_sent: k[3],
+                    wire_bytes: n[3],
+                    ms: n[4],
+                })
+                .collect(),
+            stages: StageTimes {
+                capture_us: n[0],
+                hash_us: n[1],
+                compress_us: n[2],
+                seal_us: n[3],
+                send_us: n[4],
+                check_us: n[5],
+                rebuild_us: n[0] ^ n[1],
+            },
         });
     let task =
         (any::<u64>(), any::<u32>(), "[a-z ]{1,8}").prop_map(|(task_id, local_id, name)| TaskRef {
@@ -229,13 +258,24 @@ fn message() -> impl Strategy<Value = Message> {
             checkpoint_hash,
             epoch
         }),
-        any::<u64>().prop_map(|epoch| Message::Ack { epoch }),
+        (any::<u64>(), any::<[u64; 2]>()).prop_map(|(epoch, t)| Message::Ack {
+            epoch,
+            times: ReceiverTimes {
+                check_us: t[0],
+                rebuild_us: t[1],
+            }
+        }),
         nack().prop_map(Message::Nack),
         Just(Message::List),
         prop::collection::vec(summary, 0..5).prop_map(Message::Tasks),
         any::<u64>().prop_map(|task_id| Message::Fetch { task_id }),
-        (any::<u64>(), "[0-9.:]{1,21}")
-            .prop_map(|(task_id, to)| Message::MigrateTo { task_id, to }),
+        (any::<u64>(), "[0-9.:]{1,21}", any::<Option<u64>>()).prop_map(
+            |(task_id, to, downtime_ms)| Message::MigrateTo {
+                task_id,
+                to,
+                downtime_ms
+            }
+        ),
         report.prop_map(Message::Migrated),
         any::<u64>().prop_map(|nonce| Message::Ping { nonce }),
         any::<u64>().prop_map(|nonce| Message::Pong { nonce }),

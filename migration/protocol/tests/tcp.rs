@@ -53,7 +53,7 @@ fn migration_over_loopback_tcp() {
     });
     let mut sock = TcpStream::connect(addr).unwrap();
     let mut conn = Connection::client(&config(1, 7), [1; 32]).unwrap();
-    let mut out = Outgoing::new(Transfer::Migrate, 9, ckpt).unwrap();
+    let mut out = Outgoing::from_file(Transfer::Migrate, 9, &ckpt).unwrap();
     while out.phase() != SendPhase::Acked {
         for e in exchange(&mut conn, &mut sock) {
             match e {

@@ -72,33 +72,38 @@ fn run(
     }
 }
 
+fn ack(epoch: u64) -> Message {
+    Message::Ack {
+        epoch,
+        times: Default::default(),
+    }
+}
+
 #[test]
 fn migration_with_dedup_against_the_base_replica() {
-    // 480 KB of bulk data in 8 records; with the header and region table,
-    // the typed state's record and the trailer: 11 transfer chunks.
+    // 480 KB of bulk data in 8 chunks after the typed state's chunk.
     let mut d = data(60_000);
-    let base = checkpoint(4, 100, &d);
+    let base = replica(4, 100, &d, None);
     d.set(30_000, 1);
     let next = checkpoint(5, 120, &d);
-    let replica = Replica::new(base);
     let (mut c, mut s) = established();
-    let mut out = Outgoing::new(Transfer::Migrate, 42, next.clone()).unwrap();
+    let mut out = Outgoing::from_file(Transfer::Migrate, 42, &next).unwrap();
+    assert_eq!(out.offered().chunks.len(), 9);
+    assert_eq!(out.offered().base, None);
     let mut inc = Incoming::new(
         policy(Some(Known {
             epoch: 4,
             checkpoint_hash: None,
         })),
-        Some(&replica),
+        Some(&base),
     );
     assert!(out.owns_task());
     let (need, wire) = run(&mut out, &mut inc, &mut c, &mut s).unwrap();
-    // Needed: 0 (header: progress, epoch), 1 (typed state), 5 (the changed
-    // bulk chunk's record), 10 (the trailer's SHA-256). The other seven come
-    // from the replica.
-    let n = tern_protocol::transfer::chunk_list(&next).len();
-    assert_eq!(n, 11);
-    assert_eq!(need, vec![0, 1, 5, 10]);
-    assert!(wire * 10 < next.len() * 6, "wire {wire} of {}", next.len());
+    // Needed: the typed state (its progress changed) and the written bulk
+    // chunk (element 30 000 of 8192 per chunk); the other seven come from
+    // the replica.
+    assert_eq!(need, vec![0, 4]);
+    assert!(wire * 10 < next.len() * 4, "wire {wire} of {}", next.len());
     assert!(!out.owns_task());
     assert_eq!(inc.phase(), ReceivePhase::Accepted);
     let got = inc.take_checkpoint().unwrap();
@@ -108,54 +113,103 @@ fn migration_with_dedup_against_the_base_replica() {
 }
 
 #[test]
-fn a_typed_region_that_grows_shifts_no_other_chunk() {
-    // Progress 100 → 200: the typed state's varint grows by a byte, and
-    // every byte after it moves. The bulk records still match the replica.
-    let d = data(60_000);
-    let base = checkpoint(4, 100, &d);
-    let next = checkpoint(5, 200, &d);
-    assert_eq!(next.len(), base.len() + 1);
-    let replica = Replica::new(base);
+fn a_round_against_its_base_offers_only_what_changed() {
+    let mut d = data(60_000);
+    let first = replica(4, 100, &d, None);
+    d.set(30_000, 1);
+    d.set(59_000, 2);
+    let second = replica(4, 100, &d, Some(&first));
+    let mut out = Outgoing::new(Transfer::Replicate, 42, second.clone(), Some(&first)).unwrap();
+    let o = out.offered().clone();
+    assert_eq!(o.base, Some(first.root()));
+    assert_eq!(
+        o.chunks.iter().map(|c| c.at).collect::<Vec<_>>(),
+        [4, 8],
+        "the typed state did not change"
+    );
     let (mut c, mut s) = established();
-    let mut out = Outgoing::new(Transfer::Replicate, 42, next.clone()).unwrap();
-    let mut inc = Incoming::new(policy(None), Some(&replica));
+    let mut inc = Incoming::new(policy(None), Some(&first));
     let (need, _) = run(&mut out, &mut inc, &mut c, &mut s).unwrap();
-    assert_eq!(need, vec![0, 1, 10]);
-    assert_eq!(inc.take_checkpoint().unwrap(), next);
+    assert_eq!(need, vec![0, 1]);
+    let got = inc.take_replica().unwrap();
+    assert_eq!(got.root(), second.root());
+    assert_eq!(got.to_file().unwrap(), checkpoint(4, 100, &d));
+    // The received replica rebuilds the state without reading it again.
+    let restored = got.restore().unwrap();
+    assert_eq!(restored.hash, second.root());
 }
 
 #[test]
-fn input_that_is_not_a_checkpoint_is_cut_at_fixed_offsets_and_long_spans_are_split() {
-    use tern_protocol::transfer::{cut_lengths, MAX_TRANSFER_CHUNK, TRANSFER_CHUNK};
-    let chunk = TRANSFER_CHUNK as usize;
-    assert_eq!(cut_lengths(&vec![1; 2 * chunk + 5]), vec![chunk, chunk, 5]);
-    assert_eq!(cut_lengths(&[]), Vec::<usize>::new());
-    // A checkpoint's pieces are never longer than a receiver accepts.
-    let next = checkpoint(1, 10, &data(100_000));
-    let lens = cut_lengths(&next);
-    assert_eq!(lens.iter().sum::<usize>(), next.len());
-    assert!(lens
-        .iter()
-        .all(|&l| l > 0 && l <= MAX_TRANSFER_CHUNK as usize));
+fn a_receiver_without_the_base_says_so_and_gets_every_chunk() {
+    let mut d = data(20_000);
+    let first = replica(1, 10, &d, None);
+    d.set(1, 5);
+    let second = replica(1, 11, &d, Some(&first));
+    let mut out = Outgoing::new(Transfer::Replicate, 42, second, Some(&first)).unwrap();
+    let other = replica(1, 10, &data(100), None);
+    for held in [None, Some(&other)] {
+        let mut inc = Incoming::new(policy(None), held);
+        assert_eq!(
+            inc.on_message(out.offer()),
+            Err(TransferError::Rejected(NackReason::UnknownBase))
+        );
+    }
+    assert!(out.widen());
+    assert_eq!(out.offered().base, None);
+    assert_eq!(out.offered().chunks.len(), 4);
+    let (mut c, mut s) = established();
+    let mut inc = Incoming::new(policy(None), None);
+    let (need, _) = run(&mut out, &mut inc, &mut c, &mut s).unwrap();
+    assert_eq!(need, vec![0, 1, 2, 3]);
+    assert!(!out.widen(), "a full offer stays full");
 }
 
 #[test]
-fn offers_whose_chunks_do_not_cover_the_checkpoint_are_refused() {
-    let next = checkpoint(1, 10, &data(20_000));
-    let out = Outgoing::new(Transfer::Migrate, 1, next).unwrap();
-    let Message::Offer(o) = out.offer() else {
-        unreachable!()
-    };
+fn offers_that_do_not_fit_their_layout_are_refused() {
+    let mut d = data(20_000);
+    let first = replica(1, 10, &d, None);
+    let out = Outgoing::new(Transfer::Migrate, 1, first.clone(), None).unwrap();
+    let o = out.offered().clone();
     let mut short = o.clone();
     short.chunks.pop();
     let mut empty = o.clone();
     empty.chunks[1].len = 0;
     let mut long = o.clone();
-    long.total_len += 1;
-    long.chunks.last_mut().unwrap().len += 1;
-    long.chunks[2].len = 3 * 65536;
-    for bad in [short, empty, long] {
+    long.chunks[2].len += 1;
+    let mut swapped = o.clone();
+    swapped.chunks.swap(1, 2);
+    for bad in [short, empty, long, swapped] {
         let mut inc = Incoming::new(policy(None), None);
+        assert_eq!(
+            inc.on_message(Message::Offer(bad)),
+            Err(TransferError::Rejected(NackReason::UnexpectedMessage))
+        );
+    }
+    // A layout that is not a checkpoint's, or says other than the offer.
+    let mut garbage = o.clone();
+    garbage.layout.truncate(20);
+    let mut progress = o.clone();
+    progress.progress += 1;
+    let mut size = o.clone();
+    size.total_len += 1;
+    for bad in [garbage, progress, size] {
+        let mut inc = Incoming::new(policy(None), None);
+        assert_eq!(
+            inc.on_message(Message::Offer(bad)),
+            Err(TransferError::Rejected(NackReason::InvalidCheckpoint))
+        );
+    }
+    // A round's chunks in order, within the base's records.
+    d.set(1, 1);
+    d.set(19_000, 1);
+    let second = replica(1, 10, &d, Some(&first));
+    let out = Outgoing::new(Transfer::Replicate, 1, second, Some(&first)).unwrap();
+    let mut reversed = out.offered().clone();
+    reversed.chunks.reverse();
+    let mut beyond = out.offered().clone();
+    beyond.chunks[1].at = 9;
+    for bad in [reversed, beyond] {
+        let mut inc = Incoming::new(policy(None), Some(&first));
         assert_eq!(
             inc.on_message(Message::Offer(bad)),
             Err(TransferError::Rejected(NackReason::UnexpectedMessage))
@@ -164,34 +218,33 @@ fn offers_whose_chunks_do_not_cover_the_checkpoint_are_refused() {
 }
 
 #[test]
-fn a_shared_replica_dedups_like_a_borrowed_one_and_the_sender_gets_its_bytes_back() {
+fn a_shared_replica_dedups_like_a_borrowed_one_and_the_sender_keeps_what_it_sent() {
     let mut d = data(60_000);
-    let base = checkpoint(4, 100, &d);
+    let base = std::rc::Rc::new(replica(4, 100, &d, None));
     d.set(30_000, 1);
-    let next = checkpoint(5, 120, &d);
-    let replica = std::rc::Rc::new(Replica::new(base));
+    let next = replica(5, 120, &d, None);
     let (mut c, mut s) = established();
-    let mut out = Outgoing::new(Transfer::Replicate, 42, next.clone()).unwrap();
+    let mut out = Outgoing::new(Transfer::Replicate, 42, next.clone(), None).unwrap();
     assert_eq!(out.offered().epoch, 5);
-    assert_eq!(out.offered().total_len, next.len() as u64);
-    let mut inc = Incoming::with_shared_replica(policy(None), Some(replica.clone()));
+    assert_eq!(out.offered().total_len, next.file_len());
+    let mut inc = Incoming::with_shared_replica(policy(None), Some(base.clone()));
     let (need, _) = run(&mut out, &mut inc, &mut c, &mut s).unwrap();
-    assert_eq!(need, vec![0, 1, 5, 10]);
+    assert_eq!(need, vec![0, 4]);
     // A replicate transfer moves no ownership.
     assert!(out.owns_task());
-    assert_eq!(inc.take_checkpoint().unwrap(), next);
-    assert_eq!(out.into_checkpoint(), next);
+    assert_eq!(inc.take_replica().unwrap().root(), next.root());
+    assert_eq!(out.into_replica().root(), next.root());
 }
 
 #[test]
 fn migration_without_replica_sends_everything() {
     let next = checkpoint(1, 10, &data(20_000));
     let (mut c, mut s) = established();
-    let mut out = Outgoing::new(Transfer::Migrate, 1, next.clone()).unwrap();
+    let mut out = Outgoing::from_file(Transfer::Migrate, 1, &next).unwrap();
     let mut inc = Incoming::new(policy(None), None);
     let (need, wire) = run(&mut out, &mut inc, &mut c, &mut s).unwrap();
-    // Header and table, state, 3 bulk records, trailer.
-    assert_eq!(need, (0..6).collect::<Vec<u32>>());
+    // The state, 3 bulk chunks.
+    assert_eq!(need, (0..4).collect::<Vec<u32>>());
     assert!(wire > next.len());
     assert_eq!(inc.take_checkpoint().unwrap(), next);
 }
@@ -209,7 +262,7 @@ fn compressed_chunks_are_decoded_checked_and_bounded() {
         (Codec::Zstd, tern_codec::Codec::Zstd3),
     ];
     for (codec, method) in encodings {
-        let mut out = Outgoing::new(Transfer::Standby, 1, next.clone()).unwrap();
+        let mut out = Outgoing::from_file(Transfer::Standby, 1, &next).unwrap();
         let mut inc = Incoming::new(policy(None), None);
         let Some(Message::Need { chunks }) = inc.on_message(out.offer()).unwrap() else {
             panic!("no need")
@@ -230,7 +283,7 @@ fn compressed_chunks_are_decoded_checked_and_bounded() {
         assert_eq!(inc.take_checkpoint().unwrap(), next);
     }
     // A payload that expands past the chunk's length, or to other bytes, is refused.
-    let mut out = Outgoing::new(Transfer::Standby, 1, next.clone()).unwrap();
+    let mut out = Outgoing::from_file(Transfer::Standby, 1, &next).unwrap();
     let mut inc = Incoming::new(policy(None), None);
     let Some(Message::Need { chunks }) = inc.on_message(out.offer()).unwrap() else {
         panic!("no need")
@@ -252,7 +305,7 @@ fn compressed_chunks_are_decoded_checked_and_bounded() {
 fn stale_epoch_is_refused_and_the_sender_keeps_the_task() {
     let next = checkpoint(3, 10, &data(100));
     let (mut c, mut s) = established();
-    let mut out = Outgoing::new(Transfer::Migrate, 1, next).unwrap();
+    let mut out = Outgoing::from_file(Transfer::Migrate, 1, &next).unwrap();
     let mut inc = Incoming::new(
         policy(Some(Known {
             epoch: 3,
@@ -272,7 +325,7 @@ fn stale_epoch_is_refused_and_the_sender_keeps_the_task() {
 #[test]
 fn unknown_kind_and_too_large_are_refused() {
     let next = checkpoint(3, 10, &data(100));
-    let out = Outgoing::new(Transfer::Migrate, 1, next).unwrap();
+    let out = Outgoing::from_file(Transfer::Migrate, 1, &next).unwrap();
     let mut p = policy(None);
     p.kinds = vec![("test-sum".into(), 2)];
     let mut inc = Incoming::new(p, None);
@@ -283,7 +336,7 @@ fn unknown_kind_and_too_large_are_refused() {
     // A standby may have to run the task: the kind must be known there too;
     // a plain replica is only stored.
     for (transfer, refused) in [(Transfer::Standby, true), (Transfer::Replicate, false)] {
-        let out = Outgoing::new(transfer, 1, checkpoint(3, 10, &data(100))).unwrap();
+        let out = Outgoing::from_file(transfer, 1, &checkpoint(3, 10, &data(100))).unwrap();
         let mut p = policy(None);
         p.kinds = vec![("test-sum".into(), 2)];
         let r = Incoming::new(p, None).on_message(out.offer());
@@ -304,24 +357,21 @@ fn unknown_kind_and_too_large_are_refused() {
 #[test]
 fn a_repeated_offer_after_a_lost_ack_is_acked_again() {
     let next = checkpoint(6, 10, &data(100));
-    let mut out = Outgoing::new(Transfer::Migrate, 1, next.clone()).unwrap();
+    let mut out = Outgoing::from_file(Transfer::Migrate, 1, &next).unwrap();
     let mut inc = Incoming::new(policy(None), None);
     let Some(Message::Need { chunks }) = inc.on_message(out.offer()).unwrap() else {
         panic!()
     };
     out.on_message(Message::Need { chunks }).unwrap();
     while let Some(m) = out.poll_send() {
-        if let Some(ack) = inc.on_message(m).unwrap() {
-            assert_eq!(ack, Message::Ack { epoch: 6 });
+        if let Some(reply) = inc.on_message(m).unwrap() {
+            assert_eq!(reply, ack(6));
         }
     }
     // The ack is lost: the sender is in doubt, keeps the task paused, reconnects.
     assert!(out.in_doubt() && out.owns_task());
     out.restart();
-    let hash = match out.offer() {
-        Message::Offer(o) => o.checkpoint_hash,
-        _ => unreachable!(),
-    };
+    let hash = out.offered().checkpoint_hash;
     let mut again = Incoming::new(
         policy(Some(Known {
             epoch: 6,
@@ -330,7 +380,7 @@ fn a_repeated_offer_after_a_lost_ack_is_acked_again() {
         None,
     );
     let reply = again.on_message(out.offer()).unwrap().unwrap();
-    assert_eq!(reply, Message::Ack { epoch: 6 });
+    assert_eq!(reply, ack(6));
     out.on_message(reply).unwrap();
     assert!(!out.owns_task());
 }
@@ -338,7 +388,7 @@ fn a_repeated_offer_after_a_lost_ack_is_acked_again() {
 #[test]
 fn bad_chunks_need_and_commit_are_typed() {
     let next = checkpoint(2, 10, &data(20_000));
-    let mut out = Outgoing::new(Transfer::Migrate, 1, next.clone()).unwrap();
+    let mut out = Outgoing::from_file(Transfer::Migrate, 1, &next).unwrap();
     // A need outside the offer, or not increasing.
     assert_eq!(
         out.on_message(Message::Need { chunks: vec![0, 9] }),
@@ -356,11 +406,11 @@ fn bad_chunks_need_and_commit_are_typed() {
     inc.on_message(out.offer()).unwrap();
     assert_eq!(
         inc.on_message(Message::Chunk {
-            index: 0,
+            index: 1,
             codec: Codec::None,
             payload: vec![0; 65536]
         }),
-        Err(TransferError::Rejected(NackReason::BadChunk { index: 0 }))
+        Err(TransferError::Rejected(NackReason::BadChunk { index: 1 }))
     );
     let mut inc = Incoming::new(policy(None), None);
     inc.on_message(out.offer()).unwrap();
@@ -374,12 +424,9 @@ fn bad_chunks_need_and_commit_are_typed() {
     );
     let mut inc = Incoming::new(policy(None), None);
     inc.on_message(out.offer()).unwrap();
-    let Message::Offer(o) = out.offer() else {
-        unreachable!()
-    };
     assert_eq!(
         inc.on_message(Message::Commit {
-            checkpoint_hash: o.checkpoint_hash,
+            checkpoint_hash: out.offered().checkpoint_hash,
             epoch: 2
         }),
         Err(TransferError::Rejected(NackReason::MissingChunks))
@@ -387,12 +434,10 @@ fn bad_chunks_need_and_commit_are_typed() {
     // A chunk twice is refused.
     let mut inc = Incoming::new(policy(None), None);
     inc.on_message(out.offer()).unwrap();
-    let lens = tern_protocol::transfer::cut_lengths(&next);
-    let start: usize = lens[..2].iter().sum();
     let chunk = Message::Chunk {
         index: 2,
         codec: Codec::None,
-        payload: next[start..start + lens[2]].to_vec(),
+        payload: out.replica().chunk(2).unwrap().to_vec(),
     };
     assert_eq!(inc.on_message(chunk.clone()), Ok(None));
     assert_eq!(
@@ -409,36 +454,35 @@ fn bad_chunks_need_and_commit_are_typed() {
         Err(TransferError::Rejected(NackReason::UnexpectedMessage))
     );
     assert!(matches!(
-        Outgoing::new(Transfer::Migrate, 1, next[..100].to_vec()),
+        Outgoing::from_file(Transfer::Migrate, 1, &next[..100]),
         Err(TransferError::InvalidCheckpoint)
     ));
 }
 
 #[test]
-fn an_offer_whose_chunks_lie_about_the_checkpoint_is_refused_at_commit() {
-    // Chunks consistent with the offer, but the whole is not a valid checkpoint.
+fn an_offer_whose_root_lies_about_its_chunks_is_refused_at_commit() {
+    // Every chunk matches its announced hash, but the root the offer and the
+    // commit name is not the root over them.
     let next = checkpoint(2, 10, &data(100));
-    let out = Outgoing::new(Transfer::Migrate, 1, next.clone()).unwrap();
-    let Message::Offer(mut o) = out.offer() else {
-        unreachable!()
-    };
-    let mut bad = next.clone();
-    bad[20] ^= 1;
-    o.chunks = tern_protocol::transfer::chunk_list(&bad);
+    let out = Outgoing::from_file(Transfer::Migrate, 1, &next).unwrap();
+    let mut o = out.offered().clone();
+    o.checkpoint_hash[0] ^= 1;
     let mut inc = Incoming::new(policy(None), None);
     inc.on_message(Message::Offer(o.clone())).unwrap();
-    inc.on_message(Message::Chunk {
-        index: 0,
-        codec: Codec::None,
-        payload: bad,
-    })
-    .unwrap();
+    for (i, c) in o.chunks.iter().enumerate() {
+        inc.on_message(Message::Chunk {
+            index: i as u32,
+            codec: Codec::None,
+            payload: out.replica().chunk(c.at as usize).unwrap().to_vec(),
+        })
+        .unwrap();
+    }
     assert_eq!(
         inc.on_message(Message::Commit {
             checkpoint_hash: o.checkpoint_hash,
             epoch: 2
         }),
-        Err(TransferError::Rejected(NackReason::InvalidCheckpoint))
+        Err(TransferError::Rejected(NackReason::HashMismatch))
     );
     assert_eq!(inc.take_checkpoint(), None);
 }
@@ -469,7 +513,7 @@ fn inspector_list_and_fetch_copy_without_moving_ownership() {
     // fetch 7: the node answers with an offer of a copy; the roles of the
     // transfer are reversed relative to the connection.
     let ckpt = checkpoint(3, 10, &data(10_000));
-    let mut out = Outgoing::new(Transfer::Copy, 7, ckpt.clone()).unwrap();
+    let mut out = Outgoing::from_file(Transfer::Copy, 7, &ckpt).unwrap();
     let mut inc = Incoming::new(
         Policy {
             max_len: 1 << 30,
@@ -481,4 +525,6 @@ fn inspector_list_and_fetch_copy_without_moving_ownership() {
     run(&mut out, &mut inc, &mut node, &mut inspector).unwrap();
     assert!(out.owns_task(), "a copy leaves the task where it is");
     assert_eq!(inc.take_checkpoint().unwrap(), ckpt);
+    // A v1 file is not a transfer's checkpoint.
+    let _ = Replica::from_file(&ckpt, &Limits::default()).unwrap();
 }

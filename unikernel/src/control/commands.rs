@@ -1,6 +1,7 @@
 //! The control service's shell commands: `key`, `migrate`, `sync`, `codec`,
 //! `peers`.
 
+use alloc::format;
 use alloc::rc::Rc;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
@@ -32,8 +33,8 @@ pub(super) fn commands(control: &Rc<RefCell<Control>>) -> Vec<Command> {
         ),
         Command::new(
             "migrate",
-            "<id> <address>[:port]|<node id>",
-            "live-migrate a task to another node",
+            "<id> <address>[:port]|<node id> [<downtime ms>]",
+            "live-migrate a task to another node (stop-and-copy within the downtime, default 300 ms)",
             move |k, args, out| migrate_command(&migrate, k, args, out)
         ),
         Command::new(
@@ -114,14 +115,23 @@ fn migrate_command(
     args: &[&str],
     out: &mut dyn Write,
 ) -> CommandResult {
-    const USAGE: &str = "usage: migrate <id> <address>[:port]|<node id>";
-    let [id, to] = args else {
-        return Err(USAGE.into());
+    const USAGE: &str = "usage: migrate <id> <address>[:port]|<node id> [<downtime ms>]";
+    let (id, to, downtime_ms) = match args {
+        [id, to] => (id, to, None),
+        [id, to, ms] => (
+            id,
+            to,
+            Some(
+                ms.parse::<u64>()
+                    .map_err(|_| format!("'{ms}' is not a downtime in milliseconds"))?,
+            ),
+        ),
+        _ => return Err(USAGE.into()),
     };
     let id = parse_id(&[id], USAGE)?;
     let to = control.borrow().resolve(to).map_err(|e| e.to_string())?;
     let line = kernel
-        .with_turn(|turn| control.borrow_mut().migrate(id, to, turn))
+        .with_turn(|turn| control.borrow_mut().migrate(id, to, downtime_ms, turn))
         .map_err(|e| e.to_string())?;
     let _ = writeln!(out, "{line}\r");
     Ok(())

@@ -1,8 +1,13 @@
 //! Outgoing live migrations: pre-copy rounds while the task runs, then a
-//! stop-and-copy whose need names only the chunks that differ from the
-//! receiver's replica. The sender owns the task until the receiver's ack; a
-//! link lost after the commit leaves the task paused and the offer is
-//! repeated until the receiver answers.
+//! stop-and-copy. Each round captures the task against the replica the
+//! receiver took in the round before, so it hashes only the chunks written
+//! since they were last hashed and offers only those that changed. The
+//! stop-and-copy begins once the chunks written since the last round would
+//! cross the link within the migration's downtime limit (at the rate the
+//! link monitor predicts from the rounds so far), or when more rounds would
+//! not help. The sender owns the task until the receiver's ack; a link lost
+//! after the commit leaves the task paused and the offer is repeated until
+//! the receiver answers.
 
 use alloc::rc::Rc;
 use alloc::string::{String, ToString};
@@ -10,10 +15,10 @@ use alloc::vec::Vec;
 
 use smoltcp::wire::IpEndpoint;
 use tern_protocol::{
-    Event, Hello, Message, MigrationReport, NackReason, NodeEvent, Outgoing, Replica, SendPhase,
-    TaskRef, Transfer, TransferError,
+    Event, Hello, Message, MigrationReport, NackReason, NodeEvent, Outgoing, ReceiverTimes,
+    Replica, RoundReport, SendPhase, StageTimes, StopReason, TaskRef, Transfer, TransferError,
 };
-use tern_sync::monitor::ThroughputMeter;
+use tern_sync::monitor::{LinkMonitor, MonitorConfig, ThroughputMeter};
 
 use super::encoder::{ChunkEncoder, Tally};
 use super::link::{PeerConn, Stage};
@@ -23,13 +28,22 @@ use crate::kernel::Turn;
 use crate::tasks::TaskState;
 
 /// Pre-copy rounds at most before the stop-and-copy.
-pub const MAX_PRECOPY_ROUNDS: u32 = 3;
+pub const MAX_PRECOPY_ROUNDS: u32 = 8;
+
+/// The downtime a stop-and-copy may take unless the migration says
+/// otherwise, milliseconds (QEMU's default `downtime-limit`).
+pub const DEFAULT_DOWNTIME_MS: u64 = 300;
 
 /// A migration's throughput samples span at least this long (seconds).
 const METER_WINDOW_S: f64 = 0.1;
 
 /// Weight of the newest throughput sample.
 const METER_ALPHA: f64 = 0.3;
+
+/// Microseconds of a time in nanoseconds.
+fn micros(ns: u64) -> u64 {
+    ns / 1000
+}
 
 /// Which transfer a migration is in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +76,27 @@ pub(super) struct Answer {
     pub(super) message: Message,
 }
 
+/// The round in flight.
+struct Round {
+    /// 1, 2, ...; the stop-and-copy is the last.
+    number: u32,
+    outgoing: Outgoing,
+    /// When its capture began.
+    started_ns: u64,
+    /// When its offer went out.
+    offered_ns: u64,
+    /// Chunks the capture copied (those that changed since the last round).
+    dirty_chunks: u32,
+    /// Their bytes.
+    dirty_bytes: u64,
+    /// Chunks the receiver asked for.
+    need: u32,
+    /// Bytes sealed on the connection before the offer.
+    start_bytes: u64,
+    /// Raw chunk bytes sent before the round.
+    start_raw: u64,
+}
+
 /// One outgoing migration.
 struct Migration {
     id: u64,
@@ -69,15 +104,23 @@ struct Migration {
     task: TaskRef,
     conn: PeerConn,
     phase: Phase,
-    outgoing: Option<Outgoing>,
+    round: Option<Round>,
+    /// What the receiver holds from this migration: the replica of the last
+    /// acked round (the base of the next).
+    base: Option<Replica>,
     /// The commit of the migration checkpoint went out without an ack.
     in_doubt: bool,
     /// The state to give the task back if the migration fails.
     resume_state: TaskState,
-    precopy_rounds: u32,
-    last_need: Option<usize>,
-    need: usize,
-    round_start_bytes: u64,
+    /// The rounds acked so far.
+    rounds: Vec<RoundReport>,
+    /// Where the time went.
+    stages: StageTimes,
+    /// The round trips and round throughputs, and their forecast.
+    monitor: LinkMonitor,
+    downtime_limit_ms: u64,
+    /// Why the pre-copy ended, once it did.
+    stop: Option<StopReason>,
     started_ns: u64,
     paused_ns: Option<u64>,
     peer: Option<Hello>,
@@ -105,7 +148,8 @@ pub(super) struct Migrations {
 }
 
 impl Migrations {
-    /// Starts migrating the task with local id `local_id` to `to`;
+    /// Starts migrating the task with local id `local_id` to `to`, its
+    /// stop-and-copy allowed `downtime_ms` (default [`DEFAULT_DOWNTIME_MS`]);
     /// `requester` is the server connection (and the address) of a peer
     /// that asked for it, if one did. Returns the migration's id.
     pub(super) fn start(
@@ -114,6 +158,7 @@ impl Migrations {
         turn: &mut Turn<'_>,
         local_id: u32,
         to: IpEndpoint,
+        downtime_ms: Option<u64>,
         requester: Option<(usize, String)>,
     ) -> Result<(u64, TaskRef), ControlError> {
         // Refuse before touching the task: no key, no nonces, no address.
@@ -154,13 +199,15 @@ impl Migrations {
             task: task.clone(),
             conn,
             phase: Phase::Connecting,
-            outgoing: None,
+            round: None,
+            base: None,
             in_doubt: false,
             resume_state: state,
-            precopy_rounds: 0,
-            last_need: None,
-            need: 0,
-            round_start_bytes: 0,
+            rounds: Vec::new(),
+            stages: StageTimes::default(),
+            monitor: LinkMonitor::new(MonitorConfig::default(), seconds(turn.now_ns)),
+            downtime_limit_ms: downtime_ms.unwrap_or(DEFAULT_DOWNTIME_MS),
+            stop: None,
             started_ns: turn.now_ns,
             paused_ns: None,
             peer: None,
@@ -188,9 +235,9 @@ impl Migrations {
     pub(super) fn streaming(&self) -> bool {
         self.list.iter().any(|m| {
             m.conn.backlog() > 0
-                || m.outgoing
+                || m.round
                     .as_ref()
-                    .is_some_and(|o| o.phase() == SendPhase::Sending)
+                    .is_some_and(|r| r.outgoing.phase() == SendPhase::Sending)
         })
     }
 
@@ -269,15 +316,15 @@ fn step(
             Event::Established(peer) => {
                 m.peer = Some(peer);
                 if m.in_doubt {
-                    // Repeat the same offer: the receiver acks if it has
-                    // the task, or names the chunks it lacks.
-                    let outgoing = m.outgoing.as_mut().ok_or(ControlError::Unexpected)?;
-                    outgoing.restart();
-                    let offer = outgoing.offer();
+                    // Repeat the same offer, of every chunk (the receiver
+                    // acks if it has the task, or names the chunks it lacks).
+                    let round = m.round.as_mut().ok_or(ControlError::Unexpected)?;
+                    round.outgoing.restart();
+                    let offer = round.outgoing.offer();
                     m.conn.send(&offer)?;
                     m.phase = Phase::StopCopy;
                 } else {
-                    begin_round(m, ctx, MAX_PRECOPY_ROUNDS > 0, turn)?;
+                    begin_round(m, ctx, true, turn)?;
                 }
             }
             Event::Message(msg) => {
@@ -290,7 +337,7 @@ fn step(
     if m.conn.stage() != Stage::Ready {
         return Ok((busy, None));
     }
-    if let Some(outgoing) = m.outgoing.as_mut() {
+    if let Some(round) = m.round.as_mut() {
         let (queued, capacity) = m.conn.send_queue(ctx);
         let acked = m.conn.written().saturating_sub(queued as u64);
         m.meter
@@ -301,23 +348,35 @@ fn step(
         let bandwidth = m.meter.rate().unwrap_or(f64::INFINITY);
         let clock = ctx.board.clock();
         let (encoder, tally) = (&mut m.encoder, &mut m.tally);
-        let mut encode = |bytes: &[u8]| encoder.encode(clock, bandwidth, bytes, tally);
+        let mut compress_ns = 0;
+        let mut encode = |bytes: &[u8]| {
+            let start = clock.now_ns();
+            let encoded = encoder.encode(clock, bandwidth, bytes, tally);
+            compress_ns += clock.now_ns().saturating_sub(start);
+            encoded
+        };
+        let mut seal_ns = 0;
         while m.conn.backlog() < LOW_WATER {
-            let Some(msg) = outgoing.poll_send_with(&mut encode) else {
+            let Some(msg) = round.outgoing.poll_send_with(&mut encode) else {
                 break;
             };
             if matches!(msg, Message::Commit { .. }) && m.phase == Phase::StopCopy {
                 m.in_doubt = true;
             }
+            let start = clock.now_ns();
             m.conn.send(&msg)?;
+            seal_ns += clock.now_ns().saturating_sub(start);
             busy = true;
         }
+        m.stages.compress_us += micros(compress_ns);
+        m.stages.seal_us += micros(seal_ns);
         m.conn.flush(ctx, now_ns);
     }
     Ok((busy, None))
 }
 
-/// Starts a pre-copy round (`precopy`) or the stop-and-copy.
+/// Starts a pre-copy round (`precopy`) or the stop-and-copy: captures the
+/// task against the receiver's replica and offers what changed.
 fn begin_round(
     m: &mut Migration,
     ctx: &mut Context,
@@ -325,7 +384,10 @@ fn begin_round(
     turn: &mut Turn<'_>,
 ) -> Result<(), ControlError> {
     let facts = ctx.board.facts();
-    let (bytes, transfer) = {
+    let clock = ctx.board.clock();
+    let started_ns = clock.now_ns();
+    let since = m.base.as_ref().map(Replica::manifest);
+    let (capture, transfer) = {
         let mut tasks = ctx.tasks.borrow_mut();
         let e = tasks.get_mut(m.local_id).ok_or(ControlError::TaskGone)?;
         if matches!(e.state, TaskState::Finished { .. }) {
@@ -333,7 +395,8 @@ fn begin_round(
         }
         if precopy {
             (
-                e.capture(e.epoch, &facts).map_err(ControlError::Task)?,
+                e.capture(e.epoch, &facts, since, clock)
+                    .map_err(ControlError::Task)?,
                 Transfer::Replicate,
             )
         } else {
@@ -353,15 +416,36 @@ fn begin_round(
                 progress_total: progress.total,
             });
             (
-                e.capture(e.epoch + 1, &facts).map_err(ControlError::Task)?,
+                e.capture(e.epoch + 1, &facts, since, clock)
+                    .map_err(ControlError::Task)?,
                 Transfer::Migrate,
             )
         }
     };
-    let outgoing = Outgoing::new(transfer, m.task.task_id, bytes)?;
+    let dirty_chunks = capture.data.iter().flatten().count() as u32;
+    let dirty_bytes = capture.copied_bytes();
+    let hash_ns = capture.hash_ns;
+    let next = Replica::advance(m.base.as_ref(), capture)?;
+    let outgoing = Outgoing::new(transfer, m.task.task_id, next, m.base.as_ref())?;
+    let offered_ns = clock.now_ns();
+    m.stages.hash_us += micros(hash_ns);
+    m.stages.capture_us += micros(
+        offered_ns
+            .saturating_sub(started_ns)
+            .saturating_sub(hash_ns),
+    );
     m.conn.send(&outgoing.offer())?;
-    m.round_start_bytes = m.conn.queued();
-    m.outgoing = Some(outgoing);
+    m.round = Some(Round {
+        number: m.rounds.len() as u32 + 1,
+        outgoing,
+        started_ns,
+        offered_ns,
+        dirty_chunks,
+        dirty_bytes,
+        need: 0,
+        start_bytes: m.conn.queued(),
+        start_raw: m.tally.raw,
+    });
     m.phase = if precopy {
         Phase::PreCopy
     } else {
@@ -377,18 +461,35 @@ fn on_message(
     msg: Message,
     turn: &mut Turn<'_>,
 ) -> Result<Option<Outcome>, ControlError> {
-    let outgoing = m.outgoing.as_mut().ok_or(ControlError::Unexpected)?;
-    if let Message::Need { chunks } = &msg {
-        m.need = chunks.len();
-    }
+    let now_ns = ctx.board.clock().now_ns();
+    let round = m.round.as_mut().ok_or(ControlError::Unexpected)?;
+    let mut times = ReceiverTimes::default();
     let refusal = match &msg {
         Message::Nack(r) => Some(*r),
-        Message::Need { .. } | Message::Ack { .. } => None,
+        Message::Need { chunks } => {
+            round.need = chunks.len() as u32;
+            // The offer's round trip: the link monitor's latency.
+            let rtt = seconds(now_ns.saturating_sub(round.offered_ns).max(1_000));
+            let _ = m.monitor.record_heartbeat(seconds(now_ns), rtt);
+            None
+        }
+        Message::Ack { times: t, .. } => {
+            times = *t;
+            None
+        }
         _ => return Err(ControlError::Unexpected),
     };
-    let epoch = outgoing.offered().epoch;
-    match (outgoing.on_message(msg), refusal) {
+    let epoch = round.outgoing.offered().epoch;
+    match (round.outgoing.on_message(msg), refusal) {
         (Ok(()), _) => {}
+        // The receiver lost the base this round was taken against (its
+        // store forgot the replica): offer every chunk.
+        (Err(_), Some(NackReason::UnknownBase)) if round.outgoing.widen() => {
+            round.offered_ns = now_ns;
+            let offer = round.outgoing.offer();
+            m.conn.send(&offer)?;
+            return Ok(None);
+        }
         // In doubt, a receiver that knows a newer epoch owns the task.
         (Err(_), Some(NackReason::StaleEpoch { known })) if m.in_doubt && known >= epoch => {
             return Ok(Some(Outcome::Superseded(known)));
@@ -405,32 +506,86 @@ fn on_message(
             return Err(e.into());
         }
     }
-    if outgoing.phase() != SendPhase::Acked {
+    if round.outgoing.phase() != SendPhase::Acked {
         return Ok(None);
     }
+    // The round is acked: account for it.
+    let wire_bytes = m.conn.queued().saturating_sub(round.start_bytes);
+    let raw_sent = m.tally.raw.saturating_sub(round.start_raw);
+    let elapsed_ns = now_ns.saturating_sub(round.offered_ns).max(1_000);
+    let _ = m.monitor.record_transfer(
+        seconds(now_ns),
+        raw_sent.max(wire_bytes),
+        seconds(elapsed_ns),
+    );
+    m.stages.send_us += micros(elapsed_ns);
+    m.stages.check_us += times.check_us;
+    m.stages.rebuild_us += times.rebuild_us;
+    m.rounds.push(RoundReport {
+        round: round.number,
+        dirty_chunks: round.dirty_chunks,
+        dirty_bytes: round.dirty_bytes,
+        chunks_sent: round.need,
+        wire_bytes,
+        ms: now_ns.saturating_sub(round.started_ns) / 1_000_000,
+    });
     if m.phase == Phase::StopCopy {
         return Ok(Some(Outcome::Moved));
     }
-    m.precopy_rounds += 1;
-    let chunks = outgoing.offered().chunks.len();
+    let (round_dirty, chunks_sent, chunks) = (
+        round.dirty_bytes,
+        round.need,
+        round.outgoing.replica().manifest().hashes().len() as u32,
+    );
+    // The receiver holds this round's replica now: the next round's base.
+    let Some(round) = m.round.take() else {
+        return Err(ControlError::Unexpected);
+    };
+    m.base = Some(round.outgoing.into_replica());
+    // What the task wrote while this round was on the way.
+    let (_, left) = ctx
+        .tasks
+        .borrow_mut()
+        .get_mut(m.local_id)
+        .ok_or(ControlError::TaskGone)?
+        .unhashed();
+    let predicted_ms = predicted_ms(&mut m.monitor, left);
     turn.publish(NodeEvent::PrecopyRound {
         task: m.task.clone(),
         to: m.to(),
-        round: m.precopy_rounds,
-        chunks_sent: m.need as u32,
-        chunks: chunks as u32,
-        bytes: m.conn.queued().saturating_sub(m.round_start_bytes),
+        round: m.rounds.len() as u32,
+        chunks_sent,
+        chunks,
+        bytes: wire_bytes,
+        dirty_bytes: round_dirty,
+        predicted_ms,
     });
-    // Another round while the changed chunks keep shrinking and the replica
-    // still saves some (a task whose every chunk changes between two rounds
-    // gains nothing from more pre-copy).
-    let again = m.precopy_rounds < MAX_PRECOPY_ROUNDS
-        && m.need > 0
-        && m.last_need
-            .is_none_or(|last| m.need < last && m.need < chunks);
-    m.last_need = Some(m.need);
-    begin_round(m, ctx, again, turn)?;
+    let rounds = m.rounds.len() as u32;
+    m.stop = match predicted_ms {
+        Some(ms) if ms <= m.downtime_limit_ms => {
+            Some(StopReason::DowntimeFits { predicted_ms: ms })
+        }
+        _ if rounds >= MAX_PRECOPY_ROUNDS => Some(StopReason::RoundLimit),
+        // The task wrote as much during this round as the round carried:
+        // another round would carry as much again.
+        p if rounds >= 2 && left >= round_dirty => Some(StopReason::NotConverging {
+            predicted_ms: p.unwrap_or(0),
+        }),
+        _ => None,
+    };
+    begin_round(m, ctx, m.stop.is_none(), turn)?;
     Ok(None)
+}
+
+/// How long `bytes` would take to cross the link, in milliseconds, at the
+/// monitor's predicted rate and its round-trip time; `None` without a rate.
+fn predicted_ms(monitor: &mut LinkMonitor, bytes: u64) -> Option<u64> {
+    let rate = monitor.predicted_bandwidth(1)?;
+    if !(rate.is_finite() && rate > 0.0) {
+        return None;
+    }
+    let s = bytes as f64 / rate + monitor.rtt().unwrap_or(0.0);
+    Some((s * 1000.0) as u64)
 }
 
 /// Applies the end of migration `m` to the task, reports it, and returns
@@ -451,8 +606,9 @@ fn finish(
     let message = match outcome {
         Outcome::Moved => {
             ctx.tasks.borrow_mut().remove(m.local_id);
-            let outgoing = m.outgoing.take()?;
-            let offer = outgoing.offered().clone();
+            let round = m.round.take()?;
+            let offer = round.outgoing.offered().clone();
+            let replica = round.outgoing.into_replica();
             let report = MigrationReport {
                 task_id: m.task.task_id,
                 epoch: offer.epoch,
@@ -460,13 +616,17 @@ fn finish(
                 to_isa: peer.as_ref().map_or_else(String::new, |p| p.isa.clone()),
                 state_bytes: offer.total_len,
                 wire_bytes,
-                precopy_rounds: m.precopy_rounds,
+                precopy_rounds: m.rounds.len().saturating_sub(1) as u32,
                 total_ms: now_ns.saturating_sub(m.started_ns) / 1_000_000,
                 downtime_ms: now_ns.saturating_sub(m.paused_ns.unwrap_or(now_ns)) / 1_000_000,
-                chunks: offer.chunks.len() as u32,
-                stop_copy_chunks: m.need as u32,
+                chunks: replica.manifest().hashes().len() as u32,
+                stop_copy_chunks: round.need,
                 codec: m.tally.main_codec().name().into(),
                 ratio_milli: (m.tally.ratio() * 1000.0) as u32,
+                downtime_limit_ms: m.downtime_limit_ms,
+                stop: m.stop.unwrap_or(StopReason::RoundLimit),
+                rounds: core::mem::take(&mut m.rounds),
+                stages: m.stages,
             };
             turn.publish(NodeEvent::Migrated {
                 task: m.task.clone(),
@@ -478,7 +638,7 @@ fn finish(
             replicas.keep(
                 m.task.task_id,
                 HeldReplica {
-                    replica: Rc::new(Replica::new(outgoing.into_checkpoint())),
+                    replica: Rc::new(replica),
                     offer,
                     owner: peer.map_or(0, |p| p.node_id),
                     updated_ns: now_ns,

@@ -42,7 +42,7 @@ pub use discovery::{Peer, PEER_TTL_NS};
 pub use encoder::CodecMode;
 pub use error::ControlError;
 pub use link::Timeouts;
-pub use migration::MAX_PRECOPY_ROUNDS;
+pub use migration::{DEFAULT_DOWNTIME_MS, MAX_PRECOPY_ROUNDS};
 pub use server::LISTENERS;
 pub use session::{DEFAULT_LEASE_NS, PING_NS};
 
@@ -244,15 +244,16 @@ fn step_down(
     };
     let progress = e.task.progress();
     let replica = e
-        .capture(e.epoch, &facts)
+        .capture(e.epoch, &facts, None, ctx.board.clock())
         .ok()
-        .and_then(|bytes| Outgoing::new(Transfer::Replicate, e.task_id, bytes).ok());
+        .and_then(|c| Replica::advance(None, c).ok())
+        .and_then(|r| Outgoing::new(Transfer::Replicate, e.task_id, r, None).ok());
     if let Some(outgoing) = replica {
         let offer = outgoing.offered().clone();
         replicas.keep(
             e.task_id,
             HeldReplica {
-                replica: Rc::new(Replica::new(outgoing.into_checkpoint())),
+                replica: Rc::new(outgoing.into_replica()),
                 offer,
                 owner: winner,
                 updated_ns: turn.now_ns,
@@ -342,17 +343,20 @@ impl Control {
         self.ctx.codec_mode
     }
 
-    /// Starts migrating the task with local id `local_id` to `to`; the
-    /// progress and the result are events. Returns the shell's answer.
+    /// Starts migrating the task with local id `local_id` to `to`, its
+    /// stop-and-copy allowed `downtime_ms` (default
+    /// [`DEFAULT_DOWNTIME_MS`]); the progress and the result are events.
+    /// Returns the shell's answer.
     pub fn migrate(
         &mut self,
         local_id: u32,
         to: IpEndpoint,
+        downtime_ms: Option<u64>,
         turn: &mut Turn<'_>,
     ) -> Result<alloc::string::String, ControlError> {
-        let (_, task) = self
-            .migrations
-            .start(&mut self.ctx, turn, local_id, to, None)?;
+        let (_, task) =
+            self.migrations
+                .start(&mut self.ctx, turn, local_id, to, downtime_ms, None)?;
         Ok(alloc::format!(
             "migrate: {} -> {to}: connecting",
             crate::events::label(&task)

@@ -91,7 +91,7 @@ impl ReplicaStore {
             let held: u64 = self
                 .replicas
                 .values()
-                .map(|r| r.replica.bytes().len() as u64)
+                .map(|r| r.replica.state_bytes())
                 .sum();
             if held <= budget {
                 return;
@@ -257,13 +257,34 @@ mod tests {
             epoch,
             checkpoint_hash: [0; 32],
             total_len: 800_000,
+            layout: Vec::new(),
+            base: None,
             chunks: Vec::new(),
         }
     }
 
+    /// A replica of 800 000 bytes of state.
+    fn bytes(task_id: u64) -> Replica {
+        let data = tern_migration::BulkRegion::from_vec(vec![task_id as u8; 800_000]);
+        let mut snap = tern_migration::Snapshot::new();
+        snap.bulk("data", &data);
+        let info = tern_migration::HeaderInfo {
+            task_kind: "npb-is".into(),
+            task_version: 1,
+            progress: 1,
+            progress_total: 10,
+            epoch: 1,
+            created_unix_ms: 0,
+            isa: "x86_64".into(),
+            board: "test".into(),
+        };
+        let capture = tern_migration::capture(&info, &snap, None).unwrap();
+        Replica::advance(None, capture).unwrap()
+    }
+
     fn replica(task_id: u64, updated_ns: u64) -> HeldReplica {
         HeldReplica {
-            replica: Rc::new(Replica::new(vec![task_id as u8; 800_000])),
+            replica: Rc::new(bytes(task_id)),
             offer: offer(task_id, 1, 1),
             owner: 1,
             updated_ns,

@@ -7,6 +7,7 @@
 //! resume the task here). A peer that fails the handshake, sends garbage or
 //! replays frames loses its connection only.
 
+use alloc::boxed::Box;
 use alloc::format;
 use alloc::rc::Rc;
 use alloc::string::{String, ToString};
@@ -16,11 +17,10 @@ use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 use smoltcp::time::Duration;
 use smoltcp::wire::IpAddress;
-use tern_migration::Limits;
 use tern_protocol::{
     Connection, Event, Incoming, Message, NackReason, NodeEvent, NodeStatus, Offer, Outgoing,
-    Policy, Replica, SendPhase, TaskRole, TaskStatus, TaskSummary, Transfer, TransferError,
-    MAX_TAG_LEN,
+    Policy, ReceiverTimes, Replica, SendPhase, TaskRole, TaskStatus, TaskSummary, Transfer,
+    TransferError, MAX_TAG_LEN,
 };
 
 use super::console;
@@ -44,10 +44,11 @@ const EVENTS_PER_MESSAGE: usize = 32;
 enum Job {
     /// Waiting for a request.
     Idle,
-    /// Receiving an offered checkpoint.
-    Receive(Incoming<'static>),
+    /// Receiving an offered checkpoint; the time spent checking it so far
+    /// (nanoseconds), told to the sender in the ack.
+    Receive(Box<Incoming<'static>>, u64),
     /// Sending a fetched checkpoint.
-    Send(Outgoing),
+    Send(Box<Outgoing>),
     /// A `MigrateTo` runs: its answer goes back when it ends.
     AwaitMigration(u64),
 }
@@ -97,7 +98,7 @@ impl Server {
     /// Whether a transfer is sending or receiving chunks right now.
     pub(super) fn streaming(&self) -> bool {
         self.conns.iter().any(|s| match &s.job {
-            Job::Receive(_) => true,
+            Job::Receive(..) => true,
             Job::Send(o) => o.phase() == SendPhase::Sending,
             Job::Idle | Job::AwaitMigration(_) => false,
         })
@@ -170,7 +171,14 @@ impl Server {
             let Some(link) = self.conns[i].link.as_mut() else {
                 return false;
             };
-            (link.pump(socket, now_ns), arrived)
+            let clock = parts.ctx.board.clock();
+            let start = clock.now_ns();
+            let events = link.pump(socket, now_ns);
+            // Opening the frames of a transfer is part of checking it.
+            if let Job::Receive(_, check_ns) = &mut self.conns[i].job {
+                *check_ns += clock.now_ns().saturating_sub(start);
+            }
+            (events, arrived)
         };
         let peer_id = self.peer_id(i);
         // Any byte from a peer renews its leases, also the part of a long
@@ -361,7 +369,14 @@ impl Server {
                 self.reply(i, &reply)
             }
             (Job::Idle, Message::Fetch { task_id }) => self.fetch(i, parts, task_id),
-            (Job::Idle, Message::MigrateTo { task_id, to }) => {
+            (
+                Job::Idle,
+                Message::MigrateTo {
+                    task_id,
+                    to,
+                    downtime_ms,
+                },
+            ) => {
                 let local = parts
                     .ctx
                     .tasks
@@ -374,6 +389,7 @@ impl Server {
                         parts.turn,
                         id,
                         to,
+                        downtime_ms,
                         Some((i, peer.into())),
                     ),
                     (None, _) => Err(ControlError::NoTask(format!("{task_id:#x}"))),
@@ -391,16 +407,23 @@ impl Server {
                 }
             }
             (Job::Idle, Message::Offer(offer)) => self.on_offer(i, parts, offer),
-            (Job::Receive(mut incoming), msg) => {
+            (Job::Receive(mut incoming, check_ns), msg) => {
                 let is_commit = matches!(msg, Message::Commit { .. });
-                match incoming.on_message(msg) {
-                    Ok(Some(reply)) if is_commit => self.accept(i, parts, incoming, reply),
+                // Decoding and checking the chunk (at the commit, the root).
+                let clock = parts.ctx.board.clock();
+                let start = clock.now_ns();
+                let answer = incoming.on_message(msg);
+                let check_ns = check_ns + clock.now_ns().saturating_sub(start);
+                match answer {
+                    Ok(Some(Message::Ack { epoch, .. })) if is_commit => {
+                        self.accept(i, parts, *incoming, epoch, check_ns)
+                    }
                     Ok(Some(reply)) => {
-                        self.conns[i].job = Job::Receive(incoming);
+                        self.conns[i].job = Job::Receive(incoming, check_ns);
                         self.reply(i, &reply)
                     }
                     Ok(None) => {
-                        self.conns[i].job = Job::Receive(incoming);
+                        self.conns[i].job = Job::Receive(incoming, check_ns);
                         Ok(())
                     }
                     Err(e) => match e.nack() {
@@ -440,19 +463,23 @@ impl Server {
         task_id: u64,
     ) -> Result<(), ControlError> {
         let facts = parts.ctx.board.facts();
-        let bytes = {
+        let capture = {
             let mut tasks = parts.ctx.tasks.borrow_mut();
             match tasks.by_task_id(task_id) {
-                Some(e) => Some(e.capture(e.epoch, &facts).map_err(ControlError::Task)?),
+                Some(e) => Some(
+                    e.capture(e.epoch, &facts, None, parts.ctx.board.clock())
+                        .map_err(ControlError::Task)?,
+                ),
                 None => None,
             }
         };
-        let Some(bytes) = bytes else {
+        let Some(capture) = capture else {
             return self.reply(i, &Message::Nack(NackReason::UnknownTask));
         };
-        let outgoing = Outgoing::new(Transfer::Copy, task_id, bytes)?;
+        let replica = Replica::advance(None, capture)?;
+        let outgoing = Outgoing::new(Transfer::Copy, task_id, replica, None)?;
         self.reply(i, &outgoing.offer())?;
-        self.conns[i].job = Job::Send(outgoing);
+        self.conns[i].job = Job::Send(Box::new(outgoing));
         Ok(())
     }
 
@@ -488,13 +515,13 @@ impl Server {
         let replica = parts.replicas.get(offer.task_id).map(|r| r.replica.clone());
         let mut incoming = Incoming::with_shared_replica(policy, replica);
         match incoming.on_message(Message::Offer(offer)) {
-            Ok(Some(Message::Ack { epoch })) => {
+            Ok(Some(ack @ Message::Ack { .. })) => {
                 // The migration this node already accepted, offered again
                 // after a lost ack: ack again, nothing else changes.
-                self.reply(i, &Message::Ack { epoch })
+                self.reply(i, &ack)
             }
             Ok(Some(reply)) => {
-                self.conns[i].job = Job::Receive(incoming);
+                self.conns[i].job = Job::Receive(Box::new(incoming), 0);
                 self.reply(i, &reply)
             }
             Ok(None) => Ok(()),
@@ -554,18 +581,23 @@ impl Server {
         }
     }
 
-    /// The commit of an offer passed every check (`ack` is the answer to
-    /// send): keeps a replica, or resumes a migrated task here; only then
-    /// acks.
+    /// The commit of an offer at `epoch` passed every check (which took
+    /// `check_ns`): keeps a replica, or resumes a migrated task here; only
+    /// then acks, with what it cost.
     fn accept(
         &mut self,
         i: usize,
         parts: &mut Parts<'_, '_>,
         mut incoming: Incoming<'static>,
-        ack: Message,
+        epoch: u64,
+        check_ns: u64,
     ) -> Result<(), ControlError> {
         let now_ns = parts.turn.now_ns;
-        let (Some(offer), Some(bytes)) = (incoming.offer().cloned(), incoming.take_checkpoint())
+        let mut times = ReceiverTimes {
+            check_us: check_ns / 1000,
+            rebuild_us: 0,
+        };
+        let (Some(offer), Some(replica)) = (incoming.offer().cloned(), incoming.take_replica())
         else {
             return self.reply(i, &Message::Nack(NackReason::UnexpectedMessage));
         };
@@ -582,17 +614,22 @@ impl Server {
                     .map(|e| e.epoch);
                 if let Some(known) = parts.replicas.known(offer.task_id, running) {
                     if known.checkpoint_hash == Some(offer.checkpoint_hash) {
-                        return self.reply(i, &ack);
+                        return self.reply(i, &Message::Ack { epoch, times });
                     }
                     if known.epoch >= offer.epoch {
                         let stale = NackReason::StaleEpoch { known: known.epoch };
                         return self.reply(i, &Message::Nack(stale));
                     }
                 }
-                let limits = Limits {
-                    max_total_bytes: free_heap(parts.ctx.board),
-                };
-                let resumed = parts.ctx.tasks.borrow().resume(&bytes, &limits);
+                // Every chunk was checked as it arrived and the root at the
+                // commit: the task is rebuilt from the chunks as they are.
+                let clock = parts.ctx.board.clock();
+                let start = clock.now_ns();
+                let resumed = replica
+                    .restore()
+                    .map_err(|e| alloc::format!("bad checkpoint: {e}"))
+                    .and_then(|r| parts.ctx.tasks.borrow().resume_restored(r));
+                times.rebuild_us = clock.now_ns().saturating_sub(start) / 1000;
                 let resumed = match resumed {
                     Ok(r) => r,
                     Err(reason) => {
@@ -603,7 +640,7 @@ impl Server {
                         return self.reply(i, &Message::Nack(NackReason::InvalidCheckpoint));
                     }
                 };
-                drop(bytes);
+                drop(replica);
                 let progress = resumed.task.task.progress();
                 let task = {
                     let mut tasks = parts.ctx.tasks.borrow_mut();
@@ -635,7 +672,7 @@ impl Server {
                 parts.replicas.keep(
                     task_id,
                     HeldReplica {
-                        replica: Rc::new(Replica::new(bytes)),
+                        replica: Rc::new(replica),
                         offer,
                         owner,
                         updated_ns: now_ns,
@@ -648,7 +685,7 @@ impl Server {
             }
             Transfer::Copy => {}
         }
-        self.reply(i, &ack)
+        self.reply(i, &Message::Ack { epoch, times })
     }
 }
 

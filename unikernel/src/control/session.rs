@@ -25,10 +25,9 @@ use alloc::vec::Vec;
 use core::fmt::Write;
 
 use smoltcp::wire::{IpAddress, IpEndpoint};
-use tern_migration::Limits;
 use tern_protocol::{
-    Event, Message, NackReason, NodeEvent, Offer, Outgoing, SendPhase, SyncReport, TaskRef,
-    Transfer,
+    Event, Message, NackReason, NodeEvent, Offer, Outgoing, Replica, SendPhase, SyncReport,
+    TaskRef, Transfer,
 };
 use tern_sync::monitor::{LinkMonitor, LinkState, MonitorConfig};
 use tern_sync::policy::{Bounds, CostRate, LinkView, SyncPolicy};
@@ -38,7 +37,7 @@ use super::link::{PeerConn, Stage};
 use super::replicas::ReplicaStore;
 use super::{seconds, step_down, Context, ControlError, CONTROL_PORT, LOW_WATER};
 use crate::kernel::Turn;
-use crate::tasks::{free_heap, TaskState};
+use crate::tasks::TaskState;
 
 /// Interval between the owner's heartbeats.
 pub const PING_NS: u64 = 500_000_000;
@@ -76,6 +75,9 @@ struct Session {
     task: TaskRef,
     conn: PeerConn,
     sync: Option<InFlight>,
+    /// The standby's replica from this session's last acked sync: the next
+    /// sync offers only the chunks that changed since.
+    base: Option<Replica>,
     monitor: LinkMonitor,
     policy: CostRate,
     /// Capture time of the last acked sync.
@@ -182,6 +184,7 @@ impl Sessions {
             task,
             conn,
             sync: None,
+            base: None,
             monitor,
             policy: CostRate::new(Bounds::default()),
             last_sync_ns: None,
@@ -268,10 +271,12 @@ impl Sessions {
         };
         let now_ns = turn.now_ns;
         let silent_ms = now_ns.saturating_sub(lease.heard_ns) / 1_000_000;
-        let limits = Limits {
-            max_total_bytes: free_heap(ctx.board),
-        };
-        let resumed = ctx.tasks.borrow().resume(held.replica.bytes(), &limits);
+        // The replica's chunks were checked when they arrived.
+        let resumed = held
+            .replica
+            .restore()
+            .map_err(|e| format!("bad checkpoint: {e}"))
+            .and_then(|r| ctx.tasks.borrow().resume_restored(r));
         let resumed = match resumed {
             Ok(r) => r,
             Err(reason) => {
@@ -514,12 +519,15 @@ fn step(
 /// the checkpoint to the standby.
 fn begin_sync(s: &mut Session, ctx: &mut Context, now_ns: u64) -> Result<(), ControlError> {
     let facts = ctx.board.facts();
-    let bytes = {
+    let since = s.base.as_ref().map(Replica::manifest);
+    let capture = {
         let mut tasks = ctx.tasks.borrow_mut();
         let e = tasks.get_mut(s.local_id).ok_or(ControlError::TaskGone)?;
-        e.capture(e.epoch, &facts).map_err(ControlError::Task)?
+        e.capture(e.epoch, &facts, since, ctx.board.clock())
+            .map_err(ControlError::Task)?
     };
-    let outgoing = Outgoing::new(Transfer::Standby, s.task.task_id, bytes)?;
+    let next = Replica::advance(s.base.as_ref(), capture)?;
+    let outgoing = Outgoing::new(Transfer::Standby, s.task.task_id, next, s.base.as_ref())?;
     s.conn.send(&outgoing.offer())?;
     s.sync = Some(InFlight {
         outgoing,
@@ -551,8 +559,17 @@ fn on_message(
         _ => return Err(ControlError::Unexpected),
     };
     let offer = sync.outgoing.offered().clone();
+    let chunks = sync.outgoing.replica().manifest().hashes().len();
     match (sync.outgoing.on_message(msg), refusal) {
         (Ok(()), _) => {}
+        // The standby no longer holds the last sync (its store forgot it):
+        // offer every chunk.
+        (Err(_), Some(NackReason::UnknownBase)) if sync.outgoing.widen() => {
+            s.base = None;
+            let offer = sync.outgoing.offer();
+            s.conn.send(&offer)?;
+            return Ok(None);
+        }
         // The peer runs the task at a newer epoch (it took over while the
         // link was down): it wins, this copy stops.
         (Err(_), Some(NackReason::StaleEpoch { known })) if known > offer.epoch => {
@@ -593,21 +610,32 @@ fn on_message(
     s.last_sync_ns = Some(sync.captured_ns);
     s.syncs += 1;
     let (need, codec) = (sync.need, sync.tally.main_codec());
-    s.sync = None;
+    if let Some(done) = s.sync.take() {
+        s.base = Some(done.outgoing.into_replica());
+    }
     let interval = s.interval_s(now_ns).unwrap_or(0.0);
     turn.publish(NodeEvent::Synced {
         task: s.task.clone(),
         to: s.to(),
-        report: report(&offer, s, need, bytes, elapsed_ns, codec.name(), interval),
+        report: report(
+            &offer,
+            s,
+            (need, chunks),
+            bytes,
+            elapsed_ns,
+            codec.name(),
+            interval,
+        ),
     });
     Ok(None)
 }
 
-/// The account of the sync of `offer` that `s` just completed.
+/// The account of the sync of `offer` that `s` just completed, whose
+/// standby needed `need.0` of the checkpoint's `need.1` chunks.
 fn report(
     offer: &Offer,
     s: &Session,
-    need: usize,
+    need: (usize, usize),
     wire_bytes: u64,
     elapsed_ns: u64,
     codec: &str,
@@ -618,8 +646,8 @@ fn report(
         progress: offer.progress,
         progress_total: offer.progress_total,
         epoch: offer.epoch,
-        chunks_sent: need as u32,
-        chunks: offer.chunks.len() as u32,
+        chunks_sent: need.0 as u32,
+        chunks: need.1 as u32,
         wire_bytes,
         ms: elapsed_ns / 1_000_000,
         codec: codec.into(),

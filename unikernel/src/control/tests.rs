@@ -11,7 +11,7 @@ use tern_hal::Isa;
 use tern_migration::Limits;
 use tern_protocol::{
     ChannelError, Connection, Event, Incoming, Message, MigrationReport, NackReason, Policy, Psk,
-    SyncReport, TaskRole, TaskStatus,
+    StopReason, SyncReport, TaskRole, TaskStatus,
 };
 
 use crate::net::SharedNet;
@@ -57,13 +57,28 @@ impl Node {
         seed: Option<u64>,
         cidr: &str,
     ) -> Self {
+        Self::with_catalog(
+            board,
+            device,
+            seed,
+            cidr,
+            Rc::new(tern_workloads::NpbCatalog),
+        )
+    }
+
+    fn with_catalog(
+        board: &'static FakeBoard,
+        device: WireEnd,
+        seed: Option<u64>,
+        cidr: &str,
+        catalog: Rc<dyn tern_migration::TaskCatalog>,
+    ) -> Self {
         let mut kernel = Kernel::new(board);
         if let Some(seed) = seed {
             kernel.set_entropy(Box::new(FakeEntropy(seed)));
         }
         let node_id = node_id_from_mac(tern_hal::NetDevice::mac_address(&device));
-        let tasks =
-            crate::tasks::install(&mut kernel, node_id, Rc::new(tern_workloads::NpbCatalog));
+        let tasks = crate::tasks::install(&mut kernel, node_id, catalog);
         let net = crate::net::install(&mut kernel, Box::new(device));
         let control = install(&mut kernel, net.clone(), tasks.clone());
         exec(&mut kernel, &format!("net {cidr}"));
@@ -492,11 +507,13 @@ fn a_paused_task_moves_with_only_its_changed_chunks_after_pre_copy() {
     p.a.exec("migrate 1 10.0.0.2");
     assert!(
         p.run_until(200_000, |p| !p.a.migrated().is_empty()),
-        "{}",
-        p.a.out
+        "{}\n{}",
+        p.a.out,
+        p.b.out
     );
-    // Round 2 finds nothing changed: the stop-and-copy follows, and its need
-    // names only the header's (the epoch) and the trailer's chunks.
+    // After the first round nothing is left to send (the task is paused):
+    // the stop-and-copy follows at once and offers no chunk (the new epoch
+    // is in the header, which the offer carries).
     let rounds = p.a.find(|e| match e {
         NodeEvent::PrecopyRound {
             chunks_sent,
@@ -505,9 +522,15 @@ fn a_paused_task_moves_with_only_its_changed_chunks_after_pre_copy() {
         } => Some((*chunks_sent, *chunks)),
         _ => None,
     });
-    assert_eq!(rounds, [(24, 24), (0, 24)]);
+    assert_eq!(rounds, [(22, 22)]);
     let report = &p.a.migrated()[0];
-    assert_eq!((report.stop_copy_chunks, report.chunks), (2, 24));
+    assert_eq!((report.stop_copy_chunks, report.chunks), (0, 22));
+    assert!(
+        matches!(report.stop, StopReason::DowntimeFits { .. }),
+        "{report:?}"
+    );
+    assert_eq!(report.rounds.len(), 2);
+    assert_eq!(report.rounds[1].dirty_chunks, 0, "{report:?}");
     assert!(
         report.wire_bytes < report.state_bytes + 20_000,
         "{report:?}"
@@ -731,7 +754,8 @@ fn migrate_to_from_an_inspector_is_answered_with_the_report() {
             &mut p,
             &Message::MigrateTo {
                 task_id: 3,
-                to: "10.0.0.1".into()
+                to: "10.0.0.1".into(),
+                downtime_ms: None,
             }
         ),
         Message::Nack(NackReason::UnknownTask)
@@ -741,6 +765,7 @@ fn migrate_to_from_an_inspector_is_answered_with_the_report() {
         &Message::MigrateTo {
             task_id,
             to: "10.0.0.1:4470".into(),
+            downtime_ms: None,
         },
     );
     let Message::Migrated(report) = answer else {
@@ -875,7 +900,14 @@ fn a_tag_travels_with_the_task_through_migrations() {
         panic!("not started")
     };
     let to = String::from("10.0.0.1:4470");
-    let answer = client.request(&mut p, &Message::MigrateTo { task_id, to });
+    let answer = client.request(
+        &mut p,
+        &Message::MigrateTo {
+            task_id,
+            to,
+            downtime_ms: None,
+        },
+    );
     assert!(matches!(answer, Message::Migrated(_)), "{answer:?}");
     let listed = p.a.list();
     assert_eq!(listed[0].task_id, task_id);
@@ -991,7 +1023,11 @@ fn key_command_and_refusals_without_key_or_random_numbers() {
     for (line, error) in [
         (
             "migrate 1",
-            "usage: migrate <id> <address>[:port]|<node id>",
+            "usage: migrate <id> <address>[:port]|<node id> [<downtime ms>]",
+        ),
+        (
+            "migrate 1 10.0.0.2 soon",
+            "'soon' is not a downtime in milliseconds",
         ),
         ("migrate 9 10.0.0.2", "no task 9"),
         (
@@ -1075,22 +1111,30 @@ fn two_connections_delivering_the_same_migration_give_one_task() {
     p.a.exec("run is S --pause-at 20");
     assert!(p.run_until(100_000, |p| p.a.paused()));
     let facts = p.a.kernel.board().facts();
-    let (task_id, bytes) = {
+    let (task_id, capture) = {
         let tasks = p.a.tasks.borrow();
         let e = &tasks.entries()[0];
-        (e.task_id, e.capture(2, &facts).unwrap())
+        let clock = p.a.kernel.board().clock();
+        (e.task_id, e.capture(2, &facts, None, clock).unwrap())
     };
-    let mut first = Outgoing::new(Transfer::Migrate, task_id, bytes.clone()).unwrap();
-    let mut second = Outgoing::new(Transfer::Migrate, task_id, bytes).unwrap();
+    let replica = Replica::advance(None, capture).unwrap();
+    let mut first = Outgoing::new(Transfer::Migrate, task_id, replica.clone(), None).unwrap();
+    let mut second = Outgoing::new(Transfer::Migrate, task_id, replica, None).unwrap();
     let mut c1 = Client::connect_from(&mut p, KEY, 40001);
     let mut c2 = Client::connect_from(&mut p, KEY, 40002);
     assert!(c1.establish(&mut p) && c2.establish(&mut p));
     let commit1 = send_until_commit(&mut c1, &mut p, &mut first);
     let commit2 = send_until_commit(&mut c2, &mut p, &mut second);
-    assert_eq!(c2.ask(&mut p, &commit2), Message::Ack { epoch: 2 });
+    assert!(matches!(
+        c2.ask(&mut p, &commit2),
+        Message::Ack { epoch: 2, .. }
+    ));
     // The first connection's commit of the same checkpoint is acked without
     // a second copy of the task.
-    assert_eq!(c1.ask(&mut p, &commit1), Message::Ack { epoch: 2 });
+    assert!(matches!(
+        c1.ask(&mut p, &commit1),
+        Message::Ack { epoch: 2, .. }
+    ));
     assert_eq!(p.b.arrivals(), 1);
     assert_eq!(p.b.tasks.borrow().entries().len(), 1);
 }
@@ -1160,7 +1204,7 @@ fn an_owner_keeps_a_standby_fresh_at_the_policys_interval() {
     let unchanged = |p: &Pair| p.a.synced().iter().any(|s| s.chunks_sent == 0);
     assert!(p.run_until(400_000, unchanged), "{:?}", p.a.synced());
     let last = p.a.synced().last().cloned().unwrap();
-    assert_eq!((last.chunks_sent, last.chunks), (0, 24), "{last:?}");
+    assert_eq!((last.chunks_sent, last.chunks), (0, 22), "{last:?}");
     let sessions = p.a.exec("sync");
     assert!(
         sessions.contains(&format!("connected, {} syncs, last ", last.number)),
@@ -1383,6 +1427,66 @@ fn a_sync_never_replaces_a_newer_replica() {
         ..held.clone()
     };
     assert_eq!(verdict(&older), stale);
+}
+
+#[test]
+fn the_stop_and_copy_carries_the_chunks_written_since_the_last_round_only() {
+    // Two nodes running scribble tasks: 24 MiB of state, of which each step
+    // writes one of four chunks.
+    let wire = Arc::new(Mutex::new(Wire::default()));
+    let node = |isa, board, end, seed, cidr| {
+        let board = FakeBoard::leak_with(isa, board, 256 << 20);
+        let catalog = Rc::new(crate::testing::ScribbleCatalog);
+        let mut n = Node::with_catalog(board, end, Some(seed), cidr, catalog);
+        assert_eq!(n.exec(&format!("key {KEY}")), "key: set\r\n");
+        n
+    };
+    let a = node(
+        Isa::X86_64,
+        "pc",
+        WireEnd::node(wire.clone(), MAC_A),
+        1,
+        "10.0.0.1/24",
+    );
+    let b = node(
+        Isa::Aarch64,
+        "rpi4",
+        WireEnd::peer(wire.clone(), MAC_B),
+        2,
+        "10.0.0.2/24",
+    );
+    let mut p = Pair { a, b, wire };
+    assert_eq!(
+        p.a.exec("run scribble 24"),
+        "task 1 (scribble 24) started\r\n"
+    );
+    assert!(p.run_until(100, |p| p.a.list()[0].progress > 100));
+    p.a.exec("migrate 1 10.0.0.2");
+    assert!(
+        p.run_until(2_000_000, |p| !p.a.migrated().is_empty()),
+        "{}\n{}",
+        p.a.out,
+        p.b.out
+    );
+    let report = &p.a.migrated()[0];
+    // The typed state's chunk and 384 of data.
+    assert_eq!(report.chunks, 385, "{report:?}");
+    let first = &report.rounds[0];
+    assert_eq!((first.dirty_chunks, first.chunks_sent), (385, 385));
+    // Every later round, the stop-and-copy too, carries at most the working
+    // set and the typed state: what changed, not the state.
+    let set = crate::testing::SCRIBBLE_SET as u32 + 1;
+    for round in &report.rounds[1..] {
+        assert!(round.dirty_chunks <= set, "{report:?}");
+        assert!(round.chunks_sent <= set, "{report:?}");
+    }
+    assert!(report.stop_copy_chunks <= set, "{report:?}");
+    assert_eq!(report.rounds.len() as u32, report.precopy_rounds + 1);
+    assert!(
+        report.wire_bytes < report.state_bytes + (1 << 20),
+        "{report:?}"
+    );
+    assert!(p.b.exec("ps").contains("scribble 24"));
 }
 
 /// Node B's node id in its text form.

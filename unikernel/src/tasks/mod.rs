@@ -20,8 +20,8 @@ use core::fmt;
 
 use tern_hal::{BoardFacts, MonotonicClock};
 use tern_migration::{
-    read_checkpoint, write_checkpoint, HeaderInfo, Limits, Mode, NewTask, Snapshot, Step, Task,
-    TaskCatalog,
+    capture_timed, read_checkpoint, write_checkpoint, Capture, HeaderInfo, Limits, Manifest, Mode,
+    NewTask, Restored, Snapshot, Step, Task, TaskCatalog,
 };
 use tern_protocol::{NodeEvent, TaskRef};
 
@@ -102,10 +102,8 @@ impl TaskEntry {
         }
     }
 
-    /// A full checkpoint of the task at `epoch`, written on `facts`'s board.
-    /// Tasks are only stepped between polls, so whenever this runs the task
-    /// is at a migration point.
-    pub fn capture(&self, epoch: u64, facts: &BoardFacts) -> Result<Vec<u8>, String> {
+    /// The task's regions and its tag, at this migration point.
+    fn snapshot(&self) -> Result<Snapshot<'_>, String> {
         let id = self.id;
         let mut snap = Snapshot::new();
         self.task
@@ -115,17 +113,51 @@ impl TaskEntry {
             snap.typed(TAG_REGION, tag)
                 .map_err(|e| format!("capturing task {id}: {e}"))?;
         }
-        // The boards have no wall clock: creation time 0 means "unknown".
-        let info = HeaderInfo::for_task(
+        Ok(snap)
+    }
+
+    fn header(&self, epoch: u64, facts: &BoardFacts) -> HeaderInfo {
+        // The wall clock once SNTP set it; 0 ("unknown") before.
+        HeaderInfo::for_task(
             &*self.task,
             epoch,
             crate::wallclock::now_unix_ms(),
             facts.isa.name(),
             facts.board,
-        );
+        )
+    }
+
+    /// A checkpoint of the task at `epoch`, written on `facts`'s board, as a
+    /// manifest and chunks: against `since` (the previous capture, whose
+    /// chunks the receiver holds) only the chunks that changed are copied.
+    /// Only chunks written since they were last hashed are hashed (timed
+    /// on `clock`). Tasks are only stepped between polls, so whenever this
+    /// runs the task is at a migration point.
+    pub fn capture(
+        &self,
+        epoch: u64,
+        facts: &BoardFacts,
+        since: Option<&Manifest>,
+        clock: &dyn MonotonicClock,
+    ) -> Result<Capture, String> {
+        let snap = self.snapshot()?;
+        capture_timed(&self.header(epoch, facts), &snap, since, &|| clock.now_ns())
+            .map_err(|e| format!("capturing task {}: {e}", self.id))
+    }
+
+    /// The chunks written since the last capture hashed them, and their
+    /// bytes (see [`Snapshot::unhashed`]).
+    pub fn unhashed(&self) -> (u32, u64) {
+        self.snapshot().map_or((0, 0), |s| s.unhashed())
+    }
+
+    /// A full checkpoint file of the task at `epoch` (the serial console's
+    /// transfers).
+    pub fn checkpoint_file(&self, epoch: u64, facts: &BoardFacts) -> Result<Vec<u8>, String> {
+        let snap = self.snapshot()?;
         let mut bytes = Vec::new();
-        write_checkpoint(&mut bytes, &info, &snap, Mode::Full)
-            .map_err(|e| format!("writing the checkpoint of task {id}: {e}"))?;
+        write_checkpoint(&mut bytes, &self.header(epoch, facts), &snap, Mode::Full)
+            .map_err(|e| format!("writing the checkpoint of task {}: {e}", self.id))?;
         Ok(bytes)
     }
 }
@@ -215,6 +247,11 @@ impl TaskTable {
     pub fn resume(&self, bytes: &[u8], limits: &Limits) -> Result<Resumed, String> {
         let restored =
             read_checkpoint(bytes, limits).map_err(|e| format!("bad checkpoint: {e}"))?;
+        self.resume_restored(restored)
+    }
+
+    /// Rebuilds the task of a validated checkpoint with the catalog.
+    pub fn resume_restored(&self, restored: Restored) -> Result<Resumed, String> {
         let from = format!("{}/{}", restored.header.isa, restored.header.board);
         let epoch = restored.header.epoch;
         let tag = restored.typed::<String>(TAG_REGION).ok();

@@ -366,7 +366,7 @@ impl LiveLink {
         };
         let bytes = restamp(&checkpoint.bytes, &request.tag)
             .map_err(|e| refused(format!("the checkpoint cannot be resumed: {e}")))?;
-        let outgoing = Outgoing::new(Transfer::Migrate, task_id, bytes)
+        let outgoing = Outgoing::from_file(Transfer::Migrate, task_id, &bytes)
             .map_err(|e| refused(format!("the checkpoint cannot be sent: {e}")))?;
         self.client
             .push(outgoing, self.timeouts.transfer)
@@ -628,7 +628,7 @@ mod tests {
         };
         assert_eq!(others(&a), others(&b));
         // It is sent as it is: the transfer layer accepts it.
-        assert!(Outgoing::new(Transfer::Migrate, 9, new).is_ok());
+        assert!(Outgoing::from_file(Transfer::Migrate, 9, &new).is_ok());
         assert!(restamp(b"not a checkpoint", "x").is_err());
     }
 

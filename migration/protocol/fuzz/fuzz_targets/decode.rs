@@ -12,8 +12,8 @@ use tern_protocol::{
     Security, Transfer,
 };
 
-/// A small real checkpoint (5 transfer chunks: cheap to hash on every run) the
-/// sender offers and the receiver holds as replica.
+/// A small real checkpoint (3 chunks: cheap to hash on every run) the sender
+/// offers and the receiver holds as replica (the base of a round's offer).
 fn checkpoint() -> &'static Vec<u8> {
     static C: OnceLock<Vec<u8>> = OnceLock::new();
     C.get_or_init(|| {
@@ -62,14 +62,14 @@ fuzz_target!(|data: &[u8]| {
     let _ = server.end_of_stream();
 
     // Frames → messages → both phase machines (as if the channel had opened them).
-    let replica = Replica::new(checkpoint().clone());
+    let replica = Replica::from_file(checkpoint(), &tern_migration::Limits::default()).unwrap();
     let policy = Policy {
         max_len: 1 << 20,
         kinds: vec![("fuzz".into(), 1)],
         known: None,
     };
     let mut incoming = Incoming::new(policy, Some(&replica));
-    let mut outgoing = Outgoing::new(Transfer::Migrate, 1, checkpoint().clone()).unwrap();
+    let mut outgoing = Outgoing::from_file(Transfer::Migrate, 1, checkpoint()).unwrap();
     let mut frames = FrameDecoder::new(MAX);
     if frames.push(data).is_err() {
         return;

@@ -1,12 +1,11 @@
 //! Shared helpers: real checkpoints from tern-migration and in-memory peers.
 #![allow(dead_code)]
 
-use tern_migration::{write_checkpoint, BulkRegion, HeaderInfo, Mode, Snapshot};
-use tern_protocol::{Config, Connection, Event, Hello, Psk, Security};
+use tern_migration::{capture, write_checkpoint, BulkRegion, HeaderInfo, Mode, Snapshot};
+use tern_protocol::{Config, Connection, Event, Hello, Psk, Replica, Security};
 
-/// A real checkpoint of a small task: a typed counter and a bulk u64 array.
-pub fn checkpoint(epoch: u64, progress: u64, data: &BulkRegion<u64>) -> Vec<u8> {
-    let info = HeaderInfo {
+fn info(epoch: u64, progress: u64) -> HeaderInfo {
+    HeaderInfo {
         task_kind: "test-sum".into(),
         task_version: 1,
         progress,
@@ -15,13 +14,32 @@ pub fn checkpoint(epoch: u64, progress: u64, data: &BulkRegion<u64>) -> Vec<u8> 
         created_unix_ms: 0,
         isa: "x86_64".into(),
         board: "linux-host".into(),
-    };
+    }
+}
+
+/// A real checkpoint file of a small task: a typed counter and a bulk u64 array.
+pub fn checkpoint(epoch: u64, progress: u64, data: &BulkRegion<u64>) -> Vec<u8> {
     let mut snap = Snapshot::new();
     snap.typed("state", &(progress, 7u32)).unwrap();
     snap.bulk("data", data);
     let mut out = Vec::new();
-    write_checkpoint(&mut out, &info, &snap, Mode::Full).unwrap();
+    write_checkpoint(&mut out, &info(epoch, progress), &snap, Mode::Full).unwrap();
     out
+}
+
+/// The same task captured for a transfer, against `base` (the previous
+/// round's replica) when given: only the changed chunks are copied.
+pub fn replica(
+    epoch: u64,
+    progress: u64,
+    data: &BulkRegion<u64>,
+    base: Option<&Replica>,
+) -> Replica {
+    let mut snap = Snapshot::new();
+    snap.typed("state", &(progress, 7u32)).unwrap();
+    snap.bulk("data", data);
+    let c = capture(&info(epoch, progress), &snap, base.map(Replica::manifest)).unwrap();
+    Replica::advance(base, c).unwrap()
 }
 
 /// A bulk region of `n` distinct values.

@@ -6,6 +6,7 @@ use crate::format::{
     FORMAT_VERSION, MAX_BOARD, MAX_ISA, MAX_KIND, MAX_NAME, MAX_REGIONS, TRAILER_MAGIC,
 };
 use crate::io::Sink;
+use crate::region::BulkSource;
 use crate::region::ElemType;
 use crate::task::{SnapBody, Snapshot, Task};
 use alloc::string::String;

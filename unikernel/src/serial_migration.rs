@@ -168,7 +168,7 @@ impl Receive {
             max_total_bytes: free_heap(self.board),
         };
         let mut tasks = self.tasks.borrow_mut();
-        let resumed = tasks.resume(&bytes, &limits)?;
+        let resumed = tasks.resume(&bytes, &limits).map_err(|e| e.to_string())?;
         drop(bytes);
         let progress = resumed.task.task.progress();
         let epoch = resumed.epoch.saturating_add(1);

@@ -565,10 +565,10 @@ impl Server {
                 let resumed = parts.ctx.tasks.borrow().resume(&bytes, &limits);
                 let resumed = match resumed {
                     Ok(r) => r,
-                    Err(reason) => {
+                    Err(why) => {
                         parts.turn.publish(NodeEvent::CheckpointRefused {
                             task_id: offer.task_id,
-                            reason,
+                            reason: why.to_string(),
                         });
                         return self.reply(i, &Message::Nack(NackReason::InvalidCheckpoint));
                     }

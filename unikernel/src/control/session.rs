@@ -274,8 +274,11 @@ impl Sessions {
         let resumed = ctx.tasks.borrow().resume(held.replica.bytes(), &limits);
         let resumed = match resumed {
             Ok(r) => r,
-            Err(reason) => {
-                turn.publish(NodeEvent::FailoverFailed { task_id, reason });
+            Err(why) => {
+                turn.publish(NodeEvent::FailoverFailed {
+                    task_id,
+                    reason: why.to_string(),
+                });
                 return;
             }
         };

@@ -20,8 +20,8 @@ use core::fmt;
 
 use tern_hal::{BoardFacts, MonotonicClock};
 use tern_migration::{
-    read_checkpoint, write_checkpoint, HeaderInfo, Limits, Mode, NewTask, Snapshot, Step, Task,
-    TaskCatalog,
+    read_checkpoint, write_checkpoint, HeaderInfo, Limits, Mode, NewTask, ResumeError, Snapshot,
+    Step, Task, TaskCatalog,
 };
 use tern_protocol::{NodeEvent, TaskRef};
 
@@ -191,7 +191,7 @@ impl TaskTable {
     }
 
     /// Validates `bytes` completely and rebuilds its task with the catalog.
-    pub fn resume(&self, bytes: &[u8], limits: &Limits) -> Result<Resumed, String> {
+    pub fn resume(&self, bytes: &[u8], limits: &Limits) -> Result<Resumed, ResumeError> {
         let restored =
             read_checkpoint(bytes, limits).map_err(|e| format!("bad checkpoint: {e}"))?;
         let from = format!("{}/{}", restored.header.isa, restored.header.board);

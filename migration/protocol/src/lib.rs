@@ -11,7 +11,9 @@
 //! - [`transfer`]: offer → need → chunks → commit → ack on each side, with
 //!   deduplication against the receiver's replica and ownership by epochs;
 //! - [`report`]: what a node says about itself: its status and its typed
-//!   events.
+//!   events;
+//! - [`module`]: task modules cut into parts, reassembled, and pushed to a
+//!   peer that lacks them.
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -21,14 +23,16 @@ pub mod channel;
 mod error;
 pub mod frame;
 pub mod message;
+pub mod module;
 pub mod report;
 pub mod transfer;
 
 pub use channel::{Config, Connection, Event, Psk, Role, Security};
 pub use error::{ChannelError, FrameError, TransferError};
 pub use message::{
-    ChunkInfo, Codec, Handshake, Hash, Hello, Message, MigrationReport, NackReason, Offer,
-    Role as TaskRole, TaskStatus, TaskSummary, Transfer, PROTOCOL_VERSION,
+    ChunkInfo, Codec, Handshake, Hash, Hello, Message, MigrationReport, ModuleRefusal, NackReason,
+    Offer, Role as TaskRole, TaskStatus, TaskSummary, Transfer, PROTOCOL_VERSION,
 };
+pub use module::{ModuleError, ModulePush, ModuleUpload, PushPhase};
 pub use report::{EventRecord, NodeEvent, NodeStatus, SyncReport, TaskRef};
 pub use transfer::{Incoming, Known, Outgoing, Policy, ReceivePhase, Replica, SendPhase};

@@ -28,11 +28,14 @@ mod encoder;
 mod error;
 mod link;
 mod migration;
+mod modules;
 mod replicas;
 mod server;
 mod session;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_wasm;
 
 pub use encoder::CodecMode;
 pub use error::ControlError;

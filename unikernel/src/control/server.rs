@@ -1,7 +1,8 @@
 //! The inbound side of the control service: [`LISTENERS`] listening sockets
 //! on [`CONTROL_PORT`], each serving one authenticated peer at a time —
 //! `List`, `Status`, `Fetch`, `Ping`, `MigrateTo`, `StartTask`, `KillTask`,
-//! a `Subscribe`d event stream, and offers (`Replicate` and `Standby`
+//! a `Subscribe`d event stream, task modules (`ModuleQuery`, `ModulePart`),
+//! and offers (`Replicate` and `Standby`
 //! copies kept as this node's replica of a task, `Migrate` transfers that
 //! resume the task here). A peer that fails the handshake, sends garbage or
 //! replays frames loses its connection only.
@@ -15,7 +16,7 @@ use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 use smoltcp::time::Duration;
 use smoltcp::wire::IpAddress;
-use tern_migration::Limits;
+use tern_migration::{Limits, ResumeError};
 use tern_protocol::{
     Connection, Event, Incoming, Message, NackReason, NodeEvent, NodeStatus, Offer, Outgoing,
     Policy, Replica, SendPhase, TaskRole, TaskStatus, TaskSummary, Transfer, TransferError,
@@ -23,6 +24,7 @@ use tern_protocol::{
 
 use super::link::Link;
 use super::migration::Answer;
+use super::modules;
 use super::replicas::{HeldReplica, ReplicaVerdict};
 use super::{
     parse_endpoint, step_down, ControlError, Parts, CONTROL_PORT, KEEP_ALIVE_MS, LOW_WATER,
@@ -47,6 +49,11 @@ enum Job {
     Send(Outgoing),
     /// A `MigrateTo` runs: its answer goes back when it ends.
     AwaitMigration(u64),
+    /// A `Fetch` of a task whose step has not ended: it is answered once
+    /// the task is at a migration point.
+    AwaitFetch(u64),
+    /// Receiving a task module's parts.
+    ReceiveModule(modules::Incoming),
 }
 
 /// A listening socket and the connection it accepted, if any.
@@ -88,9 +95,9 @@ impl Server {
     /// Whether a transfer is sending or receiving chunks right now.
     pub(super) fn streaming(&self) -> bool {
         self.conns.iter().any(|s| match &s.job {
-            Job::Receive(_) => true,
+            Job::Receive(_) | Job::ReceiveModule(_) => true,
             Job::Send(o) => o.phase() == SendPhase::Sending,
-            Job::Idle | Job::AwaitMigration(_) => false,
+            Job::Idle | Job::AwaitMigration(_) | Job::AwaitFetch(_) => false,
         })
     }
 
@@ -188,6 +195,12 @@ impl Server {
                         return self.drop_conn(i, parts, &peer, &e);
                     }
                 }
+            }
+        }
+        if let Job::AwaitFetch(task_id) = self.conns[i].job {
+            self.conns[i].job = Job::Idle;
+            if let Err(e) = self.fetch(i, parts, task_id) {
+                return self.drop_conn(i, parts, &peer, &e);
             }
         }
         busy |= self.feed(i, parts.turn.events);
@@ -322,6 +335,31 @@ impl Server {
                     },
                 )
             }
+            (job, Message::ModuleQuery { module }) => {
+                self.conns[i].job = job;
+                let reply = modules::held(parts.ctx, module);
+                self.reply(i, &reply)
+            }
+            (
+                job @ (Job::Idle | Job::ReceiveModule(_)),
+                Message::ModulePart {
+                    offset,
+                    total_len,
+                    bytes,
+                },
+            ) => {
+                let mut incoming = match job {
+                    Job::ReceiveModule(incoming) => incoming,
+                    _ => modules::Incoming::default(),
+                };
+                match incoming.part(parts.ctx, parts.turn, peer, (offset, total_len, &bytes)) {
+                    None => {
+                        self.conns[i].job = Job::ReceiveModule(incoming);
+                        Ok(())
+                    }
+                    Some(reply) => self.reply(i, &reply),
+                }
+            }
             (Job::Idle, Message::StartTask { args }) => {
                 let reply = start_task(parts, &args, peer);
                 self.reply(i, &reply)
@@ -389,7 +427,7 @@ impl Server {
                 }
                 Ok(())
             }
-            (job @ Job::AwaitMigration(_), _) => {
+            (job @ (Job::AwaitMigration(_) | Job::AwaitFetch(_)), _) => {
                 self.conns[i].job = job;
                 self.reply(i, &Message::Nack(NackReason::Busy))
             }
@@ -413,6 +451,10 @@ impl Server {
         let bytes = {
             let mut tasks = parts.ctx.tasks.borrow_mut();
             match tasks.by_task_id(task_id) {
+                Some(e) if !e.at_migration_point() => {
+                    self.conns[i].job = Job::AwaitFetch(task_id);
+                    return Ok(());
+                }
                 Some(e) => Some(e.capture(e.epoch, &facts).map_err(ControlError::Task)?),
                 None => None,
             }
@@ -570,7 +612,13 @@ impl Server {
                             task_id: offer.task_id,
                             reason: why.to_string(),
                         });
-                        return self.reply(i, &Message::Nack(NackReason::InvalidCheckpoint));
+                        let nack = match why {
+                            ResumeError::MissingModule(module) => {
+                                NackReason::MissingModule { module }
+                            }
+                            ResumeError::Refused(_) => NackReason::InvalidCheckpoint,
+                        };
+                        return self.reply(i, &Message::Nack(nack));
                     }
                 };
                 drop(bytes);

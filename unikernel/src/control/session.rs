@@ -35,6 +35,7 @@ use tern_sync::policy::{Bounds, CostRate, LinkView, SyncPolicy};
 
 use super::encoder::{ChunkEncoder, Tally};
 use super::link::{PeerConn, Stage};
+use super::modules::Push;
 use super::replicas::ReplicaStore;
 use super::{seconds, step_down, Context, ControlError, CONTROL_PORT, LOW_WATER};
 use crate::kernel::Turn;
@@ -101,6 +102,9 @@ struct Session {
     /// left at the next, the standby's TCP acknowledged some (it is alive,
     /// though its answers may wait behind a long transfer on a slow link).
     queued: usize,
+    /// The task's module on its way to a standby that lacks it (after
+    /// each connection, before the first sync on it).
+    push: Option<Push>,
 }
 
 impl Session {
@@ -196,6 +200,7 @@ impl Sessions {
             ratio: 1.0,
             encoder: ChunkEncoder::new(ctx.codec_mode),
             queued: 0,
+            push: None,
         });
         Ok(format!("sync: {label} -> {to}: connecting"))
     }
@@ -443,6 +448,8 @@ fn step(
                     peer_isa: peer.isa,
                     peer_board: peer.board,
                 });
+                // A standby without the task's module gets it first.
+                s.push = Push::start(ctx, s.local_id, &mut s.conn)?;
             }
             Event::Message(Message::Pong { nonce }) => {
                 if let Some((n, sent_ns)) = s.ping {
@@ -451,6 +458,11 @@ fn step(
                         let _ = s.monitor.record_heartbeat(seconds(now_ns), rtt);
                         s.ping = None;
                     }
+                }
+            }
+            Event::Message(msg) if s.push.is_some() => {
+                if s.push.as_mut().map(|p| p.on_message(msg)).transpose()? == Some(true) {
+                    s.push = None;
                 }
             }
             Event::Message(msg) => {
@@ -471,7 +483,10 @@ fn step(
         s.next_ping_ns = now_ns + PING_NS;
         busy = true;
     }
-    if s.sync.is_none() && now_ns >= s.not_before_ns {
+    if let Some(push) = s.push.as_mut() {
+        busy |= push.feed(&mut s.conn)?;
+    }
+    if s.sync.is_none() && s.push.is_none() && now_ns >= s.not_before_ns {
         let due = match s.view(now_ns) {
             None => true,
             Some(view) => s.policy.should_sync(&view),
@@ -506,12 +521,16 @@ fn step(
 }
 
 /// Captures the task at this migration point (it keeps running) and offers
-/// the checkpoint to the standby.
+/// the checkpoint to the standby; a task whose step has not ended is
+/// captured on a later turn.
 fn begin_sync(s: &mut Session, ctx: &mut Context, now_ns: u64) -> Result<(), ControlError> {
     let facts = ctx.board.facts();
     let bytes = {
         let mut tasks = ctx.tasks.borrow_mut();
         let e = tasks.get_mut(s.local_id).ok_or(ControlError::TaskGone)?;
+        if !e.at_migration_point() {
+            return Ok(());
+        }
         e.capture(e.epoch, &facts).map_err(ControlError::Task)?
     };
     let outgoing = Outgoing::new(Transfer::Standby, s.task.task_id, bytes)?;

@@ -94,9 +94,15 @@ impl TaskEntry {
         }
     }
 
+    /// Whether the task is at a migration point: only then can it be
+    /// captured (a step that ran out of its budget ends on a later turn).
+    pub fn at_migration_point(&self) -> bool {
+        self.task.at_migration_point()
+    }
+
     /// A full checkpoint of the task at `epoch`, written on `facts`'s board.
-    /// Tasks are only stepped between polls, so whenever this runs the task
-    /// is at a migration point.
+    /// Tasks are only stepped between polls; a task whose step has not
+    /// ended ([`TaskEntry::at_migration_point`]) refuses.
     pub fn capture(&self, epoch: u64, facts: &BoardFacts) -> Result<Vec<u8>, String> {
         let id = self.id;
         let mut snap = Snapshot::new();
@@ -250,19 +256,32 @@ impl TaskTable {
         &self.entries
     }
 
-    /// Advances every running task by one step, reporting a task that
-    /// finishes or reaches its pause point; returns whether any task ran.
+    /// Advances every running task by one step, and every task whose last
+    /// step has not ended (a paused or migrating one too: a capture waits for
+    /// it), reporting a task that finishes, reaches its pause point or logs;
+    /// returns whether any task ran.
     pub fn step_all(&mut self, turn: &mut Turn<'_>) -> bool {
         let mut ran = false;
         for entry in &mut self.entries {
-            if entry.state != TaskState::Running {
+            let mid_step = !entry.task.at_migration_point();
+            if entry.state != TaskState::Running && !mid_step {
                 continue;
             }
             ran = true;
-            match entry.task.step() {
+            let step = entry.task.step();
+            for line in entry.task.take_log() {
+                turn.publish(NodeEvent::TaskLog {
+                    task: entry.task_ref(),
+                    line,
+                });
+            }
+            match step {
                 Step::Running => {
                     let progress = entry.task.progress();
-                    if entry.pause_at.is_some_and(|pct| progress.reached(pct)) {
+                    let pause = entry.state == TaskState::Running
+                        && entry.task.at_migration_point()
+                        && entry.pause_at.is_some_and(|pct| progress.reached(pct));
+                    if pause {
                         entry.pause_at = None;
                         entry.state = TaskState::Paused;
                         turn.publish(NodeEvent::TaskPaused {

@@ -68,7 +68,7 @@ impl WasmCatalog {
         Self {
             engine: engine(),
             limits,
-            gauge: Rc::new(FuelGauge::new(clock)),
+            gauge: Rc::new(FuelGauge::new(clock, limits.max_step_fuel)),
             modules: RefCell::new(BTreeMap::new()),
         }
     }

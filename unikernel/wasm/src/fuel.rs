@@ -26,14 +26,18 @@ pub struct FuelGauge {
     clock: &'static dyn MonotonicClock,
     /// Fuel units per millisecond, a running average.
     per_ms: Cell<u64>,
+    /// The most fuel a step gets, whatever the clock says.
+    max_budget: u64,
 }
 
 impl FuelGauge {
-    /// A gauge timing steps with `clock`.
-    pub fn new(clock: &'static dyn MonotonicClock) -> Self {
+    /// A gauge timing steps with `clock`, giving a step at most
+    /// `max_budget` fuel.
+    pub fn new(clock: &'static dyn MonotonicClock, max_budget: u64) -> Self {
         Self {
             clock,
             per_ms: Cell::new(FIRST_RATE),
+            max_budget: max_budget.max(MIN_BUDGET),
         }
     }
 
@@ -44,7 +48,7 @@ impl FuelGauge {
 
     /// The fuel of one step.
     pub fn budget(&self) -> u64 {
-        (self.per_ms.get() * STEP_NS / 1_000_000).max(MIN_BUDGET)
+        (self.per_ms.get().saturating_mul(STEP_NS) / 1_000_000).clamp(MIN_BUDGET, self.max_budget)
     }
 
     /// Fuel units per millisecond as measured so far.
@@ -79,7 +83,7 @@ mod tests {
 
     #[test]
     fn the_budget_follows_the_measured_rate_and_ignores_short_samples() {
-        let gauge = FuelGauge::new(&Frozen);
+        let gauge = FuelGauge::new(&Frozen, 150_000);
         assert_eq!(gauge.budget(), FIRST_RATE * 2);
         // 1 million fuel in 10 ms: 100 000 per ms.
         for _ in 0..20 {
@@ -90,7 +94,8 @@ mod tests {
             "{}",
             gauge.per_ms()
         );
-        assert!((198_000..=200_000).contains(&gauge.budget()));
+        // The budget would be 200 000; it is capped.
+        assert_eq!(gauge.budget(), 150_000);
         gauge.observe(1, 1_000);
         assert!(gauge.per_ms() >= 99_000);
     }

@@ -18,6 +18,8 @@
 extern crate alloc;
 
 pub mod catalog;
+#[cfg(feature = "fixtures")]
+pub mod fixtures;
 pub mod fuel;
 pub mod module;
 pub mod task;

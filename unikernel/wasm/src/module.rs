@@ -50,6 +50,9 @@ pub struct Limits {
     pub max_module_bytes: usize,
     /// Most pages of linear memory a task may have, at start and by growing.
     pub max_pages: u32,
+    /// Most fuel one step gets, however fast the node's clock says it runs
+    /// (a bound on a turn if the clock misleads the fuel gauge).
+    pub max_step_fuel: u64,
 }
 
 impl Default for Limits {
@@ -58,6 +61,8 @@ impl Default for Limits {
             max_module_bytes: 8 << 20,
             // 128 MiB.
             max_pages: 2048,
+            // About 20 ms of a fast node's interpretation.
+            max_step_fuel: 20_000_000,
         }
     }
 }

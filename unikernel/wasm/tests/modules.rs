@@ -10,6 +10,7 @@ use tern_migration::{
     read_checkpoint, write_checkpoint, HeaderInfo, Limits as ReadLimits, Mode, ModuleRefusal,
     ResumeError, Snapshot, Step, Task, TaskCatalog,
 };
+use tern_wasm::fixtures::{counter, expected_sum};
 use tern_wasm::module::{global_export, hex};
 use tern_wasm::{prepare, Limits, WasmCatalog};
 
@@ -26,62 +27,9 @@ impl MonotonicClock for HostClock {
     }
 }
 
-/// A task that sums `i * i mod 7` for i below the argument (a decimal
-/// number) in steps of `spin` iterations, keeping its sum in a mutable
-/// global and its counter in memory; the result is the sum as 8 LE bytes.
-/// `{step_extra}` is spliced into the step function (to make it trap, grow
-/// memory or loop).
-fn counter(step_extra: &str) -> Vec<u8> {
-    wat::parse_str(format!(
-        r#"(module
-  (import "tern" "log" (func $log (param i32 i32)))
-  (memory (export "memory") 1)
-  (global $sum (mut i64) (i64.const 0))
-  (global $limit (mut i64) (i64.const 0))
-  (global $spin i64 (i64.const 1000))
-  (data (i32.const 16) "started")
-  (func (export "tern_args") (param i32) (result i32) (i32.const 1024))
-  (func (export "tern_init") (param $len i32) (result i64)
-    (local $i i32) (local $n i64) (local $c i32)
-    (call $log (i32.const 16) (i32.const 7))
-    (block $done
-      (loop $digits
-        (br_if $done (i32.ge_u (local.get $i) (local.get $len)))
-        (local.set $c (i32.load8_u (i32.add (i32.const 1024) (local.get $i))))
-        (if (i32.or (i32.lt_u (local.get $c) (i32.const 48)) (i32.gt_u (local.get $c) (i32.const 57)))
-          (then (return (i64.const -2))))
-        (local.set $n (i64.add (i64.mul (local.get $n) (i64.const 10))
-                               (i64.extend_i32_u (i32.sub (local.get $c) (i32.const 48)))))
-        (local.set $i (i32.add (local.get $i) (i32.const 1)))
-        (br $digits)))
-    (global.set $limit (local.get $n))
-    (i64.store (i32.const 256) (i64.const 0))
-    (local.get $n))
-  (func (export "tern_step") (result i64)
-    (local $i i64) (local $end i64)
-    {step_extra}
-    (local.set $i (i64.load (i32.const 256)))
-    (local.set $end (i64.add (local.get $i) (global.get $spin)))
-    (if (i64.gt_u (local.get $end) (global.get $limit)) (then (local.set $end (global.get $limit))))
-    (block $out
-      (loop $next
-        (br_if $out (i64.ge_u (local.get $i) (local.get $end)))
-        (global.set $sum (i64.add (global.get $sum)
-                                  (i64.rem_u (i64.mul (local.get $i) (local.get $i)) (i64.const 7))))
-        (local.set $i (i64.add (local.get $i) (i64.const 1)))
-        (br $next)))
-    (i64.store (i32.const 256) (local.get $i))
-    (local.get $i))
-  (func (export "tern_result") (result i64)
-    (i64.store (i32.const 512) (global.get $sum))
-    (i64.or (i64.const 512) (i64.shl (i64.const 8) (i64.const 32)))))"#
-    ))
-    .unwrap()
-}
-
-/// The sum the counter computes for `n`.
-fn expected_sum(n: u64) -> [u8; 8] {
-    (0..n).map(|i| i * i % 7).sum::<u64>().to_le_bytes()
+/// The counter fixture with `extra` in its step, as a module.
+fn module(extra: &str) -> Vec<u8> {
+    wat::parse_str(counter(extra)).unwrap()
 }
 
 fn catalog() -> WasmCatalog {
@@ -109,7 +57,7 @@ fn checkpoint(task: &dyn Task) -> Vec<u8> {
 
 #[test]
 fn a_module_is_rewritten_to_export_its_mutable_globals_and_named_by_its_hash() {
-    let raw = counter("");
+    let raw = module("");
     let p = prepare(&raw, &Limits::default()).unwrap();
     // Two mutable globals (sum, limit); the constant one stays unexported.
     assert_eq!(p.info.mutable_globals.len(), 2);
@@ -264,7 +212,7 @@ fn start(c: &WasmCatalog, id: &[u8; 32], n: u64, expect: Option<String>) -> Box<
 #[test]
 fn a_task_runs_to_its_expected_result_and_logs() {
     let c = catalog();
-    let id = c.add_module(&counter("")).unwrap();
+    let id = c.add_module(&module("")).unwrap();
     let n = 25_000;
     let mut task = start(&c, &id, n, Some(hex(&expected_sum(n))));
     assert_eq!(task.kind(), "wasm");
@@ -310,7 +258,7 @@ fn bad_run_arguments_are_refused_before_anything_starts() {
         .plan(&["wasm", &absent])
         .unwrap_err()
         .contains("not held here"));
-    let id = c.add_module(&counter("")).unwrap();
+    let id = c.add_module(&module("")).unwrap();
     let module = hex(&id);
     assert!(c
         .plan(&["wasm", &module, "--expect", "xyz"])
@@ -320,7 +268,7 @@ fn bad_run_arguments_are_refused_before_anything_starts() {
 
 #[test]
 fn a_checkpoint_taken_mid_run_resumes_on_another_catalog_and_ends_alike() {
-    let raw = counter("");
+    let raw = module("");
     let here = catalog();
     let id = here.add_module(&raw).unwrap();
     let n = 40_000;
@@ -379,7 +327,7 @@ fn a_checkpoint_taken_mid_run_resumes_on_another_catalog_and_ends_alike() {
 fn a_step_that_never_ends_is_bounded_by_fuel_and_is_never_checkpointed() {
     let c = catalog();
     let id = c
-        .add_module(&counter("(loop $forever (br $forever))"))
+        .add_module(&module("(loop $forever (br $forever))"))
         .unwrap();
     let mut task = start(&c, &id, 10, None);
     // Init ends; then each step returns after its budget.
@@ -403,7 +351,7 @@ fn a_step_that_never_ends_is_bounded_by_fuel_and_is_never_checkpointed() {
 #[test]
 fn a_trap_or_memory_growth_past_the_limit_ends_the_task_unverified() {
     let c = catalog();
-    let id = c.add_module(&counter("(unreachable)")).unwrap();
+    let id = c.add_module(&module("(unreachable)")).unwrap();
     let mut task = start(&c, &id, 10, None);
     let (verified, report) = run(&mut *task, 10);
     assert!(!verified);
@@ -417,7 +365,7 @@ fn a_trap_or_memory_growth_past_the_limit_ends_the_task_unverified() {
         },
     );
     let id = small
-        .add_module(&counter("(drop (memory.grow (i32.const 8)))"))
+        .add_module(&module("(drop (memory.grow (i32.const 8)))"))
         .unwrap();
     let mut task = start(&small, &id, 10, None);
     let (verified, report) = run(&mut *task, 10);

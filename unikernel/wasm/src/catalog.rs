@@ -35,13 +35,15 @@ pub struct Loaded {
     pub info: ModuleInfo,
 }
 
-/// The wasmi engine every task of a node shares: fuel metering on, code
-/// compiled when first called (a module's unused functions cost nothing).
+/// The wasmi engine every task of a node shares: fuel metering on, every
+/// function compiled when the module arrives (compiled lazily, a call's
+/// first run would charge its compilation to the step's fuel, and a step
+/// that cannot pay it fails instead of resuming).
 pub fn engine() -> Engine {
     let mut config = Config::default();
     config
         .consume_fuel(true)
-        .compilation_mode(CompilationMode::Lazy);
+        .compilation_mode(CompilationMode::Eager);
     Engine::new(&config)
 }
 

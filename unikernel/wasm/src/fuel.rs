@@ -14,8 +14,9 @@ pub const STEP_NS: u64 = 2_000_000;
 /// (low: a slow node's first steps must not stall its run loop).
 const FIRST_RATE: u64 = 5_000;
 
-/// Steps shorter than this do not update the rate (the clock's resolution
-/// and the call's fixed cost dominate them).
+/// Steps are added up until they last this long before they update the
+/// rate (one short step is mostly the clock's resolution and the call's
+/// fixed cost).
 const MIN_SAMPLE_NS: u64 = 200_000;
 
 /// Fewest fuel units a step gets.
@@ -28,6 +29,8 @@ pub struct FuelGauge {
     per_ms: Cell<u64>,
     /// The most fuel a step gets, whatever the clock says.
     max_budget: u64,
+    /// Fuel and time of the steps not yet in the rate.
+    pending: Cell<(u64, u64)>,
 }
 
 impl FuelGauge {
@@ -38,6 +41,7 @@ impl FuelGauge {
             clock,
             per_ms: Cell::new(FIRST_RATE),
             max_budget: max_budget.max(MIN_BUDGET),
+            pending: Cell::new((0, 0)),
         }
     }
 
@@ -56,9 +60,19 @@ impl FuelGauge {
         self.per_ms.get()
     }
 
-    /// A step burnt `fuel` in `ns`: moves the rate halfway towards it.
+    /// A step burnt `fuel` in `ns`: once the steps since the last update
+    /// add up to [`MIN_SAMPLE_NS`], moves the rate halfway towards theirs.
     pub fn observe(&self, fuel: u64, ns: u64) {
-        if ns < MIN_SAMPLE_NS || fuel == 0 {
+        let (fuel, ns) = {
+            let (f, t) = self.pending.get();
+            (f.saturating_add(fuel), t.saturating_add(ns))
+        };
+        if ns < MIN_SAMPLE_NS {
+            self.pending.set((fuel, ns));
+            return;
+        }
+        self.pending.set((0, 0));
+        if fuel == 0 {
             return;
         }
         let rate = u64::try_from(u128::from(fuel) * 1_000_000 / u128::from(ns)).unwrap_or(u64::MAX);
@@ -96,7 +110,12 @@ mod tests {
         );
         // The budget would be 200 000; it is capped.
         assert_eq!(gauge.budget(), 150_000);
+        // Short steps count once they add up.
         gauge.observe(1, 1_000);
         assert!(gauge.per_ms() >= 99_000);
+        for _ in 0..1_000 {
+            gauge.observe(50_000, 1_000);
+        }
+        assert!(gauge.per_ms() > 1_000_000, "{}", gauge.per_ms());
     }
 }

@@ -14,9 +14,10 @@ use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 use tern_migration::{ModuleId, Progress, Restored, Snapshot, Step, Task, TaskPlan, WriteError};
 use wasmi::{
-    Caller, Extern, Global, Linker, Memory, Store, StoreLimits, StoreLimitsBuilder, TypedFunc,
-    TypedResumableCall, TypedResumableCallOutOfFuel, Val,
+    Caller, Extern, Global, Linker, Memory, ResourceLimiter, Store, TypedFunc, TypedResumableCall,
+    TypedResumableCallOutOfFuel, Val,
 };
+use wasmi_core::LimiterError;
 
 use crate::catalog::Loaded;
 use crate::fuel::FuelGauge;
@@ -38,6 +39,9 @@ const MAX_LOG_LINES: usize = 8;
 
 /// Bytes of one log line kept.
 const MAX_LOG_LINE: usize = 200;
+
+/// Tables a module may define.
+const MAX_TABLES: usize = 16;
 
 /// The result call gets this many step budgets of fuel.
 const RESULT_BUDGETS: u64 = 10;
@@ -124,11 +128,55 @@ impl GlobalValue {
     }
 }
 
-/// What the instance's host side holds: its limits and its log.
+/// What the instance's host side holds: its memory cap and its log.
 pub(crate) struct Host {
-    limits: StoreLimits,
+    cap: MemoryCap,
     log: Vec<String>,
     dropped: u64,
+}
+
+/// The cap on a task's linear memory. Growing past it fails the way
+/// WebAssembly's `memory.grow` fails (it returns -1; the module decides
+/// what that means), and the task's report says so if it then fails.
+struct MemoryCap {
+    max_bytes: usize,
+    refused: bool,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> Result<bool, LimiterError> {
+        let allowed = desired <= self.max_bytes && maximum.is_none_or(|max| desired <= max);
+        self.refused |= !allowed;
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> Result<bool, LimiterError> {
+        // Tables are only sized at instantiation (their growth is refused
+        // at upload).
+        Ok(maximum.is_none_or(|max| desired <= max))
+    }
+
+    fn instances(&self) -> usize {
+        1
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
+    }
+
+    fn memories(&self) -> usize {
+        1
+    }
 }
 
 /// `tern.log(ptr, len)`: keeps a line of the task's memory.
@@ -197,19 +245,19 @@ impl WasmTask {
         state: TaskState,
     ) -> Result<Self, String> {
         let engine = module.module.engine();
-        let limits = StoreLimitsBuilder::new()
-            .memory_size((u64::from(max_pages) * PAGE_BYTES) as usize)
-            .trap_on_grow_failure(true)
-            .build();
+        let cap = MemoryCap {
+            max_bytes: usize::try_from(u64::from(max_pages) * PAGE_BYTES).unwrap_or(usize::MAX),
+            refused: false,
+        };
         let mut store = Store::new(
             engine,
             Host {
-                limits,
+                cap,
                 log: Vec::new(),
                 dropped: 0,
             },
         );
-        store.limiter(|host| &mut host.limits);
+        store.limiter(|host| &mut host.cap);
         let mut linker = Linker::<Host>::new(engine);
         linker
             .func_wrap(IMPORT_MODULE, IMPORT_LOG, log)
@@ -380,6 +428,15 @@ impl WasmTask {
 
     /// Ends the run: unverified, with `why`.
     fn fail(&mut self, why: String) -> Step {
+        let cap = &self.store.data().cap;
+        let why = if cap.refused {
+            format!(
+                "{why} (its memory may not grow past {} KiB)",
+                cap.max_bytes >> 10
+            )
+        } else {
+            why
+        };
         self.finish(false, format!("VERIFICATION FAILED: {why}"))
     }
 
@@ -492,7 +549,10 @@ impl Task for WasmTask {
                 report: o.report.clone(),
             };
         }
-        let budget = self.gauge.budget();
+        // A single instruction (a bulk copy, a memory growth) may cost more
+        // than a step's budget: the resumed call gets at least that much.
+        let required = self.pending.as_ref().map_or(0, |c| c.required_fuel());
+        let budget = self.gauge.budget().max(required);
         if let Err(e) = self.store.set_fuel(budget) {
             return self.fail(e.to_string());
         }

@@ -51,7 +51,7 @@ pub const PROGRAMS: [Program; 9] = [
         name: "maze",
         about: "shortest path through a carved maze (C)",
         source: Source::C,
-        args: &["160", "160", "1"],
+        args: &["300", "300", "1"],
     },
     Program {
         name: "sha256",
@@ -81,7 +81,7 @@ pub const PROGRAMS: [Program; 9] = [
             package: "tern-task-hashzip",
             reference: tern_task::run::<tern_task_hashzip::HashZip>,
         },
-        args: &["32", "16384", "7"],
+        args: &["16", "16384", "7"],
     },
     Program {
         name: "dynamic",
@@ -114,7 +114,7 @@ pub const PROGRAMS: [Program; 9] = [
             package: "tern-task-matrix",
             reference: tern_task::run::<tern_task_matrix::Matrix>,
         },
-        args: &["100", "13"],
+        args: &["140", "13"],
     },
 ];
 

@@ -25,8 +25,8 @@ static unsigned next_random(void) {
 }
 
 long long task_init(int argc, const char *const *argv) {
-    cw = (int)tern_arg(argc, argv, 0, 160);
-    ch = (int)tern_arg(argc, argv, 1, 160);
+    cw = (int)tern_arg(argc, argv, 0, 300);
+    ch = (int)tern_arg(argc, argv, 1, 300);
     rng = (unsigned long long)tern_arg(argc, argv, 2, 1) * 0x9e3779b97f4a7c15ull | 1;
     if (cw < 2 || ch < 2 || cw > 2000 || ch > 2000) return -2;
     w = 2 * cw + 1;

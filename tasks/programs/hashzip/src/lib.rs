@@ -68,7 +68,7 @@ impl HashZip {
 
 impl Task for HashZip {
     fn init(args: &[&str]) -> Result<(Self, u64), Error> {
-        let files: u64 = arg(args, 0, 32)?;
+        let files: u64 = arg(args, 0, 16)?;
         let size: usize = arg(args, 1, 16384)?;
         let seed: u64 = arg(args, 2, 7)?;
         if files == 0 || size == 0 || size > 1 << 20 {

@@ -36,7 +36,7 @@ fn entries(n: usize, seed: u64) -> Vec<f64> {
 
 impl Task for Matrix {
     fn init(args: &[&str]) -> Result<(Self, u64), Error> {
-        let n: usize = arg(args, 0, 100)?;
+        let n: usize = arg(args, 0, 140)?;
         let seed: u64 = arg(args, 1, 13)?;
         if n == 0 || n > 2000 {
             return Err(Error::new("n must be 1..=2000"));

@@ -1,7 +1,8 @@
 //! `tern-client`: the authenticated client of a live node's control service
 //! (TCP port 4470, `docs/protocol.md`): its status, its tasks, a checkpoint
-//! copy, a migration, a task started or killed, a ping, and its stream of
-//! typed events; and the cluster key's forms (hex, key files, `TERN_KEY`).
+//! copy, a checkpoint offered, a migration, a task module sent, a task
+//! started or killed, a ping, and its stream of typed events; and the
+//! cluster key's forms (hex, key files, `TERN_KEY`).
 //! Every host tool that talks to nodes uses it.
 //!
 //! It drives the same sans-IO machines as the kernel (`tern-protocol`) over a
@@ -15,9 +16,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use tern_protocol::{
-    ChannelError, Config, Connection, Event, EventRecord, Hello, Incoming, Message,
-    MigrationReport, NackReason, NodeStatus, Policy, Psk, ReceivePhase, Security, TaskSummary,
-    TransferError, PROTOCOL_VERSION,
+    ChannelError, Config, Connection, Event, EventRecord, Hash, Hello, Incoming, Message,
+    MigrationReport, ModuleRefusal, NackReason, NodeStatus, Outgoing, Policy, Psk, ReceivePhase,
+    Security, SendPhase, TaskSummary, Transfer, TransferError, PROTOCOL_VERSION,
 };
 use thiserror::Error;
 
@@ -122,6 +123,16 @@ pub enum NodeError {
         /// What was awaited.
         what: &'static str,
     },
+    /// The node refused a task module.
+    #[error("{addr} refused the module: {reason} ({detail})")]
+    ModuleRejected {
+        /// The node's address.
+        addr: String,
+        /// Why, typed.
+        reason: ModuleRefusal,
+        /// What exactly.
+        detail: String,
+    },
     /// Reading or writing the socket failed.
     #[error("i/o with {addr}: {source}")]
     Io {
@@ -173,7 +184,7 @@ pub fn parse_key(text: &str) -> Result<Psk, KeyError> {
 
 /// Formats a key as the 64 hex digits the node's `key` command takes.
 pub fn key_hex(key: &Psk) -> String {
-    key.0.iter().map(|b| format!("{b:02x}")).collect()
+    hex(&key.0)
 }
 
 /// A fresh random key from the OS RNG.
@@ -233,7 +244,17 @@ pub fn describe_nack(reason: &NackReason) -> String {
         NackReason::MigrationFailed => {
             "the migration failed (peer unreachable, refused or broke off); the node still owns the task".into()
         }
+        NackReason::MissingModule { module } => format!(
+            "the task's module {} is not held there (send it first)",
+            hex(module)
+        ),
     }
+}
+
+/// Lowercase hex digits of `bytes` (how keys are written, and how `run
+/// wasm` and `StartTask` name a module and give an expected result).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The name of a message's variant, for errors (its `Debug` form's head).
@@ -469,6 +490,79 @@ impl NodeClient {
                 reason,
             }),
             other => Err(self.unexpected(other, "the started task")),
+        }
+    }
+
+    /// Sends a task module (in parts that fit a frame); returns the identity
+    /// the node stores it under, or its typed refusal.
+    pub fn put_module(&mut self, bytes: &[u8]) -> Result<Hash, NodeError> {
+        const WHAT: &str = "the module's verdict";
+        for part in tern_protocol::module::parts(bytes) {
+            self.send(&part)?;
+        }
+        match self.recv(WHAT, self.timeout)? {
+            Message::ModuleStored { module } => Ok(module),
+            Message::ModuleRejected { reason, detail } => Err(NodeError::ModuleRejected {
+                addr: self.addr.clone(),
+                reason,
+                detail,
+            }),
+            Message::Nack(reason) => Err(NodeError::Refused {
+                addr: self.addr.clone(),
+                reason,
+            }),
+            other => Err(self.unexpected(other, WHAT)),
+        }
+    }
+
+    /// Offers checkpoint `bytes` of task `task_id` to the node as a
+    /// `transfer` (a migration: the node runs it on its ack) and sends the
+    /// chunks it asks for; returns the epoch the node acked.
+    pub fn offer(
+        &mut self,
+        transfer: Transfer,
+        task_id: u64,
+        bytes: Vec<u8>,
+    ) -> Result<u64, NodeError> {
+        const WHAT: &str = "the offer's answer";
+        let transfer_error = |addr: &str, source| NodeError::Transfer {
+            addr: addr.into(),
+            source,
+        };
+        let mut outgoing =
+            Outgoing::new(transfer, task_id, bytes).map_err(|e| transfer_error(&self.addr, e))?;
+        self.send(&outgoing.offer())?;
+        loop {
+            let msg = self.recv(WHAT, self.timeout)?;
+            let refusal = match &msg {
+                Message::Nack(reason) => Some(*reason),
+                _ => None,
+            };
+            match (outgoing.on_message(msg), refusal) {
+                (_, Some(reason)) => {
+                    return Err(NodeError::Refused {
+                        addr: self.addr.clone(),
+                        reason,
+                    })
+                }
+                (Err(e), None) => return Err(transfer_error(&self.addr, e)),
+                (Ok(()), None) => {}
+            }
+            if outgoing.phase() == SendPhase::Acked {
+                return Ok(outgoing.offered().epoch);
+            }
+            while let Some(msg) = outgoing.poll_send() {
+                self.send(&msg)?;
+            }
+        }
+    }
+
+    /// Whether the node holds module `id`.
+    pub fn has_module(&mut self, id: &Hash) -> Result<bool, NodeError> {
+        self.send(&Message::ModuleQuery { module: *id })?;
+        match self.recv("the module query's answer", self.timeout)? {
+            Message::ModuleHeld { module, held } if module == *id => Ok(held),
+            other => Err(self.unexpected(other, "the module query's answer")),
         }
     }
 

@@ -6,11 +6,17 @@
 //! the verification result and what each migration cost. With `--sync` the
 //! task keeps a standby replica on the aarch64 node over a link shaped after
 //! a bandwidth trace, the PC's link is cut mid-run, and the report tells the
-//! syncs, the lost progress, the failover and the failback.
+//! syncs, the lost progress, the failover and the failback. With `--wasm
+//! NAME` the demo migrates a Wasm task of the task set instead of NPB.
+//!
+//! `tern task run FILE.wasm|NAME [ARGS] --node ADDR` uploads a module to a
+//! live node, starts it, follows it and prints the node's verdict (exit 0
+//! when verified); `tern task build` builds the task set.
 
 use std::io::{BufRead, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -20,6 +26,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tern::demo::{self, Event, Options, Report, BOARDS};
 use tern::standby::{self, StandbyReport};
+use tern::task::Progress;
 use tern_client::key_hex;
 use tern_lab::cluster::Cluster;
 use tern_lab::netlab;
@@ -72,11 +79,167 @@ enum Cmd {
         /// --sync: seconds the link stays cut (more than the standby's 3 s lease).
         #[arg(long, default_value_t = 6.0, requires = "sync")]
         outage_s: f64,
+        /// Migrate a Wasm task of the task set (`maze`, `sha256`, ... `matrix`) instead of NPB.
+        #[arg(long, conflicts_with = "sync")]
+        wasm: Option<String>,
+        /// --wasm: the task's arguments, space-separated (default: the program's own).
+        #[arg(long, requires = "wasm", value_delimiter = ' ')]
+        wasm_args: Vec<String>,
+    },
+    /// Wasm tasks: run one on a live node, or build the task set.
+    Task {
+        #[command(subcommand)]
+        verb: TaskCmd,
     },
 }
 
-fn main() -> Result<()> {
-    let Cmd::Demo {
+#[derive(Subcommand, Debug)]
+enum TaskCmd {
+    /// Upload a module to a node, start it, follow it and print the node's verdict.
+    Run {
+        /// A module file, or a program of the task set by name (built here, with its reference).
+        what: String,
+        /// The task's arguments.
+        args: Vec<String>,
+        /// The node's control service, `ADDR:PORT`.
+        #[arg(long)]
+        node: String,
+        /// The expected result (text); a program of the task set knows its own.
+        #[arg(long)]
+        expect: Option<String>,
+        /// File holding the cluster key as 64 hex digits (else `TERN_KEY`).
+        #[arg(long, conflicts_with = "insecure")]
+        key_file: Option<PathBuf>,
+        /// Talk to a node running without a key (no authentication, no secrecy).
+        #[arg(long)]
+        insecure: bool,
+        /// Seconds to wait for the task's end.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        /// Print the verdict as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build the task set's modules and their reference answers (target/wasm-tasks/manifest.json).
+    Build,
+}
+
+fn main() -> ExitCode {
+    let result = match Args::parse().command {
+        Cmd::Task { verb } => task(verb),
+        Cmd::Demo {
+            workload,
+            class,
+            report,
+            keep,
+            timeout,
+            sync,
+            trace,
+            trace_scale,
+            outage_at,
+            outage_s,
+            wasm,
+            wasm_args,
+        } => demo(Demo {
+            workload,
+            class,
+            report,
+            keep,
+            timeout,
+            sync,
+            trace,
+            trace_scale,
+            outage_at,
+            outage_s,
+            wasm,
+            wasm_args,
+        })
+        .map(|()| ExitCode::SUCCESS),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("tern: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `tern task …`.
+fn task(verb: TaskCmd) -> Result<ExitCode> {
+    match verb {
+        TaskCmd::Build => {
+            let ws = tern_flash::build::Workspace::locate()?;
+            let manifest = tern_tasks::build_all(&ws)?;
+            for t in &manifest.tasks {
+                println!("{:<10} {}  {}", t.name, t.wasm.display(), t.expected);
+            }
+            println!("manifest: {}", tern_tasks::manifest_path(&ws).display());
+            Ok(ExitCode::SUCCESS)
+        }
+        TaskCmd::Run {
+            what,
+            args,
+            node,
+            expect,
+            key_file,
+            insecure,
+            timeout,
+            json,
+        } => {
+            let run = tern::task::Run::of(&what, args, expect)?;
+            let security = tern_client::security(key_file.as_deref(), insecure)?;
+            let mut client = tern::task::connect(&node, security, Duration::from_secs(30))?;
+            let verdict = tern::task::run(
+                &mut client,
+                &run,
+                Duration::from_secs(timeout),
+                &mut |p| match p {
+                    Progress::Uploaded(id) => {
+                        eprintln!("tern: module {} held by {node}", tern_client::hex(&id))
+                    }
+                    Progress::Started(id) => eprintln!("tern: task {id:#x} ({}) started", run.name),
+                    Progress::Percent(pct) => eprintln!("tern: {pct:5.1}%"),
+                    Progress::Log(line) => eprintln!("tern: log: {line}"),
+                },
+            )?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&verdict)?);
+            } else {
+                println!(
+                    "task {:#x} ({}): {} ({:.1} s)",
+                    verdict.task_id, run.name, verdict.verdict, verdict.seconds
+                );
+            }
+            let skipped = run.expect.is_none() && verdict.verdict.contains("SKIPPED");
+            Ok(if verdict.verified || skipped {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+    }
+}
+
+/// `tern demo`'s options.
+struct Demo {
+    workload: String,
+    class: Option<String>,
+    report: Option<PathBuf>,
+    keep: bool,
+    timeout: u64,
+    sync: bool,
+    trace: Option<PathBuf>,
+    trace_scale: f64,
+    outage_at: f64,
+    outage_s: f64,
+    wasm: Option<String>,
+    wasm_args: Vec<String>,
+}
+
+/// `tern demo`.
+fn demo(d: Demo) -> Result<()> {
+    let Demo {
         workload,
         class,
         report,
@@ -87,7 +250,9 @@ fn main() -> Result<()> {
         trace_scale,
         outage_at,
         outage_s,
-    } = Args::parse().command;
+        wasm,
+        wasm_args,
+    } = d;
     let timeout = Duration::from_secs(timeout);
     let scenario = if sync {
         let mut options = standby::Options::with_default_trace();
@@ -119,6 +284,8 @@ fn main() -> Result<()> {
         Scenario::Migrate(Options {
             workload,
             class: class.unwrap_or(defaults.class.clone()),
+            wasm,
+            wasm_args,
             timeout,
             ..defaults
         })
@@ -203,10 +370,13 @@ enum Scenario {
 }
 
 fn print_report(r: &Report) {
+    let what = if r.class == tern::demo::WASM_CLASS {
+        format!("Wasm task {}", r.workload)
+    } else {
+        format!("{} class {}", r.workload, r.class)
+    };
     println!(
-        "{} class {}: {} ({:.1} s)",
-        r.workload,
-        r.class,
+        "{what}: {} ({:.1} s)",
         match (r.verified, &r.standby) {
             (false, _) => "VERIFICATION FAILED",
             (true, None) => "VERIFICATION SUCCESSFUL after migrating",

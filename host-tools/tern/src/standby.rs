@@ -286,7 +286,8 @@ fn drive(
     let started = Instant::now();
     let deadline = started + options.timeout;
     let mut events = cluster.watch();
-    let (local, id) = start_task(cluster, &mut events, 0, &options.workload, &options.class)?;
+    let args = [options.workload.as_str(), options.class.as_str()];
+    let (local, id) = start_task(cluster, &mut events, 0, &args)?;
     cluster.shell(0, &format!("sync {local} {}", Cluster::address(1)))?;
     on_event(Event::Stage(format!(
         "{} class {} runs on the PC with a standby on the aarch64 node",

@@ -43,7 +43,7 @@ fn linux_pings_the_node(board: Board, nic: &str) {
     let report = node.command(&format!("net {NODE_ADDRESS}/24")).unwrap();
     for line in [
         "mac 52-54-00-7e-00-02\r\n",
-        "address 10.0.2.2/24\r\n",
+        "address 10.0.2.2/24 (static)\r\n",
         "link up\r\n",
     ] {
         assert!(report.contains(line), "{line:?} missing from:\n{report}");

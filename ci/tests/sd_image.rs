@@ -42,7 +42,9 @@ fn sd_image_passes_fsck_and_its_kernel_boots() {
     let elf = KernelElf::read(&kernel(Board::Rpi4, Variant::Tern).unwrap()).unwrap();
     let kernel8 = elf.raw_image(Board::Rpi4.raw_image_limit()).unwrap();
     let image = work.path().join("sd.img");
-    rpi4::write_sd_image(&image, &kernel8, Some(&firmware)).unwrap();
+    // With JTAG on, so that mtools also reads the longer config.txt back.
+    let config = rpi4::BootConfig { jtag: true };
+    rpi4::write_sd_image(&image, &kernel8, Some(&firmware), config).unwrap();
 
     // fsck.fat wants a file holding just the partition.
     let bytes = std::fs::read(&image).unwrap();
@@ -71,11 +73,14 @@ fn sd_image_passes_fsck_and_its_kernel_boots() {
     let copied = work.path().join("kernel8.img");
     run("mcopy", &["-i", &drive, "::kernel8.img", path(&copied)]);
     assert_eq!(std::fs::read(&copied).unwrap(), kernel8);
-    let config = work.path().join("config.txt");
-    run("mcopy", &["-i", &drive, "::config.txt", path(&config)]);
+    let copied_config = work.path().join("config.txt");
+    run(
+        "mcopy",
+        &["-i", &drive, "::config.txt", path(&copied_config)],
+    );
     assert_eq!(
-        std::fs::read_to_string(&config).unwrap(),
-        rpi4::config_txt()
+        std::fs::read_to_string(&copied_config).unwrap(),
+        config.config_txt()
     );
 
     let mut node = Node::start(Board::Rpi4, Boot::Image(copied), SerialMode::Pipes).unwrap();

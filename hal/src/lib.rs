@@ -7,6 +7,8 @@
 //! compiles and tests on the host.
 #![no_std]
 
+pub mod boot_slot;
+
 use core::convert::Infallible;
 use core::fmt;
 

@@ -4,7 +4,7 @@
 
 use alloc::boxed::Box;
 
-use crate::predict::{Ensemble, Predictor};
+use crate::predict::{Adaptive, AdaptiveConfig, Predictor};
 
 /// Errors for measurements the monitor cannot use.
 #[derive(Clone, Copy, Debug, PartialEq, thiserror::Error)]
@@ -38,9 +38,61 @@ pub struct MonitorConfig {
     pub lease_s: f64,
     /// Weight of the newest round-trip time in the latency EWMA.
     pub latency_alpha: f64,
-    /// Prior for the outage-rate estimate: mean time between outages assumed before
-    /// any is seen, in seconds (a Gamma(1, mtbf) prior on λ).
-    pub prior_mtbf_s: f64,
+    /// Prior of the outage-rate estimate (see [`OutagePrior`]).
+    pub outage_prior: OutagePrior,
+}
+
+/// The prior on the outage rate λ, a mixture: with probability `outage_free` the link
+/// never fails (λ = 0); otherwise λ follows a Gamma(shape = `outages`, rate = `seconds`)
+/// distribution, as if `outages` outages had been seen in `seconds` of up time.
+///
+/// After `k` outages in `t` seconds of up time the posterior mean is
+/// `(k + outages) / (t + seconds)` once an outage has been seen (k > 0 rules the
+/// outage-free case out), and before that the same Gamma term times the posterior
+/// probability that the link fails at all,
+/// `P = (1 − p₀)·q / (p₀ + (1 − p₀)·q)` with `q = (seconds / (seconds + t))^outages`.
+/// So on a link without outages λ falls like 1/t^(1+outages) rather than the Gamma's
+/// 1/t: the estimate stays cautious while evidence is short and comes down to nearly
+/// nothing once it is long, and the first outage restores the plain Gamma estimate.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OutagePrior {
+    /// Prior probability p₀ ∈ [0, 1) that the link has no outages at all.
+    pub outage_free: f64,
+    /// Pseudo-outages (the Gamma shape), > 0.
+    pub outages: f64,
+    /// Pseudo-seconds of up time (the Gamma rate), > 0.
+    pub seconds: f64,
+}
+
+impl OutagePrior {
+    /// Posterior mean of λ (per second of up time) after `outages` outages in
+    /// `up_time_s` seconds of up time.
+    pub fn rate(&self, outages: u32, up_time_s: f64) -> f64 {
+        let t = up_time_s.max(0.0);
+        let gamma = (outages as f64 + self.outages) / (t + self.seconds);
+        if outages > 0 || self.outage_free <= 0.0 {
+            return gamma;
+        }
+        let q = libm::pow(self.seconds / (self.seconds + t), self.outages);
+        let p0 = self.outage_free.min(1.0);
+        let fails = (1.0 - p0) * q / (p0 + (1.0 - p0) * q);
+        fails * gamma
+    }
+}
+
+/// What the kernel assumes of a link it knows nothing about: as likely to never fail
+/// as to fail (p₀ = ½), and if it fails, about once an hour (one pseudo-outage in
+/// 3600 s, so the first real outage weighs as much as the prior). Set from the
+/// requirement that an outage-free link be recognised as one, not fitted to data
+/// (docs/sync.md §1).
+impl Default for OutagePrior {
+    fn default() -> Self {
+        OutagePrior {
+            outage_free: 0.5,
+            outages: 1.0,
+            seconds: 3600.0,
+        }
+    }
 }
 
 impl Default for MonitorConfig {
@@ -48,7 +100,7 @@ impl Default for MonitorConfig {
         MonitorConfig {
             lease_s: 3.0,
             latency_alpha: 0.2,
-            prior_mtbf_s: 3600.0,
+            outage_prior: OutagePrior::default(),
         }
     }
 }
@@ -68,9 +120,13 @@ pub struct LinkMonitor {
 
 impl LinkMonitor {
     /// A monitor whose link is up at `now` (the session has just been established),
-    /// forecasting with the standard ensemble at a one-sample horizon.
+    /// forecasting with the adaptive predictor at a one-sample horizon.
     pub fn new(cfg: MonitorConfig, now: f64) -> Self {
-        Self::with_predictor(cfg, now, Box::new(Ensemble::standard(1)))
+        Self::with_predictor(
+            cfg,
+            now,
+            Box::new(Adaptive::new(AdaptiveConfig::default(), 1)),
+        )
     }
 
     /// Like [`LinkMonitor::new`] with a chosen bandwidth predictor.
@@ -182,11 +238,16 @@ impl LinkMonitor {
         self.outages
     }
 
-    /// Outage rate λ (per second of up time): the posterior mean under a Gamma prior of
-    /// one pseudo-outage per `prior_mtbf_s`, i.e. `(k + 1) / (up_time + prior_mtbf_s)`.
-    /// The prior keeps λ > 0 before the first outage and fades as evidence accumulates.
+    /// Seconds the link has been up since the monitor started.
+    pub fn up_time(&self) -> f64 {
+        self.up_time
+    }
+
+    /// Outage rate λ (per second of up time): the posterior mean under the configured
+    /// [`OutagePrior`]. It is > 0 before the first outage and follows the evidence as
+    /// outages (or up time without them) accumulate.
     pub fn outage_rate(&self) -> f64 {
-        (self.outages as f64 + 1.0) / (self.up_time + self.cfg.prior_mtbf_s)
+        self.cfg.outage_prior.rate(self.outages, self.up_time)
     }
 }
 
@@ -291,8 +352,33 @@ mod tests {
         assert_eq!(m.outages(), 1);
         m.record_heartbeat(12.0, 0.01).unwrap();
         assert_eq!(m.state(), LinkState::Up);
-        // Up time: 0 → 4.1 and 12 → 12, so λ = 2 / (4.1 + 3600).
-        assert!((m.outage_rate() - 2.0 / 3604.1).abs() < 1e-12);
+        // Up time: 0 → 4.1 and 12 → 12.
+        assert_eq!(m.up_time(), 4.1);
+        let prior = MonitorConfig::default().outage_prior;
+        assert_eq!(m.outage_rate(), prior.rate(1, 4.1));
+    }
+
+    #[test]
+    fn the_outage_rate_follows_the_evidence() {
+        let p = OutagePrior {
+            outage_free: 0.5,
+            outages: 1.0,
+            seconds: 3600.0,
+        };
+        // Before any up time: half the Gamma prior's mean.
+        assert!((p.rate(0, 0.0) - 0.5 / 3600.0).abs() < 1e-15);
+        // An hour up without an outage: q = 1/2, so P(the link fails) = 0.25/0.75
+        // and λ = (1/3) · 1/7200.
+        assert!((p.rate(0, 3600.0) - 1.0 / 21600.0).abs() < 1e-15);
+        // Falling like 1/t² (the Gamma alone falls like 1/t) ...
+        let gamma = OutagePrior {
+            outage_free: 0.0,
+            ..p
+        };
+        assert!(p.rate(0, 360_000.0) < gamma.rate(0, 360_000.0) / 90.0);
+        // ... until the first outage, which rules out a link that never fails.
+        assert_eq!(p.rate(1, 360_000.0), gamma.rate(1, 360_000.0));
+        assert_eq!(p.rate(3, 7200.0), 4.0 / 10800.0);
     }
 
     #[test]

@@ -46,13 +46,21 @@ pub fn expected_delta_bytes(state_bytes: f64, write_rate: f64, elapsed_s: f64) -
 }
 
 impl LinkView {
-    /// Expected seconds to send the delta accumulated over an interval `t`:
-    /// latency + (overhead + dirty bytes / ratio) / predicted bandwidth.
-    pub fn transfer_cost(&self, t: f64) -> f64 {
+    /// Expected seconds the link spends sending the delta accumulated over an interval
+    /// `t`: (overhead + dirty bytes / ratio) / predicted bandwidth. This is what a sync
+    /// costs; waiting for the latency costs nothing.
+    pub fn send_time(&self, t: f64) -> f64 {
         let bytes = self.overhead_bytes
             + expected_delta_bytes(self.state_bytes, self.write_rate, t)
                 / self.compression_ratio.max(1.0);
-        self.latency_s + bytes / self.predicted_bandwidth.max(1.0)
+        bytes / self.predicted_bandwidth.max(1.0)
+    }
+
+    /// Expected seconds from a sync's snapshot until the standby holds it (latency +
+    /// [`LinkView::send_time`]): the window in which an outage still loses the
+    /// progress since the previous sync.
+    pub fn transfer_cost(&self, t: f64) -> f64 {
+        self.latency_s + self.send_time(t)
     }
 }
 
@@ -296,7 +304,7 @@ impl Young {
     fn interval(&self, view: &LinkView) -> f64 {
         let mut t = self.target_s.unwrap_or(self.bounds.min_s);
         for _ in 0..16 {
-            let c = view.transfer_cost(t);
+            let c = view.send_time(t);
             let next = Self::formula(self.form, c, view.outage_rate)
                 .clamp(self.bounds.min_s, self.bounds.max_s);
             if (next - t).abs() < 1e-3 * t {
@@ -349,8 +357,7 @@ impl CostRate {
 
     /// Expected cost per second of running with interval `t`.
     pub fn cost_rate(view: &LinkView, t: f64) -> f64 {
-        let c = view.transfer_cost(t);
-        c / t + view.outage_rate * (t / 2.0 + c)
+        view.send_time(t) / t + view.outage_rate * (t / 2.0 + view.transfer_cost(t))
     }
 
     /// The minimiser of [`CostRate::cost_rate`] within `bounds`.
@@ -427,9 +434,10 @@ mod tests {
 
     #[test]
     fn young_policy_reaches_fixed_point_for_constant_cost() {
-        // write_rate = 0 → C = latency only: 2 s, λ = 1/3600 → T* = sqrt(14400) = 120 s.
+        // write_rate = 0 → C = overhead / bandwidth = 2 s, λ = 1/3600 →
+        // T* = sqrt(14400) = 120 s.
         let v = LinkView {
-            latency_s: 2.0,
+            overhead_bytes: 2e6,
             ..view()
         };
         let mut y = Young::new(YoungForm::Young, Bounds::default());
@@ -447,13 +455,48 @@ mod tests {
     #[test]
     fn cost_rate_matches_young_when_cost_is_constant() {
         let v = LinkView {
-            latency_s: 2.0,
+            overhead_bytes: 2e6,
             outage_rate: 1e-5,
             ..view()
         };
         let t = CostRate::optimum(&v, Bounds::default());
         // g(T) = C/T + λT/2 + λC has its minimum at sqrt(2C/λ) = sqrt(4e5) ≈ 632.5 s.
         assert!((t - libm::sqrt(4e5)).abs() < 0.5, "t = {t}");
+    }
+
+    #[test]
+    fn latency_is_exposure_not_cost() {
+        // Waiting for the round trip costs nothing, so latency does not move the
+        // interval; it only lengthens the window in which an outage still loses the
+        // progress since the previous sync.
+        let v = LinkView {
+            overhead_bytes: 2e6,
+            outage_rate: 1e-5,
+            ..view()
+        };
+        let slow = LinkView {
+            latency_s: 0.5,
+            ..v
+        };
+        assert_eq!(slow.send_time(60.0), v.send_time(60.0));
+        assert_eq!(slow.transfer_cost(60.0), v.transfer_cost(60.0) + 0.5);
+        let (a, b) = (
+            CostRate::optimum(&v, Bounds::default()),
+            CostRate::optimum(&slow, Bounds::default()),
+        );
+        assert!((a - b).abs() < 1e-3 * a, "{a} {b}");
+    }
+
+    #[test]
+    fn cost_rate_stops_syncing_without_outages() {
+        // λ = 0: any sync is pure cost, so the interval is the longest allowed.
+        let v = LinkView {
+            write_rate: 1e5,
+            outage_rate: 0.0,
+            ..view()
+        };
+        let t = CostRate::optimum(&v, Bounds::default());
+        assert!(t > 0.99 * Bounds::default().max_s, "t = {t}");
     }
 
     #[test]

@@ -303,23 +303,15 @@ impl Predictor for WaveletModel {
 }
 
 /// Combines several predictors with weights from their recent errors at one horizon
-/// (Bates–Granger inverse-MSE weighting over an exponentially weighted error window).
-///
-/// A forecast made now can only be scored `horizon` samples later, so each forecast is
-/// queued until its target mean is known.
+/// (Bates–Granger inverse-MSE weighting over an exponentially weighted error window, on
+/// the relative error `(f − a)/max(f, a)`). The sync layer's predictor before
+/// [`Adaptive`], which lost to last value on traces it was not developed on; kept for
+/// comparison in sync-lab.
 pub struct Ensemble {
     members: Vec<Box<dyn Predictor>>,
     horizon: usize,
-    decay: f64,
-    mse: Vec<Option<f64>>,
-    pending: VecDeque<Pending>,
+    board: Scoreboard,
     current: Vec<Option<f64>>,
-}
-
-struct Pending {
-    forecasts: Vec<Option<f64>>,
-    sum: f64,
-    remaining: usize,
 }
 
 impl Ensemble {
@@ -330,15 +322,12 @@ impl Ensemble {
         Ensemble {
             members,
             horizon: horizon.max(1),
-            decay,
-            mse: alloc::vec![None; n],
-            pending: VecDeque::new(),
+            board: Scoreboard::new(n, horizon, decay),
             current: alloc::vec![None; n],
         }
     }
 
-    /// The ensemble the sync layer uses: last value, harmonic mean, EWMA, Holt and AR,
-    /// scored at `horizon` samples. Chosen from group-wide measurements (docs/sync.md).
+    /// Last value, harmonic mean, EWMA, Holt and AR, scored at `horizon` samples.
     pub fn standard(horizon: usize) -> Self {
         Ensemble::new(
             alloc::vec![
@@ -352,30 +341,111 @@ impl Ensemble {
             0.1,
         )
     }
-
-    fn combine(&self, forecasts: &[Option<f64>]) -> Option<f64> {
-        let mut num = 0.0;
-        let mut den = 0.0;
-        for (f, e) in forecasts.iter().zip(&self.mse) {
-            if let (Some(f), Some(e)) = (f, e) {
-                let w = 1.0 / (e + 1e-12);
-                num += w * f;
-                den += w;
-            }
-        }
-        if den > 0.0 {
-            return Some(num / den);
-        }
-        // No scores yet: plain average of whatever forecasts exist.
-        let have: Vec<f64> = forecasts.iter().flatten().copied().collect();
-        (!have.is_empty()).then(|| have.iter().sum::<f64>() / have.len() as f64)
-    }
 }
 
 impl Predictor for Ensemble {
     fn name(&self) -> &'static str {
         "ensemble"
     }
+    fn observe(&mut self, sample: f64) {
+        self.board.observe(sample);
+        self.current = observe_all(&mut self.members, sample, self.horizon);
+        self.board.submit(self.current.clone());
+    }
+    fn predict(&mut self, horizon: usize) -> Option<f64> {
+        let f = if horizon == self.horizon {
+            inverse_mse_mean(&self.current, &self.board.squared)
+        } else {
+            inverse_mse_mean(
+                &predict_all(&mut self.members, horizon),
+                &self.board.squared,
+            )
+        };
+        valid(horizon, f?)
+    }
+}
+
+/// Feeds `sample` to every member and returns their forecasts at `horizon`.
+fn observe_all(
+    members: &mut [Box<dyn Predictor>],
+    sample: f64,
+    horizon: usize,
+) -> Vec<Option<f64>> {
+    members
+        .iter_mut()
+        .map(|m| {
+            m.observe(sample);
+            m.predict(horizon)
+        })
+        .collect()
+}
+
+/// Every member's forecast at `horizon`.
+fn predict_all(members: &mut [Box<dyn Predictor>], horizon: usize) -> Vec<Option<f64>> {
+    members.iter_mut().map(|m| m.predict(horizon)).collect()
+}
+
+/// Bates–Granger: the mean of `forecasts` weighted by the inverse of each one's running
+/// squared error; the plain mean while none has been scored.
+fn inverse_mse_mean(forecasts: &[Option<f64>], mse: &[Option<f64>]) -> Option<f64> {
+    let (mut num, mut den) = (0.0, 0.0);
+    for (f, e) in forecasts.iter().zip(mse) {
+        if let (Some(f), Some(e)) = (f, e) {
+            let w = 1.0 / (e + 1e-12);
+            num += w * f;
+            den += w;
+        }
+    }
+    if den > 0.0 {
+        return Some(num / den);
+    }
+    let have: Vec<f64> = forecasts.iter().flatten().copied().collect();
+    (!have.is_empty()).then(|| have.iter().sum::<f64>() / have.len() as f64)
+}
+
+/// Running errors of several forecasters at one horizon, exponentially weighted. A
+/// forecast made now can only be scored `horizon` samples later, so each is queued
+/// until its target mean is known.
+#[derive(Clone, Debug)]
+struct Scoreboard {
+    horizon: usize,
+    decay: f64,
+    /// Running absolute error `|f − a|` of each forecaster (the error they are judged
+    /// by).
+    absolute: Vec<Option<f64>>,
+    /// Running squared relative error `((f − a) / max(f, a))²`: scale-free, so a level
+    /// shift of the link does not swamp the weights.
+    squared: Vec<Option<f64>>,
+    pending: VecDeque<Pending>,
+}
+
+#[derive(Clone, Debug)]
+struct Pending {
+    forecasts: Vec<Option<f64>>,
+    sum: f64,
+    remaining: usize,
+}
+
+fn ewma_update(slot: &mut Option<f64>, decay: f64, x: f64) {
+    *slot = Some(match *slot {
+        None => x,
+        Some(old) => old + decay * (x - old),
+    });
+}
+
+impl Scoreboard {
+    fn new(n: usize, horizon: usize, decay: f64) -> Self {
+        Scoreboard {
+            horizon: horizon.max(1),
+            decay,
+            absolute: alloc::vec![None; n],
+            squared: alloc::vec![None; n],
+            pending: VecDeque::new(),
+        }
+    }
+
+    /// Adds `sample` to every queued target and scores the forecasts whose target is
+    /// complete.
     fn observe(&mut self, sample: f64) {
         for p in self.pending.iter_mut() {
             p.sum += sample;
@@ -385,51 +455,220 @@ impl Predictor for Ensemble {
             let Some(done) = self.pending.pop_front() else {
                 break;
             };
-            let actual = done.sum / self.horizon as f64;
-            for (f, e) in done.forecasts.iter().zip(self.mse.iter_mut()) {
-                if let Some(f) = f {
-                    let scale = f.abs().max(actual.abs());
-                    let rel = if scale > 0.0 {
-                        (f - actual) / scale
-                    } else {
-                        0.0
-                    };
-                    let sq = rel * rel;
-                    *e = Some(match *e {
-                        None => sq,
-                        Some(old) => old + self.decay * (sq - old),
-                    });
-                }
+            let a = done.sum / self.horizon as f64;
+            for (k, f) in done.forecasts.iter().enumerate() {
+                let Some(f) = f else { continue };
+                let scale = libm::fabs(*f).max(libm::fabs(a));
+                let rel = if scale > 0.0 { (f - a) / scale } else { 0.0 };
+                ewma_update(&mut self.absolute[k], self.decay, libm::fabs(f - a));
+                ewma_update(&mut self.squared[k], self.decay, rel * rel);
             }
         }
-        for m in self.members.iter_mut() {
-            m.observe(sample);
-        }
-        let h = self.horizon;
-        self.current = self.members.iter_mut().map(|m| m.predict(h)).collect();
+    }
+
+    /// Queues forecasts made now (one per forecaster, in order).
+    fn submit(&mut self, forecasts: Vec<Option<f64>>) {
         self.pending.push_back(Pending {
-            forecasts: self.current.clone(),
+            forecasts,
             sum: 0.0,
-            remaining: h,
+            remaining: self.horizon,
         });
+    }
+}
+
+/// Which predictors [`Adaptive`] combines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberSet {
+    /// Last value, EWMA with α = 0.3, 0.8, 0.6, 0.45, 0.2 and 0.1, and AR.
+    Core,
+    /// [`MemberSet::Core`] plus the harmonic mean and Holt's trend.
+    Extended,
+}
+
+impl MemberSet {
+    /// Both sets, the smaller first.
+    pub const ALL: [MemberSet; 2] = [MemberSet::Core, MemberSet::Extended];
+
+    /// The members, freshly built. [`MemberSet::Core`]'s are a prefix of
+    /// [`MemberSet::Extended`]'s, in the same order (sync-lab computes the extended
+    /// set's forecasts once and scores both).
+    pub fn build(self) -> Vec<Box<dyn Predictor>> {
+        let mut v: Vec<Box<dyn Predictor>> = alloc::vec![Box::new(LastValue::default())];
+        for alpha in [0.3, 0.8, 0.6, 0.45, 0.2, 0.1] {
+            v.push(Box::new(Ewma::new(alpha)));
+        }
+        v.push(Box::new(Linear::ar(8, 64)));
+        if self == MemberSet::Extended {
+            v.push(Box::new(HarmonicMean::new(8)));
+            v.push(Box::new(Holt::new(0.5, 0.1)));
+        }
+        v
+    }
+
+    /// Number of members.
+    pub fn count(self) -> usize {
+        match self {
+            MemberSet::Core => 8,
+            MemberSet::Extended => 10,
+        }
+    }
+
+    /// Name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            MemberSet::Core => "core",
+            MemberSet::Extended => "extended",
+        }
+    }
+}
+
+/// The tunables of [`Adaptive`], the only parameters of the sync layer's predictor
+/// that are chosen from data: sync-lab picks them by leave-one-group-out
+/// cross-validation (docs/sync.md §2), and the default is what that procedure picks on
+/// all of the development traces at a one-second horizon.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdaptiveConfig {
+    /// Weight of the newest error in every running error: 1/decay samples is about
+    /// how far back the combiner remembers how well each member did on this link.
+    pub decay: f64,
+    /// Sharpness η of the final choice among the blend and the members: each weighs
+    /// `exp(−η·(L / L_best − 1))` by its running absolute error L, so at η = 40 one
+    /// 2.5% worse than the best gets a third of its weight.
+    pub sharpness: f64,
+    /// The members.
+    pub members: MemberSet,
+}
+
+impl Default for AdaptiveConfig {
+    fn default() -> Self {
+        AdaptiveConfig {
+            decay: 0.01,
+            sharpness: 40.0,
+            members: MemberSet::Core,
+        }
+    }
+}
+
+/// The combining half of [`Adaptive`], fed with its members' forecasts: sync-lab runs
+/// it over forecasts computed once to score many configurations, and gets exactly what
+/// [`Adaptive`] would forecast.
+#[derive(Clone, Debug)]
+pub struct Combiner {
+    cfg: AdaptiveConfig,
+    members: usize,
+    /// Scores of the members and, last, of the blend.
+    board: Scoreboard,
+}
+
+impl Combiner {
+    /// A combiner of the members of `cfg.members`, scored at `horizon` samples.
+    pub fn new(cfg: AdaptiveConfig, horizon: usize) -> Self {
+        let members = cfg.members.count();
+        Combiner {
+            cfg,
+            members,
+            board: Scoreboard::new(members + 1, horizon, cfg.decay),
+        }
+    }
+
+    /// Takes the sample just observed and the members' forecasts made after it (in
+    /// member order, at the combiner's horizon); returns the combined forecast.
+    pub fn step(&mut self, sample: f64, forecasts: &[Option<f64>]) -> Option<f64> {
+        self.board.observe(sample);
+        let forecasts = &forecasts[..self.members.min(forecasts.len())];
+        let blend = inverse_mse_mean(forecasts, &self.board.squared[..self.members]);
+        let out = self.choose(blend, forecasts);
+        let mut all = forecasts.to_vec();
+        all.resize(self.members, None);
+        all.push(blend);
+        self.board.submit(all);
+        out
+    }
+
+    /// The combined forecast of `forecasts` under the current scores, without
+    /// recording it (for a horizon other than the combiner's own).
+    pub fn peek(&self, forecasts: &[Option<f64>]) -> Option<f64> {
+        let forecasts = &forecasts[..self.members.min(forecasts.len())];
+        let blend = inverse_mse_mean(forecasts, &self.board.squared[..self.members]);
+        self.choose(blend, forecasts)
+    }
+
+    /// Soft choice among the blend and the members by running absolute error; the
+    /// blend alone until something has been scored.
+    fn choose(&self, blend: Option<f64>, forecasts: &[Option<f64>]) -> Option<f64> {
+        let loss = &self.board.absolute;
+        let candidates = || {
+            core::iter::once((blend, loss[self.members]))
+                .chain(forecasts.iter().copied().zip(loss.iter().copied()))
+                .filter_map(|(f, l)| Some((f?, l?)))
+        };
+        let best = candidates().map(|(_, l)| l).fold(f64::INFINITY, f64::min);
+        if !best.is_finite() {
+            return blend;
+        }
+        let (mut num, mut den) = (0.0, 0.0);
+        for (f, l) in candidates() {
+            let w = if best > 0.0 {
+                libm::exp(-self.cfg.sharpness * (l / best - 1.0))
+            } else if l <= 0.0 {
+                1.0
+            } else {
+                0.0
+            };
+            num += w * f;
+            den += w;
+        }
+        (den > 0.0).then(|| num / den)
+    }
+}
+
+/// The sync layer's predictor. Its members (last value, EWMAs from fast to slow, AR)
+/// are blended by Bates–Granger weights learnt on this link (inverse running MSE of
+/// the relative error); the blend and every member then compete by their running
+/// absolute error, softly (see [`AdaptiveConfig::sharpness`]): where a blend of
+/// members does best on this link the output is the blend, where one member does
+/// (last value on a link that moves like a random walk) the output moves to it.
+pub struct Adaptive {
+    members: Vec<Box<dyn Predictor>>,
+    combiner: Combiner,
+    horizon: usize,
+    current: Option<f64>,
+}
+
+impl Adaptive {
+    /// The adaptive predictor scored at `horizon` samples.
+    pub fn new(cfg: AdaptiveConfig, horizon: usize) -> Self {
+        Adaptive {
+            members: cfg.members.build(),
+            combiner: Combiner::new(cfg, horizon),
+            horizon: horizon.max(1),
+            current: None,
+        }
+    }
+}
+
+impl Predictor for Adaptive {
+    fn name(&self) -> &'static str {
+        "adaptive"
+    }
+    fn observe(&mut self, sample: f64) {
+        let forecasts = observe_all(&mut self.members, sample, self.horizon);
+        self.current = self.combiner.step(sample, &forecasts);
     }
     fn predict(&mut self, horizon: usize) -> Option<f64> {
         if horizon == self.horizon {
-            let f = self.combine(&self.current)?;
-            return valid(horizon, f);
+            return valid(horizon, self.current?);
         }
-        let forecasts: Vec<Option<f64>> = self
-            .members
-            .iter_mut()
-            .map(|m| m.predict(horizon))
-            .collect();
-        let f = self.combine(&forecasts)?;
-        valid(horizon, f)
+        // Another horizon: the members' forecasts for it under the scores learnt at
+        // the combiner's own horizon.
+        let forecasts = predict_all(&mut self.members, horizon);
+        valid(horizon, self.combiner.peek(&forecasts)?)
     }
 }
 
 /// Every predictor sync-lab compares, in report order, each scored at `horizon` samples
-/// (only the ensemble depends on it). The last one is the one the sync layer uses.
+/// (only the ensemble and the adaptive predictor depend on it). The last one is the one
+/// the sync layer uses.
 pub fn all_predictors(horizon: usize) -> Vec<Box<dyn Predictor>> {
     alloc::vec![
         Box::new(LastValue::default()) as Box<dyn Predictor>,
@@ -441,11 +680,12 @@ pub fn all_predictors(horizon: usize) -> Vec<Box<dyn Predictor>> {
         Box::new(WaveletModel::ar(4, 64)),
         Box::new(WaveletModel::arma(3, 2, 64)),
         Box::new(Ensemble::standard(horizon)),
+        Box::new(Adaptive::new(AdaptiveConfig::default(), horizon)),
     ]
 }
 
-/// Name of the predictor the sync layer uses (see [`Ensemble::standard`]).
-pub const USED_PREDICTOR: &str = "ensemble";
+/// Name of the predictor the sync layer uses (see [`Adaptive`]).
+pub const USED_PREDICTOR: &str = "adaptive";
 
 #[cfg(test)]
 mod tests {
@@ -517,6 +757,83 @@ mod tests {
             }
         }
         assert!(e_ar < 0.8 * e_last, "ar {e_ar} last {e_last}");
+    }
+
+    /// Deterministic uniform noise in [0, 1).
+    fn uniform(state: &mut u64) -> f64 {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        (*state >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Mean absolute error of `p` forecasting the mean of the next `h` samples of `x`,
+    /// after a 16-sample warm-up.
+    fn mae(p: &mut dyn Predictor, x: &[f64], h: usize) -> f64 {
+        let mut sum = 0.0;
+        let mut n = 0;
+        for t in 0..x.len() - h {
+            p.observe(x[t]);
+            if t >= 16 {
+                let actual = x[t + 1..=t + h].iter().sum::<f64>() / h as f64;
+                sum += (p.predict(h).unwrap() - actual).abs();
+                n += 1;
+            }
+        }
+        sum / n as f64
+    }
+
+    /// (adaptive, last value, EWMA) errors on `x` at horizon `h`.
+    fn contest(x: &[f64], h: usize) -> (f64, f64, f64) {
+        (
+            mae(&mut Adaptive::new(AdaptiveConfig::default(), h), x, h),
+            mae(&mut LastValue::default(), x, h),
+            mae(&mut Ewma::new(0.3), x, h),
+        )
+    }
+
+    #[test]
+    fn adaptive_follows_last_value_where_it_is_best() {
+        // A random walk: the last sample is the best forecast of any future mean. The
+        // default's tuning allows it 1% over the better baseline on such a series
+        // (sync-lab's stress groups).
+        let mut s = 7;
+        let mut level = 5.0;
+        let walk: Vec<f64> = (0..4000)
+            .map(|_| {
+                level = (level + uniform(&mut s) - 0.5f64).max(0.1);
+                level
+            })
+            .collect();
+        // Levels held for ~50 samples, never seen by the tuning: the same, sharper.
+        let mut level = 3.0;
+        let steps: Vec<f64> = (0..4000)
+            .map(|_| {
+                if uniform(&mut s) < 0.02 {
+                    level = 0.5 + 5.0 * uniform(&mut s);
+                }
+                level
+            })
+            .collect();
+        for (name, x, slack) in [("walk", &walk, 1.01), ("steps", &steps, 1.025)] {
+            for h in [1, 5] {
+                let (a, last, ewma) = contest(x, h);
+                assert!(a < slack * last, "{name} h{h}: adaptive {a} last {last}");
+                assert!(a < ewma, "{name} h{h}: adaptive {a} ewma {ewma}");
+            }
+        }
+    }
+
+    #[test]
+    fn adaptive_smooths_where_smoothing_is_best() {
+        // Noise around a level: the mean is the best forecast; last value is the
+        // worst, a smoother the best.
+        let mut s = 11;
+        let x: Vec<f64> = (0..4000).map(|_| 2.0 + uniform(&mut s)).collect();
+        for h in [1, 5] {
+            let (a, last, ewma) = contest(&x, h);
+            assert!(a < last && a < 0.97 * ewma, "h{h}: {a} {last} {ewma}");
+        }
     }
 
     #[test]

@@ -255,6 +255,22 @@ pub fn render(event: &NodeEvent) -> Option<String> {
         NodeEvent::PeerDropped { peer, reason } => {
             format!("control: connection from {peer} closed: {reason}")
         }
+        NodeEvent::Addressed {
+            address: Some(address),
+            source,
+        } => format!("net: address {address} ({source})"),
+        NodeEvent::Addressed {
+            address: None,
+            source,
+        } => format!("net: address lost ({source})"),
+        NodeEvent::ClockSet {
+            unix_ms,
+            server,
+            rtt_ms,
+        } => format!(
+            "time: {} from {server} (round trip {rtt_ms} ms)",
+            crate::wallclock::format_utc(*unix_ms)
+        ),
         NodeEvent::TaskLog { task, line } => format!("{}: {line}", label(task)),
         NodeEvent::ModuleAdded { module, len, from } => format!(
             "control: module {} ({len} bytes) from {from} held",
@@ -277,6 +293,7 @@ mod tests {
             task_id: 0x5254_0000_000a_0001,
             local_id: 1,
             name: "ep S".into(),
+            tag: None,
         }
     }
 

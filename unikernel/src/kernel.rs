@@ -126,6 +126,113 @@ pub type ByteInput = Box<dyn FnMut() -> Option<u8>>;
 /// fresh nonces.
 pub type SharedEntropy = Rc<RefCell<Box<dyn EntropySource>>>;
 
+/// Most output a remote console keeps for a client that does not read it;
+/// older text goes first.
+pub const REMOTE_OUTPUT_MAX: usize = 64 * 1024;
+
+/// A shell session carried by a service instead of the serial port (a
+/// network console): the bytes typed into it, its own line editor, and the
+/// output (echo, answers, the node's log lines) waiting to be carried back.
+#[derive(Debug, Default)]
+pub struct RemoteConsole {
+    input: Vec<u8>,
+    output: String,
+    editor: LineEditor,
+    closed: bool,
+    /// Output dropped because the client did not read it.
+    dropped: u64,
+}
+
+impl RemoteConsole {
+    /// Queues bytes typed by the session's user.
+    pub fn push_input(&mut self, bytes: &[u8]) {
+        self.input.extend_from_slice(bytes);
+    }
+
+    fn take_input(&mut self) -> Vec<u8> {
+        core::mem::take(&mut self.input)
+    }
+
+    /// Appends `text` to the output, dropping the oldest text beyond
+    /// [`REMOTE_OUTPUT_MAX`].
+    fn write(&mut self, text: &str) {
+        self.output.push_str(text);
+        if self.output.len() > REMOTE_OUTPUT_MAX {
+            let mut cut = self.output.len() - REMOTE_OUTPUT_MAX;
+            while !self.output.is_char_boundary(cut) {
+                cut += 1;
+            }
+            self.output.drain(..cut);
+            self.dropped += cut as u64;
+        }
+    }
+
+    /// The output produced since the last call.
+    pub fn take_output(&mut self) -> String {
+        core::mem::take(&mut self.output)
+    }
+
+    /// Bytes of output dropped because they were not taken in time.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Ends the session: the kernel forgets it at its next turn.
+    pub fn close(&mut self) {
+        self.closed = true;
+    }
+}
+
+/// A remote console as its carrier and the kernel share it.
+pub type SharedConsole = Rc<RefCell<RemoteConsole>>;
+
+/// The open remote consoles (a cheap handle: clones share the list).
+#[derive(Clone, Debug, Default)]
+pub struct RemoteConsoles(Rc<RefCell<Vec<SharedConsole>>>);
+
+impl RemoteConsoles {
+    /// Opens a session whose output starts with `greeting` and the prompt.
+    pub fn open(&self, greeting: &str) -> SharedConsole {
+        let console = Rc::new(RefCell::new(RemoteConsole::default()));
+        console
+            .borrow_mut()
+            .write(&alloc::format!("{greeting}\r\n{}", shell::PROMPT));
+        self.0.borrow_mut().push(console.clone());
+        console
+    }
+
+    /// How many sessions are open.
+    pub fn len(&self) -> usize {
+        self.0
+            .borrow()
+            .iter()
+            .filter(|c| !c.borrow().closed)
+            .count()
+    }
+
+    /// Whether no session is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Forgets the closed sessions; the open ones.
+    fn take_open(&self) -> Vec<SharedConsole> {
+        let mut list = self.0.borrow_mut();
+        list.retain(|c| !c.borrow().closed);
+        list.clone()
+    }
+
+    /// Shows log `lines` on every session, on lines of their own, then the
+    /// prompt and what its user was typing.
+    fn notify(&self, lines: &str) {
+        for console in self.take_open() {
+            let mut console = console.borrow_mut();
+            let text = alloc::format!("\r\n{lines}{}{}", shell::PROMPT, console.editor.pending());
+            console.write(&text);
+        }
+    }
+}
+
 /// The running kernel: the board, the services, the shell's commands and
 /// the event log.
 pub struct Kernel {
@@ -141,6 +248,7 @@ pub struct Kernel {
     editor: LineEditor,
     capture: Option<Box<dyn ConsoleCapture>>,
     boot_commands: Vec<String>,
+    remotes: RemoteConsoles,
 }
 
 impl Kernel {
@@ -159,7 +267,14 @@ impl Kernel {
             editor: LineEditor::new(),
             capture: None,
             boot_commands: Vec::new(),
+            remotes: RemoteConsoles::default(),
         }
+    }
+
+    /// Where services open shell sessions of their own (the control
+    /// service's network consoles); the run loop serves them every turn.
+    pub fn remote_consoles(&self) -> RemoteConsoles {
+        self.remotes.clone()
     }
 
     /// Replaces the console input (tests feed scripted bytes).
@@ -304,15 +419,51 @@ impl Kernel {
         busy
     }
 
-    /// Writes the events not shown yet to `out`.
+    /// Writes the events not shown yet to `out`, and to every remote
+    /// console (each line interrupts its prompt as on the serial console).
     fn show_events(&mut self, out: &mut dyn Write) {
         let (records, _) = self.events.after(self.shown);
+        let mut lines = String::new();
         for record in records {
             if let Some(line) = events::render(&record.event) {
-                let _ = write!(out, "{line}\r\n");
+                let _ = write!(lines, "{line}\r\n");
             }
             self.shown = record.seq;
         }
+        if !lines.is_empty() {
+            let _ = out.write_str(&lines);
+            self.remotes.notify(&lines);
+        }
+    }
+
+    /// Runs the lines typed on the remote consoles; whether any had input.
+    fn serve_remote_consoles(&mut self) -> bool {
+        let mut busy = false;
+        for console in self.remotes.take_open() {
+            let input = console.borrow_mut().take_input();
+            busy |= !input.is_empty();
+            for byte in input {
+                let mut echo = String::new();
+                let line = console.borrow_mut().editor.feed(byte, &mut echo);
+                let mut answer = echo;
+                if let Some(line) = line {
+                    let capturing = self.capture.is_some();
+                    self.execute(&line, &mut answer);
+                    if !capturing && self.capture.is_some() {
+                        // A command that takes the console over (the serial
+                        // `receive`) needs the serial port itself.
+                        self.capture = None;
+                        let _ =
+                            answer.write_str("error: this command needs the serial console\r\n");
+                    }
+                    if self.halt_requested.is_none() {
+                        answer.push_str(shell::PROMPT);
+                    }
+                }
+                console.borrow_mut().write(&answer);
+            }
+        }
+        busy
     }
 
     /// One turn of the run loop: typed bytes to the shell or to the command
@@ -340,6 +491,9 @@ impl Kernel {
         }
         if self.capture.is_some() {
             busy |= self.feed_capture(None, out);
+        }
+        if self.halt_requested.is_none() {
+            busy |= self.serve_remote_consoles();
         }
         let mut notices = String::new();
         busy |= self.poll_services(&mut notices);
@@ -469,6 +623,59 @@ mod tests {
         fn poll(&mut self, _: &mut Turn<'_>, _: &mut dyn Write) -> Capture {
             Capture::Hold
         }
+    }
+
+    #[test]
+    fn remote_consoles_have_their_own_editor_and_see_the_log() {
+        let mut kernel = crate::testing::kernel(FakeBoard::leak());
+        kernel.add_command(Command::new("grab", "", "hold the console", |k, _, _| {
+            k.capture_console(Box::new(ThreeBytes(0)));
+            Ok(())
+        }));
+        kernel.set_input(Box::new(|| None));
+        let consoles = kernel.remote_consoles();
+        let one = consoles.open("hello one");
+        let two = consoles.open("hello two");
+        assert_eq!(one.borrow_mut().take_output(), "hello one\r\ntern> ");
+        two.borrow_mut().take_output();
+        // Half a line on one, a whole command on the other.
+        one.borrow_mut().push_input(b"me");
+        two.borrow_mut().push_input(b"run ep S\r");
+        let mut serial = String::new();
+        kernel.turn(&mut serial);
+        assert_eq!(one.borrow_mut().take_output(), "me");
+        assert_eq!(
+            two.borrow_mut().take_output(),
+            "run ep S\r\ntask 1 (ep S) started\r\ntern> "
+        );
+        one.borrow_mut().push_input(b"m\r");
+        kernel.turn(&mut serial);
+        assert!(one.borrow_mut().take_output().starts_with("m\r\nheap: "));
+        // A command that needs the serial port is refused remotely.
+        two.borrow_mut().push_input(b"grab\r");
+        kernel.turn(&mut serial);
+        assert!(two
+            .borrow_mut()
+            .take_output()
+            .contains("error: this command needs the serial console"));
+        assert!(!kernel.console_captured());
+        // Log lines interrupt every prompt, and the typing comes back.
+        one.borrow_mut().push_input(b"he");
+        kernel.turn(&mut serial);
+        one.borrow_mut().take_output();
+        for _ in 0..100_000 {
+            kernel.turn(&mut serial);
+            if serial.contains("VERIFICATION") {
+                break;
+            }
+        }
+        let shown = one.borrow_mut().take_output();
+        assert!(shown.starts_with("\r\ntask 1 (ep S): "), "{shown}");
+        assert!(shown.ends_with("tern> he"), "{shown}");
+        assert!(two.borrow_mut().take_output().contains("task 1 (ep S): "));
+        // Closed sessions are forgotten.
+        one.borrow_mut().close();
+        assert_eq!(consoles.len(), 1);
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! with its defmt framing ([`console`]), the shell ([`shell`]), the run loop
 //! that polls [`Service`]s ([`kernel`]), the node's typed events
 //! ([`events`]), the task runner ([`tasks`]), task migration over the
-//! console ([`serial_migration`]), the network stack ([`net`]) and live
+//! console ([`serial_migration`]), the network stack ([`net`]), its address
+//! and wall clock from the LAN ([`netconf`], [`wallclock`]) and live
 //! migration over Ethernet with its control service ([`control`]).
 //! [`assemble`] puts the parts together; the kernel itself names none of
 //! them. This crate contains no `unsafe` and no register access; it is
@@ -21,13 +22,15 @@ pub mod control;
 pub mod events;
 pub mod kernel;
 pub mod net;
+pub mod netconf;
 pub mod serial_migration;
 pub mod shell;
 pub mod tasks;
 #[cfg(test)]
 mod testing;
+pub mod wallclock;
 
-pub use kernel::{Kernel, Service, ServiceStatus, Turn};
+pub use kernel::{Kernel, RemoteConsoles, Service, ServiceStatus, SharedConsole, Turn};
 pub use tern_hal::{
     Board, BoardFacts, EntropyError, EntropySource, HeapStats, Isa, MonotonicClock, NetDevice,
     SerialPort,
@@ -60,7 +63,8 @@ pub struct Devices {
 /// Puts a kernel together from its parts on `board`: the shell with the
 /// board's own commands, the task table and runner making tasks from
 /// `catalog`, the serial migration commands, and, when the board found a
-/// network device, the network stack and the control service.
+/// network device, the network stack, its DHCP and SNTP clients and the
+/// control service.
 pub fn assemble(
     board: &'static dyn Board,
     board_commands: alloc::vec::Vec<shell::Command>,
@@ -76,11 +80,8 @@ pub fn assemble(
         .as_ref()
         .map(|device| device.mac_address())
         .or(board.facts().mac_address);
-    let tasks = tasks::install(
-        &mut kernel,
-        mac.map_or(0, control::node_id_from_mac),
-        catalog,
-    );
+    let node_id = mac.map_or(0, control::node_id_from_mac);
+    let tasks = tasks::install(&mut kernel, node_id, catalog);
     for command in serial_migration::commands(&tasks) {
         kernel.add_command(command);
     }
@@ -89,6 +90,7 @@ pub fn assemble(
     }
     if let Some(device) = devices.net {
         let net = net::install(&mut kernel, device);
+        netconf::install(&mut kernel, net.clone(), node_id);
         control::install(&mut kernel, net, tasks);
     }
     kernel.set_boot_commands(&devices.boot_commands);

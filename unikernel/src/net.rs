@@ -2,8 +2,11 @@
 //!
 //! The [`NetStack`] owns the device, the smoltcp interface and its sockets;
 //! the [`NetService`] polls it every run-loop turn (smoltcp answers ICMP echo
-//! requests by itself), and the shell command `net` shows the state or sets
-//! a static address: `net 10.0.2.2/24 [gateway]`.
+//! requests by itself), and the shell command `net` shows the state, sets
+//! a static address (`net 10.0.2.2/24 [gateway]`) or hands the address back
+//! to DHCP (`net dhcp`, the default at boot; the DHCP client itself is
+//! [`crate::netconf`]). The stack records where its address came from
+//! ([`AddressSource`]).
 //!
 //! TCP port [`HELLO_PORT`] (4471) answers every connection with the node's
 //! banner line (`Tern 0.1.0 on virt (aarch64)\n`) and closes it: a check
@@ -23,7 +26,7 @@ use core::fmt::Write;
 
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
-use smoltcp::socket::tcp;
+use smoltcp::socket::{tcp, AnySocket};
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, IpEndpoint, Ipv4Address, Ipv4Cidr};
 use tern_hal::NetDevice;
@@ -140,9 +143,44 @@ pub struct NetStack {
     sockets: SocketSet<'static>,
     counters: Counters,
     config: Option<Ipv4Config>,
+    source: AddressSource,
+    addressing: Addressing,
     hello: SocketHandle,
     sink: SocketHandle,
     banner: String,
+}
+
+/// How the node wants its address: set by hand, or from the network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Addressing {
+    /// `net <address>/<prefix>`: the address stays until changed.
+    Static,
+    /// DHCP, with a link-local fallback while no server answers (the
+    /// default; `net dhcp`).
+    Automatic,
+}
+
+/// Where the current address came from, as `net` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AddressSource {
+    /// No address yet.
+    None,
+    /// Typed with `net` (or a boot command).
+    Static,
+    /// Leased from a DHCP server.
+    Dhcp {
+        /// The server that leased it.
+        server: Ipv4Address,
+        /// The lease's length in seconds, as granted.
+        lease_s: u32,
+        /// DNS servers it named.
+        dns: Vec<Ipv4Address>,
+        /// Acknowledged renewals of the lease so far.
+        renewals: u32,
+    },
+    /// A link-local address (RFC 3927 range) taken because no DHCP server
+    /// answered; DHCP keeps asking.
+    LinkLocal,
 }
 
 /// A static IPv4 configuration: `address/prefix` and an optional gateway.
@@ -160,7 +198,11 @@ impl Ipv4Config {
         let (cidr, gateway) = match args {
             [cidr] => (*cidr, None),
             [cidr, gateway] => (*cidr, Some(*gateway)),
-            _ => return Err(String::from("usage: net [<address>/<prefix> [gateway]]")),
+            _ => {
+                return Err(String::from(
+                    "usage: net [<address>/<prefix> [gateway] | dhcp]",
+                ))
+            }
         };
         let (address, prefix) = cidr
             .split_once('/')
@@ -222,6 +264,8 @@ impl NetStack {
             sockets,
             counters,
             config: None,
+            source: AddressSource::None,
+            addressing: Addressing::Automatic,
             hello,
             sink,
             banner,
@@ -251,6 +295,22 @@ impl NetStack {
         self.sockets.remove(handle);
     }
 
+    /// Adds a socket of another kind (UDP, DHCP) for a service to drive
+    /// through [`NetStack::socket`].
+    pub fn add_socket<T: AnySocket<'static>>(&mut self, socket: T) -> SocketHandle {
+        self.sockets.add(socket)
+    }
+
+    /// A socket added by [`NetStack::add_socket`].
+    pub fn socket<T: AnySocket<'static>>(&mut self, handle: SocketHandle) -> &mut T {
+        self.sockets.get_mut::<T>(handle)
+    }
+
+    /// Takes a socket added by [`NetStack::add_socket`] out of the stack.
+    pub fn take_socket(&mut self, handle: SocketHandle) -> smoltcp::socket::Socket<'static> {
+        self.sockets.remove(handle)
+    }
+
     /// A socket added by [`NetStack::add_tcp`].
     pub fn tcp(&mut self, handle: SocketHandle) -> &mut tcp::Socket<'static> {
         self.sockets.get_mut::<tcp::Socket>(handle)
@@ -268,8 +328,47 @@ impl NetStack {
         socket.connect(self.iface.context(), remote, local_port)
     }
 
-    /// Replaces the interface's address and default route.
+    /// Sets a static address and default route (DHCP stops).
     pub fn configure(&mut self, config: Ipv4Config) {
+        self.addressing = Addressing::Static;
+        self.apply(config, AddressSource::Static);
+    }
+
+    /// Hands the address to DHCP: the current one goes ([`crate::netconf`]
+    /// asks a server for another).
+    pub fn automatic(&mut self) {
+        self.addressing = Addressing::Automatic;
+        self.deconfigure();
+    }
+
+    /// How the node wants its address.
+    pub fn addressing(&self) -> Addressing {
+        self.addressing
+    }
+
+    /// Where the current address came from.
+    pub fn source(&self) -> &AddressSource {
+        &self.source
+    }
+
+    /// Records another renewal of the DHCP lease.
+    pub fn renewed(&mut self) {
+        if let AddressSource::Dhcp { renewals, .. } = &mut self.source {
+            *renewals += 1;
+        }
+    }
+
+    /// Removes the address and the default route.
+    pub fn deconfigure(&mut self) {
+        self.iface.update_ip_addrs(|addrs| addrs.clear());
+        self.iface.routes_mut().remove_default_ipv4_route();
+        self.config = None;
+        self.source = AddressSource::None;
+    }
+
+    /// Replaces the interface's address and default route with `config`,
+    /// which came from `source`.
+    pub fn apply(&mut self, config: Ipv4Config, source: AddressSource) {
         self.iface.update_ip_addrs(|addrs| {
             addrs.clear();
             // One address always fits (the list holds several).
@@ -283,6 +382,7 @@ impl NetStack {
             let _ = routes.add_default_ipv4_route(gateway);
         }
         self.config = Some(config);
+        self.source = source;
     }
 
     /// The configured address and gateway, if any.
@@ -358,15 +458,27 @@ impl NetStack {
     pub fn report(&self, out: &mut dyn Write) {
         let mac = EthernetAddress(self.device.mac_address());
         let _ = write!(out, "mac {mac}\r\n");
-        match self.config {
-            Some(Ipv4Config { cidr, .. }) => {
-                let _ = write!(out, "address {cidr}\r\n");
+        match (self.config, &self.source) {
+            (Some(Ipv4Config { cidr, .. }), source) => {
+                let _ = write!(out, "address {cidr} ({})\r\n", describe(source));
             }
-            None => {
+            (None, _) if self.addressing == Addressing::Automatic => {
+                let _ = write!(out, "address none yet (asking DHCP)\r\n");
+            }
+            (None, _) => {
                 let _ = write!(
                     out,
-                    "address none (set one with 'net <address>/<prefix>')\r\n"
+                    "address none (set one with 'net <address>/<prefix>' or 'net dhcp')\r\n"
                 );
+            }
+        }
+        if let AddressSource::Dhcp { dns, .. } = &self.source {
+            if !dns.is_empty() {
+                let _ = write!(out, "dns");
+                for server in dns {
+                    let _ = write!(out, " {server}");
+                }
+                let _ = write!(out, "\r\n");
             }
         }
         if let Some(gateway) = self.config.and_then(|c| c.gateway) {
@@ -379,6 +491,20 @@ impl NetStack {
             "link {link}\r\nrx {} frames {} bytes\r\ntx {} frames {} bytes {} errors\r\n",
             c.rx_frames, c.rx_bytes, c.tx_frames, c.tx_bytes, c.tx_errors
         );
+    }
+}
+
+/// Where an address came from, in words.
+fn describe(source: &AddressSource) -> String {
+    match source {
+        AddressSource::None | AddressSource::Static => String::from("static"),
+        AddressSource::Dhcp {
+            server,
+            lease_s,
+            renewals,
+            ..
+        } => alloc::format!("dhcp from {server}, lease {lease_s} s, renewed {renewals} times"),
+        AddressSource::LinkLocal => String::from("link-local: no DHCP server answered"),
     }
 }
 
@@ -423,8 +549,8 @@ pub fn install(kernel: &mut Kernel, device: Box<dyn NetDevice>) -> SharedNet {
     let shared = stack.clone();
     kernel.add_command(Command::new(
         "net",
-        "[<address>/<prefix> [gateway]]",
-        "show the network interface, or set its IPv4 address",
+        "[<address>/<prefix> [gateway] | dhcp]",
+        "show the network interface, set a static IPv4 address, or take one by DHCP",
         move |_, args, out| net_command(&shared, args, out),
     ));
     stack
@@ -432,8 +558,10 @@ pub fn install(kernel: &mut Kernel, device: Box<dyn NetDevice>) -> SharedNet {
 
 fn net_command(stack: &SharedNet, args: &[&str], out: &mut dyn Write) -> CommandResult {
     let mut stack = stack.borrow_mut();
-    if !args.is_empty() {
-        stack.configure(Ipv4Config::parse(args)?);
+    match args {
+        [] => {}
+        ["dhcp"] => stack.automatic(),
+        _ => stack.configure(Ipv4Config::parse(args)?),
     }
     stack.report(out);
     Ok(())
@@ -537,7 +665,10 @@ mod tests {
         );
 
         let shown = exec(&mut kernel, "net 10.0.2.2/24 10.0.2.1");
-        assert!(shown.contains("address 10.0.2.2/24\r\n"), "{shown}");
+        assert!(
+            shown.contains("address 10.0.2.2/24 (static)\r\n"),
+            "{shown}"
+        );
         assert!(shown.contains("gateway 10.0.2.1\r\n"), "{shown}");
 
         wire.lock().unwrap().to_node.push_back(arp_request());
@@ -732,12 +863,13 @@ mod tests {
             ("net 10.0.2.2/33", "is not a prefix length"),
             ("net 10.0.2.2/24 gw", "'gw' is not an IPv4 address"),
             ("net 10.0.2.2/24 10.0.2.1 x", "usage: net"),
+            ("net dhcpx", "is not <address>/<prefix>"),
         ] {
             let shown = exec(&mut kernel, line);
             assert!(shown.starts_with("error: net: "), "{line}: {shown}");
             assert!(shown.contains(reason), "{line}: {shown}");
         }
-        assert!(exec(&mut kernel, "net").contains("address none"));
+        assert!(exec(&mut kernel, "net").contains("address none yet (asking DHCP)"));
     }
 
     #[test]

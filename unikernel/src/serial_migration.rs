@@ -179,7 +179,7 @@ impl Receive {
         drop(bytes);
         let progress = resumed.task.task.progress();
         let epoch = resumed.epoch.saturating_add(1);
-        let id = tasks.add(resumed.task, None, epoch);
+        let id = tasks.add(resumed.task, None, epoch, resumed.tag);
         let entry = tasks.get_mut(id).ok_or("the task vanished")?;
         turn.publish(NodeEvent::TaskArrived {
             task: entry.task_ref(),

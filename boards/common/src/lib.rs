@@ -1,6 +1,7 @@
 //! Pieces shared by every Tern board: the kernel heap and the defmt logger,
 //! the catalog of task kinds the boards carry ([`task_catalog`]), the
-//! `random` shell command ([`random`]), and for the QEMU boards the
+//! `random` shell command ([`random`]), the boot commands provisioned into
+//! the image at flash time ([`provision`]), and for the QEMU boards the
 //! virtio-net and virtio-rng driver glue ([`virtio`]).
 //!
 //! The heap is a [`talc`] allocator behind a spinlock. A board claims its free
@@ -12,6 +13,7 @@
 extern crate alloc;
 
 mod logger;
+pub mod provision;
 pub mod random;
 pub mod virtio;
 
@@ -45,6 +47,18 @@ pub unsafe fn init_heap(start: *mut u8, size: usize) {
     // SAFETY: the caller guarantees the range is unused, writable RAM.
     let claimed = unsafe { HEAP.lock().claim(start, size) };
     assert!(claimed.is_some(), "heap region too small to claim");
+}
+
+/// Hands one more range of RAM to the heap, after [`init_heap`]; returns
+/// whether the allocator took it (a range too small for its bookkeeping is
+/// left alone).
+///
+/// # Safety
+///
+/// As for [`init_heap`]: mapped read-write RAM used by nothing else.
+pub unsafe fn add_heap(start: *mut u8, size: usize) -> bool {
+    // SAFETY: the caller guarantees the range is unused, writable RAM.
+    unsafe { HEAP.lock().claim(start, size) }.is_some()
 }
 
 /// Current heap usage.

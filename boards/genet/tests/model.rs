@@ -3,15 +3,21 @@
 //!
 //! The model reacts to the driver's register accesses as the hardware does (MDIO
 //! completion, DMA indices, the MAC reset trap) and records every rule the driver
-//! breaks as a violation; each test ends by asserting there are none. The last tests
-//! drive the same model through [`GenetNet`], the kernel's `NetDevice` view.
+//! breaks as a violation; each test ends by asserting there are none. Its register
+//! map (`map`) is its own, declared from U-Boot's and Linux's GENET sources, never
+//! taken from the driver's `regs`: the last tests move each register the driver uses
+//! to a wrong offset and check that the model catches every one. Further tests drive
+//! the same model through [`GenetNet`], the kernel's `NetDevice` view.
 
-use std::collections::HashSet;
+mod map;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use map::*;
 use tern_genet::net::LINK_POLL_INTERVAL_NS;
-use tern_genet::regs::*;
 use tern_genet::{
     CacheMaintenance, DmaMemory, Error, Genet, GenetBus, GenetNet, Link, Ring, Speed, BUFFER_SIZE,
 };
@@ -21,6 +27,12 @@ const RX_PHYS: u64 = 0x1000_0000;
 /// Above 4 GiB, so that the high address word matters.
 const TX_PHYS: u64 = 0x1_2000_0000;
 const MAC: [u8; 6] = [0xdc, 0xa6, 0x32, 0x01, 0x02, 0x03];
+
+/// The index registers of the default rings, by what they mean in each direction.
+const RX_PROD: usize = RX_RING + RING_TX_CONS_RX_PROD_INDEX;
+const RX_CONS: usize = RX_RING + RING_TX_PROD_RX_CONS_INDEX;
+const TX_CONS: usize = TX_RING + RING_TX_CONS_RX_PROD_INDEX;
+const TX_PROD: usize = TX_RING + RING_TX_PROD_RX_CONS_INDEX;
 
 /// A non-coherent cache as seen by the tests: which buffers the CPU touched since
 /// their last clean, and which the device wrote since their last invalidate.
@@ -33,12 +45,17 @@ struct CacheState {
 
 type Shared = Arc<Mutex<CacheState>>;
 
-fn locate(phys: u64) -> (Ring, usize) {
-    if phys >= TX_PHYS {
-        (Ring::Tx, ((phys - TX_PHYS) / BUFFER_SIZE as u64) as usize)
-    } else {
-        (Ring::Rx, ((phys - RX_PHYS) / BUFFER_SIZE as u64) as usize)
-    }
+/// The ring and slot of a test buffer's physical address, if it is one.
+fn locate(phys: u64) -> Option<(Ring, usize)> {
+    let size = BUFFER_SIZE as u64;
+    let within = |base: u64| {
+        (base..base + 256 * size)
+            .contains(&phys)
+            .then(|| ((phys - base) / size) as usize)
+    };
+    within(RX_PHYS)
+        .map(|slot| (Ring::Rx, slot))
+        .or_else(|| within(TX_PHYS).map(|slot| (Ring::Tx, slot)))
 }
 
 struct TestMemory {
@@ -96,12 +113,24 @@ impl CacheMaintenance for TestCache {
     fn clean(&mut self, phys: u64, len: usize) {
         assert!(len <= BUFFER_SIZE);
         self.cleans += 1;
-        self.cache.lock().unwrap().touched.remove(&locate(phys));
+        let mut cache = self.cache.lock().unwrap();
+        match locate(phys) {
+            Some(buffer) => _ = cache.touched.remove(&buffer),
+            None => cache
+                .violations
+                .push(format!("clean of 0x{phys:x}, not a DMA buffer")),
+        }
     }
 
     fn invalidate(&mut self, phys: u64, len: usize) {
         assert!(len <= BUFFER_SIZE);
-        self.cache.lock().unwrap().stale.remove(&locate(phys));
+        let mut cache = self.cache.lock().unwrap();
+        match locate(phys) {
+            Some(buffer) => _ = cache.stale.remove(&buffer),
+            None => cache
+                .violations
+                .push(format!("invalidate of 0x{phys:x}, not a DMA buffer")),
+        }
     }
 }
 
@@ -182,10 +211,21 @@ impl Phy {
     }
 }
 
+/// A value a register holds at power-up when U-Boot, the firmware or an earlier
+/// boot used the controller: the driver must not rely on any reset value of the
+/// registers it is required to program.
+const STALE: u32 = 0x0bad;
+
 /// The controller: register file, DMA indices, MDIO, and the rule checks.
 struct Model {
     regs: Vec<u32>,
+    /// The registers of the map, by offset.
+    known: HashMap<usize, Register>,
     writes: Vec<(usize, u32)>,
+    /// Registers written since power-up.
+    written: HashSet<usize>,
+    /// Registers (not descriptors) the driver read or wrote.
+    accessed: BTreeSet<usize>,
     violations: Vec<String>,
     cache: Shared,
     phy: Phy,
@@ -198,13 +238,34 @@ struct Model {
 
 impl Model {
     fn new(cache: Shared) -> Self {
+        let known: HashMap<usize, Register> = registers()
+            .into_iter()
+            .map(|register| (register.offset, register))
+            .collect();
         let mut regs = vec![0; 0x4000];
+        for (ring, control) in [(RX_RING, RX_CTRL), (TX_RING, TX_CTRL)] {
+            for offset in (ring..ring + 0x34)
+                .step_by(4)
+                .chain([control + DMA_RING_CFG, control + DMA_SCB_BURST_SIZE])
+            {
+                regs[offset / 4] = STALE;
+            }
+        }
         regs[SYS_REV_CTRL / 4] = 0x0600_0000;
         // The trap: the MAC powers up held in reset.
-        regs[SYS_RBUF_FLUSH_CTRL / 4] = RBUF_FLUSH_MAC_RESET;
+        regs[SYS_RBUF_FLUSH_CTRL / 4] = MAC_RESET;
+        // Internal PHY mode, the 1518-byte default frame length, pending link
+        // interrupts, nothing masked.
+        regs[UMAC_MAX_FRAME_LEN / 4] = 1518;
+        for block in [INTRL2_0, INTRL2_1] {
+            regs[(block + CPU_STAT) / 4] = 0x30;
+        }
         Self {
             regs,
+            known,
             writes: Vec::new(),
+            written: HashSet::new(),
+            accessed: BTreeSet::new(),
             violations: Vec::new(),
             cache,
             phy: Phy::new(),
@@ -220,22 +281,29 @@ impl Model {
         self.regs[offset / 4]
     }
 
-    fn dma_on(&self, dma: usize) -> bool {
-        self.reg(dma + DMA_CTRL) & 1 != 0
+    fn name(&self, offset: usize) -> String {
+        match self.known.get(&offset) {
+            Some(register) => format!("{} (0x{offset:04x})", register.name),
+            None => format!("0x{offset:04x}"),
+        }
+    }
+
+    fn dma_on(&self, control: usize) -> bool {
+        self.reg(control + DMA_CTRL) & DMA_EN != 0
     }
 
     fn rx_cons(&self) -> u16 {
-        self.reg(RDMA_CONS_INDEX) as u16
+        self.reg(RX_CONS) as u16
     }
 
     fn tx_prod(&self) -> u16 {
-        self.reg(TDMA_PROD_INDEX) as u16
+        self.reg(TX_PROD) as u16
     }
 
     fn rx_ready(&self) -> bool {
-        self.dma_on(RDMA_REGS)
-            && self.reg(UMAC_CMD) & 0b10 != 0
-            && self.reg(EXT_RGMII_OOB_CTRL) & (1 << 6) != 0
+        self.dma_on(RX_CTRL)
+            && self.reg(UMAC_CMD) & CMD_RX_EN != 0
+            && self.reg(EXT_RGMII_OOB_CTRL) & RGMII_MODE_EN != 0
     }
 
     /// Index of the first write of `value & mask == want` to `offset`.
@@ -245,19 +313,13 @@ impl Model {
             .position(|&(o, v)| o == offset && v & mask == want)
     }
 
-    fn check_descriptor_access(&mut self, offset: usize, what: &str) {
-        let (base, dma) = if (RDMA_DESC_BASE..RDMA_RING16).contains(&offset) {
-            (RDMA_DESC_BASE, RDMA_REGS)
-        } else if (TDMA_DESC_BASE..TDMA_RING16).contains(&offset) {
-            (TDMA_DESC_BASE, TDMA_REGS)
-        } else {
-            return;
-        };
-        if !self.dma_on(dma) {
+    fn check_descriptor_access(&mut self, rx: bool, slot: usize, offset: usize, what: &str) {
+        let control = if rx { RX_CTRL } else { TX_CTRL };
+        if !self.dma_on(control) {
             return;
         }
-        let slot = ((offset - base) / DESC_SIZE) as u16;
-        let device_owns = if base == RDMA_DESC_BASE {
+        let slot = slot as u16;
+        let device_owns = if rx {
             // The driver owns [cons, prod): frames the device completed.
             let held = self.rx_prod.wrapping_sub(self.rx_cons());
             slot.wrapping_sub(self.rx_cons()) % 256 >= held && held < 256
@@ -273,27 +335,131 @@ impl Model {
         }
     }
 
-    fn ring_configured(&self, ring: usize, dma: usize) -> bool {
-        self.reg(ring + RING_BUF_SIZE) == (256 << 16 | 2048)
-            && self.reg(ring + RING_END_ADDR) == 0x2FF
-            && self.reg(dma + DMA_RING_CFG) & (1 << 16) != 0
+    /// What a ring must hold before its DMA is enabled: every register U-Boot
+    /// programs written since power-up, with the values of a 256-descriptor ring
+    /// of 2048-byte buffers starting at descriptor 0, and the driver's index on
+    /// the device's.
+    fn check_ring_ready(&mut self, rx: bool, ctrl_value: u32) {
+        let (ring, control, direction) = if rx {
+            (RX_RING, RX_CTRL, "RX")
+        } else {
+            (TX_RING, TX_CTRL, "TX")
+        };
+        let mut required = vec![
+            ring + RING_TX_READ_RX_WRITE_PTR,
+            ring + RING_TX_PROD_RX_CONS_INDEX,
+            ring + RING_BUF_SIZE,
+            ring + RING_START_ADDR,
+            ring + RING_END_ADDR,
+            ring + RING_TX_FLOW_RX_XON_XOFF,
+            ring + RING_TX_WRITE_RX_READ_PTR,
+            control + DMA_RING_CFG,
+            control + DMA_SCB_BURST_SIZE,
+        ];
+        if !rx {
+            required.push(ring + RING_MBUF_DONE_THRESH);
+        }
+        for offset in required {
+            if !self.written.contains(&offset) {
+                let name = self.name(offset);
+                self.violations.push(format!(
+                    "{direction} DMA enabled before {name} was programmed"
+                ));
+            }
+        }
+        let expected = [
+            (ring + RING_BUF_SIZE, 256 << 16 | 2048),
+            (ring + RING_START_ADDR, 0),
+            (ring + RING_END_ADDR, 0x2FF),
+            (ring + RING_TX_READ_RX_WRITE_PTR, 0),
+            (ring + RING_TX_WRITE_RX_READ_PTR, 0),
+        ];
+        for (offset, value) in expected {
+            if self.reg(offset) != value {
+                let (name, found) = (self.name(offset), self.reg(offset));
+                self.violations.push(format!(
+                    "{direction} DMA enabled with {name} = 0x{found:x}, not 0x{value:x}"
+                ));
+            }
+        }
+        if self.reg(control + DMA_RING_CFG) & (1 << 16) == 0 || ctrl_value & DMA_RING16_BUF_EN == 0
+        {
+            self.violations
+                .push(format!("{direction} DMA enabled without ring 16 enabled"));
+        }
+        let aligned = if rx {
+            self.rx_cons() == self.rx_prod
+        } else {
+            self.tx_prod() == self.tx_cons
+        };
+        if !aligned {
+            self.violations.push(format!(
+                "{direction} DMA enabled with the driver's index not on the device's"
+            ));
+        }
+    }
+
+    /// How the bring-up left the registers that have no behaviour in the model,
+    /// against what the sources program: MAC address, frame length, port mode,
+    /// interrupts masked and cleared, RGMII mode.
+    fn configuration(&self) -> Vec<String> {
+        let mut wrong = Vec::new();
+        let mut expect = |offset: usize, mask: u32, want: u32| {
+            let found = self.reg(offset) & mask;
+            if found != want {
+                wrong.push(format!(
+                    "{} is 0x{found:x} under mask 0x{mask:x}, expected 0x{want:x}",
+                    self.name(offset)
+                ));
+            }
+        };
+        expect(UMAC_MAC0, u32::MAX, 0xdca6_3201);
+        expect(UMAC_MAC1, u32::MAX, 0x0203);
+        expect(UMAC_MAX_FRAME_LEN, u32::MAX, 1536);
+        expect(SYS_PORT_CTRL, u32::MAX, PORT_MODE_EXT_GPHY);
+        expect(RBUF_CTRL, RBUF_ALIGN_2B, RBUF_ALIGN_2B);
+        expect(SYS_RBUF_FLUSH_CTRL, MAC_RESET, 0);
+        expect(
+            EXT_RGMII_OOB_CTRL,
+            RGMII_LINK | OOB_DISABLE | RGMII_MODE_EN | ID_MODE_DIS,
+            RGMII_LINK | RGMII_MODE_EN | ID_MODE_DIS,
+        );
+        for block in [INTRL2_0, INTRL2_1] {
+            expect(block + CPU_MASK_STATUS, u32::MAX, u32::MAX);
+            expect(block + CPU_STAT, u32::MAX, 0);
+        }
+        wrong
     }
 
     fn mdio(&mut self, command: u32) {
         let phy = (command >> 21) & 0x1F;
         let reg = ((command >> 16) & 0x1F) as u8;
-        let mut result = command & !(0xFFFF | 1 << 28);
+        let mut result = command & !(0xFFFF | MDIO_READ_FAIL);
         match (command >> 26) & 3 {
             2 if phy == 1 => result |= u32::from(self.phy.read(reg)),
-            2 => result |= 1 << 28,
+            2 => result |= MDIO_READ_FAIL,
             1 if phy == 1 => self.phy.write(reg, command as u16),
             1 => {}
             _ => self
                 .violations
                 .push(format!("bad MDIO opcode in 0x{command:08x}")),
         }
-        self.regs[MDIO_CMD / 4] = result | 1 << 29;
+        self.regs[MDIO_CMD / 4] = result | MDIO_START_BUSY;
         self.mdio_busy_left = self.mdio_busy_reads;
+    }
+
+    /// The buffer a descriptor names, or a violation.
+    fn descriptor_buffer(&mut self, desc: usize, want: (Ring, usize)) -> Option<(Ring, usize)> {
+        let phys = u64::from(self.reg(desc + DESC_ADDRESS_LO))
+            | u64::from(self.reg(desc + DESC_ADDRESS_HI)) << 32;
+        let found = locate(phys);
+        if found != Some(want) {
+            self.violations.push(format!(
+                "descriptor at 0x{desc:04x} names 0x{phys:x}, not {want:?}'s buffer"
+            ));
+            return None;
+        }
+        found
     }
 
     /// The device receives a frame from the wire; false if the MAC/DMA drops it.
@@ -302,15 +468,10 @@ impl Model {
             return false;
         }
         let slot = usize::from(self.rx_prod) % 256;
-        let desc = RDMA_DESC_BASE + slot * DESC_SIZE;
-        let phys = u64::from(self.reg(desc + DESC_ADDR_LO))
-            | u64::from(self.reg(desc + DESC_ADDR_HI)) << 32;
-        let (ring, buf) = locate(phys);
-        assert_eq!(
-            (ring, buf),
-            (Ring::Rx, slot),
-            "RX descriptor {slot} points elsewhere"
-        );
+        let desc = RX_DMA + slot * DESC_SIZE;
+        let Some((ring, buf)) = self.descriptor_buffer(desc, (Ring::Rx, slot)) else {
+            return false;
+        };
         {
             let mut cache = self.cache.lock().unwrap();
             if cache.touched.contains(&(ring, buf)) {
@@ -320,34 +481,44 @@ impl Model {
             }
             cache.stale.insert((ring, buf));
         }
+        // With RBUF_ALIGN_2B the frame follows a 2-byte header.
+        let header = if self.reg(RBUF_CTRL) & RBUF_ALIGN_2B != 0 {
+            2
+        } else {
+            0
+        };
         let data = memory.device_buffer(ring, buf);
-        data[..2].fill(0xEE);
-        data[2..2 + payload.len()].copy_from_slice(payload);
-        let len = payload.len() as u32 + 2;
-        self.regs[(desc + DESC_LENGTH_STATUS) / 4] = len << 16 | 0x6000 | status;
+        data[..header].fill(0xEE);
+        data[header..header + payload.len()].copy_from_slice(payload);
+        let len = (payload.len() + header) as u32;
+        self.regs[(desc + DESC_LENGTH_STATUS) / 4] = len << 16 | DMA_SOP | DMA_EOP | status;
         self.rx_prod = self.rx_prod.wrapping_add(1);
         true
     }
 
-    /// The device sends up to `max` posted frames and returns them.
+    /// The device sends up to `max` posted frames and returns them (none while the
+    /// TX DMA or the MAC's transmitter is off).
     fn complete_tx(&mut self, memory: &mut TestMemory, max: usize) -> Vec<Vec<u8>> {
         let mut sent = Vec::new();
+        if !self.dma_on(TX_CTRL) || self.reg(UMAC_CMD) & CMD_TX_EN == 0 {
+            return sent;
+        }
         while self.tx_cons != self.tx_prod() && sent.len() < max {
-            let desc = TDMA_DESC_BASE + usize::from(self.tx_cons) % 256 * DESC_SIZE;
+            let slot = usize::from(self.tx_cons) % 256;
+            let desc = TX_DMA + slot * DESC_SIZE;
             let status = self.reg(desc + DESC_LENGTH_STATUS);
-            let flags = 0x2000 | 0x4000 | 0x40 | 0x3F << 7;
+            let flags = DMA_SOP | DMA_EOP | DMA_TX_APPEND_CRC | DMA_TX_QTAG_MASK;
             if status & flags != flags {
                 self.violations.push(format!(
                     "TX descriptor status 0x{status:08x} lacks SOP/EOP/CRC/QTAG"
                 ));
             }
-            let phys = u64::from(self.reg(desc + DESC_ADDR_LO))
-                | u64::from(self.reg(desc + DESC_ADDR_HI)) << 32;
-            let (ring, slot) = locate(phys);
-            assert_eq!(ring, Ring::Tx);
-            let len = (status >> 16 & 0xFFF) as usize;
-            sent.push(memory.device_buffer(ring, slot)[..len].to_vec());
             self.tx_cons = self.tx_cons.wrapping_add(1);
+            let Some((ring, buf)) = self.descriptor_buffer(desc, (Ring::Tx, slot)) else {
+                continue;
+            };
+            let len = (status >> 16 & 0xFFF) as usize;
+            sent.push(memory.device_buffer(ring, buf)[..len].to_vec());
         }
         sent
     }
@@ -355,16 +526,25 @@ impl Model {
 
 impl GenetBus for Model {
     fn read(&mut self, offset: usize) -> u32 {
-        self.check_descriptor_access(offset, "read");
+        if let Some((rx, slot, _)) = descriptor(offset) {
+            self.check_descriptor_access(rx, slot, offset, "read");
+            return self.reg(offset);
+        }
+        self.accessed.insert(offset);
+        if !self.known.contains_key(&offset) {
+            self.violations
+                .push(format!("read of 0x{offset:04x}, not a GENET v5 register"));
+            return 0;
+        }
         match offset {
-            RDMA_PROD_INDEX => u32::from(self.rx_prod),
-            TDMA_CONS_INDEX => u32::from(self.tx_cons),
+            RX_PROD => u32::from(self.rx_prod),
+            TX_CONS => u32::from(self.tx_cons),
             MDIO_CMD => {
                 let value = self.reg(MDIO_CMD);
                 if self.mdio_busy_left > 0 && !self.mdio_stuck {
                     self.mdio_busy_left -= 1;
                     if self.mdio_busy_left == 0 {
-                        self.regs[MDIO_CMD / 4] &= !(1 << 29);
+                        self.regs[MDIO_CMD / 4] &= !MDIO_START_BUSY;
                     }
                 }
                 value
@@ -375,38 +555,54 @@ impl GenetBus for Model {
 
     fn write(&mut self, offset: usize, value: u32) {
         self.writes.push((offset, value));
-        self.check_descriptor_access(offset, "wrote");
-        if (0x800..0x1000).contains(&offset)
-            && self.reg(SYS_RBUF_FLUSH_CTRL) & RBUF_FLUSH_MAC_RESET != 0
+        if let Some((rx, slot, _)) = descriptor(offset) {
+            self.check_descriptor_access(rx, slot, offset, "wrote");
+            self.regs[offset / 4] = value;
+            return;
+        }
+        self.accessed.insert(offset);
+        let Some(register) = self.known.get(&offset).copied() else {
+            self.violations.push(format!(
+                "write of 0x{value:x} to 0x{offset:04x}, not a GENET v5 register"
+            ));
+            return;
+        };
+        if register.access == Access::ReadOnly {
+            self.violations
+                .push(format!("write to read-only {}", self.name(offset)));
+            return;
+        }
+        if (UMAC..UMAC + 0x800).contains(&offset) && self.reg(SYS_RBUF_FLUSH_CTRL) & MAC_RESET != 0
         {
             self.violations.push(format!(
-                "UMAC write to 0x{offset:04x} dropped: MAC held in reset"
+                "write to {} dropped: MAC held in reset",
+                self.name(offset)
             ));
             return;
         }
-        match offset {
-            SYS_REV_CTRL | RDMA_PROD_INDEX | TDMA_CONS_INDEX => {
-                self.violations
-                    .push(format!("write to read-only 0x{offset:04x}"));
-                return;
+        self.written.insert(offset);
+        for block in [INTRL2_0, INTRL2_1] {
+            let (stat, mask) = ((block + CPU_STAT) / 4, (block + CPU_MASK_STATUS) / 4);
+            match offset.wrapping_sub(block) {
+                CPU_SET => self.regs[stat] |= value,
+                CPU_CLEAR => self.regs[stat] &= !value,
+                CPU_MASK_SET => self.regs[mask] |= value,
+                CPU_MASK_CLEAR => self.regs[mask] &= !value,
+                _ => continue,
             }
-            UMAC_CMD if value & 0b10 != 0 && self.reg(EXT_RGMII_OOB_CTRL) & (1 << 6) == 0 => {
+            return;
+        }
+        match offset {
+            UMAC_CMD
+                if value & CMD_RX_EN != 0 && self.reg(EXT_RGMII_OOB_CTRL) & RGMII_MODE_EN == 0 =>
+            {
                 self.violations
                     .push("RX enabled before RGMII_MODE_EN".into());
             }
-            o if (o == RDMA_REGS + DMA_CTRL || o == TDMA_REGS + DMA_CTRL) && value & 1 != 0 => {
-                let ring = if o == RDMA_REGS + DMA_CTRL {
-                    RDMA_RING16
-                } else {
-                    TDMA_RING16
-                };
-                if !self.ring_configured(ring, o - DMA_CTRL) || value & (1 << 17) == 0 {
-                    self.violations.push(format!(
-                        "DMA enabled at 0x{o:04x} before its ring 16 was configured"
-                    ));
-                }
+            o if (o == RX_CTRL + DMA_CTRL || o == TX_CTRL + DMA_CTRL) && value & DMA_EN != 0 => {
+                self.check_ring_ready(o == RX_CTRL + DMA_CTRL, value);
             }
-            RDMA_CONS_INDEX if self.dma_on(RDMA_REGS) => {
+            RX_CONS if self.dma_on(RX_CTRL) => {
                 let new = value as u16;
                 if new.wrapping_sub(self.rx_cons()) > self.rx_prod.wrapping_sub(self.rx_cons()) {
                     self.violations
@@ -424,7 +620,7 @@ impl GenetBus for Model {
                         .push(format!("RX buffer {slot} returned without a clean"));
                 }
             }
-            TDMA_PROD_INDEX if self.dma_on(TDMA_REGS) => {
+            TX_PROD if self.dma_on(TX_CTRL) => {
                 let new = value as u16;
                 if new.wrapping_sub(self.tx_cons) > 256 {
                     self.violations
@@ -442,7 +638,7 @@ impl GenetBus for Model {
                         .push(format!("TX buffer {slot} posted without a clean"));
                 }
             }
-            MDIO_CMD if value & (1 << 29) != 0 => {
+            MDIO_CMD if value & MDIO_START_BUSY != 0 => {
                 self.mdio(value);
                 return;
             }
@@ -492,21 +688,22 @@ fn bring_up_follows_the_required_order() {
     let mut genet = start(|_| {}).unwrap();
     no_violations(&mut genet);
     let (model, _, cache) = genet.parts_mut();
+    assert_eq!(model.configuration(), Vec::<String>::new());
     let out_of_reset = model
-        .first_write(SYS_RBUF_FLUSH_CTRL, RBUF_FLUSH_MAC_RESET, 0)
+        .first_write(SYS_RBUF_FLUSH_CTRL, MAC_RESET, 0)
         .unwrap();
     let first_cmd = model.first_write(UMAC_CMD, 0, 0).unwrap();
     assert!(out_of_reset < first_cmd);
     let rgmii = model
         .first_write(EXT_RGMII_OOB_CTRL, 1 << 6, 1 << 6)
         .unwrap();
-    let rx_dma = model.first_write(RDMA_REGS + DMA_CTRL, 1, 1).unwrap();
-    let tx_dma = model.first_write(TDMA_REGS + DMA_CTRL, 1, 1).unwrap();
+    let rx_dma = model.first_write(RX_CTRL + DMA_CTRL, 1, 1).unwrap();
+    let tx_dma = model.first_write(TX_CTRL + DMA_CTRL, 1, 1).unwrap();
     let rx_ring = model
-        .first_write(RDMA_REGS + DMA_RING_CFG, 1 << 16, 1 << 16)
+        .first_write(RX_CTRL + DMA_RING_CFG, 1 << 16, 1 << 16)
         .unwrap();
     let tx_ring = model
-        .first_write(TDMA_REGS + DMA_RING_CFG, 1 << 16, 1 << 16)
+        .first_write(TX_CTRL + DMA_RING_CFG, 1 << 16, 1 << 16)
         .unwrap();
     assert!(rgmii < rx_dma && rx_ring < rx_dma && tx_ring < tx_dma);
     assert_eq!(
@@ -519,14 +716,14 @@ fn bring_up_follows_the_required_order() {
     assert_eq!(model.reg(RBUF_CTRL) & RBUF_ALIGN_2B, RBUF_ALIGN_2B);
     assert_eq!(model.reg(SYS_PORT_CTRL), PORT_MODE_EXT_GPHY);
     // RX and TX stay off in the MAC until the link speed is known.
-    assert_eq!(model.reg(UMAC_CMD) & 0b11, 0);
+    assert_eq!(model.reg(UMAC_CMD) & (CMD_TX_EN | CMD_RX_EN), 0);
     // Every RX buffer was cleaned before the device got it.
     assert_eq!(cache.cleans, 256);
     for slot in 0..256 {
-        let desc = RDMA_DESC_BASE + slot * DESC_SIZE;
-        assert_eq!(model.reg(desc + DESC_LENGTH_STATUS), 2048 << 16 | 0x8000);
+        let desc = RX_DMA + slot * DESC_SIZE;
+        assert_eq!(model.reg(desc + DESC_LENGTH_STATUS), 2048 << 16 | DMA_OWN);
         assert_eq!(
-            u64::from(model.reg(desc + DESC_ADDR_LO)),
+            u64::from(model.reg(desc + DESC_ADDRESS_LO)),
             RX_PHYS + (slot * BUFFER_SIZE) as u64
         );
     }
@@ -594,9 +791,9 @@ fn link_speed_and_duplex_are_programmed() {
         .unwrap();
         assert_eq!(link_up(&mut genet), Link { speed, full_duplex });
         let cmd = genet.parts_mut().0.reg(UMAC_CMD);
-        assert_eq!(cmd >> 2 & 3, field);
-        assert_eq!(cmd & 1 << 10 == 0, full_duplex);
-        assert_eq!(cmd & 0b11, 0b11);
+        assert_eq!(cmd >> CMD_SPEED_SHIFT & 3, field);
+        assert_eq!(cmd & CMD_HD_EN == 0, full_duplex);
+        assert_eq!(cmd & (CMD_TX_EN | CMD_RX_EN), CMD_TX_EN | CMD_RX_EN);
         no_violations(&mut genet);
     }
     let mut none = start(|m| {
@@ -607,7 +804,10 @@ fn link_speed_and_duplex_are_programmed() {
     assert_eq!(none.poll_link(), Err(Error::NoCommonMode));
     let mut down = start(|m| m.phy.link_up = false).unwrap();
     assert_eq!(down.poll_link(), Ok(None));
-    assert_eq!(down.parts_mut().0.reg(UMAC_CMD) & 0b11, 0);
+    assert_eq!(
+        down.parts_mut().0.reg(UMAC_CMD) & (CMD_TX_EN | CMD_RX_EN),
+        0
+    );
 }
 
 fn frame(n: usize) -> Vec<u8> {
@@ -658,7 +858,7 @@ fn error_frames_are_counted_and_dropped() {
     }
     // A frame without EOP (spread over buffers) is dropped too.
     assert!(model.deliver(memory, &frame(7), 0));
-    let desc = RDMA_DESC_BASE + 6 * DESC_SIZE + DESC_LENGTH_STATUS;
+    let desc = RX_DMA + 6 * DESC_SIZE + DESC_LENGTH_STATUS;
     model.regs[desc / 4] &= !0x4000;
     let mut good = Vec::new();
     while let Some(rx) = genet.receive() {
@@ -735,7 +935,7 @@ fn a_link_that_drops_and_returns_at_another_speed_is_reprogrammed() {
         }
     );
     assert_eq!(genet.link(), Some(link));
-    assert_eq!(genet.parts_mut().0.reg(UMAC_CMD) >> 2 & 3, 1);
+    assert_eq!(genet.parts_mut().0.reg(UMAC_CMD) >> CMD_SPEED_SHIFT & 3, 1);
     no_violations(&mut genet);
 }
 
@@ -835,9 +1035,150 @@ fn net_device_counts_an_mdio_failure_as_link_down() {
     let model = net.genet().parts_mut().0;
     model.mdio_stuck = false;
     model.mdio_busy_left = 0;
-    model.regs[MDIO_CMD / 4] &= !(1 << 29);
+    model.regs[MDIO_CMD / 4] &= !MDIO_START_BUSY;
     clock.advance(LINK_POLL_INTERVAL_NS);
     assert!(net.can_transmit());
     assert_eq!(net.last_error(), None);
     no_violations(net.genet());
+}
+
+/// The access stream of a driver with one wrong register offset: every access the
+/// driver makes inside `from` lands `shift` bytes further on. Exactly what the model
+/// would see if the driver's constant for that register (or that descriptor table)
+/// were off by `shift`.
+struct Miswired {
+    model: Model,
+    from: Range<usize>,
+    shift: isize,
+}
+
+impl Miswired {
+    fn at(&self, offset: usize) -> usize {
+        if self.from.contains(&offset) {
+            offset.wrapping_add_signed(self.shift)
+        } else {
+            offset
+        }
+    }
+}
+
+impl GenetBus for Miswired {
+    fn read(&mut self, offset: usize) -> u32 {
+        let offset = self.at(offset);
+        self.model.read(offset)
+    }
+
+    fn write(&mut self, offset: usize, value: u32) {
+        let offset = self.at(offset);
+        self.model.write(offset, value)
+    }
+}
+
+/// Brings a driver up over `bus` and uses it as the kernel does (link, MDIO, three
+/// frames each way); returns everything the model and the checks found wrong, and
+/// the registers the driver touched.
+fn exercise(from: Range<usize>, shift: isize) -> (Vec<String>, BTreeSet<usize>) {
+    let (model, memory, cache, delay) = parts();
+    let bus = Miswired { model, from, shift };
+    let mut genet = match Genet::new(bus, memory, cache, delay, MAC) {
+        Ok(genet) => genet,
+        Err(error) => return (vec![format!("bring-up failed: {error}")], BTreeSet::new()),
+    };
+    let mut found = Vec::new();
+    let gigabit = Link {
+        speed: Speed::Mbps1000,
+        full_duplex: true,
+    };
+    match genet.poll_link() {
+        Ok(Some(link)) if link == gigabit => {}
+        other => found.push(format!("link: {other:?}")),
+    }
+    if let Err(error) = genet
+        .mdio_write(1, 0x1C, 0x1234)
+        .and_then(|()| genet.mdio_read(1, 0x1C))
+        .map(|value| assert_eq!(value, 0x1234, "MDIO round trip"))
+    {
+        found.push(format!("MDIO: {error}"));
+    }
+    let (model, memory, _) = genet.parts_mut();
+    for n in 0..3 {
+        if !model.model.deliver(memory, &frame(n), 0) {
+            found.push(format!("RX frame {n} not taken by the device"));
+        }
+    }
+    // At most a few: a driver reading the wrong index could otherwise walk the ring.
+    let received: Vec<Vec<u8>> = (0..5)
+        .map_while(|_| genet.receive().map(|rx| rx.data().to_vec()))
+        .collect();
+    if received != (0..3).map(frame).collect::<Vec<_>>() {
+        found.push(format!(
+            "received {} frames, not frames 0..3",
+            received.len()
+        ));
+    }
+    for n in 10..13 {
+        let data = frame(n);
+        if let Err(error) = genet.transmit(data.len(), |buf| buf.copy_from_slice(&data)) {
+            found.push(format!("TX frame {n}: {error}"));
+        }
+    }
+    let (model, memory, _) = genet.parts_mut();
+    if model.model.complete_tx(memory, 10) != (10..13).map(frame).collect::<Vec<_>>() {
+        found.push("the device did not send frames 10..13".into());
+    }
+    found.extend(model.model.configuration());
+    found.extend(model.model.violations.iter().cloned());
+    found.extend(memory.cache.lock().unwrap().violations.iter().cloned());
+    (found, model.model.accessed.clone())
+}
+
+#[test]
+fn a_driver_with_one_wrong_offset_is_caught() {
+    // UMAC_MAX_FRAME_LEN at 0x0818 instead of 0x0814 (UMAC + 0x014).
+    let (found, _) = exercise(UMAC_MAX_FRAME_LEN..UMAC_MAX_FRAME_LEN + 4, 4);
+    assert!(
+        found.contains(&"write of 0x600 to 0x0818, not a GENET v5 register".to_string()),
+        "{found:#?}"
+    );
+    assert!(
+        found.contains(&format!(
+            "UMAC_MAX_FRAME_LEN (0x{UMAC_MAX_FRAME_LEN:04x}) is 0x5ee under mask 0xffffffff, expected 0x600"
+        )),
+        "{found:#?}"
+    );
+    // The correct driver, through the same harness, leaves nothing to report.
+    let (found, _) = exercise(0..0, 0);
+    assert_eq!(found, Vec::<String>::new());
+}
+
+/// Every register the driver uses, moved one word up and one word down, and each
+/// descriptor table moved by one word: the model must catch each of these drivers.
+#[test]
+fn every_register_offset_of_the_driver_is_checked_by_the_model() {
+    let (clean, accessed) = exercise(0..0, 0);
+    assert_eq!(clean, Vec::<String>::new());
+    let known: HashMap<usize, Register> = registers()
+        .into_iter()
+        .map(|register| (register.offset, register))
+        .collect();
+    // The driver uses the registers of every block of the map.
+    assert!(accessed.len() >= 40, "{accessed:x?}");
+    let mut mutants: Vec<(String, Range<usize>)> = accessed
+        .iter()
+        .map(|&offset| (known[&offset].name.to_string(), offset..offset + 4))
+        .collect();
+    for (name, base) in [("RX descriptors", RX_DMA), ("TX descriptors", TX_DMA)] {
+        mutants.push((name.into(), base..base + DESCRIPTORS * DESC_SIZE));
+    }
+    let missed: Vec<String> = mutants
+        .into_iter()
+        .flat_map(|(name, from)| [(name.clone(), from.clone(), 4), (name, from, -4)])
+        .filter(|(_, from, shift)| from.start >= 4 && exercise(from.clone(), *shift).0.is_empty())
+        .map(|(name, _, shift)| format!("{name} {shift:+}"))
+        .collect();
+    assert_eq!(
+        missed,
+        Vec::<String>::new(),
+        "offsets the model did not catch"
+    );
 }

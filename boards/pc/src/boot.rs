@@ -38,6 +38,15 @@ mb2_header_start:
     .short 0
     .long 12
     .long tern_entry32
+    /* Framebuffer tag (optional): a linear 1024x768, 32 bits per pixel, for
+       the screen console; GRUB may give another mode or text mode. */
+    .balign 8
+    .short 5
+    .short 1
+    .long 20
+    .long 1024
+    .long 768
+    .long 32
     /* End tag. */
     .balign 8
     .short 0

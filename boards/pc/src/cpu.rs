@@ -1,5 +1,4 @@
-//! CPU-level services: critical sections, idling, halting, and the
-//! lock-free COM1 writer used when nothing else can be trusted.
+//! CPU-level services: critical sections, idling, halting.
 
 use core::arch::asm;
 use core::fmt;
@@ -8,7 +7,7 @@ use x86_64::instructions::interrupts;
 use x86_64::instructions::port::Port;
 use x86_64::registers::rflags::{self, RFlags};
 
-use crate::serial::COM1_UART;
+use crate::console::RawConsole;
 
 /// QEMU's `isa-debug-exit` device (`-device isa-debug-exit,iobase=0xf4,iosize=0x04`).
 const DEBUG_EXIT_PORT: u16 = 0xf4;
@@ -49,24 +48,9 @@ pub fn halt(code: u8) -> ! {
     // SAFETY: port 0xf4 is unused on PCs; under QEMU it is the debug-exit
     // device, which stops the emulator here.
     unsafe { exit.write(u32::from(code)) };
-    let _ = fmt::Write::write_str(&mut RawCom1, "\r\nhalted\r\n");
+    let _ = fmt::Write::write_str(&mut RawConsole, "\r\nhalted\r\n");
     loop {
         // SAFETY: parking the CPU for good; nothing runs after this.
         unsafe { asm!("cli", "hlt", options(nomem, nostack)) };
-    }
-}
-
-/// Writes straight to COM1's registers, without the console's lock: for the
-/// fault dump and the last words of a halt, which may strike while the
-/// console is in use. The UART was configured at boot; this only sends.
-pub struct RawCom1;
-
-impl fmt::Write for RawCom1 {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        // Only the line status is read and the data register written, which
-        // cannot disturb the console's driver beyond interleaving bytes.
-        let mut uart = COM1_UART;
-        uart.send_bytes_exact(s.as_bytes());
-        Ok(())
     }
 }

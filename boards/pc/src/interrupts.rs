@@ -1,35 +1,42 @@
 //! Descriptor tables, interrupt entry stubs and the fault dump.
 //!
-//! Stable Rust has no `x86-interrupt` ABI, so every vector enters through a
-//! small assembly stub that pushes a uniform [`TrapFrame`] (a dummy error
-//! code where the CPU pushes none, the vector, all general registers) and
-//! calls [`tern_trap`]. CPU exceptions print a register dump straight to COM1
-//! and halt the machine; the double fault runs on its own IST stack so that
-//! even a blown kernel stack ends in a dump, never a silent hang or reset.
+//! Stable Rust has no `x86-interrupt` ABI, so every one of the 256 vectors
+//! enters through a small assembly stub that pushes a uniform [`TrapFrame`]
+//! (a dummy error code where the CPU pushes none, the vector, all general
+//! registers) and calls [`tern_trap`]. CPU exceptions print a register dump
+//! on the board's raw console and halt the machine; the double fault runs on
+//! its own IST stack so that even a blown kernel stack ends in a dump, never a
+//! silent hang or reset. Every other vector has a gate too: a local APIC
+//! spurious interrupt (0xFF) or a stray MSI is counted, never a fault.
 
 use core::arch::global_asm;
 use core::fmt::Write;
 use core::ptr::addr_of_mut;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use x86_64::instructions::segmentation::{Segment, CS, DS, ES, SS};
-use x86_64::instructions::tables::load_tss;
+use x86_64::instructions::tables::{lidt, load_tss};
 use x86_64::registers::control::Cr2;
 use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable};
-use x86_64::structures::idt::InterruptDescriptorTable;
 use x86_64::structures::tss::TaskStateSegment;
+use x86_64::structures::DescriptorTablePointer;
 use x86_64::VirtAddr;
 
-use crate::cpu::{self, RawCom1};
+use crate::console::RawConsole;
+use crate::cpu;
 use crate::timer;
 
 /// Exit status of a kernel stopped by a CPU exception (next to the portable
 /// kernel's panic status 101).
 pub const FAULT_EXIT_CODE: u8 = 102;
 
-/// Number of vectors with a stub: the 32 exceptions and the 16 8259 IRQs.
-const STUB_COUNT: usize = 48;
-/// IST slot (0-based) of the double-fault stack.
-const DOUBLE_FAULT_IST: u16 = 0;
+/// Vectors in the IDT: all of them.
+const VECTORS: usize = 256;
+/// Bytes between two entry stubs (each is at most 12 bytes, 16-aligned).
+const STUB_STRIDE: u64 = 16;
+/// IST slot (1-based in the gate, 0-based in the TSS) of the double-fault
+/// stack.
+const DOUBLE_FAULT_IST: usize = 0;
 const DOUBLE_FAULT_STACK_SIZE: usize = 16 * 1024;
 
 /// Registers as the entry stub leaves them on the stack.
@@ -60,35 +67,29 @@ pub struct TrapFrame {
     ss: u64,
 }
 
-// Entry stubs. The CPU aligns RSP to 16 before pushing its 5-word frame; the
-// error code, the vector and 15 registers make 22 words in all, so RSP is
-// 16-aligned again at the `call`, as the SysV ABI wants.
+// Entry stubs, one per vector, `STUB_STRIDE` bytes apart from
+// `tern_trap_stubs`. The CPU aligns RSP to 16 before pushing its 5-word
+// frame; the error code, the vector and 15 registers make 22 words in all,
+// so RSP is 16-aligned again at the `call`, as the SysV ABI wants. Vectors
+// 8, 10-14, 17, 21, 29 and 30 get an error code from the CPU; the others a
+// dummy 0.
 global_asm!(
     r#"
-    .macro TRAP_NOERR vec
-    .balign 16
-tern_trap_stub_\vec:
-    push $0
-    push $\vec
-    jmp tern_trap_common
-    .endm
-
-    .macro TRAP_ERR vec
-    .balign 16
-tern_trap_stub_\vec:
-    push $\vec
-    jmp tern_trap_common
-    .endm
-
     .section .text.tern_trap, "ax"
-    .irp vec, 0,1,2,3,4,5,6,7,9,16,18,19,20,28
-    TRAP_NOERR \vec
-    .endr
-    .irp vec, 8,10,11,12,13,14,17,21,29,30
-    TRAP_ERR \vec
-    .endr
-    .irp vec, 32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47
-    TRAP_NOERR \vec
+    .balign 16
+    .global tern_trap_stubs
+tern_trap_stubs:
+    .set vec, 0
+    .rept 256
+    .balign 16
+    .if (vec == 8) || ((vec >= 10) && (vec <= 14)) || (vec == 17) || (vec == 21) || (vec == 29) || (vec == 30)
+    push $vec
+    .else
+    push $0
+    push $vec
+    .endif
+    jmp tern_trap_common
+    .set vec, vec + 1
     .endr
 
 tern_trap_common:
@@ -127,64 +128,97 @@ tern_trap_common:
     pop %rax
     add $16, %rsp
     iretq
-
-    .section .rodata.tern_trap_stubs, "a"
-    .balign 8
-    .global tern_trap_stubs
-tern_trap_stubs:
-    /* Reserved vectors (15, 22..27, 31) have no stub: 0. */
-    .irp vec, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14
-    .quad tern_trap_stub_\vec
-    .endr
-    .quad 0
-    .irp vec, 16,17,18,19,20,21
-    .quad tern_trap_stub_\vec
-    .endr
-    .quad 0, 0, 0, 0, 0, 0
-    .irp vec, 28,29,30
-    .quad tern_trap_stub_\vec
-    .endr
-    .quad 0
-    .irp vec, 32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47
-    .quad tern_trap_stub_\vec
-    .endr
 "#,
     options(att_syntax)
 );
 
 extern "C" {
-    /// Addresses of the entry stubs, indexed by vector (0 for reserved
-    /// vectors).
-    static tern_trap_stubs: [u64; STUB_COUNT];
+    /// The first entry stub; vector `v`'s is `STUB_STRIDE * v` bytes on.
+    static tern_trap_stubs: u8;
+}
+
+/// One 16-byte interrupt gate of the IDT.
+#[derive(Clone, Copy)]
+#[repr(C, align(16))]
+struct Gate {
+    offset_low: u16,
+    selector: u16,
+    /// Bits 0-2: IST slot (1-based, 0 = none).
+    ist: u8,
+    /// Present, DPL 0, 64-bit interrupt gate (0x8E).
+    attributes: u8,
+    offset_mid: u16,
+    offset_high: u32,
+    reserved: u32,
+}
+
+impl Gate {
+    const MISSING: Self = Self {
+        offset_low: 0,
+        selector: 0,
+        ist: 0,
+        attributes: 0,
+        offset_mid: 0,
+        offset_high: 0,
+        reserved: 0,
+    };
+
+    /// An interrupt gate (interrupts stay masked in the handler) to
+    /// `handler` in code segment `selector`.
+    fn interrupt(handler: u64, selector: u16, ist: Option<usize>) -> Self {
+        Self {
+            offset_low: handler as u16,
+            selector,
+            ist: ist.map_or(0, |slot| slot as u8 + 1),
+            attributes: 0x8e,
+            offset_mid: (handler >> 16) as u16,
+            offset_high: (handler >> 32) as u32,
+            reserved: 0,
+        }
+    }
 }
 
 /// The GDT, TSS and IDT; built once by [`init`] and never moved.
 struct Tables {
     gdt: GlobalDescriptorTable,
     tss: TaskStateSegment,
-    idt: InterruptDescriptorTable,
+    idt: [Gate; VECTORS],
     double_fault_stack: [u8; DOUBLE_FAULT_STACK_SIZE],
 }
 
 static mut TABLES: Tables = Tables {
     gdt: GlobalDescriptorTable::new(),
     tss: TaskStateSegment::new(),
-    idt: InterruptDescriptorTable::new(),
+    idt: [Gate::MISSING; VECTORS],
     double_fault_stack: [0; DOUBLE_FAULT_STACK_SIZE],
 };
 
+/// Set by the first [`init`]: the tables are built and loaded once.
+static INITIALISED: AtomicBool = AtomicBool::new(false);
+
+/// Interrupts that arrived on a vector nobody uses (local APIC spurious
+/// interrupts included), counted for `info`-style diagnostics.
+static STRAY: AtomicU64 = AtomicU64::new(0);
+
+/// The tables were loaded already: a second [`init`] is refused (it would
+/// rebuild tables the CPU is using).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AlreadyInitialised;
+
 /// Loads the kernel's GDT (with a TSS carrying the double-fault stack) and
-/// the IDT with a stub for every exception and 8259 IRQ.
-///
-/// Called once, early, with interrupts disabled.
-pub fn init() {
-    // SAFETY: called once before interrupts are enabled and before anything
-    // else can reach TABLES, so this is the only reference; the tables live
-    // in a static and so stay valid after they are loaded.
+/// an IDT with a gate for each of the 256 vectors. Runs once: later calls
+/// return [`AlreadyInitialised`] and change nothing.
+pub fn init() -> Result<(), AlreadyInitialised> {
+    if INITIALISED.swap(true, Ordering::AcqRel) {
+        return Err(AlreadyInitialised);
+    }
+    // SAFETY: the flag above lets exactly one call get here, and nothing
+    // else names TABLES, so this is the only reference; the tables live in a
+    // static and so stay valid after they are loaded.
     let tables: &'static mut Tables = unsafe { &mut *addr_of_mut!(TABLES) };
 
     let stack_top = VirtAddr::from_ptr(tables.double_fault_stack.as_ptr_range().end);
-    tables.tss.interrupt_stack_table[usize::from(DOUBLE_FAULT_IST)] = stack_top;
+    tables.tss.interrupt_stack_table[DOUBLE_FAULT_IST] = stack_top;
 
     let code = tables.gdt.append(Descriptor::kernel_code_segment());
     let data = tables.gdt.append(Descriptor::kernel_data_segment());
@@ -200,46 +234,26 @@ pub fn init() {
         load_tss(tss);
     }
 
-    // SAFETY: the stubs table is an immutable array assembled above.
-    let stubs = unsafe { &tern_trap_stubs };
-    let stub = |vector: usize| VirtAddr::new(stubs[vector]);
-    let idt = &mut tables.idt;
-    // SAFETY: each address is the entry stub assembled for that vector (with
-    // or without an error code, as the vector has), which saves the full
-    // state, calls `tern_trap` and returns with `iretq`. The typed fields of
-    // the `x86_64` IDT name the exceptions; reserved vectors stay absent.
-    unsafe {
-        idt.divide_error.set_handler_addr(stub(0));
-        idt.debug.set_handler_addr(stub(1));
-        idt.non_maskable_interrupt.set_handler_addr(stub(2));
-        idt.breakpoint.set_handler_addr(stub(3));
-        idt.overflow.set_handler_addr(stub(4));
-        idt.bound_range_exceeded.set_handler_addr(stub(5));
-        idt.invalid_opcode.set_handler_addr(stub(6));
-        idt.device_not_available.set_handler_addr(stub(7));
-        idt.double_fault
-            .set_handler_addr(stub(8))
-            .set_stack_index(DOUBLE_FAULT_IST);
-        idt[9].set_handler_addr(stub(9)); // a private field, reachable by index
-        idt.invalid_tss.set_handler_addr(stub(10));
-        idt.segment_not_present.set_handler_addr(stub(11));
-        idt.stack_segment_fault.set_handler_addr(stub(12));
-        idt.general_protection_fault.set_handler_addr(stub(13));
-        idt.page_fault.set_handler_addr(stub(14));
-        idt.x87_floating_point.set_handler_addr(stub(16));
-        idt.alignment_check.set_handler_addr(stub(17));
-        idt.machine_check.set_handler_addr(stub(18));
-        idt.simd_floating_point.set_handler_addr(stub(19));
-        idt.virtualization.set_handler_addr(stub(20));
-        idt.cp_protection_exception.set_handler_addr(stub(21));
-        idt.hv_injection_exception.set_handler_addr(stub(28));
-        idt.vmm_communication_exception.set_handler_addr(stub(29));
-        idt.security_exception.set_handler_addr(stub(30));
-        for vector in 32..STUB_COUNT {
-            idt[vector as u8].set_handler_addr(stub(vector));
-        }
+    let stubs = core::ptr::addr_of!(tern_trap_stubs) as u64;
+    for (vector, gate) in tables.idt.iter_mut().enumerate() {
+        let ist = (vector == 8).then_some(DOUBLE_FAULT_IST);
+        *gate = Gate::interrupt(stubs + STUB_STRIDE * vector as u64, code.0, ist);
     }
-    tables.idt.load();
+    let pointer = DescriptorTablePointer {
+        limit: (core::mem::size_of::<[Gate; VECTORS]>() - 1) as u16,
+        base: VirtAddr::from_ptr(tables.idt.as_ptr()),
+    };
+    // SAFETY: every gate points at the entry stub assembled for its vector
+    // (with or without an error code, as the vector has), which saves the
+    // full state, calls `tern_trap` and returns with `iretq`; the table is
+    // static.
+    unsafe { lidt(&pointer) };
+    Ok(())
+}
+
+/// Interrupts counted on vectors nobody handles since boot.
+pub fn stray_interrupts() -> u64 {
+    STRAY.load(Ordering::Relaxed)
 }
 
 /// The Rust side of every interrupt and exception.
@@ -247,11 +261,11 @@ pub fn init() {
 extern "C" fn tern_trap(frame: &mut TrapFrame) {
     match frame.vector {
         0..=31 => fault(frame),
-        v if v == u64::from(timer::TIMER_VECTOR) => timer::on_tick(),
-        // COM1 received a byte: waking the CPU was the point, the run loop
-        // reads it. Masked lines never fire; anything else is a spurious
-        // IRQ 7 or 15, which the PICs' end-of-interrupt handling copes with.
-        v => timer::end_of_interrupt(v as u8),
+        v => {
+            if !timer::on_interrupt(v as u8) {
+                STRAY.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 }
 
@@ -284,10 +298,10 @@ fn exception_name(vector: u64) -> &'static str {
     }
 }
 
-/// Prints the fault dump on COM1 (bypassing the console lock, which the
-/// faulting code may hold) and halts with [`FAULT_EXIT_CODE`].
+/// Prints the fault dump on the raw console (bypassing the console lock,
+/// which the faulting code may hold) and halts with [`FAULT_EXIT_CODE`].
 fn fault(frame: &TrapFrame) -> ! {
-    let mut out = RawCom1;
+    let mut out = RawConsole;
     let f = frame;
     let _ = write!(
         out,

@@ -2,22 +2,32 @@
 //!
 //! One ELF boots under QEMU's `-kernel` (PVH note) and from GRUB's
 //! `multiboot2` command (USB stick, see `grub.cfg`). [`boot`] gets the CPU
-//! into long mode; [`pc_main`] then reads the memory map, installs the
-//! descriptor tables, the heap, the clock and the timer tick, and hands the
-//! machine to the portable kernel with COM1 as its console, virtio-net as
-//! its network device and virtio-rng or RDRAND as its entropy source
+//! into long mode; [`pc_main`] then reads the boot information, installs
+//! the descriptor tables, the heap and the kernel's page tables (all of
+//! RAM), reads the ACPI tables, sets up the clock and the timer tick, walks
+//! the PCI buses and hands the machine to the portable kernel with its
+//! console ([`console`]), its network device and its entropy source
 //! ([`devices`]).
 #![no_std]
 #![no_main]
 
 extern crate alloc;
 
+mod apic;
 mod boot;
+mod console;
 mod cpu;
 mod devices;
+mod firmware;
 mod interrupts;
+mod keyboard;
+mod log;
+mod nic;
 mod paging;
+mod pcicfg;
 mod rdrand;
+mod reset;
+mod screen;
 mod serial;
 mod timer;
 
@@ -27,17 +37,22 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::arch::x86_64::__cpuid;
 use core::arch::{asm, global_asm};
+use core::cell::RefCell;
 use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, Ordering};
 
+use critical_section::Mutex;
 use tern_board_common as _;
 use tern_hal::{Board, BoardFacts, HeapStats, Isa, MonotonicClock};
 use tern_unikernel::shell::{Command, CommandResult};
 use tern_unikernel::{Devices, Kernel};
 
-use cpu::RawCom1;
-use serial::Com1;
-use tern_board_pc::bootinfo::{self, MemoryMap};
+use console::{PcConsole, RawConsole};
+use keyboard::Keyboard;
+use pcicfg::PcConfigSpace;
+use serial::{Uart, COM1_PORT};
+use tern_board_pc::bootinfo::{self, Region};
+use tern_board_pc::platform::{Platform, Register};
 use timer::TscClock;
 
 // The board's name in a non-loaded section, for `flash` to check.
@@ -49,51 +64,37 @@ global_asm!(
     options(att_syntax)
 );
 
-/// The heap stays inside the 4 GiB the boot code identity-maps.
-const MAPPED_LIMIT: u64 = 4 << 30;
-/// Smallest heap worth booting with; checked here because a failure inside
-/// the allocator before the kernel starts could not be reported.
+/// The first heap lies inside the 4 GiB the boot code identity-maps (the
+/// kernel's own page tables are built from it).
+const BOOT_MAPPED_LIMIT: u64 = 4 << 30;
+/// Smallest first heap worth booting with; checked here because a failure
+/// inside the allocator before the kernel starts could not be reported.
 const MIN_HEAP_BYTES: u64 = 1 << 20;
+/// RAM below 1 MiB is left to the firmware (BIOS data, EBDA, boot
+/// structures).
+const LOW_MEMORY: u64 = 1 << 20;
 
 extern "C" {
+    /// The kernel image's first byte (from the linker script).
+    static __kernel_start: u8;
     /// First byte past the kernel image and its BSS (from the linker script).
     static __kernel_end: u8;
+}
+
+/// What boot found, for the `hw` command.
+static HW_LINES: Mutex<RefCell<Vec<String>>> = Mutex::new(RefCell::new(Vec::new()));
+
+/// Adds a line to what `hw` shows.
+fn hw_line(line: String) {
+    critical_section::with(|cs| HW_LINES.borrow_ref_mut(cs).push(line));
 }
 
 /// The PC as the portable kernel sees it.
 struct PcBoard {
     facts: BoardFacts,
     clock: TscClock,
-    /// What boot found, logged once the console is up.
-    memory_map: MemoryMap,
-    heap_bytes: u64,
+    /// Whether the board's boot log went out (on the first idle turn).
     boot_logged: AtomicBool,
-}
-
-impl PcBoard {
-    /// Logs the boot summary as defmt frames. Frames only reach the wire once
-    /// the portable kernel has installed the console, so this runs on the
-    /// first idle turn of its run loop rather than during bring-up.
-    fn log_boot_summary(&self) {
-        let map = &self.memory_map;
-        defmt::info!(
-            "booted via {=str}: {=u64} MiB usable RAM in {=usize} ranges, heap {=u64} MiB, TSC {=u64} Hz",
-            map.protocol.name(),
-            map.usable_bytes() >> 20,
-            map.regions().len(),
-            self.heap_bytes >> 20,
-            self.clock.counter_hz()
-        );
-        for region in map.regions() {
-            defmt::debug!("usable RAM {=u64:#x}..{=u64:#x}", region.start, region.end);
-        }
-        if map.dropped > 0 {
-            defmt::warn!(
-                "{=usize} usable ranges beyond the first 64 ignored",
-                map.dropped
-            );
-        }
-    }
 }
 
 impl Board for PcBoard {
@@ -114,9 +115,12 @@ impl Board for PcBoard {
     }
 
     fn wait_for_interrupt(&self) {
+        // Frames only reach the wire once the portable kernel has installed
+        // the console: the boot log goes out on its first idle turn.
         if !self.boot_logged.swap(true, Ordering::Relaxed) {
-            self.log_boot_summary();
+            log::flush();
         }
+        screen::draw_now();
         cpu::wait_for_interrupt();
     }
 
@@ -128,7 +132,7 @@ impl Board for PcBoard {
 /// Prints a boot failure on COM1 and halts: there is no kernel yet to report
 /// it.
 fn boot_failure(what: &str, error: &dyn core::fmt::Display) -> ! {
-    let _ = write!(RawCom1, "\r\nboot failed: {what}: {error}\r\n");
+    let _ = write!(RawConsole, "\r\nboot failed: {what}: {error}\r\n");
     cpu::halt(interrupts::FAULT_EXIT_CODE)
 }
 
@@ -162,6 +166,18 @@ fn cpu_brand() -> Option<String> {
 fn board_commands() -> Vec<Command> {
     alloc::vec![
         Command::new(
+            "reboot",
+            "",
+            "reset the machine (FADT reset register, else 0xCF9, else the 8042)",
+            reboot_command,
+        ),
+        Command::new(
+            "hw",
+            "",
+            "show what the PC board found: console, clock, tick, ACPI, PCI functions",
+            hw_command,
+        ),
+        Command::new(
             "fault",
             "[stack]",
             "take a page fault (or, with 'stack', overflow the stack into a double fault) on purpose",
@@ -169,6 +185,36 @@ fn board_commands() -> Vec<Command> {
         ),
         tern_board_common::random::random_command(),
     ]
+}
+
+/// `reboot`: resets the machine.
+fn reboot_command(kernel: &mut Kernel, args: &[&str], out: &mut dyn Write) -> CommandResult {
+    if !args.is_empty() {
+        return Err(String::from("usage: reboot"));
+    }
+    let _ = write!(out, "rebooting\r\n");
+    reset::reboot(kernel.board().clock())
+}
+
+/// `hw`: the board's view of the machine, for bring-up on real PCs.
+fn hw_command(_: &mut Kernel, args: &[&str], out: &mut dyn Write) -> CommandResult {
+    if !args.is_empty() {
+        return Err(String::from("usage: hw"));
+    }
+    let _ = write!(out, "console: {}\r\n", console::describe());
+    let _ = write!(out, "screen: {}\r\n", screen::describe());
+    critical_section::with(|cs| {
+        for line in HW_LINES.borrow_ref(cs).iter() {
+            let _ = write!(out, "{line}\r\n");
+        }
+    });
+    let _ = write!(
+        out,
+        "stray interrupts: {}\r\n",
+        interrupts::stray_interrupts()
+    );
+    devices::describe(out);
+    Ok(())
 }
 
 /// Recurses until the stack runs into its guard page.
@@ -192,12 +238,13 @@ fn fault_command(_: &mut Kernel, args: &[&str], out: &mut dyn Write) -> CommandR
         }
         _ => return Err(String::from("usage: fault [stack]")),
     }
-    let _ = write!(out, "reading unmapped address {MAPPED_LIMIT:#x}\r\n");
-    // SAFETY: deliberately reads the first address past the identity map;
-    // the page fault it raises ends in the fault dump and a halt, so nothing
-    // after the read runs.
+    let address = paging::guard_page();
+    let _ = write!(out, "reading unmapped address {address:#x}\r\n");
+    // SAFETY: deliberately reads the stack's guard page, which is never
+    // mapped; the page fault it raises ends in the fault dump and a halt, so
+    // nothing after the read runs.
     unsafe {
-        asm!("mov {tmp}, qword ptr [{addr}]", addr = in(reg) MAPPED_LIMIT, tmp = out(reg) _, options(nostack, readonly));
+        asm!("mov {tmp}, qword ptr [{addr}]", addr = in(reg) address, tmp = out(reg) _, options(nostack, readonly));
     }
     Err(String::from("the read did not fault"))
 }
@@ -206,66 +253,238 @@ fn fault_command(_: &mut Kernel, args: &[&str], out: &mut dyn Write) -> CommandR
 /// EAX and EBX as the boot loader left them.
 #[no_mangle]
 extern "C" fn pc_main(magic: u32, info: u32) -> ! {
-    let (console, uart_status) = Com1::init();
-    interrupts::init();
-    paging::unmap_stack_guard();
+    let (uart, uart_error) = match Uart::probe(COM1_PORT) {
+        Ok(uart) => (Some(uart), None),
+        Err(error) => (None, Some(error)),
+    };
+    let mut console = PcConsole::new(uart);
+    if interrupts::init().is_err() {
+        boot_failure("interrupts", &"descriptor tables loaded twice");
+    }
 
     // SAFETY: `magic` and `info` are EAX and EBX from the boot loader, and
     // nothing has written memory outside the kernel image yet.
-    let memory_map = match unsafe { bootinfo::read(magic, info) } {
-        Ok(map) => map,
-        Err(error) => boot_failure("memory map", &error),
+    let boot = match unsafe { bootinfo::read(magic, info) } {
+        Ok(boot) => boot,
+        Err(error) => boot_failure("boot information", &error),
     };
-    let kernel_end = core::ptr::addr_of!(__kernel_end) as u64;
-    let Some(heap) = memory_map
-        .largest_free(kernel_end.next_multiple_of(4096), MAPPED_LIMIT)
-        .filter(|heap| heap.end - heap.start >= MIN_HEAP_BYTES)
+    let map = &boot.memory_map;
+    let kernel = Region {
+        start: core::ptr::addr_of!(__kernel_start) as u64,
+        end: (core::ptr::addr_of!(__kernel_end) as u64).next_multiple_of(4096),
+    };
+    let Some(first_heap) = map
+        .largest_free(kernel.end, BOOT_MAPPED_LIMIT)
+        .filter(|heap| heap.len() >= MIN_HEAP_BYTES)
     else {
         boot_failure("heap", &"less than 1 MiB of usable RAM above the kernel");
     };
     // SAFETY: the range is usable RAM per the firmware, above the kernel
-    // image, identity-mapped, and the boot information was read out above.
-    unsafe {
-        tern_board_common::init_heap(heap.start as *mut u8, (heap.end - heap.start) as usize)
+    // image, identity-mapped by the boot code, and the boot information was
+    // copied out above.
+    unsafe { tern_board_common::init_heap(first_heap.start as *mut u8, first_heap.len() as usize) };
+    if let Err(error) = paging::init(map, kernel) {
+        boot_failure("page tables", &error);
+    }
+    screen::init(&boot);
+    // The rest of RAM, now mapped: above 4 GiB too.
+    let mut heap_bytes = first_heap.len();
+    for range in map.free_ranges(LOW_MEMORY, &[kernel, first_heap]) {
+        // SAFETY: usable RAM per the firmware, mapped write-back by
+        // `paging::init`, outside the kernel image and the first heap, and
+        // holding nothing the kernel still reads.
+        if unsafe { tern_board_common::add_heap(range.start as *mut u8, range.len() as usize) } {
+            heap_bytes += range.len();
+        }
+    }
+
+    let platform = boot.rsdp.map(firmware::read);
+    let platform = match platform {
+        Some(Ok(platform)) => Some(platform),
+        Some(Err(error)) => {
+            log::warn(format_args!("{error}"));
+            None
+        }
+        None => {
+            log::warn(format_args!("no ACPI tables: the loader passed no RSDP"));
+            None
+        }
     };
 
-    let tsc_hz = match timer::calibrate_tsc_hz() {
-        Ok(hz) => hz,
+    // Without COM1, the firmware's serial console (SPCR), when it is a
+    // 16550 on I/O ports.
+    if let (false, Some(spcr)) = (console.has_uart(), platform.as_ref().and_then(|p| p.spcr)) {
+        match spcr.register {
+            Register::Port(port) => match Uart::probe(port) {
+                Ok(uart) => console.set_uart(uart),
+                Err(error) => log::warn(format_args!("SPCR serial console: {error}")),
+            },
+            other => log::warn(format_args!(
+                "SPCR names a serial console at {other:?}: only I/O-port UARTs are driven"
+            )),
+        }
+    }
+    if let Some((register, value)) = platform.as_ref().and_then(|p| p.reset) {
+        reset::set_fadt_register(register, value);
+    }
+
+    // Interrupts: the 8259s masked, the local APIC enabled; the tick comes
+    // from its timer once the TSC is calibrated.
+    apic::mask_8259();
+    if let Err(error) = apic::init(platform.as_ref()) {
+        boot_failure("local APIC", &error);
+    }
+    let calibration = match timer::calibrate(platform.as_ref()) {
+        Ok(calibration) => calibration,
         Err(error) => boot_failure("clock", &error),
     };
+    let tsc_hz = calibration.hz;
+    for rejected in &calibration.rejected {
+        log::warn(format_args!("clock: {rejected}"));
+    }
+    match calibration.cpuid_hz {
+        Some(reported) if !tern_board_pc::calibration::agrees(tsc_hz, reported) => {
+            log::warn(format_args!(
+                "clock: measured {tsc_hz} Hz against the {}, the CPU reports {reported} Hz",
+                calibration.reference.name()
+            ))
+        }
+        _ => {}
+    }
     let clock = TscClock::new(tsc_hz);
-    timer::start_tick();
+    screen::set_tsc_hz(tsc_hz);
+    let tick = match apic::start_timer(tsc_hz, timer::TICK_HZ) {
+        Ok(tick) => tick,
+        Err(error) => boot_failure("tick", &error),
+    };
+    let uart_routed = platform.as_ref().is_some_and(|p| {
+        console
+            .uart_irq()
+            .is_some_and(|irq| apic::route_isa_irq(p, irq, apic::UART_VECTOR))
+    });
+    hw_line(format!(
+        "clock: TSC {tsc_hz} Hz measured against the {}{}",
+        calibration.reference.name(),
+        calibration
+            .cpuid_hz
+            .map(|hz| format!(" (CPUID says {hz} Hz)"))
+            .unwrap_or_default()
+    ));
+    hw_line(format!(
+        "tick: {} Hz, local APIC timer ({}, {}, {} Hz), 8259s masked",
+        timer::TICK_HZ,
+        if tick.x2apic { "x2APIC" } else { "xAPIC" },
+        if tick.tsc_deadline {
+            "TSC-deadline"
+        } else {
+            "periodic"
+        },
+        tick.apic_hz
+    ));
+    hw_line(match &platform {
+        Some(p) => format!(
+            "acpi: revision {}, {} I/O APIC(s), {} ECAM window(s), HPET {}, PM timer {}, reset {}, 8042 {}",
+            p.revision,
+            p.io_apics.iter().flatten().count(),
+            p.ecam.iter().flatten().count(),
+            p.hpet.map_or(String::from("none"), |a| format!("{a:#x}")),
+            if p.pm_timer.is_some() { "yes" } else { "none" },
+            if p.reset.is_some() { "register" } else { "none" },
+            if p.has_8042 { "yes" } else { "no" },
+        ),
+        None => String::from("acpi: none"),
+    });
+    // The keyboard, where the FADT says there is an i8042 (machines without
+    // a FADT are old enough to have one).
+    if platform.as_ref().is_none_or(|p| p.has_8042) {
+        match Keyboard::init() {
+            Ok(keyboard) => {
+                console.set_keyboard(keyboard);
+                let routed = platform.as_ref().is_some_and(|p| {
+                    apic::route_isa_irq(p, keyboard::KEYBOARD_IRQ, apic::KEYBOARD_VECTOR)
+                });
+                hw_line(format!(
+                    "keyboard: PS/2 on the i8042 ({})",
+                    if routed { "interrupt routed" } else { "polled" }
+                ));
+            }
+            Err(error) => log::warn(format_args!("keyboard: {error}")),
+        }
+    }
+    if console.uart_irq().is_some() && !uart_routed {
+        log::warn(format_args!(
+            "serial console: its interrupt is not routed (no I/O APIC): input is polled at {} Hz",
+            timer::TICK_HZ
+        ));
+    }
 
     let model = match cpu_brand() {
         Some(brand) => format!("PC (x86_64), {brand}"),
         None => String::from("PC (x86_64)"),
+    };
+    log::info(format_args!(
+        "booted via {}: {} MiB usable RAM in {} ranges, heap {} MiB, TSC {} Hz",
+        map.protocol.name(),
+        map.usable_bytes() >> 20,
+        map.regions().len(),
+        heap_bytes >> 20,
+        tsc_hz
+    ));
+    if map.dropped > 0 {
+        log::warn(format_args!(
+            "{} usable ranges beyond the first 64 ignored",
+            map.dropped
+        ));
+    }
+    if let Some(error) = uart_error {
+        log::warn(format_args!("serial console: {error}"));
+    }
+    let boot_commands = match boot.cmdline.text() {
+        Ok(line) => String::from(line),
+        Err(error) => {
+            log::warn(format_args!("{error}"));
+            String::new()
+        }
     };
     let board: &'static PcBoard = Box::leak(Box::new(PcBoard {
         facts: BoardFacts {
             board: "pc",
             isa: Isa::X86_64,
             model: model.leak(),
-            memory_bytes: memory_map.usable_bytes(),
+            memory_bytes: map.usable_bytes(),
             timer_hz: tsc_hz,
             serial_number: None,
             mac_address: None,
         },
         clock,
-        memory_map,
-        heap_bytes: heap.end - heap.start,
         boot_logged: AtomicBool::new(false),
     }));
-    if let Err(error) = uart_status {
-        // Only visible if the UART works after all (e.g. a loopback test
-        // quirk): an absent COM1 shows nothing anyway.
-        let _ = write!(RawCom1, "warning: COM1 init: {error}\r\n");
-    }
     x86_64::instructions::interrupts::enable();
-    let found = devices::probe(MAPPED_LIMIT);
+    let space = PcConfigSpace::new(
+        platform
+            .as_ref()
+            .map_or(&[][..], |p: &Platform| &p.ecam[..]),
+    );
+    let found = devices::probe(space, &board.clock);
+    // Still no serial console: a PCI serial card's UART (polled: its
+    // interrupt would need the firmware's PCI routing tables).
+    if !console.has_uart() {
+        if let Some(port) = devices::serial_card(space) {
+            match Uart::probe(port) {
+                Ok(uart) => {
+                    console.set_uart(uart);
+                    log::info(format_args!(
+                        "serial console: PCI serial card at I/O port {port:#x}"
+                    ));
+                }
+                Err(error) => log::warn(format_args!("PCI serial card: {error}")),
+            }
+        }
+    }
     let devices = Devices {
         net: found.net,
         entropy: found.entropy,
-        boot_commands: alloc::string::String::new(),
+        boot_commands: tern_board_common::provision::boot_commands(&boot_commands),
     };
     tern_unikernel::start(
         board,

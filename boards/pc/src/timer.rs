@@ -1,59 +1,76 @@
-//! Time: the TSC as the monotonic clock, calibrated against the 8254 PIT,
-//! and the PIT's channel 0 as a 100 Hz tick through the remapped 8259 PIC.
+//! Time: the TSC as the monotonic clock, its frequency measured against the
+//! HPET, else the ACPI PM timer, else the 8254 PIT (references the machine
+//! may lack: QEMU's `pit=off`, `hpet=off`), each result checked for
+//! plausibility and against CPUID 0x15/0x16 ([`tern_board_pc::calibration`]);
+//! and the tick, 100 Hz from the local APIC timer ([`crate::apic`]).
 
+use alloc::vec::Vec;
 use core::arch::x86_64::{__cpuid, _rdtsc};
-use core::cell::RefCell;
 use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use critical_section::Mutex;
-use pic8259::ChainedPics;
+use tern_board_pc::calibration::{self, Reference, Rejected, Window};
+use tern_board_pc::pagetable::Cache;
+use tern_board_pc::platform::{Platform, Register};
 use tern_hal::MonotonicClock;
 use x86_64::instructions::port::Port;
 
-use crate::serial::COM1_IRQ;
+use crate::{apic, paging};
 
-/// The PIT's input clock, in Hz.
-const PIT_HZ: u64 = 1_193_182;
 /// Tick rate of the periodic timer interrupt.
 pub const TICK_HZ: u64 = 100;
-/// IDT vector of the master PIC's first line (IRQ 0, the PIT).
-pub const TIMER_VECTOR: u8 = 0x20;
-/// The slave PIC's vectors follow the master's.
-const SLAVE_VECTOR: u8 = TIMER_VECTOR + 8;
+/// The PIT's input clock, in Hz.
+const PIT_HZ: u64 = 1_193_182;
+/// The ACPI PM timer's rate, in Hz.
+const PM_TIMER_HZ: u64 = 3_579_545;
+/// Calibration windows are 50 ms of the reference.
+const WINDOW_DIVISOR: u64 = 20;
+/// Windows measured per reference at most.
+const ATTEMPTS: usize = 5;
+/// TSC cycles after which a reference is declared stuck: over a second on
+/// any x86_64 CPU, against the 50 ms window.
+const TIMEOUT_CYCLES: u64 = 4_000_000_000;
 
-/// PIT calibration window: 59659 input clocks are 50 ms.
-const CALIBRATION_COUNT: u16 = 59_659;
-/// Calibration windows measured at most.
-const CALIBRATION_ATTEMPTS: u32 = 5;
-/// TSC cycles after which the PIT is declared stuck: over a second on any
-/// x86_64 CPU, against the 50 ms window.
-const CALIBRATION_TIMEOUT_CYCLES: u64 = 4_000_000_000;
+/// HPET registers: capabilities (period in fs in bits 63:32, 64-bit
+/// counter bit 13), configuration (enable bit 0), main counter.
+const HPET_CAPABILITIES: u64 = 0x000;
+const HPET_CONFIG: u64 = 0x010;
+const HPET_COUNTER: u64 = 0x0f0;
+/// The HPET specification's longest counter period: 100 ns.
+const HPET_MAX_PERIOD_FS: u64 = 100_000_000;
 
-const PIT_CHANNEL0: u16 = 0x40;
 const PIT_CHANNEL2: u16 = 0x42;
 const PIT_COMMAND: u16 = 0x43;
 /// System control port B: bit 0 gates PIT channel 2, bit 1 drives the
 /// speaker from it, bit 5 reads its output.
 const PORT_B: u16 = 0x61;
 
-// SAFETY: the vector bases 0x20 and 0x28 are clear of the CPU exceptions,
-// and the IDT has a stub for every vector in 0x20..0x30.
-static PICS: Mutex<RefCell<ChainedPics>> = Mutex::new(RefCell::new(unsafe {
-    ChainedPics::new(TIMER_VECTOR, SLAVE_VECTOR)
-}));
-
 static TICKS: AtomicU64 = AtomicU64::new(0);
 
-/// The TSC calibration failed: the PIT's channel 2 never reached its
-/// terminal count (some modern chipsets gate the PIT's clock off) and the
-/// CPU does not report its TSC frequency, or the TSC did not move.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CalibrationError;
+/// How the TSC's frequency was found.
+#[derive(Clone, Debug)]
+pub struct Calibration {
+    /// The TSC's frequency.
+    pub hz: u64,
+    /// What it was measured against.
+    pub reference: Reference,
+    /// References tried before, and why they were not taken.
+    pub rejected: Vec<Rejected>,
+    /// What the CPU itself reports (CPUID 0x15/0x16), if anything.
+    pub cpuid_hz: Option<u64>,
+}
+
+/// No reference gave a believable result and the CPU reports no frequency.
+#[derive(Clone, Debug)]
+pub struct CalibrationError(Vec<Rejected>);
 
 impl fmt::Display for CalibrationError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("PIT channel 2 did not count and CPUID gives no TSC frequency")
+        f.write_str("no clock to measure the TSC against")?;
+        for rejected in &self.0 {
+            write!(f, "; {rejected}")?;
+        }
+        f.write_str("; and CPUID reports no TSC frequency")
     }
 }
 
@@ -62,138 +79,219 @@ fn rdtsc() -> u64 {
     unsafe { _rdtsc() }
 }
 
-/// Measures the TSC frequency against 50 ms windows of the PIT's channel 2,
-/// falling back to CPUID when the PIT is stuck. Run with interrupts off.
-///
-/// A window whose edges are uncertain (the CPU was held up, e.g. a virtual
-/// CPU descheduled by a busy host, right at the start or the end) is
-/// measured again; the sharpest of [`CALIBRATION_ATTEMPTS`] windows counts.
-pub fn calibrate_tsc_hz() -> Result<u64, CalibrationError> {
-    let mut best: Option<PitWindow> = None;
-    for _ in 0..CALIBRATION_ATTEMPTS {
-        let Some(window) = measure_pit_window() else {
-            return cpuid_tsc_hz().ok_or(CalibrationError);
+/// The TSC frequency CPUID reports.
+fn cpuid_hz() -> Option<u64> {
+    let max = __cpuid(0).eax;
+    let leaf_15 = (max >= 0x15).then(|| {
+        let leaf = __cpuid(0x15);
+        [leaf.eax, leaf.ebx, leaf.ecx]
+    });
+    let leaf_16 = (max >= 0x16).then(|| __cpuid(0x16).eax);
+    calibration::cpuid_hz(leaf_15, leaf_16)
+}
+
+/// Measures the TSC against the best reference the machine has. Run with
+/// interrupts off.
+pub fn calibrate(platform: Option<&Platform>) -> Result<Calibration, CalibrationError> {
+    let mut rejected = Vec::new();
+    let cpuid_hz = cpuid_hz();
+    let references = [Reference::Hpet, Reference::PmTimer, Reference::Pit];
+    for reference in references {
+        let measured = match reference {
+            Reference::Hpet => platform.and_then(|p| p.hpet).map(measure_hpet),
+            Reference::PmTimer => platform.and_then(|p| p.pm_timer).map(|pm| {
+                let mask = if pm.wide { u32::MAX } else { 0x00ff_ffff };
+                measure(
+                    || read_register(pm.register) & u64::from(mask),
+                    u64::from(mask),
+                    PM_TIMER_HZ,
+                )
+            }),
+            Reference::Pit => Some(measure_pit()),
+            Reference::Cpuid => None,
         };
-        let sharp = window.uncertainty * 1000 < window.cycles;
-        if best.is_none_or(|b| window.uncertainty < b.uncertainty) {
-            best = Some(window);
+        let Some(measured) = measured else {
+            continue;
+        };
+        match calibration::check(reference, measured) {
+            Ok(hz) => {
+                return Ok(Calibration {
+                    hz,
+                    reference,
+                    rejected,
+                    cpuid_hz,
+                })
+            }
+            Err(why) => rejected.push(why),
         }
+    }
+    match cpuid_hz {
+        Some(hz) => Ok(Calibration {
+            hz,
+            reference: Reference::Cpuid,
+            rejected,
+            cpuid_hz,
+        }),
+        None => Err(CalibrationError(rejected)),
+    }
+}
+
+/// Reads a 32-bit timer register.
+fn read_register(register: Register) -> u64 {
+    match register {
+        // SAFETY: the PM timer port named by the FADT; reading it has no
+        // side effect.
+        Register::Port(port) => u64::from(unsafe { Port::<u32>::new(port).read() }),
+        Register::Memory(address) => {
+            if paging::map(address, 4, Cache::Uncached).is_err() {
+                return 0;
+            }
+            // SAFETY: the PM timer register the FADT names, mapped uncached.
+            u64::from(unsafe { (address as *const u32).read_volatile() })
+        }
+        // Not a place a PM timer is found on PCs: reads as stuck.
+        Register::PciConfig { .. } => 0,
+    }
+}
+
+/// The TSC frequency measured against the HPET at `base` (`None` when it
+/// does not count or its period is out of specification).
+fn measure_hpet(base: u64) -> Option<u64> {
+    paging::map(base, 1024, Cache::Uncached).ok()?;
+    let register = |offset: u64| (base + offset) as *mut u64;
+    // SAFETY: the HPET's registers, from the ACPI HPET table, mapped
+    // uncached; enabling the main counter (configuration bit 0) is what
+    // reading it needs, and changes no interrupt routing.
+    let capabilities = unsafe { register(HPET_CAPABILITIES).read_volatile() };
+    let period_fs = capabilities >> 32;
+    if period_fs == 0 || period_fs > HPET_MAX_PERIOD_FS {
+        return None;
+    }
+    let mask = if capabilities & (1 << 13) != 0 {
+        u64::MAX
+    } else {
+        u64::from(u32::MAX)
+    };
+    // SAFETY: as above.
+    unsafe {
+        let config = register(HPET_CONFIG).read_volatile();
+        register(HPET_CONFIG).write_volatile(config | 1);
+    }
+    let hz = 1_000_000_000_000_000 / period_fs;
+    // SAFETY: reading the main counter has no side effect.
+    measure(
+        || unsafe { register(HPET_COUNTER).read_volatile() } & mask,
+        mask,
+        hz,
+    )
+}
+
+/// The TSC frequency over the sharpest of up to [`ATTEMPTS`] windows of
+/// 50 ms of a reference counting at `ref_hz` (`read` returns its count,
+/// wrapping at `mask`); `None` if it never advances.
+fn measure(mut read: impl FnMut() -> u64, mask: u64, ref_hz: u64) -> Option<u64> {
+    let ticks = ref_hz / WINDOW_DIVISOR;
+    let mut windows = Vec::new();
+    for _ in 0..ATTEMPTS {
+        let before = rdtsc();
+        let start = read();
+        let after = rdtsc();
+        let window = loop {
+            let now_before = rdtsc();
+            let now = read();
+            let now_after = rdtsc();
+            let elapsed = now.wrapping_sub(start) & mask;
+            if elapsed >= ticks {
+                break Window {
+                    cycles: (now_before / 2 + now_after / 2).saturating_sub(before / 2 + after / 2),
+                    ticks: elapsed,
+                    uncertainty: (after - before) + (now_after - now_before),
+                };
+            }
+            if now_after - before > TIMEOUT_CYCLES {
+                return None;
+            }
+        };
+        let sharp = window.sharp();
+        windows.push(window);
         if sharp {
             break;
         }
     }
-    match best.map_or(0, |b| b.cycles * PIT_HZ / u64::from(CALIBRATION_COUNT)) {
-        0 => Err(CalibrationError),
-        hz => Ok(hz),
-    }
+    calibration::best(&windows)?.hz(ref_hz)
 }
 
-/// One PIT calibration window, in TSC cycles.
-#[derive(Clone, Copy)]
-struct PitWindow {
-    /// Cycles between the midpoints of the two edges' bracketing reads.
-    cycles: u64,
-    /// How many cycles the edges could be off, in total.
-    uncertainty: u64,
-}
-
-/// Times one [`CALIBRATION_COUNT`] countdown of PIT channel 2 in mode 0
-/// (OUT rises at terminal count); `None` if it never ends.
-fn measure_pit_window() -> Option<PitWindow> {
-    let mut port_b = Port::<u8>::new(PORT_B);
-    let mut command = Port::<u8>::new(PIT_COMMAND);
-    let mut channel2 = Port::<u8>::new(PIT_CHANNEL2);
-    let [low, high] = CALIBRATION_COUNT.to_le_bytes();
-    // SAFETY: the standard PC timer ports; channel 2 only drives the
-    // speaker, which stays disconnected (bit 1 cleared).
-    unsafe {
-        let control = port_b.read();
-        port_b.write((control & !0x02) | 0x01);
-        // Channel 2, low then high byte, mode 0, binary.
-        command.write(0b1011_0000);
-        channel2.write(low);
-        // The countdown starts when the high byte lands, between these two
-        // reads.
-        let before = rdtsc();
-        channel2.write(high);
-        let start = rdtsc();
-        let mut last = start;
-        loop {
-            let done = port_b.read() & 0x20 != 0;
-            let now = rdtsc();
-            if done {
-                // OUT rose between the previous poll and this one.
-                return Some(PitWindow {
-                    cycles: (last / 2 + now / 2).saturating_sub(before / 2 + start / 2),
-                    uncertainty: (start - before) + (now - last),
-                });
+/// The TSC frequency against PIT channel 2 counting down 50 ms in mode 0
+/// (OUT rises at terminal count): the sharpest of up to [`ATTEMPTS`]
+/// windows; `None` if OUT never rises. A machine without a PIT may read
+/// 0xFF from port 0x61, whose "instant" countdown gives an implausible
+/// result that [`calibration::check`] refuses.
+fn measure_pit() -> Option<u64> {
+    let count = (PIT_HZ / WINDOW_DIVISOR) as u16;
+    let [low, high] = count.to_le_bytes();
+    let mut windows = Vec::new();
+    for _ in 0..ATTEMPTS {
+        let mut port_b = Port::<u8>::new(PORT_B);
+        let mut command = Port::<u8>::new(PIT_COMMAND);
+        let mut channel2 = Port::<u8>::new(PIT_CHANNEL2);
+        // SAFETY: the standard PC timer ports; channel 2 only drives the
+        // speaker, which stays disconnected (bit 1 cleared).
+        let window = unsafe {
+            let control = port_b.read();
+            port_b.write((control & !0x02) | 0x01);
+            // Channel 2, low then high byte, mode 0, binary.
+            command.write(0b1011_0000);
+            channel2.write(low);
+            // The countdown starts when the high byte lands, between these
+            // two reads.
+            let before = rdtsc();
+            channel2.write(high);
+            let start = rdtsc();
+            let mut last = start;
+            loop {
+                let done = port_b.read() & 0x20 != 0;
+                let now = rdtsc();
+                if done {
+                    break Window {
+                        cycles: (last / 2 + now / 2).saturating_sub(before / 2 + start / 2),
+                        ticks: u64::from(count),
+                        uncertainty: (start - before) + (now - last),
+                    };
+                }
+                if now - start > TIMEOUT_CYCLES {
+                    return None;
+                }
+                last = now;
             }
-            if now - start > CALIBRATION_TIMEOUT_CYCLES {
-                return None;
-            }
-            last = now;
+        };
+        let sharp = window.sharp();
+        windows.push(window);
+        if sharp {
+            break;
         }
     }
+    calibration::best(&windows)?.hz(PIT_HZ)
 }
 
-/// The TSC frequency as the CPU reports it, for machines whose PIT does not
-/// count: CPUID leaf 0x15 (TSC/crystal ratio and crystal clock), else leaf
-/// 0x16 (base frequency in MHz, which equals the TSC's on Intel CPUs).
-fn cpuid_tsc_hz() -> Option<u64> {
-    let max_leaf = __cpuid(0).eax;
-    if max_leaf >= 0x15 {
-        let leaf = __cpuid(0x15);
-        if leaf.eax != 0 && leaf.ebx != 0 && leaf.ecx != 0 {
-            return Some(u64::from(leaf.ecx) * u64::from(leaf.ebx) / u64::from(leaf.eax));
+/// Handles an interrupt on `vector` if it is the board's: the tick, the
+/// serial console's and keyboard's wake-ups, the local APIC's spurious
+/// vector and the masked 8259s' spurious IRQs. `false` for any other.
+pub fn on_interrupt(vector: u8) -> bool {
+    match vector {
+        apic::TIMER_VECTOR => {
+            TICKS.fetch_add(1, Ordering::Relaxed);
+            apic::on_timer();
         }
+        // Waking the CPU was the point: the run loop reads the device.
+        apic::UART_VECTOR | apic::KEYBOARD_VECTOR => apic::end_of_interrupt(),
+        // No end of interrupt for a spurious vector.
+        apic::SPURIOUS_VECTOR => {}
+        _ => return false,
     }
-    if max_leaf >= 0x16 {
-        let mhz = __cpuid(0x16).eax & 0xffff;
-        if mhz != 0 {
-            return Some(u64::from(mhz) * 1_000_000);
-        }
-    }
-    None
+    true
 }
 
-/// Remaps the 8259 PICs to vectors 0x20..0x30, unmasks IRQ 0 and COM1's
-/// IRQ 4 and sets the PIT's channel 0 to fire IRQ 0 at [`TICK_HZ`].
-/// Interrupts stay disabled; the caller enables them when the IDT is ready.
-pub fn start_tick() {
-    let divisor = (PIT_HZ + TICK_HZ / 2) / TICK_HZ;
-    let [low, high] = (divisor as u16).to_le_bytes();
-    critical_section::with(|cs| {
-        let mut pics = PICS.borrow_ref_mut(cs);
-        // SAFETY: the PIC and PIT ports are standard on every PC; the IDT
-        // handles every vector the PICs can now raise.
-        unsafe {
-            pics.initialize();
-            pics.write_masks(!(1 << 0 | 1 << COM1_IRQ), 0xff);
-            let mut command = Port::<u8>::new(PIT_COMMAND);
-            let mut channel0 = Port::<u8>::new(PIT_CHANNEL0);
-            // Channel 0, low then high byte, mode 2 (rate generator), binary.
-            command.write(0b0011_0100);
-            channel0.write(low);
-            channel0.write(high);
-        }
-    });
-}
-
-/// Tells the PICs an IRQ on `vector` has been handled.
-pub fn end_of_interrupt(vector: u8) {
-    critical_section::with(|cs| {
-        // SAFETY: called from the interrupt handler of `vector`, once.
-        unsafe { PICS.borrow_ref_mut(cs).notify_end_of_interrupt(vector) };
-    });
-}
-
-/// The timer interrupt: count the tick and acknowledge it.
-pub fn on_tick() {
-    TICKS.fetch_add(1, Ordering::Relaxed);
-    end_of_interrupt(TIMER_VECTOR);
-}
-
-/// Timer interrupts taken since [`start_tick`].
+/// Timer interrupts taken since the tick started.
 pub fn ticks() -> u64 {
     TICKS.load(Ordering::Relaxed)
 }

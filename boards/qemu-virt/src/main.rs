@@ -95,7 +95,7 @@ fn main(dtb: usize) -> ! {
             Devices {
                 net: found.net,
                 entropy: found.entropy,
-                boot_commands: boot_commands(dtb),
+                boot_commands: tern_board_common::provision::boot_commands(&boot_commands(dtb)),
             }
         })
     }

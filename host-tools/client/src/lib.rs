@@ -1,9 +1,10 @@
 //! `tern-client`: the authenticated client of a live node's control service
 //! (TCP port 4470, `docs/protocol.md`): its status, its tasks, a checkpoint
 //! copy, a checkpoint offered, a migration, a task module sent, a task
-//! started or killed, a ping, and its stream of typed events; and the
-//! cluster key's forms (hex, key files, `TERN_KEY`).
-//! Every host tool that talks to nodes uses it.
+//! started or killed, a ping, and its stream of typed events, a network
+//! console; nodes found on the LAN by their beacons ([`discovery`]); and the
+//! cluster key's forms (hex, key files, `TERN_KEY`). Every host tool that
+//! talks to nodes uses it.
 //!
 //! It drives the same sans-IO machines as the kernel (`tern-protocol`) over a
 //! blocking [`TcpStream`], in the client role, with nonces from the OS RNG.
@@ -21,6 +22,9 @@ use tern_protocol::{
     Security, SendPhase, TaskSummary, Transfer, TransferError, PROTOCOL_VERSION,
 };
 use thiserror::Error;
+
+pub mod console;
+pub mod discovery;
 
 /// Environment variable holding the cluster key as 64 hex digits.
 pub const KEY_ENV: &str = "TERN_KEY";
@@ -122,6 +126,16 @@ pub enum NodeError {
         got: String,
         /// What was awaited.
         what: &'static str,
+    },
+    /// The node at the address a beacon named is another node.
+    #[error("{addr} is node {got}, not node {expected} (a stale or replayed beacon?)")]
+    OtherNode {
+        /// The address.
+        addr: String,
+        /// The node id asked for.
+        expected: String,
+        /// The node id that answered.
+        got: String,
     },
     /// The node refused a task module.
     #[error("{addr} refused the module: {reason} ({detail})")]
@@ -480,8 +494,17 @@ impl NodeClient {
     /// Starts a task with the arguments of the node's `run` (`["ep", "S"]`);
     /// returns its global id.
     pub fn start_task(&mut self, args: &[&str]) -> Result<u64, NodeError> {
+        self.start_tagged(args, None)
+    }
+
+    /// [`NodeClient::start_task`] under `tag` (at most 64 bytes), which the
+    /// task keeps across migrations and shows in listings and events. Asking
+    /// again with the same tag is safe: a node that has the task answers with
+    /// it instead of starting another.
+    pub fn start_tagged(&mut self, args: &[&str], tag: Option<&str>) -> Result<u64, NodeError> {
         self.send(&Message::StartTask {
             args: args.iter().map(|a| String::from(*a)).collect(),
+            tag: tag.map(String::from),
         })?;
         match self.recv("the started task", self.timeout)? {
             Message::Started { task_id } => Ok(task_id),

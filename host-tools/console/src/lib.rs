@@ -31,7 +31,7 @@ use thiserror::Error;
 pub use decode::{Event, StreamDecoder, TableError};
 pub use port::PortSpec;
 pub use screen::Screen;
-pub use session::{run, run_with, EXIT_KEY};
+pub use session::{run, run_with, RawTerminal, EXIT_KEY};
 pub use transfer::{send_checkpoint, CheckpointCatcher};
 
 /// Baud rate used when none is given: the Tern kernels' UART speed.

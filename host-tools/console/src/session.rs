@@ -101,6 +101,7 @@ pub fn run_with(options: &ConsoleOptions, transfers: &TransferOptions) -> Result
         keys: spawn_keyboard_reader(),
         interactive,
         input_ended: false,
+        input_end_said: false,
         stop: signals.flag.clone(),
         send,
         send_failure: None,
@@ -145,6 +146,8 @@ struct Session<'a, W: Write> {
     keys: Receiver<Input>,
     interactive: bool,
     input_ended: bool,
+    /// Whether the end of non-terminal input has been announced.
+    input_end_said: bool,
     stop: Arc<AtomicBool>,
     /// The checkpoint to send once connected: transfer name and bytes.
     send: Option<(String, Vec<u8>)>,
@@ -198,6 +201,7 @@ impl<W: Write> Session<'_, W> {
                     Input::Eof => {}
                 }
             }
+            self.say_input_end()?;
             match link.read(&mut buffer) {
                 Ok(0) => return Ok(End::Disconnected),
                 Ok(n) => {
@@ -400,6 +404,7 @@ impl<W: Write> Session<'_, W> {
                     return Ok(None);
                 }
             }
+            self.say_input_end()?;
             let now = Instant::now();
             if now >= next_attempt {
                 if let Ok(link) = port::open(&self.options.port, self.options.baud) {
@@ -421,6 +426,20 @@ impl<W: Write> Session<'_, W> {
             Ok(input) => Some(input),
             Err(TryRecvError::Empty) => None,
         }
+    }
+
+    /// Once standard input (not a terminal) has ended, says so once: from
+    /// then on nobody can type the exit key, and the device going away ends
+    /// the session. Scripts and tests wait for this line.
+    fn say_input_end(&mut self) -> Result<(), ConsoleError> {
+        if self.interactive || !self.input_ended || self.input_end_said {
+            return Ok(());
+        }
+        self.input_end_said = true;
+        let port = &self.options.port;
+        self.say(&format!(
+            "[console: input ended; the session ends when {port} goes away]"
+        ))
     }
 
     fn say(&mut self, line: &str) -> Result<(), ConsoleError> {
@@ -480,12 +499,13 @@ fn spawn_keyboard_reader() -> Receiver<Input> {
 /// The terminal in raw mode (keys unbuffered, no echo, Ctrl-C as a byte) for
 /// as long as this lives; the saved mode is restored on drop, which also runs
 /// on error returns and panics.
-struct RawTerminal {
+pub struct RawTerminal {
     saved: Termios,
 }
 
 impl RawTerminal {
-    fn enter() -> io::Result<Self> {
+    /// Switches the terminal on standard input to raw mode.
+    pub fn enter() -> io::Result<Self> {
         let fd = io::stdin().as_raw_fd();
         let saved = termios::tcgetattr(fd)?;
         let mut raw = saved.clone();

@@ -1,5 +1,7 @@
 //! The `console` binary against a fake device on a TCP socket: what it shows,
 //! what it forwards, how it exits and how it survives the device going away.
+//! Every wait is for an event (a line shown, bytes on the device, standard
+//! error closing when the console exits), bounded by [`TIMEOUT`]; none sleeps.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -18,6 +20,8 @@ struct Console {
     stdin: Option<ChildStdin>,
     lines: Receiver<String>,
     seen: Vec<String>,
+    /// All of standard error, sent when it closes (the console exited).
+    stderr: Receiver<String>,
 }
 
 impl Console {
@@ -32,6 +36,14 @@ impl Console {
             .expect("start console");
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().unwrap();
+        let mut stderr_pipe = child.stderr.take().unwrap();
+        let (stderr_sender, stderr) = mpsc::channel();
+        thread::spawn(move || {
+            let mut text = String::new();
+            // Ends at end of file: the console has exited (or closed it).
+            let _ = stderr_pipe.read_to_string(&mut text);
+            let _ = stderr_sender.send(text);
+        });
         let (sender, lines) = mpsc::channel();
         thread::spawn(move || {
             for line in BufReader::new(stdout).split(b'\n') {
@@ -49,6 +61,7 @@ impl Console {
             stdin,
             lines,
             seen: Vec::new(),
+            stderr,
         }
     }
 
@@ -76,28 +89,23 @@ impl Console {
         stdin.flush().unwrap();
     }
 
+    /// Closes the console's standard input and waits until the console
+    /// says it noticed: from then on the device going away ends it.
     fn close_stdin(&mut self) {
         self.stdin = None;
+        self.expect_line(|l| l.starts_with("[console: input ended;"));
     }
 
-    /// Waits for the console to exit and returns whether it succeeded and
-    /// its standard error.
+    /// Waits for the console to exit (its standard error closes) and returns
+    /// whether it succeeded and its standard error.
     fn wait(mut self) -> (bool, String) {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                let mut stderr = String::new();
-                self.child
-                    .stderr
-                    .take()
-                    .unwrap()
-                    .read_to_string(&mut stderr)
-                    .unwrap();
-                return (status.success(), stderr);
-            }
-            assert!(Instant::now() < deadline, "console did not exit");
-            thread::sleep(Duration::from_millis(20));
-        }
+        let stderr = self
+            .stderr
+            .recv_timeout(TIMEOUT)
+            .unwrap_or_else(|_| panic!("console did not exit; output: {:#?}", self.seen));
+        // Standard error closed, so the process is gone or going: reap it.
+        let status = self.child.wait().unwrap();
+        (status.success(), stderr)
     }
 }
 
@@ -203,7 +211,6 @@ fn waits_for_a_vanished_device_and_reconnects() {
     // With standard input over (and not a terminal), the device going away
     // ends the session.
     console.close_stdin();
-    thread::sleep(Duration::from_millis(200));
     drop(device);
     let (ok, stderr) = console.wait();
     assert!(ok, "exit status; stderr: {stderr}");
@@ -222,6 +229,7 @@ fn waits_for_a_vanished_device_and_reconnects() {
             format!("[console: {port} disconnected, waiting...]").as_str(),
             "[console: reconnected]",
             "second boot",
+            format!("[console: input ended; the session ends when {port} goes away]").as_str(),
             format!("[console: {port} disconnected, waiting...]").as_str(),
         ]
     );
@@ -370,7 +378,6 @@ fn sends_a_checkpoint_file_to_receive() {
     console.type_keys(b"ps\r");
     read_until(&mut device, b"ps\r");
     console.close_stdin();
-    thread::sleep(Duration::from_millis(200));
     drop(device);
     let (ok, stderr) = console.wait();
     assert!(ok, "exit status; stderr: {stderr}");
@@ -394,7 +401,6 @@ fn a_refused_send_is_reported_and_fails_the_exit_status() {
         ))
     });
     console.close_stdin();
-    thread::sleep(Duration::from_millis(200));
     drop(device);
     let (ok, stderr) = console.wait();
     assert!(!ok);

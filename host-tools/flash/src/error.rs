@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use crate::jtag::ProbeError;
 use crate::Board;
 
 /// Why `flash` could not build, check or deploy a kernel.
@@ -232,5 +233,16 @@ pub enum FlashError {
         status: Option<ExitStatus>,
         /// What it printed.
         stderr: String,
+    },
+    /// The JTAG path (`--probe`) failed.
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+    /// Boot commands (the key) could not be written into the kernel.
+    #[error("cannot provision {path}: {reason}")]
+    Provision {
+        /// The kernel.
+        path: PathBuf,
+        /// Why.
+        reason: String,
     },
 }

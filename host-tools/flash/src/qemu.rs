@@ -31,6 +31,36 @@ pub enum Serial {
         /// Hold the guest until the first client connects.
         wait: bool,
     },
+    /// No serial port at all (`-serial none`): a PC without COM1.
+    None,
+    /// pc: no COM1, but a PCI serial card (QEMU's `pci-serial`, a 16550
+    /// behind an I/O BAR) on QEMU's standard input and output.
+    PciCard,
+}
+
+impl Serial {
+    /// Whether the console is on QEMU's standard streams.
+    fn on_stdio(self) -> bool {
+        matches!(self, Self::Stdio | Self::PciCard)
+    }
+
+    /// QEMU's arguments for this serial set-up, `chardev` being the
+    /// character device of [`Serial::Stdio`] and [`Serial::Tcp`].
+    fn args(self, chardev: &str) -> Vec<String> {
+        let args: &[&str] = match self {
+            Self::Stdio | Self::Tcp { .. } => &["-serial", chardev],
+            Self::None => &["-serial", "none"],
+            Self::PciCard => &[
+                "-serial",
+                "none",
+                "-chardev",
+                "stdio,id=tern-console",
+                "-device",
+                "pci-serial,chardev=tern-console",
+            ],
+        };
+        args.iter().map(|arg| (*arg).to_owned()).collect()
+    }
 }
 
 /// How long QEMU may take to open its serial socket.
@@ -89,6 +119,12 @@ pub fn machine(board: Board) -> (&'static str, &'static [&'static str]) {
 /// The QEMU command booting `media` on `board` with the serial port on `chardev`
 /// (`stdio`, `tcp:...`).
 pub fn command(board: Board, media: &Media, chardev: &str) -> Command {
+    command_with_serial(board, media, &Serial::Stdio.args(chardev))
+}
+
+/// The QEMU command booting `media` on `board` with `serial` (the serial
+/// port's arguments) instead of a plain `-serial`.
+fn command_with_serial(board: Board, media: &Media, serial: &[String]) -> Command {
     let (program, args) = machine(board);
     let mut command = Command::new(program);
     command.args(args);
@@ -98,8 +134,33 @@ pub fn command(board: Board, media: &Media, chardev: &str) -> Command {
             .arg("-drive")
             .arg(format!("format=raw,file={}", path.display())),
     };
-    command.args(["-display", "none", "-monitor", "none", "-serial", chardev]);
+    command.args(["-display", "none", "-monitor", "none"]);
+    command.args(serial);
     command
+}
+
+/// Debian's OVMF (UEFI firmware for QEMU): the read-only code and the
+/// variable store template (4 MiB builds, no Secure Boot keys enrolled).
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+/// The variable store template, copied per machine (UEFI writes to it).
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+/// QEMU arguments that boot a pc under UEFI (OVMF) instead of SeaBIOS,
+/// with a fresh copy of the variable store in `dir`.
+pub fn uefi_args(dir: &Path) -> Result<Vec<String>, FlashError> {
+    let missing = |_| FlashError::MissingTool {
+        tool: "OVMF",
+        packages: "ovmf",
+    };
+    std::fs::metadata(OVMF_CODE).map_err(missing)?;
+    let vars = dir.join("OVMF_VARS.fd");
+    std::fs::copy(OVMF_VARS, &vars).map_err(missing)?;
+    Ok(vec![
+        "-drive".into(),
+        format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"),
+        "-drive".into(),
+        format!("if=pflash,format=raw,file={}", vars.display()),
+    ])
 }
 
 /// The exit status QEMU reports after the kernel's `halt code`.
@@ -161,17 +222,12 @@ impl Qemu {
         launch: &Launch,
     ) -> Result<Self, FlashError> {
         let mut last_error = None;
-        let attempts = if serial == Serial::Stdio {
-            1
-        } else {
-            BIND_ATTEMPTS
-        };
+        let tcp = matches!(serial, Serial::Tcp { .. });
+        let attempts = if tcp { BIND_ATTEMPTS } else { 1 };
         for _ in 0..attempts {
             match Self::try_spawn(board, media, serial, launch) {
                 Ok(qemu) => return Ok(qemu),
-                Err(error @ FlashError::QemuFailed { .. }) if serial != Serial::Stdio => {
-                    last_error = Some(error)
-                }
+                Err(error @ FlashError::QemuFailed { .. }) if tcp => last_error = Some(error),
                 Err(error) => return Err(error),
             }
         }
@@ -188,7 +244,7 @@ impl Qemu {
     ) -> Result<Self, FlashError> {
         let (program, _) = machine(board);
         let (chardev, tcp_port) = match serial {
-            Serial::Stdio => ("stdio".to_owned(), None),
+            Serial::Stdio | Serial::None | Serial::PciCard => ("stdio".to_owned(), None),
             Serial::Tcp { wait } => {
                 let port = free_port().map_err(|source| FlashError::Spawn {
                     program: program.into(),
@@ -201,9 +257,9 @@ impl Qemu {
                 )
             }
         };
-        let mut command = launch.wrap(command(board, media, &chardev));
+        let mut command = launch.wrap(command_with_serial(board, media, &serial.args(&chardev)));
         command.stdin(Stdio::null()).stderr(Stdio::piped());
-        if serial == Serial::Stdio {
+        if serial.on_stdio() {
             command.stdin(Stdio::piped()).stdout(Stdio::piped());
         }
         let child = command.spawn().map_err(|source| FlashError::Spawn {
@@ -265,7 +321,8 @@ impl Qemu {
         self.tcp_port
     }
 
-    /// The QEMU process (its piped standard streams for [`Serial::Stdio`]).
+    /// The QEMU process (its piped standard streams for [`Serial::Stdio`]
+    /// and [`Serial::PciCard`]).
     pub fn child_mut(&mut self) -> &mut Child {
         &mut self.child
     }
@@ -392,6 +449,24 @@ mod tests {
             .ends_with("-serial stdio -device virtio-net-device,netdev=n0"));
         let plain = Launch::default().wrap(command(Board::Pc, &kernel, "stdio"));
         assert_eq!(plain.get_program(), "qemu-system-x86_64");
+    }
+
+    #[test]
+    fn serial_set_ups() {
+        let kernel = Media::Kernel("tern-pc".into());
+        let line = |serial: Serial| {
+            command_with_serial(Board::Pc, &kernel, &serial.args("stdio"))
+                .get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert!(line(Serial::Stdio).ends_with("-monitor none -serial stdio"));
+        assert!(line(Serial::None).ends_with("-monitor none -serial none"));
+        assert!(line(Serial::PciCard).ends_with(
+            "-serial none -chardev stdio,id=tern-console -device pci-serial,chardev=tern-console"
+        ));
+        assert!(Serial::PciCard.on_stdio() && !Serial::None.on_stdio());
     }
 
     #[test]

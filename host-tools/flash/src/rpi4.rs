@@ -35,35 +35,58 @@ pub const PARTITION_SECTORS: u32 = (64 << 20) / SECTOR as u32;
 /// MBR partition type of FAT32 addressed by LBA, what the boot ROM reads.
 const FAT32_LBA: u8 = 0x0c;
 
-/// The `config.txt` Tern boots with.
-pub fn config_txt() -> &'static str {
-    "# Tern on the Raspberry Pi 4, written by `flash --board rpi4`.\n\
-     # Start in 64-bit mode: the firmware loads kernel8.img at 0x80000 and\n\
-     # enters it at EL2 on core 0 (cores 1-3 wait in the spin tables).\n\
-     arm_64bit=1\n\
-     kernel=kernel8.img\n\
-     kernel_address=0x80000\n\
-     # UART0 (PL011) on GPIO 14/15, with the 48 MHz clock Tern's baud divisor assumes.\n\
-     enable_uart=1\n\
-     init_uart_clock=48000000\n\
-     # Give the PL011 back to GPIO 14/15 (Bluetooth takes it by default).\n\
-     dtoverlay=disable-bt\n\
-     # The firmware's own boot diagnostics on the same UART: the first thing\n\
-     # to look at when Tern's banner does not appear.\n\
-     uart_2ndstage=1\n\
-     # Tern draws nothing on the screen.\n\
-     disable_splash=1\n"
+/// What the generated `config.txt` turns on besides Tern's boot settings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BootConfig {
+    /// JTAG on GPIO 22–27 for `flash --probe` (`enable_jtag_gpio=1`).
+    pub jtag: bool,
+}
+
+impl BootConfig {
+    /// The `config.txt` Tern boots with.
+    pub fn config_txt(self) -> String {
+        let mut text = String::from(
+            "# Tern on the Raspberry Pi 4, written by `flash --board rpi4`.\n\
+             # Start in 64-bit mode: the firmware loads kernel8.img at 0x80000 and\n\
+             # enters it at EL2 on core 0 (cores 1-3 wait in the spin tables).\n\
+             arm_64bit=1\n\
+             kernel=kernel8.img\n\
+             kernel_address=0x80000\n\
+             # UART0 (PL011) on GPIO 14/15, with the 48 MHz clock Tern's baud divisor assumes.\n\
+             enable_uart=1\n\
+             init_uart_clock=48000000\n\
+             # Give the PL011 back to GPIO 14/15 (Bluetooth takes it by default).\n\
+             dtoverlay=disable-bt\n\
+             # The firmware's own boot diagnostics on the same UART: the first thing\n\
+             # to look at when Tern's banner does not appear.\n\
+             uart_2ndstage=1\n\
+             # Tern draws nothing on the screen.\n\
+             disable_splash=1\n",
+        );
+        if self.jtag {
+            text.push_str(
+                "# ARM JTAG on GPIO 22-27 (ALT4) for `flash --probe`: TRST 22 (pin 15),\n\
+                 # RTCK 23 (16), TDO 24 (18), TCK 25 (22), TDI 26 (37), TMS 27 (13).\n\
+                 enable_jtag_gpio=1\n",
+            );
+        }
+        text
+    }
 }
 
 /// Writes `kernel8.img` and `config.txt` into a mounted boot partition,
 /// keeping everything else there, and returns the firmware files it lacks
 /// (the card will not boot until they are added).
-pub fn write_boot_dir(dir: &Path, kernel8: &[u8]) -> Result<Vec<&'static str>, FlashError> {
+pub fn write_boot_dir(
+    dir: &Path,
+    kernel8: &[u8],
+    config: BootConfig,
+) -> Result<Vec<&'static str>, FlashError> {
     if !dir.is_dir() {
         return Err(FlashError::NotADirectory(dir.to_owned()));
     }
     fsutil::write_atomic(&dir.join(KERNEL_IMAGE), kernel8)?;
-    fsutil::write_atomic(&dir.join(CONFIG_TXT), config_txt().as_bytes())?;
+    fsutil::write_atomic(&dir.join(CONFIG_TXT), config.config_txt().as_bytes())?;
     Ok(missing_firmware(dir))
 }
 
@@ -76,13 +99,18 @@ pub fn missing_firmware(dir: &Path) -> Vec<&'static str> {
 }
 
 /// Writes the deployable files and the kernel ELF into `dir` (created if needed).
-pub fn save_image(dir: &Path, kernel8: &[u8], elf: &[u8]) -> Result<(), FlashError> {
+pub fn save_image(
+    dir: &Path,
+    kernel8: &[u8],
+    elf: &[u8],
+    config: BootConfig,
+) -> Result<(), FlashError> {
     std::fs::create_dir_all(dir).map_err(|source| FlashError::Write {
         path: dir.to_owned(),
         source,
     })?;
     fsutil::write_atomic(&dir.join(KERNEL_IMAGE), kernel8)?;
-    fsutil::write_atomic(&dir.join(CONFIG_TXT), config_txt().as_bytes())?;
+    fsutil::write_atomic(&dir.join(CONFIG_TXT), config.config_txt().as_bytes())?;
     fsutil::write_atomic(&dir.join("kernel.elf"), elf)
 }
 
@@ -99,9 +127,10 @@ pub fn write_sd_image(
     path: &Path,
     kernel8: &[u8],
     firmware: Option<&Path>,
+    config: BootConfig,
 ) -> Result<(), FlashError> {
     let mut files: Vec<(String, Vec<u8>)> = vec![
-        (CONFIG_TXT.into(), config_txt().as_bytes().to_vec()),
+        (CONFIG_TXT.into(), config.config_txt().into_bytes()),
         (KERNEL_IMAGE.into(), kernel8.to_vec()),
     ];
     if let Some(dir) = firmware {
@@ -310,12 +339,18 @@ pub fn sd_image_files(image: &Path) -> Result<Vec<String>, FlashError> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn config_txt_boots_64_bit_at_0x80000_with_the_uart() {
-        let lines: Vec<&str> = config_txt()
+    fn settings(config: BootConfig) -> Vec<String> {
+        config
+            .config_txt()
             .lines()
             .filter(|line| !line.starts_with('#'))
-            .collect();
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn config_txt_boots_64_bit_at_0x80000_with_the_uart() {
+        let lines = settings(BootConfig::default());
         for expected in [
             "arm_64bit=1",
             "kernel=kernel8.img",
@@ -324,8 +359,44 @@ mod tests {
             "uart_2ndstage=1",
             "init_uart_clock=48000000",
         ] {
-            assert!(lines.contains(&expected), "{expected} missing: {lines:?}");
+            assert!(
+                lines.iter().any(|line| line == expected),
+                "{expected} missing: {lines:?}"
+            );
         }
+        assert!(!lines.iter().any(|line| line.contains("jtag")), "{lines:?}");
+    }
+
+    #[test]
+    fn jtag_adds_enable_jtag_gpio_and_keeps_the_rest() {
+        let plain = settings(BootConfig::default());
+        let jtag = settings(BootConfig { jtag: true });
+        assert_eq!(jtag[..plain.len()], plain[..]);
+        assert_eq!(jtag[plain.len()..], ["enable_jtag_gpio=1"]);
+        let text = BootConfig { jtag: true }.config_txt();
+        // The comment names the header pins docs/hardware-bringup.md wires.
+        assert!(text.contains("TCK 25 (22)"), "{text}");
+    }
+
+    #[test]
+    fn jtag_reaches_the_boot_dir_and_the_sd_image() {
+        let jtag = BootConfig { jtag: true };
+        let dir = tempfile::tempdir().unwrap();
+        write_boot_dir(dir.path(), b"kernel", jtag).unwrap();
+        let written = std::fs::read_to_string(dir.path().join("config.txt")).unwrap();
+        assert!(written.lines().any(|line| line == "enable_jtag_gpio=1"));
+        let image = dir.path().join("sd.img");
+        write_sd_image(&image, b"kernel", None, jtag).unwrap();
+        assert_eq!(
+            read_from_sd_image(&image, "config.txt").unwrap(),
+            jtag.config_txt().as_bytes()
+        );
+        let saved = dir.path().join("saved");
+        save_image(&saved, b"kernel", b"elf", jtag).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(saved.join("config.txt")).unwrap(),
+            jtag.config_txt()
+        );
     }
 
     #[test]
@@ -333,7 +404,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("start4.elf"), b"firmware").unwrap();
         std::fs::write(dir.path().join("cmdline.txt"), b"keep me").unwrap();
-        let missing = write_boot_dir(dir.path(), b"kernel").unwrap();
+        let missing = write_boot_dir(dir.path(), b"kernel", BootConfig::default()).unwrap();
         assert_eq!(missing, ["fixup4.dat", "bcm2711-rpi-4-b.dtb"]);
         assert_eq!(
             std::fs::read(dir.path().join("kernel8.img")).unwrap(),
@@ -349,10 +420,10 @@ mod tests {
         );
         assert_eq!(
             std::fs::read_to_string(dir.path().join("config.txt")).unwrap(),
-            config_txt()
+            BootConfig::default().config_txt()
         );
         assert!(matches!(
-            write_boot_dir(&dir.path().join("absent"), b"kernel"),
+            write_boot_dir(&dir.path().join("absent"), b"kernel", BootConfig::default()),
             Err(FlashError::NotADirectory(_))
         ));
     }
@@ -371,7 +442,13 @@ mod tests {
         let out = tempfile::tempdir().unwrap();
         let image = out.path().join("sd.img");
         let kernel: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
-        write_sd_image(&image, &kernel, Some(firmware.path())).unwrap();
+        write_sd_image(
+            &image,
+            &kernel,
+            Some(firmware.path()),
+            BootConfig::default(),
+        )
+        .unwrap();
 
         let mut file = File::open(&image).unwrap();
         let mbr = MBR::read_from(&mut file, 512).unwrap();
@@ -382,7 +459,7 @@ mod tests {
         assert_eq!(read_from_sd_image(&image, "kernel8.img").unwrap(), kernel);
         assert_eq!(
             read_from_sd_image(&image, "config.txt").unwrap(),
-            config_txt().as_bytes()
+            BootConfig::default().config_txt().as_bytes()
         );
         assert_eq!(
             read_from_sd_image(&image, "fixup4.dat").unwrap(),
@@ -411,7 +488,13 @@ mod tests {
         std::fs::remove_file(firmware.path().join("fixup4.dat")).unwrap();
         let out = tempfile::tempdir().unwrap();
         let image = out.path().join("sd.img");
-        let error = write_sd_image(&image, b"kernel", Some(firmware.path())).unwrap_err();
+        let error = write_sd_image(
+            &image,
+            b"kernel",
+            Some(firmware.path()),
+            BootConfig::default(),
+        )
+        .unwrap_err();
         assert!(
             matches!(
                 error,

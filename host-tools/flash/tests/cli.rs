@@ -306,3 +306,139 @@ fn misplaced_options_and_missing_tools_are_explained() {
     );
     assert!(!Path::new(&empty.path().join("usb.img")).exists());
 }
+
+/// The JTAG path on a machine without a debug probe (as CI is): what needs
+/// no probe (chip, load plan, GDB server, UART) is checked and shown first,
+/// then each problem gets its own answer. Loading over a real probe is not
+/// tested anywhere (docs/hardware-bringup.md).
+#[cfg(feature = "probe")]
+#[test]
+fn the_probe_path_explains_each_problem_without_a_probe() {
+    let elf = kernel(Board::Rpi4, Variant::Tern);
+    let config = tempfile::tempdir().unwrap();
+    let probe = |extra: &[&str]| {
+        run(flash()
+            .env("XDG_CONFIG_HOME", config.path())
+            .args(["--board", "rpi4", "--kernel"])
+            .arg(&elf)
+            .arg("--probe")
+            .args(extra))
+    };
+    let fails_with = |output: Output, message: &str| {
+        assert!(!output.status.success());
+        let text = stderr(&output);
+        assert!(
+            text.contains(&format!("flash: error: {message}")),
+            "expected {message:?} in:\n{text}"
+        );
+        text
+    };
+
+    let text = fails_with(probe(&[]), "no debug probe found");
+    // The plan of the real kernel: its code at 0x80000, entered through the stub below it.
+    assert!(
+        text.contains("flash: load plan for RaspberryPi4B"),
+        "{text}"
+    );
+    assert!(text.contains("  0x00080000.."), "{text}");
+    assert!(
+        text.contains(
+            "0x0007ffe0..0x00080000  hand-over stub (I-cache invalidate, branch to 0x80000)"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("pc=0x7ffe0 (EL2, MMU off)"), "{text}");
+
+    fails_with(
+        probe(&["--chip", "RaspberryPi5B"]),
+        "chip RaspberryPi5B is not a Raspberry Pi 4",
+    );
+    fails_with(probe(&["--chip", "Pi4"]), "unknown chip \"Pi4\"");
+    fails_with(probe(&["not:a:selector:x"]), "invalid probe selector");
+    fails_with(
+        probe(&["--monitor"]),
+        "no serial port given and none remembered for rpi4",
+    );
+    fails_with(
+        probe(&["--serial", "/dev/tern-no-such-tty", "--monitor"]),
+        "no such port: /dev/tern-no-such-tty",
+    );
+    fails_with(
+        probe(&["--serial", "/dev/ttyUSB0"]),
+        "with --probe, --serial names the UART for --monitor",
+    );
+
+    let empty = tempfile::tempdir().unwrap();
+    let output = run(flash()
+        .env("PATH", empty.path())
+        .args(["--board", "rpi4", "--kernel"])
+        .arg(&elf)
+        .args(["--probe", "--gdb"]));
+    fails_with(output, "--gdb runs probe-rs's GDB server");
+
+    let output = run(flash().args(["--board", "virt", "--probe"]));
+    fails_with(output, "--probe is for --board rpi4 only");
+}
+
+/// `--no-default-features` builds flash without probe-rs: `--probe` says so.
+#[cfg(not(feature = "probe"))]
+#[test]
+fn without_the_probe_feature_the_probe_path_says_so() {
+    let output = run(flash()
+        .args(["--board", "rpi4", "--kernel"])
+        .arg(kernel(Board::Rpi4, Variant::Tern))
+        .arg("--probe"));
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("built without probe support"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn jtag_cards_enable_jtag_on_the_gpio_header() {
+    let elf = kernel(Board::Rpi4, Variant::Tern);
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("jtag.img");
+    let output = run(flash()
+        .args(["--board", "rpi4", "--chainloader", "--jtag", "--kernel"])
+        .arg(kernel(Board::Rpi4, Variant::Chainloader))
+        .arg("--sd-image")
+        .arg(&image));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let config = tern_flash::rpi4::read_from_sd_image(&image, "config.txt").unwrap();
+    let config = String::from_utf8(config).unwrap();
+    assert!(
+        config.lines().any(|line| line == "enable_jtag_gpio=1"),
+        "{config}"
+    );
+
+    let output = run(flash()
+        .args(["--board", "rpi4", "--jtag", "--kernel"])
+        .arg(&elf));
+    assert!(
+        stderr(&output).contains("--jtag goes with --boot-dir, --sd-image or --save-image"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn help_shows_the_probe_path() {
+    let output = run(flash().arg("--help"));
+    let help = String::from_utf8_lossy(&output.stdout);
+    for flag in [
+        "--probe [<SELECTOR>]",
+        "--chip <NAME>",
+        "--gdb",
+        "--jtag",
+        "--speed <KHZ>",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from:\n{help}");
+    }
+    assert!(
+        help.contains("load the kernel into RAM over JTAG"),
+        "{help}"
+    );
+}

@@ -5,7 +5,10 @@
 //! `docs/protocol.md`): `inspect --node ADDR:PORT list [--json]`,
 //! `inspect --node ADDR:PORT fetch TASK -o FILE`,
 //! `inspect --node ADDR:PORT migrate TASK --to ADDR:PORT [--json]`, keyed by
-//! `--key-file FILE` or `TERN_KEY`, or `--insecure`. Exit status 0 on success;
+//! `--key-file FILE` or `TERN_KEY`, or `--insecure`. Where a node's address
+//! goes, its node id does too (`5254007e0002`, as `tern nodes discover`
+//! lists it): `--node` finds it by its beacon, `--to` is resolved by the
+//! sending node, which hears the beacons too. Exit status 0 on success;
 //! 1 when a checkpoint fails verification (the failing region and chunk are
 //! named); 2 on usage, I/O or node errors.
 
@@ -38,7 +41,8 @@ struct Args {
 /// How to reach a live node.
 #[derive(clap::Args, Debug)]
 struct NodeArgs {
-    /// A live node's control service, `ADDR:PORT` (port 4470), for list, fetch, migrate.
+    /// A live node's control service, `ADDR:PORT` (port 4470), or its node id (heard on the
+    /// LAN), for list, fetch, migrate.
     #[arg(long, global = true)]
     node: Option<String>,
     /// File holding the cluster key as 64 hex digits (else `TERN_KEY`).
@@ -105,7 +109,7 @@ enum Verb {
         /// Global task id as `list` shows it (hex `0x…`, or decimal).
         #[arg(value_parser = client::parse_task_id)]
         task: u64,
-        /// The receiving node's control service, `ADDR:PORT`.
+        /// The receiving node's control service, `ADDR:PORT`, or its node id.
         #[arg(long)]
         to: String,
         /// Seconds to wait for the migration to finish.
@@ -146,7 +150,7 @@ fn hex(b: &[u8]) -> String {
 fn connect(args: &NodeArgs) -> Result<NodeClient> {
     let Some(addr) = &args.node else {
         bail!(
-            "this verb talks to a live node: pass --node ADDR:PORT (control port {CONTROL_PORT})"
+            "this verb talks to a live node: pass --node ADDR:PORT (control port {CONTROL_PORT}) or --node NODE-ID"
         );
     };
     let security = client::security(args.key_file.as_deref(), args.insecure)?;
@@ -155,7 +159,7 @@ fn connect(args: &NodeArgs) -> Result<NodeClient> {
             "inspect: warning: --insecure: no authentication and no secrecy on this connection"
         );
     }
-    Ok(NodeClient::connect(
+    Ok(NodeClient::connect_to(
         addr,
         security,
         Duration::from_secs(args.timeout),

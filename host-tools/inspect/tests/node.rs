@@ -48,6 +48,7 @@ fn summary() -> TaskSummary {
         status: TaskStatus::Running,
         last_sync_ms_ago: Some(1500),
         policy: Some("young".into()),
+        tag: None,
     }
 }
 

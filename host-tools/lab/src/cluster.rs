@@ -1,19 +1,28 @@
-//! Several QEMU nodes on one network lab ([`crate::netlab`]), configured
-//! through their serial consoles (address, key) and reached from the host
-//! through their control service (`tern-client`), with sockets opened
-//! inside the lab's namespace.
+//! Several QEMU nodes on one network lab ([`crate::netlab`]), reached from
+//! the host through their control service (`tern-client`), with sockets
+//! opened inside the lab's namespace. Two ways to set them up:
+//! - [`Cluster::start`]: through their serial consoles, a static address
+//!   (`10.0.2.<2+i>/24`) and the key typed on each;
+//! - [`Cluster::start_lan`]: as on an office LAN, with no console at all:
+//!   each kernel is keyed at flash time (its boot-command slot), takes its
+//!   address from the lab's DHCP server and its clock from its SNTP server
+//!   ([`crate::lan`]), and is found by its beacon.
 //!
-//! Node `i` sits on tap `i`, with MAC `52:54:00:7e:00:<2+i>` and address
-//! `10.0.2.<2+i>/24`; the control service listens on port 4470.
+//! Node `i` sits on tap `i`, with MAC `52:54:00:7e:00:<2+i>` (node id
+//! `5254007e00<2+i>`); the control service listens on port 4470.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use tern_client::discovery::Trust;
 use tern_client::{key_hex, NodeClient, NodeError, CONTROL_PORT};
-use tern_flash::{Board, Variant};
-use tern_protocol::{EventRecord, NodeEvent, Security, TaskSummary};
+use tern_flash::image::KernelElf;
+use tern_flash::provision;
+use tern_flash::{Board, FlashError, Variant};
+use tern_protocol::{format_node_id, EventRecord, NodeEvent, Psk, Security, TaskSummary};
 use thiserror::Error;
 
+use crate::lan::{self, DhcpServer, SntpServer};
 use crate::netlab::{Lab, NetlabError};
 use crate::node::{
     kernel, tern_prompt, Boot, HarnessError, Node, SerialMode, BOOT_TIMEOUT, REPLY_TIMEOUT,
@@ -41,6 +50,19 @@ pub enum ClusterError {
         /// Its answer.
         answer: String,
     },
+    /// Provisioning a kernel failed.
+    #[error(transparent)]
+    Flash(#[from] FlashError),
+    /// Some nodes were never heard on the LAN.
+    #[error("no verified beacon of node(s) {} within {timeout:?}\n{consoles}", missing.join(", "))]
+    NotHeard {
+        /// Their node ids.
+        missing: Vec<String>,
+        /// How long the lab listened.
+        timeout: Duration,
+        /// The nodes' console output, which tells why.
+        consoles: String,
+    },
     /// A node never listed the awaited task state.
     #[error("node {node} did not list {what} within {timeout:?}{}", last_error.as_deref().map(|e| format!(" (last error: {e})")).unwrap_or_default())]
     Waited {
@@ -63,37 +85,89 @@ pub fn nic(board: Board) -> &'static str {
     }
 }
 
+/// How one node of a cluster is started: its board, its QEMU network device
+/// (`-device` prefix, e.g. `e1000e,bus=rp0`) and QEMU arguments placed
+/// before the network device's (e.g. the PCIe root port it sits behind).
+#[derive(Clone, Debug)]
+pub struct NodeSpec {
+    /// The board.
+    pub board: Board,
+    /// The network device.
+    pub nic: String,
+    /// Extra QEMU arguments.
+    pub extra_args: Vec<String>,
+}
+
+impl NodeSpec {
+    /// `board` with its usual network device and nothing else.
+    pub fn new(board: Board) -> Self {
+        Self {
+            board,
+            nic: nic(board).into(),
+            extra_args: Vec::new(),
+        }
+    }
+}
+
 /// Nodes on one lab, each configured with an address and the cluster's security.
 pub struct Cluster {
     // Nodes first: QEMU must go before its taps and namespace.
     nodes: Vec<Node>,
+    /// A LAN cluster's DHCP and SNTP servers (before the lab goes).
+    services: Option<(DhcpServer, SntpServer)>,
     lab: Lab,
     security: Security,
+    /// Node `i`'s control service.
+    controls: Vec<SocketAddr>,
+    /// The keyed kernels of a LAN cluster.
+    _keyed: Option<tempfile::TempDir>,
 }
+
+/// How long a LAN cluster waits for every node's first verified beacon
+/// (boot, DHCP, then the first beacon).
+pub const HEARD_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Cluster {
     /// Builds the kernels, creates lab `tag` and boots one node per entry of
     /// `boards` (all at once), then gives each its address and the key.
     pub fn start(tag: &str, boards: &[Board], security: Security) -> Result<Self, ClusterError> {
-        for board in boards {
-            kernel(*board, Variant::Tern).map_err(HarnessError::from)?;
+        let specs: Vec<NodeSpec> = boards.iter().copied().map(NodeSpec::new).collect();
+        Self::start_specs(tag, &specs, security)
+    }
+
+    /// [`Cluster::start`] with each node's network device and extra QEMU
+    /// arguments as `specs` say.
+    pub fn start_specs(
+        tag: &str,
+        specs: &[NodeSpec],
+        security: Security,
+    ) -> Result<Self, ClusterError> {
+        for spec in specs {
+            kernel(spec.board, Variant::Tern).map_err(HarnessError::from)?;
         }
-        let lab = Lab::create(tag, boards.len())?;
+        let lab = Lab::create(tag, specs.len())?;
         let mut nodes = Vec::new();
-        for (i, board) in boards.iter().enumerate() {
-            let launch = lab.launch(i, nic(*board), &Self::mac(i));
-            let elf = kernel(*board, Variant::Tern).map_err(HarnessError::from)?;
+        for (i, spec) in specs.iter().enumerate() {
+            let mut launch = lab.launch(i, &spec.nic, &Self::mac(i));
+            launch
+                .extra_args
+                .splice(0..0, spec.extra_args.iter().cloned());
+            let elf = kernel(spec.board, Variant::Tern).map_err(HarnessError::from)?;
             nodes.push(Node::start_with(
-                *board,
+                spec.board,
                 Boot::Elf(elf),
                 SerialMode::Pipes,
                 &launch,
             )?);
         }
+        let boards: Vec<Board> = specs.iter().map(|spec| spec.board).collect();
         let mut cluster = Self {
             nodes,
+            services: None,
             lab,
             security,
+            controls: (0..boards.len()).map(Self::control).collect(),
+            _keyed: None,
         };
         // The shell masks a key as it is typed: the answer is awaited, not the echo.
         let (key, answer) = match &cluster.security {
@@ -110,6 +184,91 @@ impl Cluster {
             node.expect(tern_prompt(), REPLY_TIMEOUT)?;
         }
         Ok(cluster)
+    }
+
+    /// Builds the kernels, keys a copy of each with `key` (as `flash
+    /// --key-file` does), creates lab `tag` with a DHCP and an SNTP server,
+    /// boots one node per entry of `boards` and waits until every node's
+    /// verified beacon is heard: no console is used.
+    pub fn start_lan(tag: &str, boards: &[Board], key: &Psk) -> Result<Self, ClusterError> {
+        let mut kernels = Vec::new();
+        for board in boards {
+            kernels.push(KernelElf::read(
+                &kernel(*board, Variant::Tern).map_err(HarnessError::from)?,
+            )?);
+        }
+        let keyed = tempfile::tempdir().map_err(HarnessError::from)?;
+        let lab = Lab::create(tag, boards.len())?;
+        let services = (
+            DhcpServer::start(lab.netns())?,
+            SntpServer::start(lab.netns(), lan::NTP_PORT)?,
+        );
+        let mut nodes = Vec::new();
+        for (i, (board, elf)) in boards.iter().zip(&kernels).enumerate() {
+            let dir = keyed.path().join(i.to_string());
+            std::fs::create_dir(&dir).map_err(HarnessError::from)?;
+            let elf = provision::provisioned(elf, &provision::key_command(&key_hex(key)), &dir)?;
+            let launch = lab.launch(i, nic(*board), &Self::mac(i));
+            nodes.push(Node::start_with(
+                *board,
+                Boot::Elf(elf.path().to_owned()),
+                SerialMode::Pipes,
+                &launch,
+            )?);
+        }
+        let security = Security::Key(key.clone());
+        let wanted: Vec<u64> = (0..boards.len()).map(Self::node_id).collect();
+        let verified = |n: &tern_client::discovery::Discovered| n.trust == Trust::Verified;
+        let heard = lan::listen(lab.netns(), Some(&security), HEARD_TIMEOUT, |heard| {
+            wanted
+                .iter()
+                .all(|id| heard.iter().any(|n| n.beacon.node_id == *id && verified(n)))
+        })?;
+        let mut controls = Vec::new();
+        let mut missing = Vec::new();
+        for id in &wanted {
+            match heard
+                .iter()
+                .find(|n| n.beacon.node_id == *id && verified(n))
+            {
+                Some(n) => controls.push(n.control()),
+                None => missing.push(format_node_id(*id)),
+            }
+        }
+        let cluster = Self {
+            nodes,
+            services: Some(services),
+            lab,
+            security,
+            controls,
+            _keyed: Some(keyed),
+        };
+        if !missing.is_empty() {
+            return Err(ClusterError::NotHeard {
+                missing,
+                timeout: HEARD_TIMEOUT,
+                consoles: cluster.consoles(),
+            });
+        }
+        Ok(cluster)
+    }
+
+    /// The node id of node `i` (its MAC's 48 bits).
+    pub fn node_id(i: usize) -> u64 {
+        0x5254_007e_0002 + i as u64
+    }
+
+    /// Node `i`'s control service as the cluster reaches it: its static
+    /// address, or where its beacon said.
+    pub fn endpoint(&self, i: usize) -> SocketAddr {
+        self.controls[i]
+    }
+
+    /// SNTP queries the lab's time server answered (LAN clusters).
+    pub fn sntp_answers(&self) -> u64 {
+        self.services
+            .as_ref()
+            .map_or(0, |(_, sntp)| sntp.answered())
     }
 
     /// The MAC address of node `i`.
@@ -192,7 +351,7 @@ impl Cluster {
         security: Security,
         timeout: Duration,
     ) -> Result<NodeClient, ClusterError> {
-        let addr = Self::control(i);
+        let addr = self.controls[i];
         let sock = self.lab.netns().connect(addr, timeout)?;
         Ok(NodeClient::handshake(
             &addr.to_string(),
@@ -200,6 +359,22 @@ impl Cluster {
             security,
             timeout,
         )?)
+    }
+
+    /// Runs `line` on node `i`'s network console (the shell over its
+    /// control channel, no serial port); an `error:` answer is an error.
+    pub fn console(&self, i: usize, line: &str) -> Result<String, ClusterError> {
+        let mut client = self.client(i, REPLY_TIMEOUT)?;
+        client.open_console()?;
+        let answer = client.console_command(line)?;
+        if answer.contains("error:") {
+            return Err(ClusterError::Shell {
+                node: i,
+                command: line.into(),
+                answer,
+            });
+        }
+        Ok(answer)
     }
 
     /// Polls node `i`'s task list every `every` until `pick` chooses a task,

@@ -7,11 +7,14 @@
 //! - [`netlab`]: a private network namespace with a bridge and taps, Linux
 //!   hosts on it, links cut and shaped with `tc`;
 //! - [`cluster`]: several nodes on one lab, addressed, keyed and reached
-//!   through their control service (`tern-client`);
+//!   through their control service (`tern-client`); on a LAN-like lab
+//!   ([`lan`]: DHCP by dnsmasq, SNTP) they are keyed at flash time and found
+//!   by their beacons;
 //! - [`trace`] and [`shaping`]: real bandwidth traces and a link whose rate
 //!   follows one.
 
 pub mod cluster;
+pub mod lan;
 pub mod netlab;
 pub mod node;
 pub mod shaping;

@@ -110,6 +110,10 @@ pub enum SerialMode {
     /// A TCP socket left for another client (e.g. `flash --serial`); the
     /// guest runs from the start, and [`Node::connect`] attaches later.
     TcpOpen,
+    /// No serial port (a PC without COM1): the node has no console to read.
+    None,
+    /// pc: no COM1; the console is a PCI serial card on the pipes.
+    PciCard,
 }
 
 /// The serial output received so far, shared with the reader thread.
@@ -195,6 +199,8 @@ impl Node {
             SerialMode::Pipes => Serial::Stdio,
             SerialMode::Tcp => Serial::Tcp { wait: true },
             SerialMode::TcpOpen => Serial::Tcp { wait: false },
+            SerialMode::None => Serial::None,
+            SerialMode::PciCard => Serial::PciCard,
         };
         let qemu = Qemu::spawn_with(board, &media, mode, launch)?;
         let mut node = Self {
@@ -206,7 +212,7 @@ impl Node {
             _staging: staging,
         };
         match serial {
-            SerialMode::Pipes => {
+            SerialMode::Pipes | SerialMode::PciCard => {
                 let child = node.qemu.child_mut();
                 let stdout = child.stdout.take().ok_or(HarnessError::NotConnected)?;
                 let stdin = child.stdin.take().ok_or(HarnessError::NotConnected)?;
@@ -214,7 +220,7 @@ impl Node {
                 node.input = Some(Box::new(stdin));
             }
             SerialMode::Tcp => node.connect()?,
-            SerialMode::TcpOpen => {}
+            SerialMode::TcpOpen | SerialMode::None => {}
         }
         Ok(node)
     }

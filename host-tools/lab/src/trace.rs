@@ -71,11 +71,47 @@ impl Group {
     }
 }
 
+/// The finer group a trace belongs to, the unit of leave-one-group-out
+/// cross-validation: the means of transport of the Norway campaign (`bus`, `car`,
+/// `ferry`, `metro`, `train`, `tram`), `fcc`, or, for other files, the name up to its
+/// first dot.
+pub fn family(path: &Path) -> String {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    match Group::of(path) {
+        Group::Fcc => "fcc".into(),
+        _ => name.split('.').next().unwrap_or("").to_string(),
+    }
+}
+
+/// The cross-validation groups of `traces`, each once, in name order.
+pub fn families(traces: &[Trace]) -> Vec<&str> {
+    let mut v: Vec<&str> = traces.iter().map(|t| t.family.as_str()).collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// Merges per-group results into one per campaign (`merge` adds one into another),
+/// campaigns in report order.
+pub fn per_campaign<R>(results: Vec<(Group, R)>, merge: impl Fn(&mut R, &R)) -> Vec<(Group, R)> {
+    let mut out: Vec<(Group, R)> = Vec::new();
+    for (g, r) in results {
+        match out.iter_mut().find(|(c, _)| *c == g) {
+            Some((_, acc)) => merge(acc, &r),
+            None => out.push((g, r)),
+        }
+    }
+    out.sort_by_key(|(g, _)| *g);
+    out
+}
+
 /// One parsed trace.
 #[derive(Clone, Debug)]
 pub struct Trace {
     /// Campaign.
     pub group: Group,
+    /// Cross-validation group (see [`family`]).
+    pub family: String,
     /// Sample timestamps, seconds, strictly increasing.
     pub times: Vec<f64>,
     /// Throughput, Mbit/s.
@@ -119,6 +155,7 @@ impl Trace {
         }
         Ok(Trace {
             group: Group::of(path),
+            family: family(path),
             times,
             mbps,
         })
@@ -185,5 +222,8 @@ mod tests {
         assert!(Trace::parse(p, "0 1 2\n").is_err());
         assert!(Trace::parse(p, "0 -1\n1 2\n").is_err());
         assert_eq!(Group::of(Path::new("trace_1_http")), Group::Fcc);
+        assert_eq!(t.family, "bus");
+        assert_eq!(family(Path::new("trace_1_http---x.com")), "fcc");
+        assert_eq!(family(Path::new("tram.a-b.log")), "tram");
     }
 }

@@ -5,6 +5,7 @@
 //! `sync-lab codec` measures the codecs and the adaptive selector on a file.
 
 mod codec_bench;
+mod policy_cv;
 mod predict_eval;
 mod sim;
 
@@ -15,8 +16,9 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 use tern_lab::trace;
+use tern_sync::monitor::OutagePrior;
 
-use crate::sim::{per_run, run_all, trace_timeline, Outcome, Scenario, Workload};
+use crate::sim::{per_run, run_all, trace_timeline, Injection, Outcome, Scenario, Tuned, Workload};
 use tern_lab::trace::{Group, Trace};
 
 #[derive(Parser)]
@@ -72,6 +74,10 @@ struct PredictArgs {
     /// Only traces of this group.
     #[arg(long, value_enum, default_value_t = GroupFilter::All)]
     group: GroupFilter,
+    /// Leave-one-group-out cross-validation: each group (bus, car, ferry, metro, train,
+    /// tram, fcc) scored with the adaptive predictor tuned on the others.
+    #[arg(long)]
+    cv: bool,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -121,6 +127,18 @@ struct PolicyArgs {
     /// Only traces of this group.
     #[arg(long, value_enum, default_value_t = GroupFilter::All)]
     group: GroupFilter,
+    /// Traces: leave-one-group-out cross-validation, each group (bus, car, ferry,
+    /// metro, train, tram, fcc) run with the bandwidth predictor tuned on the others.
+    #[arg(long)]
+    cv: bool,
+    /// The monitor's outage prior as `P0,OUTAGES,SECONDS` (docs/sync.md §1); the
+    /// kernel's by default.
+    #[arg(long, value_parser = parse_prior)]
+    outage_prior: Option<OutagePrior>,
+    /// A fresh monitor for every run or trace, as if each were a new session; by
+    /// default one monitor runs through all of them.
+    #[arg(long)]
+    fresh_monitor: bool,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -180,6 +198,13 @@ fn predict(out: &mut dyn Write, a: PredictArgs) -> Result<()> {
         bail!("--horizon must be a positive number of seconds");
     }
     let traces = load(&a.trace, a.group)?;
+    if a.cv {
+        let cv = predict_eval::cross_validate(&traces, a.horizon);
+        if a.json {
+            return print_json(out, &cv);
+        }
+        return print_predict_cv(out, &cv);
+    }
     if a.json {
         #[derive(Serialize)]
         struct Out {
@@ -221,7 +246,85 @@ fn predict(out: &mut dyn Write, a: PredictArgs) -> Result<()> {
     Ok(())
 }
 
+fn print_predict_cv(out: &mut dyn Write, cv: &predict_eval::CrossValidation) -> Result<()> {
+    writeln!(
+        out,
+        "leave-one-group-out, horizon {} s: MAE in Mbit/s on each group held out; \
+         adaptive's parameters (decay, sharpness, members) chosen on the other groups",
+        cv.horizon_s
+    )?;
+    let Some(first) = cv.folds.first() else {
+        return Ok(());
+    };
+    write!(out, "  {:<8} {:>6} {:<18}", "held out", "traces", "chosen")?;
+    for s in &first.scores {
+        write!(out, " {:>9}", short(&s.name))?;
+    }
+    writeln!(out)?;
+    for f in &cv.folds {
+        let c = &f.chosen;
+        let chosen = format!("{} {} {}", c.decay, c.sharpness, c.members);
+        write!(out, "  {:<8} {:>6} {:<18}", f.held_out, f.traces, chosen)?;
+        for s in &f.scores {
+            write!(out, " {:>9.4}", s.mae)?;
+        }
+        writeln!(out)?;
+    }
+    for p in &cv.pooled {
+        write!(
+            out,
+            "  {:<8} {:>6} {:<18}",
+            p.group, "", "(held-out pooled)"
+        )?;
+        for s in &p.scores {
+            write!(out, " {:>9.4}", s.mae)?;
+        }
+        writeln!(out)?;
+    }
+    let (c, k) = (&cv.chosen_on_all, &cv.kernel_default);
+    writeln!(
+        out,
+        "  with every group in training: decay {}, sharpness {}, members {} \
+         (the kernel runs decay {}, sharpness {}, members {})",
+        c.decay, c.sharpness, c.members, k.decay, k.sharpness, k.members
+    )?;
+    Ok(())
+}
+
+/// A predictor name short enough for a table column.
+fn short(name: &str) -> &str {
+    match name {
+        "wavelet-arma" => "wav-arma",
+        "wavelet-ar" => "wav-ar",
+        n => n,
+    }
+}
+
+fn parse_prior(s: &str) -> std::result::Result<OutagePrior, String> {
+    let v: Vec<f64> = s
+        .split(',')
+        .map(|x| x.trim().parse::<f64>())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| format!("{s:?}: {e}; expected P0,OUTAGES,SECONDS"))?;
+    match v[..] {
+        [p0, outages, seconds] if (0.0..1.0).contains(&p0) && outages > 0.0 && seconds > 0.0 => {
+            Ok(OutagePrior {
+                outage_free: p0,
+                outages,
+                seconds,
+            })
+        }
+        _ => Err(format!(
+            "{s:?}: expected P0,OUTAGES,SECONDS with 0 ≤ P0 < 1 and positive counts"
+        )),
+    }
+}
+
 fn policy(out: &mut dyn Write, a: PolicyArgs) -> Result<()> {
+    let tuned = Tuned {
+        prior: a.outage_prior.unwrap_or_default(),
+        ..Tuned::default()
+    };
     let w = Workload {
         state_bytes: a.state_mb * 1e6,
         write_rate: a.dirty_rate * 1e6,
@@ -242,8 +345,11 @@ fn policy(out: &mut dyn Write, a: PolicyArgs) -> Result<()> {
     }
     let scenario_runs = |s: Scenario| -> Vec<Outcome> {
         let tls: Vec<_> = (0..a.runs as u64).map(|k| s.timeline(a.seed + k)).collect();
-        per_run(run_all(&tls, &w), a.runs)
+        per_run(run_all(&tls, &w, &tuned, a.fresh_monitor), a.runs)
     };
+    if a.cv && a.trace.is_none() {
+        bail!("--cv cross-validates over trace groups: give --trace (the scenarios never enter any tuning)");
+    }
     if a.table {
         return table_4_3(out, &a, scenario_runs);
     }
@@ -253,22 +359,27 @@ fn policy(out: &mut dyn Write, a: PolicyArgs) -> Result<()> {
                 bail!("--outage-mtbf and --outage-mean must be positive");
             }
             let traces = load(path, a.group)?;
+            let inject = (!a.no_inject).then_some(Injection {
+                mtbf_s: a.outage_mtbf,
+                mean_s: a.outage_mean,
+                seed: a.seed,
+            });
+            if a.cv {
+                let cv = policy_cv::cross_validate(&traces, &w, tuned.prior, inject);
+                if a.json {
+                    return print_json(out, &cv);
+                }
+                return print_policy_cv(out, &cv, &a, &tuned.prior);
+            }
             let tls: Vec<_> = traces
                 .iter()
                 .enumerate()
-                .map(|(i, t)| {
-                    let inject = (!a.no_inject).then_some((
-                        a.outage_mtbf,
-                        a.outage_mean,
-                        a.seed.wrapping_add(i as u64),
-                    ));
-                    trace_timeline(t, inject)
-                })
+                .map(|(i, t)| trace_timeline(t, inject.map(|j| j.for_trace(i))))
                 .collect();
             let secs: usize = tls.iter().map(Vec::len).sum();
             (
                 format!("{} traces ({} s in total), totals", traces.len(), secs),
-                run_all(&tls, &w),
+                run_all(&tls, &w, &tuned, a.fresh_monitor),
             )
         }
         (None, Some(s)) => (
@@ -295,6 +406,61 @@ fn policy(out: &mut dyn Write, a: PolicyArgs) -> Result<()> {
         a.state_mb, a.dirty_rate
     )?;
     print_outcomes(out, &outcomes, None)?;
+    Ok(())
+}
+
+fn print_policy_cv(
+    out: &mut dyn Write,
+    cv: &policy_cv::PolicyCv,
+    a: &PolicyArgs,
+    prior: &OutagePrior,
+) -> Result<()> {
+    writeln!(
+        out,
+        "leave-one-group-out, {}; state {} MB, writes {} MB/s; outage prior {} {} {}: \
+         cost in seconds on each group held out, its predictor chosen on the other groups",
+        if a.no_inject {
+            "gaps only"
+        } else {
+            "gaps + injected outages"
+        },
+        a.state_mb,
+        a.dirty_rate,
+        prior.outage_free,
+        prior.outages,
+        prior.seconds
+    )?;
+    let Some(first) = cv.folds.first() else {
+        return Ok(());
+    };
+    write!(out, "  {:<8} {:<18}", "held out", "predictor")?;
+    for o in &first.policies {
+        let name = o
+            .name
+            .strip_prefix("fixed-best-")
+            .map_or(&*o.name, |_| "best");
+        write!(out, " {:>11}", name)?;
+    }
+    writeln!(out)?;
+    let row = |out: &mut dyn Write, label: &str, p: &str, v: &[Outcome]| {
+        write!(out, "  {label:<8} {p:<18}")?;
+        for o in v {
+            write!(out, " {:>11.1}", o.cost)?;
+        }
+        let best = v
+            .last()
+            .and_then(|b| b.name.strip_prefix("fixed-best-"))
+            .unwrap_or("");
+        writeln!(out, "  (best {best})")
+    };
+    for f in &cv.folds {
+        let c = &f.predictor;
+        let p = format!("{} {} {}", c.decay, c.sharpness, c.members);
+        row(out, &f.held_out, &p, &f.policies)?;
+    }
+    for g in &cv.pooled {
+        row(out, g.group, "(held-out total)", &g.policies)?;
+    }
     Ok(())
 }
 

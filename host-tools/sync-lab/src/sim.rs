@@ -11,11 +11,12 @@
 //! seconds spent sending + seconds of lost progress, the same for every policy.
 
 use serde::Serialize;
-use tern_sync::monitor::{LinkMonitor, MonitorConfig};
+use tern_sync::monitor::{LinkMonitor, MonitorConfig, OutagePrior};
 use tern_sync::policy::{
     expected_delta_bytes, fmt_duration, Bounds, CostRate, Fixed, LinkView, Naps, SyncPolicy, Young,
     YoungForm, DEFAULT_POLICY,
 };
+use tern_sync::predict::{Adaptive, AdaptiveConfig};
 
 use tern_lab::trace::Trace;
 
@@ -190,6 +191,26 @@ pub fn inject_outages(ticks: &mut [Tick], rng: &mut Rng, mtbf: f64, mean_s: f64,
 /// Latency assumed for real traces, which carry none (one-way, seconds).
 pub const TRACE_LATENCY_S: f64 = 0.05;
 
+/// Outages injected on top of a set of traces' gaps: mean time between, mean length,
+/// seed of the first trace.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Injection {
+    /// Mean time between injected outages, seconds.
+    pub mtbf_s: f64,
+    /// Mean length, seconds.
+    pub mean_s: f64,
+    /// Seed of trace 0; trace i uses `seed + i`.
+    pub seed: u64,
+}
+
+impl Injection {
+    /// The (mean time between, mean length, seed) [`trace_timeline`] takes for trace
+    /// `i` of the set.
+    pub fn for_trace(self, i: usize) -> (f64, f64, u64) {
+        (self.mtbf_s, self.mean_s, self.seed.wrapping_add(i as u64))
+    }
+}
+
 /// Timeline of a real trace at 1 s resolution: each sample's throughput holds until the
 /// next sample; a gap longer than twice the sampling period is an outage after one
 /// period. Injected outages (without fade) come on top when `inject` is given as
@@ -238,18 +259,52 @@ pub struct Workload {
     pub lease_s: f64,
 }
 
+/// The sync layer's parameters that are chosen from data: the bandwidth predictor's
+/// configuration and the outage prior. [`Tuned::default`] is what the kernel runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Tuned {
+    /// The monitor's bandwidth predictor.
+    pub predictor: AdaptiveConfig,
+    /// The monitor's prior on the outage rate.
+    pub prior: OutagePrior,
+}
+
 /// The monitor's view of the link at each tick; it does not depend on the policy, so it
 /// is computed once per timeline and shared by all policies.
 ///
 /// One monitor runs through all timelines of an invocation in order (its clock
 /// continuing from one to the next), so the outage-rate estimate learns from history
-/// the way a kernel's would across sessions on the same network.
+/// the way a long-lived kernel session's does (docs/sync.md §5).
 #[derive(Clone, Copy, Debug)]
 struct Observed {
     bandwidth: f64,
     predicted: f64,
     latency: f64,
     outage_rate: f64,
+}
+
+/// A monitor as the kernel builds one, with `tuned`'s predictor and prior.
+fn monitor(w: &Workload, tuned: &Tuned) -> LinkMonitor {
+    let cfg = MonitorConfig {
+        lease_s: w.lease_s,
+        outage_prior: tuned.prior,
+        ..MonitorConfig::default()
+    };
+    LinkMonitor::with_predictor(cfg, 0.0, Box::new(Adaptive::new(tuned.predictor, 1)))
+}
+
+/// What `m` reports at each tick of `timelines`, run through in order; `m`'s clock
+/// starts at 0 and continues from one timeline to the next.
+fn observe_all(timelines: &[Vec<Tick>], m: &mut LinkMonitor) -> Vec<Vec<Observed>> {
+    let mut offset = 0.0;
+    timelines
+        .iter()
+        .map(|ticks| {
+            let seen = observe(ticks, m, offset);
+            offset += ticks.len() as f64;
+            seen
+        })
+        .collect()
 }
 
 fn observe(ticks: &[Tick], m: &mut LinkMonitor, offset: f64) -> Vec<Observed> {
@@ -303,7 +358,8 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn add(&mut self, o: &Outcome) {
+    /// Adds `o`'s counts to these.
+    pub fn add(&mut self, o: &Outcome) {
         self.syncs += o.syncs;
         self.bytes += o.bytes;
         self.lost_progress += o.lost_progress;
@@ -324,6 +380,7 @@ struct Transfer {
     remaining: f64,
 }
 
+/// Runs `policy` over one timeline, seeing what the monitor saw (`seen`).
 fn simulate(
     ticks: &[Tick],
     seen: &[Observed],
@@ -425,46 +482,89 @@ pub fn policies() -> Vec<Box<dyn SyncPolicy>> {
     v
 }
 
-/// Runs every policy, plus the fixed sweep, over a set of timelines. Returns per-policy
-/// totals summed over the timelines, with the best swept fixed interval appended as
-/// `fixed-best-<T>`.
-pub fn run_all(timelines: &[Vec<Tick>], w: &Workload) -> Vec<Outcome> {
-    let names: Vec<String> = policies().iter().map(|p| p.name()).collect();
-    let mut totals: Vec<Outcome> = names
-        .iter()
-        .map(|n| Outcome {
-            name: n.clone(),
-            used: n == DEFAULT_POLICY,
-            ..Outcome::default()
-        })
-        .collect();
-    let mut sweep: Vec<Outcome> = SWEEP_S.iter().map(|_| Outcome::default()).collect();
-    let cfg = MonitorConfig {
-        lease_s: w.lease_s,
-        ..MonitorConfig::default()
+/// Totals of every policy over some timelines, and of every interval of the fixed
+/// sweep (the material of the best fixed interval in hindsight).
+#[derive(Clone, Debug, Default)]
+pub struct Totals {
+    /// Per policy of [`policies`], in order.
+    pub policies: Vec<Outcome>,
+    /// Per interval of [`SWEEP_S`], in order.
+    pub sweep: Vec<Outcome>,
+}
+
+impl Totals {
+    /// Adds `o`'s totals to these (policy by policy, interval by interval).
+    pub fn add(&mut self, o: &Totals) {
+        if self.policies.is_empty() {
+            *self = o.clone();
+            return;
+        }
+        for (a, b) in self.policies.iter_mut().zip(&o.policies) {
+            a.add(b);
+        }
+        for (a, b) in self.sweep.iter_mut().zip(&o.sweep) {
+            a.add(b);
+        }
+    }
+
+    /// The policies' totals with the best swept interval appended as
+    /// `fixed-best-<T>`.
+    pub fn with_best(&self) -> Vec<Outcome> {
+        let mut v = self.policies.clone();
+        if let Some((k, best)) = self
+            .sweep
+            .iter()
+            .enumerate()
+            .min_by(|a, b| a.1.cost.total_cmp(&b.1.cost))
+        {
+            let mut b = best.clone();
+            b.name = format!("fixed-best-{}", fmt_duration(SWEEP_S[k]));
+            v.push(b);
+        }
+        v
+    }
+}
+
+/// Runs every policy, and the fixed sweep, over `timelines` with one monitor built
+/// from `tuned` (see [`Observed`]).
+pub fn run_totals(timelines: &[Vec<Tick>], w: &Workload, tuned: &Tuned) -> Totals {
+    let seen = observe_all(timelines, &mut monitor(w, tuned));
+    let mut totals = Totals {
+        policies: policies()
+            .iter()
+            .map(|p| Outcome {
+                name: p.name(),
+                used: p.name() == DEFAULT_POLICY,
+                ..Outcome::default()
+            })
+            .collect(),
+        sweep: vec![Outcome::default(); SWEEP_S.len()],
     };
-    let mut monitor = LinkMonitor::new(cfg, 0.0);
-    let mut offset = 0.0;
-    for ticks in timelines {
-        let seen = observe(ticks, &mut monitor, offset);
-        offset += ticks.len() as f64;
+    for (ticks, seen) in timelines.iter().zip(&seen) {
         for (k, mut p) in policies().into_iter().enumerate() {
-            totals[k].add(&simulate(ticks, &seen, w, p.as_mut()));
+            totals.policies[k].add(&simulate(ticks, seen, w, p.as_mut()));
         }
         for (k, t) in SWEEP_S.iter().enumerate() {
-            sweep[k].add(&simulate(ticks, &seen, w, &mut Fixed::new(*t, 0.0)));
+            let o = simulate(ticks, seen, w, &mut Fixed::new(*t, 0.0));
+            totals.sweep[k].add(&o);
         }
     }
-    if let Some((k, best)) = sweep
-        .iter()
-        .enumerate()
-        .min_by(|a, b| a.1.cost.total_cmp(&b.1.cost))
-    {
-        let mut b = best.clone();
-        b.name = format!("fixed-best-{}", fmt_duration(SWEEP_S[k]));
-        totals.push(b);
-    }
     totals
+}
+
+/// Runs every policy, plus the fixed sweep, over a set of timelines with the
+/// parameters `tuned`: one monitor through all of them, or with `fresh` one per
+/// timeline (every run starts without history). Returns per-policy totals summed over
+/// the timelines, with the best swept fixed interval appended as `fixed-best-<T>`.
+pub fn run_all(timelines: &[Vec<Tick>], w: &Workload, tuned: &Tuned, fresh: bool) -> Vec<Outcome> {
+    if !fresh {
+        return run_totals(timelines, w, tuned).with_best();
+    }
+    let mut totals = Totals::default();
+    for tl in timelines {
+        totals.add(&run_totals(std::slice::from_ref(tl), w, tuned));
+    }
+    totals.with_best()
 }
 
 /// Divides every total by `runs` (means per run).

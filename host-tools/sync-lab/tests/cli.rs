@@ -1,5 +1,6 @@
-//! End-to-end tests of the `sync-lab` binary on tiny synthetic traces, plus one run of
-//! `predict` over the real traces when they are present.
+//! End-to-end tests of the `sync-lab` binary on tiny synthetic traces, and of the
+//! figures the sync layer's design rests on over the real traces in
+//! `../shared/traces/dev` (which must be there: the tests fail if they are not).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -167,6 +168,78 @@ fn codec_reports_every_codec() {
 }
 
 #[test]
+fn cross_validation_on_traces() {
+    let dir = TempDir::new("cv");
+    traces(&dir);
+    let d = dir.0.to_str().unwrap();
+    let v = json(&["predict", "--trace", d, "--cv", "--json"]);
+    let folds = v["folds"].as_array().unwrap();
+    // Two groups (bus, fcc): each held out once, tuned on the other.
+    let held: Vec<&str> = folds
+        .iter()
+        .map(|f| f["held_out"].as_str().unwrap())
+        .collect();
+    assert_eq!(held, ["bus", "fcc"]);
+    for f in folds {
+        assert!(f["chosen"]["decay"].as_f64().unwrap() > 0.0);
+        assert_eq!(f["scores"].as_array().unwrap().len(), 10);
+    }
+    assert_eq!(v["pooled"].as_array().unwrap().len(), 2);
+    let v = json(&[
+        "policy",
+        "--trace",
+        d,
+        "--cv",
+        "--state-mb",
+        "2",
+        "--dirty-rate",
+        "0.1",
+        "--json",
+    ]);
+    for f in v["folds"].as_array().unwrap() {
+        let ps = policies(f);
+        assert!(ps.last().unwrap()["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("fixed-best-"));
+        assert_eq!(ps.iter().filter(|p| p["used"] == true).count(), 1);
+    }
+    // Cross-validation needs traces to tune on.
+    let out = sync_lab(&["policy", "--scenario", "fair", "--cv"]);
+    assert!(!out.status.success());
+}
+
+#[test]
+fn outage_prior_and_fresh_monitors() {
+    // Without outages, a prior that gives the link no chance of being outage-free
+    // keeps syncing; the kernel's learns that it is and syncs far less.
+    let cost = |extra: &[&str]| {
+        let mut args = vec!["policy", "--scenario", "good", "--runs", "3", "--json"];
+        args.extend_from_slice(extra);
+        let v = json(&args);
+        let p = policies(&v)
+            .iter()
+            .find(|p| p["name"] == "cost-rate")
+            .cloned()
+            .unwrap();
+        p["cost"].as_f64().unwrap()
+    };
+    let kernel = cost(&[]);
+    let gamma = cost(&["--outage-prior", "0,1,3600"]);
+    assert!(
+        kernel < 0.5 * gamma,
+        "kernel's prior {kernel}, Gamma {gamma}"
+    );
+    // Each run a new session: no history to learn from, so no better than the first.
+    assert!(cost(&["--fresh-monitor"]) > kernel);
+    for bad in ["1,1,3600", "0.5,0,3600", "0.5,1", "x,1,1"] {
+        let out = sync_lab(&["policy", "--scenario", "good", "--outage-prior", bad]);
+        assert!(!out.status.success(), "{bad}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("P0,OUTAGES,SECONDS"));
+    }
+}
+
+#[test]
 fn bad_input_gives_a_clear_error() {
     let dir = TempDir::new("bad");
     let bad = dir.write("bus.bad.log", "0 1\nnonsense\n");
@@ -179,28 +252,90 @@ fn bad_input_gives_a_clear_error() {
     assert!(!out.status.success());
 }
 
+/// The shared development traces; a clear failure if they are missing.
+fn dev_traces() -> String {
+    let dev = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/traces/dev");
+    assert!(
+        dev.is_dir(),
+        "{} is missing: these tests need the shared bandwidth traces, at \
+         ../shared/traces/dev from the repository root (a sibling of the checkout)",
+        dev.display()
+    );
+    dev.to_str().expect("a UTF-8 path").to_string()
+}
+
+fn mae(scores: &Value, name: &str) -> f64 {
+    let s = scores
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name);
+    s.unwrap_or_else(|| panic!("no {name} in {scores}"))["mae"]
+        .as_f64()
+        .unwrap()
+}
+
 #[test]
 fn predict_over_the_real_traces() {
-    let dev = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/traces/dev");
-    if !dev.is_dir() {
-        println!(
-            "note: {} absent, skipping the real-trace run",
-            dev.display()
+    let dev = dev_traces();
+    // The FCC group only: the whole directory takes a while in an unoptimised build.
+    let v = json(&["predict", "--trace", &dev, "--group", "fcc", "--json"]);
+    let preds = &v["predictors"];
+    let used = preds.as_array().unwrap().iter().find(|p| p["used"] == true);
+    assert_eq!(used.unwrap()["name"], "adaptive");
+    let adaptive = mae(preds, "adaptive");
+    assert!(adaptive < mae(preds, "last") && adaptive < mae(preds, "ewma"));
+}
+
+#[test]
+fn the_predictor_beats_both_baselines_on_every_unseen_group() {
+    let dev = dev_traces();
+    let v = json(&["predict", "--trace", &dev, "--cv", "--json"]);
+    let folds = v["folds"].as_array().unwrap();
+    assert_eq!(folds.len(), 7, "bus car fcc ferry metro train tram");
+    for f in folds {
+        let s = &f["scores"];
+        let adaptive = mae(s, "adaptive");
+        assert!(
+            adaptive < mae(s, "last") && adaptive < mae(s, "ewma"),
+            "{} held out: {s}",
+            f["held_out"]
         );
-        return;
     }
-    // The FCC group only: the whole directory takes minutes in an unoptimised build.
-    let v = json(&[
-        "predict",
+    // The kernel runs what the procedure picks with every group in training.
+    assert_eq!(v["chosen_on_all"], v["kernel_default"]);
+}
+
+#[test]
+fn the_policy_beats_the_baselines_on_unseen_norway_groups() {
+    let dev = dev_traces();
+    let args = [
+        "policy",
         "--trace",
-        dev.to_str().unwrap(),
+        &dev,
         "--group",
-        "fcc",
+        "norway",
+        "--cv",
+        "--state-mb",
+        "4",
+        "--dirty-rate",
+        "0.5",
         "--json",
-    ]);
-    let preds = v["predictors"].as_array().unwrap();
-    let used = preds.iter().find(|p| p["used"] == true).unwrap();
-    let last = preds.iter().find(|p| p["name"] == "last").unwrap();
-    // The sync layer's predictor must at least match last value on real data.
-    assert!(used["mae"].as_f64().unwrap() <= last["mae"].as_f64().unwrap());
+    ];
+    let v = json(&args);
+    let pooled = &v["pooled"][0];
+    assert_eq!(pooled["group"], "norway");
+    let ps = policies(pooled);
+    let cost = |prefix: &str| -> Vec<f64> {
+        ps.iter()
+            .filter(|p| p["name"].as_str().unwrap().starts_with(prefix))
+            .map(|p| p["cost"].as_f64().unwrap())
+            .collect()
+    };
+    let ours = cost("cost-rate")[0];
+    let best = cost("fixed-best-")[0];
+    assert!(ours <= 1.2 * best, "cost-rate {ours}, best fixed {best}");
+    for other in cost("naps-").into_iter().chain(cost("fixed-")) {
+        assert!(ours < other, "cost-rate {ours} against {other}");
+    }
 }

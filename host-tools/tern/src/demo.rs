@@ -5,11 +5,20 @@
 //!
 //! Node 0 is a PC (`q35`, virtio-net-pci), node 1 a `virt` aarch64 machine
 //! (virtio-net over MMIO), both on the bridge of a fresh network namespace
-//! (`tern_lab::netlab`, so it needs root). Their consoles set the address
-//! and a fresh random key; everything else goes through the nodes' control
-//! service: the task starts with `StartTask`, the host follows its progress
-//! (`List`), requests the migrations (`MigrateTo`, answered by the sender's
-//! migration report) and reads the task's end from the nodes' typed events.
+//! (`tern_lab::netlab`, so it needs root) that acts as an office LAN: a DHCP
+//! server gives the nodes their addresses and an SNTP server their clocks
+//! (`tern_lab::lan`). No serial console is used: the kernels are keyed with
+//! a fresh random key at flash time (their boot-command slot), the host
+//! finds the nodes by their beacons, and everything goes through the nodes'
+//! control service, by node id: the task starts with `StartTask`, the host
+//! follows its progress (`List`), requests the migrations (`MigrateTo` to
+//! the other node's id, which the sender resolves from the beacons it hears;
+//! answered by the sender's migration report) and reads the task's end from
+//! the nodes' typed events.
+//!
+//! The way back is planned from the task's measured rate on the aarch64
+//! node, so that it leaves time for the migration; if the task ends there
+//! first anyway (a short class), the report says so, with NPB's verdict.
 
 use std::time::{Duration, Instant};
 
@@ -18,7 +27,9 @@ use tern_client::random_key;
 use tern_flash::Board;
 use tern_lab::cluster::{Cluster, ClusterError, EventWatch};
 use tern_lab::netlab::{self, NetlabError};
-use tern_protocol::{MigrationReport, NodeEvent, Psk, Security, TaskRole, TaskStatus, TaskSummary};
+use tern_protocol::{
+    format_node_id, MigrationReport, NodeEvent, Psk, TaskRole, TaskStatus, TaskSummary,
+};
 use thiserror::Error;
 
 use crate::standby::{StandbyReport, SyncRecord};
@@ -142,6 +153,11 @@ pub struct Report {
     /// The sync scenario's account (`tern demo --sync`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub standby: Option<StandbyReport>,
+    /// When the task ended before a planned migration: what happened.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended_early: Option<String>,
+    /// ISA of the node the task finished on.
+    pub finished_on: String,
 }
 
 /// What the demo tells its user while it runs.
@@ -189,23 +205,48 @@ pub fn run(
     Ok((report, cluster, key))
 }
 
-/// Boots the two nodes of [`BOARDS`] on a fresh lab with a fresh random key.
+/// Boots the two nodes of [`BOARDS`] on a fresh LAN-like lab, keyed at
+/// flash time with a fresh random key, and finds them by their beacons.
 pub(crate) fn start_nodes(on_event: &mut dyn FnMut(Event)) -> Result<(Cluster, Psk), DemoError> {
     netlab::require_root()?;
     let key = random_key().map_err(|e| DemoError::Random(e.to_string()))?;
     on_event(Event::Stage(
-        "building the pc and virt kernels, booting both nodes".into(),
+        "building the pc and virt kernels, keying them, booting both nodes (DHCP, no console)"
+            .into(),
     ));
-    let cluster = Cluster::start(LAB, &BOARDS, Security::Key(key.clone()))?;
+    let cluster = Cluster::start_lan(LAB, &BOARDS, &key)?;
     for (i, board) in BOARDS.iter().enumerate() {
         on_event(Event::Stage(format!(
-            "node {i}: {} ({}) at {}",
+            "node {}: {} ({}) heard at {}",
+            node_name(i),
             board.name(),
             board.isa(),
-            Cluster::control(i)
+            cluster.endpoint(i)
         )));
     }
     Ok((cluster, key))
+}
+
+/// Node `i`'s id as tools take it.
+pub fn node_name(i: usize) -> String {
+    format_node_id(Cluster::node_id(i))
+}
+
+/// How many times its own duration a migration's remaining run must last
+/// at the planned point, so the task does not end while it moves.
+const MIGRATION_MARGIN: f64 = 3.0;
+
+/// Where to send the task back from, in percent: `run_there` points after
+/// it arrived at `arrived`, but early enough that at `rate` (percent per
+/// second) the rest of the run lasts [`MIGRATION_MARGIN`] migrations of
+/// `migration_s`, and never past the middle of what is left.
+pub fn plan_return(arrived: f64, run_there: f64, rate: f64, migration_s: f64) -> f64 {
+    let left = 100.0 - arrived;
+    let latest = 100.0 - MIGRATION_MARGIN * rate.max(0.0) * migration_s;
+    (arrived + run_there)
+        .min(latest)
+        .min(arrived + left / 2.0)
+        .max(arrived)
 }
 
 /// A failed run's error, with the nodes' consoles that explain it.
@@ -270,41 +311,79 @@ fn drive(
 
     let mut migrations = Vec::new();
     let mut at = options.first_at;
+    // Where the task runs, and why it did not come back, if it did not.
+    let mut owner = 0;
+    let mut ended_early = None;
     for (from, to) in [(0, 1), (1, 0)] {
         let task = follow(cluster, from, id, deadline, on_event, |t, _| {
             percent(t) >= at || matches!(t.status, TaskStatus::Finished { .. })
         })?;
         if matches!(task.status, TaskStatus::Finished { .. }) {
-            return Err(DemoError::Task(format!(
-                "the task finished before {at}% was seen: choose a longer workload or class"
-            )));
+            ended_early = Some(format!(
+                "the task finished on the {} node before {at:.1}%, where it was to leave",
+                BOARDS[from].isa()
+            ));
+            break;
         }
         on_event(Event::Stage(format!(
-            "migrating at {:.1}%: {} -> {}",
+            "migrating at {:.1}%: {} -> {} (node {})",
             percent(&task),
             BOARDS[from].isa(),
-            BOARDS[to].isa()
+            BOARDS[to].isa(),
+            node_name(to)
         )));
-        let report = cluster
-            .client(from, ANSWER)?
-            .migrate(
-                id,
-                &Cluster::control(to).to_string(),
-                deadline.saturating_duration_since(Instant::now()),
-            )
-            .map_err(ClusterError::from)?;
+        let moved = cluster.client(from, ANSWER)?.migrate(
+            id,
+            &node_name(to),
+            deadline.saturating_duration_since(Instant::now()),
+        );
+        let report = match moved {
+            Ok(report) => report,
+            Err(error) => {
+                // A task that ended while it moved stays where it ran.
+                let now = cluster
+                    .client(from, ANSWER)?
+                    .list()
+                    .map_err(ClusterError::from)?;
+                let finished = now
+                    .iter()
+                    .any(|t| t.task_id == id && matches!(t.status, TaskStatus::Finished { .. }));
+                if !finished {
+                    return Err(ClusterError::from(error).into());
+                }
+                ended_early = Some(format!(
+                    "the task finished on the {} node while it migrated ({error})",
+                    BOARDS[from].isa()
+                ));
+                break;
+            }
+        };
         let migration = Migration::new(&report, percent(&task));
         on_event(Event::Migrated(migration.clone()));
         migrations.push(migration);
-        // The way back: once the task has run a little on its new node.
+        owner = to;
+        // The way back: planned from the rate measured on the new node.
         let arrived = follow(cluster, to, id, deadline, on_event, |_, _| true)?;
-        at = percent(&arrived) + options.run_there;
+        let t0 = Instant::now();
+        let sample = follow(cluster, to, id, deadline, on_event, |t, _| {
+            t0.elapsed() >= RATE_SAMPLE || matches!(t.status, TaskStatus::Finished { .. })
+        })?;
+        let rate = (percent(&sample) - percent(&arrived)) / t0.elapsed().as_secs_f64();
+        at = plan_return(
+            percent(&sample),
+            options.run_there,
+            rate,
+            report.total_ms as f64 / 1e3,
+        );
     }
-    let done = follow(cluster, 0, id, deadline, on_event, |t, _| {
+    let done = follow(cluster, owner, id, deadline, on_event, |t, _| {
         matches!(t.status, TaskStatus::Finished { .. })
     })?;
     let run_s = started.elapsed().as_secs_f64();
-    let verified = verified(cluster, &mut watch, 0, &done)?;
+    let verified = verified(cluster, &mut watch, owner, &done)?;
+    if let Some(what) = &ended_early {
+        on_event(Event::Stage(format!("{what}; it stays there")));
+    }
     Ok(Report {
         scenario: "migrate",
         workload,
@@ -314,8 +393,14 @@ fn drive(
         task_id: id,
         run_s,
         standby: None,
+        ended_early,
+        finished_on: BOARDS[owner].isa().into(),
     })
 }
+
+/// How long the rate on the receiving node is measured before the way back
+/// is planned.
+const RATE_SAMPLE: Duration = Duration::from_secs(2);
 
 /// Whether the finished task `done` passed its verification on node `i`:
 /// its status says so and the node's event of its end carries the verdict.
@@ -399,6 +484,8 @@ mod tests {
             task_id: 7,
             run_s: 41.6,
             standby: None,
+            ended_early: None,
+            finished_on: "x86_64".into(),
         };
         let json = serde_json::to_value(&report).unwrap();
         assert!(json.get("standby").is_none(), "{json}");
@@ -419,6 +506,18 @@ mod tests {
     }
 
     #[test]
+    fn the_way_back_leaves_time_for_the_migration() {
+        // A slow task: the planned 40 points.
+        assert_eq!(plan_return(20.0, 40.0, 0.5, 1.0), 60.0);
+        // A fast one (10 %/s, 2 s migrations): leaves at 40%, so that the
+        // last 60 points last three migrations.
+        assert_eq!(plan_return(20.0, 40.0, 10.0, 2.0), 40.0);
+        // Never past the middle of what is left, never before the arrival.
+        assert_eq!(plan_return(90.0, 40.0, 0.1, 1.0), 95.0);
+        assert_eq!(plan_return(90.0, 40.0, 50.0, 1.0), 90.0);
+    }
+
+    #[test]
     fn progress_is_a_percentage_of_the_total() {
         let mut t = TaskSummary {
             task_id: 1,
@@ -431,6 +530,7 @@ mod tests {
             status: TaskStatus::Running,
             last_sync_ms_ago: None,
             policy: None,
+            tag: None,
         };
         assert_eq!(percent(&t), 25.0);
         t.progress_total = 0;

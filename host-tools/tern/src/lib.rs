@@ -4,9 +4,11 @@
 //! still verified and what each migration cost. [`standby`] runs the same
 //! task with a standby replica on the aarch64 node kept fresh by syncs over
 //! a link shaped after a real bandwidth trace (`tern_lab::shaping`), cuts the link
-//! mid-run and reports the failover and the failback. [`task`] runs a
-//! user's Wasm task on a live node and reports the node's verdict.
+//! mid-run and reports the failover and the failback. [`lan`] is `tern nodes
+//! discover` and `tern console`. [`task`] runs a user's Wasm task on a live
+//! node and reports the node's verdict.
 
 pub mod demo;
+pub mod lan;
 pub mod standby;
 pub mod task;

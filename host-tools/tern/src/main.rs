@@ -11,7 +11,15 @@
 //!
 //! `tern task run FILE.wasm|NAME [ARGS] --node ADDR` uploads a module to a
 //! live node, starts it, follows it and prints the node's verdict (exit 0
-//! when verified); `tern task build` builds the task set.
+//! when verified, 1 when not, 2 on an error); `tern task build` builds the
+//! task set.
+//!
+//! `tern controller`, `tern submit`, `tern tasks`, `tern nodes` and `tern
+//! cancel` run and drive the offloading controller (`tern-controller`).
+//!
+//! `tern nodes discover` lists the nodes whose beacons it hears on the LAN;
+//! `tern console --node ID|ADDR` opens a node's shell over its
+//! authenticated control channel.
 
 use std::io::{BufRead, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -25,6 +33,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tern::demo::{self, Event, Options, Report, BOARDS};
+use tern::lan;
 use tern::standby::{self, StandbyReport};
 use tern::task::Progress;
 use tern_client::key_hex;
@@ -91,6 +100,52 @@ enum Cmd {
         #[command(subcommand)]
         verb: TaskCmd,
     },
+    /// Run the offloading controller: web UI, JSON API, scheduler (docs/controller.md).
+    Controller(tern_controller::cli::ServeArgs),
+    /// Submit a batch file or one task to the controller.
+    Submit(tern_controller::cli::SubmitArgs),
+    /// List the controller's tasks.
+    Tasks(tern_controller::cli::TasksArgs),
+    /// List, add, drain or remove the controller's nodes; discover the nodes on the LAN.
+    Nodes(NodesCmd),
+    /// A node's shell over its authenticated control channel (Ctrl-] exits).
+    Console(lan::ConsoleArgs),
+    /// Cancel a task.
+    Cancel(tern_controller::cli::CancelArgs),
+}
+
+/// `tern nodes …`: the controller's verbs, and `discover`.
+#[derive(clap::Args, Debug)]
+struct NodesCmd {
+    /// What to do (default: list the controller's nodes).
+    #[command(subcommand)]
+    action: Option<NodesVerb>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    at: tern_controller::cli::ControllerAddr,
+}
+
+#[derive(Subcommand, Debug)]
+enum NodesVerb {
+    /// List the nodes heard on the LAN (their discovery beacons).
+    Discover(lan::DiscoverArgs),
+    #[command(flatten)]
+    Controller(tern_controller::cli::NodesAction),
+}
+
+fn nodes(cmd: NodesCmd) -> Result<()> {
+    let action = match cmd.action {
+        Some(NodesVerb::Discover(args)) => return lan::discover(&args),
+        Some(NodesVerb::Controller(action)) => Some(action),
+        None => None,
+    };
+    tern_controller::cli::nodes(tern_controller::cli::NodesArgs {
+        action,
+        json: cmd.json,
+        at: cmd.at,
+    })
 }
 
 #[derive(Subcommand, Debug)]
@@ -125,8 +180,15 @@ enum TaskCmd {
 }
 
 fn main() -> ExitCode {
+    let done = |r: Result<()>| r.map(|()| ExitCode::SUCCESS);
     let result = match Args::parse().command {
         Cmd::Task { verb } => task(verb),
+        Cmd::Controller(args) => done(tern_controller::cli::serve(args)),
+        Cmd::Submit(args) => done(tern_controller::cli::submit(args)),
+        Cmd::Tasks(args) => done(tern_controller::cli::tasks(args)),
+        Cmd::Nodes(cmd) => done(nodes(cmd)),
+        Cmd::Console(args) => done(lan::console(&args)),
+        Cmd::Cancel(args) => done(tern_controller::cli::cancel(args)),
         Cmd::Demo {
             workload,
             class,
@@ -384,6 +446,13 @@ fn print_report(r: &Report) {
         },
         r.run_s
     );
+    if let Some(what) = &r.ended_early {
+        println!(
+            "note: {what}; it finished on the {} node ({} of 2 migrations)",
+            r.finished_on,
+            r.migrations.len()
+        );
+    }
     if let Some(s) = &r.standby {
         print_standby(s);
         return;
@@ -447,12 +516,21 @@ fn explore(cluster: &Cluster, key: &tern_protocol::Psk) -> Result<()> {
     writeln!(f, "{}", key_hex(key))?;
     let ns = cluster.lab().netns().name();
     println!("\nthe nodes keep running; from another shell:");
+    println!(
+        "  sudo ip netns exec {ns} cargo run --bin tern -- nodes discover --key-file {}",
+        key_file.display()
+    );
     for (i, board) in BOARDS.iter().enumerate() {
+        let id = demo::node_name(i);
         println!(
-            "  sudo ip netns exec {ns} cargo run --bin inspect -- --node {} --key-file {} list   # {}",
-            Cluster::control(i),
+            "  sudo ip netns exec {ns} cargo run --bin inspect -- --node {id} --key-file {} list   # {} at {}",
             key_file.display(),
-            board.name()
+            board.name(),
+            cluster.endpoint(i)
+        );
+        println!(
+            "  sudo ip netns exec {ns} cargo run --bin tern -- console --node {id} --key-file {}",
+            key_file.display()
         );
     }
     println!("press Enter to stop them");

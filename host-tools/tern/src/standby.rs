@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tern_lab::cluster::{Cluster, ClusterError, EventWatch};
 use tern_lab::trace::Trace;
-use tern_protocol::{NodeEvent, Psk, SyncReport, TaskRole, TaskStatus};
+use tern_protocol::{format_node_id, NodeEvent, Psk, SyncReport, TaskRole, TaskStatus};
 
 use crate::demo::{
     follow, percent, start_nodes, start_task, verified, with_consoles, DemoError, Event, Report,
@@ -288,7 +288,11 @@ fn drive(
     let mut events = cluster.watch();
     let args = [options.workload.as_str(), options.class.as_str()];
     let (local, id) = start_task(cluster, &mut events, 0, &args)?;
-    cluster.shell(0, &format!("sync {local} {}", Cluster::address(1)))?;
+    // On the PC's network console, naming the standby by its node id.
+    cluster.console(
+        0,
+        &format!("sync {local} {}", format_node_id(Cluster::node_id(1))),
+    )?;
     on_event(Event::Stage(format!(
         "{} class {} runs on the PC with a standby on the aarch64 node",
         options.workload, options.class
@@ -420,6 +424,8 @@ fn drive(
             stopped_at_percent: stopped_at,
             finished_on: BOARDS[1].isa().into(),
         }),
+        ended_early: None,
+        finished_on: BOARDS[1].isa().into(),
     })
 }
 
@@ -498,6 +504,8 @@ mod tests {
                 stopped_at_percent: 50.0,
                 finished_on: "aarch64".into(),
             }),
+            ended_early: None,
+            finished_on: "aarch64".into(),
         };
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["scenario"], "sync");

@@ -134,17 +134,8 @@ impl Keys {
         }
     }
 
-    /// HMAC-SHA-256 of the concatenated parts.
     fn mac(key: &[u8; 32], parts: &[&[u8]]) -> Hash {
-        // HMAC zero-pads a short key to the 64-byte block; padding here gives the
-        // same MAC through the infallible fixed-size constructor.
-        let mut block = [0u8; 64];
-        block[..32].copy_from_slice(key);
-        let mut m = <Hmac<Sha256> as KeyInit>::new(&block.into());
-        for p in parts {
-            m.update(p);
-        }
-        m.finalize().into_bytes().into()
+        hmac_sha256(key, parts)
     }
 
     fn server_mac(&self) -> Hash {
@@ -154,6 +145,20 @@ impl Keys {
     fn client_mac(&self, server_mac: &Hash) -> Hash {
         Self::mac(&self.client_auth, &[&self.transcript, server_mac])
     }
+}
+
+/// HMAC-SHA-256 under a 32-byte key of the concatenated parts (the
+/// handshake's proofs, the discovery beacon's tag).
+pub(crate) fn hmac_sha256(key: &[u8; 32], parts: &[&[u8]]) -> Hash {
+    // HMAC zero-pads a short key to the 64-byte block; padding here gives the
+    // same MAC through the infallible fixed-size constructor.
+    let mut block = [0u8; 64];
+    block[..32].copy_from_slice(key);
+    let mut m = <Hmac<Sha256> as KeyInit>::new(&block.into());
+    for p in parts {
+        m.update(p);
+    }
+    m.finalize().into_bytes().into()
 }
 
 /// Handshake progress.

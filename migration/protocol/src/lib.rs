@@ -12,6 +12,7 @@
 //!   deduplication against the receiver's replica and ownership by epochs;
 //! - [`report`]: what a node says about itself: its status and its typed
 //!   events;
+//! - [`beacon`]: the discovery beacon nodes broadcast on the LAN;
 //! - [`module`]: task modules cut into parts, reassembled, and pushed to a
 //!   peer that lacks them.
 #![no_std]
@@ -19,6 +20,7 @@
 
 extern crate alloc;
 
+pub mod beacon;
 pub mod channel;
 mod error;
 pub mod frame;
@@ -27,11 +29,13 @@ pub mod module;
 pub mod report;
 pub mod transfer;
 
+pub use beacon::{format_node_id, parse_node_id, Beacon, BeaconError, BeaconSecurity, BEACON_PORT};
 pub use channel::{Config, Connection, Event, Psk, Role, Security};
 pub use error::{ChannelError, FrameError, TransferError};
 pub use message::{
     ChunkInfo, Codec, Handshake, Hash, Hello, Message, MigrationReport, ModuleRefusal, NackReason,
-    Offer, Role as TaskRole, TaskStatus, TaskSummary, Transfer, PROTOCOL_VERSION,
+    Offer, Role as TaskRole, TaskStatus, TaskSummary, Transfer, MAX_CONSOLE_INPUT, MAX_TAG_LEN,
+    PROTOCOL_VERSION,
 };
 pub use module::{ModuleError, ModulePush, ModuleUpload, PushPhase};
 pub use report::{EventRecord, NodeEvent, NodeStatus, SyncReport, TaskRef};

@@ -11,6 +11,9 @@ pub use tern_migration::ModuleRefusal;
 /// Version of this protocol; a peer speaking another version is refused.
 pub const PROTOCOL_VERSION: u16 = 4;
 
+/// Longest task tag a node keeps ([`Message::StartTask`]).
+pub const MAX_TAG_LEN: usize = 64;
+
 /// A 32-byte SHA-256 digest.
 pub type Hash = [u8; 32];
 
@@ -189,6 +192,8 @@ pub struct TaskSummary {
     pub last_sync_ms_ago: Option<u64>,
     /// Name of the sync-interval policy in force for the task, if it is synced.
     pub policy: Option<String>,
+    /// The tag the task was started with, if any ([`Message::StartTask`]).
+    pub tag: Option<String>,
 }
 
 /// What a node measured while migrating a task (the answer to
@@ -354,10 +359,16 @@ pub enum Message {
         dropped: u64,
     },
     /// Client → node: start a task with the arguments of the shell's `run`
-    /// (`["ep", "S"]`); answered by [`Message::Started`] or a nack.
+    /// (`["ep", "S"]`); answered by [`Message::Started`] or a nack. With a
+    /// `tag`, the start is idempotent: a node that already has a task with
+    /// this tag answers with that task instead of starting another (a
+    /// client that lost the answer asks again safely).
     StartTask {
         /// The arguments.
         args: Vec<String>,
+        /// The client's name for the task (at most [`MAX_TAG_LEN`] bytes):
+        /// kept with the task across migrations, listed and in its events.
+        tag: Option<String>,
     },
     /// Node → client: the task started.
     Started {
@@ -374,6 +385,23 @@ pub enum Message {
     Killed {
         /// Task identity.
         task_id: u64,
+    },
+    /// Client → node: make this connection a console session: the node's
+    /// shell with its own line editor, and the node's log lines; answered
+    /// by [`Message::ConsoleOutput`] (the banner and the prompt), then
+    /// output as it comes, until the connection closes.
+    ConsoleOpen,
+    /// Client → node: bytes typed on the session's console (as a serial
+    /// terminal sends them: CR ends a line, DEL or BS erases).
+    ConsoleInput {
+        /// The bytes, at most [`MAX_CONSOLE_INPUT`].
+        bytes: Vec<u8>,
+    },
+    /// Node → client: console text: the editor's echo, commands' answers and
+    /// the node's log lines (its events, rendered as on the serial console).
+    ConsoleOutput {
+        /// The text (CR LF line ends).
+        text: String,
     },
     /// Either peer → node: does it hold task module `module`? Answered by
     /// [`Message::ModuleHeld`].
@@ -414,3 +442,6 @@ pub enum Message {
         detail: String,
     },
 }
+
+/// Most bytes one [`Message::ConsoleInput`] may carry.
+pub const MAX_CONSOLE_INPUT: usize = 4096;

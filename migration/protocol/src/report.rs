@@ -52,6 +52,8 @@ pub struct TaskRef {
     pub local_id: u32,
     /// What the task is, as its kind names it (`ep S`).
     pub name: String,
+    /// The tag it was started with, if any.
+    pub tag: Option<String>,
 }
 
 /// One sync as its sender (the task's owner) measured it.
@@ -315,6 +317,22 @@ pub enum NodeEvent {
         peer: String,
         /// Why.
         reason: String,
+    },
+    /// The node's IPv4 address changed.
+    Addressed {
+        /// The address and prefix (`10.0.2.100/24`), or `None` when it was lost.
+        address: Option<String>,
+        /// Where it came from, in words (`dhcp from 10.0.2.1`, `link-local`).
+        source: String,
+    },
+    /// The node set its wall clock from a time server.
+    ClockSet {
+        /// The Unix time it set, in milliseconds.
+        unix_ms: u64,
+        /// The server (`10.0.2.1`).
+        server: String,
+        /// The query's round trip, in milliseconds.
+        rtt_ms: u64,
     },
     /// A task logged a line (a Wasm task's `tern.log`).
     TaskLog {

@@ -115,6 +115,7 @@ fn message() -> impl Strategy<Value = Message> {
                     TaskStatus::Replica,
                 ][status as usize],
                 last_sync_ms_ago,
+                tag: policy.clone(),
                 policy,
             },
         );
@@ -142,6 +143,7 @@ fn message() -> impl Strategy<Value = Message> {
         });
     let task =
         (any::<u64>(), any::<u32>(), "[a-z ]{1,8}").prop_map(|(task_id, local_id, name)| TaskRef {
+            tag: Some(name.clone()),
             task_id,
             local_id,
             name,
@@ -241,8 +243,10 @@ fn message() -> impl Strategy<Value = Message> {
         status.prop_map(Message::NodeStatus),
         any::<u64>().prop_map(|after| Message::Subscribe { after }),
         (records, any::<u64>()).prop_map(|(records, dropped)| Message::Events { records, dropped }),
-        prop::collection::vec("[a-zA-Z0-9]{1,6}", 0..4)
-            .prop_map(|args| Message::StartTask { args }),
+        prop::collection::vec("[a-zA-Z0-9]{1,6}", 0..4).prop_map(|args| Message::StartTask {
+            tag: args.first().cloned(),
+            args
+        }),
         any::<u64>().prop_map(|task_id| Message::Started { task_id }),
         any::<u64>().prop_map(|task_id| Message::KillTask { task_id }),
         any::<u64>().prop_map(|task_id| Message::Killed { task_id }),

@@ -460,6 +460,7 @@ fn inspector_list_and_fetch_copy_without_moving_ownership() {
         status: TaskStatus::Running,
         last_sync_ms_ago: None,
         policy: None,
+        tag: None,
     }];
     node.send(&Message::Tasks(tasks.clone())).unwrap();
     let (ev, _) = pump(&mut inspector, &mut node);

@@ -1,4 +1,5 @@
-//! The control service's shell commands: `key`, `migrate`, `sync`, `codec`.
+//! The control service's shell commands: `key`, `migrate`, `sync`, `codec`,
+//! `peers`.
 
 use alloc::rc::Rc;
 use alloc::string::{String, ToString};
@@ -8,14 +9,15 @@ use core::fmt::Write;
 
 use tern_protocol::{Psk, Security};
 
-use super::{parse_endpoint, parse_key, CodecMode, Control};
+use super::{parse_key, CodecMode, Control};
 use crate::kernel::Kernel;
 use crate::shell::{Command, CommandResult};
 use crate::tasks::parse_id;
 
 /// The commands on the shared `control`.
 pub(super) fn commands(control: &Rc<RefCell<Control>>) -> Vec<Command> {
-    let (key, migrate, sync, codec) = (
+    let (key, migrate, sync, codec, peers) = (
+        control.clone(),
         control.clone(),
         control.clone(),
         control.clone(),
@@ -30,7 +32,7 @@ pub(super) fn commands(control: &Rc<RefCell<Control>>) -> Vec<Command> {
         ),
         Command::new(
             "migrate",
-            "<id> <address>[:port]",
+            "<id> <address>[:port]|<node id>",
             "live-migrate a task to another node",
             move |k, args, out| migrate_command(&migrate, k, args, out)
         ),
@@ -45,6 +47,16 @@ pub(super) fn commands(control: &Rc<RefCell<Control>>) -> Vec<Command> {
             "[adaptive|none|lz4|zstd-1|zstd-3|zstd-9]",
             "show or set how migrations and syncs started here compress",
             move |_, args, out| codec_command(&codec, args, out)
+        ),
+        Command::new(
+            "peers",
+            "",
+            "list the nodes heard on the LAN (their beacons)",
+            move |k, _, out| {
+                let now_ns = k.board().clock().now_ns();
+                peers.borrow().print_peers(now_ns, out);
+                Ok(())
+            }
         ),
     ]
 }
@@ -102,12 +114,12 @@ fn migrate_command(
     args: &[&str],
     out: &mut dyn Write,
 ) -> CommandResult {
-    const USAGE: &str = "usage: migrate <id> <address>[:port]";
+    const USAGE: &str = "usage: migrate <id> <address>[:port]|<node id>";
     let [id, to] = args else {
         return Err(USAGE.into());
     };
     let id = parse_id(&[id], USAGE)?;
-    let to = parse_endpoint(to).map_err(|e| e.to_string())?;
+    let to = control.borrow().resolve(to).map_err(|e| e.to_string())?;
     let line = kernel
         .with_turn(|turn| control.borrow_mut().migrate(id, to, turn))
         .map_err(|e| e.to_string())?;
@@ -116,7 +128,7 @@ fn migrate_command(
 }
 
 /// Arguments of `sync`.
-const SYNC_USAGE: &str = "[<id> <address>[:port] | stop <id> | lease [<ms>]]";
+const SYNC_USAGE: &str = "[<id> <address>[:port]|<node id> | stop <id> | lease [<ms>]]";
 
 fn sync_command(
     control: &RefCell<Control>,
@@ -151,7 +163,7 @@ fn sync_command(
         }
         [id, to] => {
             let id = parse_id(&[id], &usage())?;
-            let to = parse_endpoint(to).map_err(|e| e.to_string())?;
+            let to = control.borrow().resolve(to).map_err(|e| e.to_string())?;
             let line = control
                 .borrow_mut()
                 .sync(id, to, now_ns)

@@ -22,9 +22,12 @@ pub enum ControlError {
     /// The node has no IPv4 address to connect from.
     #[error("this node has no IPv4 address (set one with 'net <address>/<prefix>')")]
     NoAddress,
-    /// The destination is not `address[:port]`.
-    #[error("'{0}' is not <IPv4 address>[:<port>]")]
+    /// The destination is not `address[:port]` nor a node id.
+    #[error("'{0}' is not <IPv4 address>[:<port>] nor a node id (12 hex digits)")]
     BadAddress(String),
+    /// A node id no beacon has announced lately.
+    #[error("node {0} has not been heard on the LAN (see 'peers')")]
+    UnknownNode(String),
     /// No such task here.
     #[error("no task {0}")]
     NoTask(String),

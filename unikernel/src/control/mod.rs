@@ -16,7 +16,9 @@
 //! - [`session`]: sync sessions, and failover when a lease expires;
 //! - [`replicas`]: replicas held, migrations accepted, leases: the rules of
 //!   ownership, without sockets;
-//! - [`commands`]: the shell's `key`, `migrate`, `sync` and `codec`;
+//! - [`discovery`]: this node's beacon on the LAN and the peers it hears;
+//! - [`console`]: network consoles on the server's connections;
+//! - [`commands`]: the shell's `key`, `migrate`, `sync`, `codec` and `peers`;
 //! - [`encoder`]: the chunk codecs of migrations and syncs.
 //!
 //! What they all use (the board, the network stack, the task table, the
@@ -24,6 +26,8 @@
 //! other through [`Parts`].
 
 mod commands;
+mod console;
+mod discovery;
 mod encoder;
 mod error;
 mod link;
@@ -37,6 +41,7 @@ mod tests;
 #[cfg(test)]
 mod tests_wasm;
 
+pub use discovery::{Peer, PEER_TTL_NS};
 pub use encoder::CodecMode;
 pub use error::ControlError;
 pub use link::Timeouts;
@@ -58,9 +63,10 @@ use tern_protocol::{
     Config, Hello, NodeEvent, Outgoing, Replica, Security, Transfer, PROTOCOL_VERSION,
 };
 
-use crate::kernel::{Kernel, Service, ServiceStatus, SharedEntropy, Turn};
+use crate::kernel::{Kernel, RemoteConsoles, Service, ServiceStatus, SharedEntropy, Turn};
 use crate::net::SharedNet;
 use crate::tasks::SharedTasks;
+use discovery::Discovery;
 use migration::Migrations;
 use replicas::{HeldReplica, ReplicaStore};
 use server::Server;
@@ -114,6 +120,8 @@ pub(crate) struct Context {
     /// Sockets of finished connections, closing; dropped once closed or at
     /// the deadline.
     closing: Vec<(SocketHandle, u64)>,
+    /// Where network consoles are opened (the kernel serves them).
+    consoles: RemoteConsoles,
 }
 
 impl Context {
@@ -217,6 +225,7 @@ pub(crate) struct Parts<'a, 't> {
     replicas: &'a mut ReplicaStore,
     migrations: &'a mut Migrations,
     sessions: &'a mut Sessions,
+    discovery: &'a Discovery,
     turn: &'a mut Turn<'t>,
 }
 
@@ -271,6 +280,7 @@ pub struct Control {
     server: Server,
     migrations: Migrations,
     sessions: Sessions,
+    discovery: Discovery,
 }
 
 impl Control {
@@ -281,6 +291,7 @@ impl Control {
         net: SharedNet,
         tasks: SharedTasks,
         entropy: Option<SharedEntropy>,
+        consoles: RemoteConsoles,
     ) -> Self {
         let node_id = node_id_from_mac(net.borrow().mac_address());
         let mut ctx = Context {
@@ -294,14 +305,17 @@ impl Control {
             codec_mode: CodecMode::Adaptive,
             next_port: FIRST_LOCAL_PORT,
             closing: Vec::new(),
+            consoles,
         };
         let server = Server::new(&mut ctx);
+        let discovery = Discovery::new(&mut ctx);
         Self {
             ctx,
             replicas: ReplicaStore::new(DEFAULT_LEASE_NS),
             server,
             migrations: Migrations::default(),
             sessions: Sessions::default(),
+            discovery,
         }
     }
 
@@ -371,6 +385,22 @@ impl Control {
         self.sessions.print(&self.replicas, now_ns, out);
     }
 
+    /// `address[:port]`, or the id of a node heard on the LAN, as the
+    /// endpoint of its control service.
+    pub fn resolve(&self, text: &str) -> Result<IpEndpoint, ControlError> {
+        self.discovery.resolve(text)
+    }
+
+    /// The nodes heard on the LAN lately.
+    pub fn peers(&self) -> &[Peer] {
+        self.discovery.peers()
+    }
+
+    /// Prints the nodes heard on the LAN.
+    pub fn print_peers(&self, now_ns: u64, out: &mut dyn core::fmt::Write) {
+        self.discovery.print(now_ns, out);
+    }
+
     /// How long a standby waits without word from the owner.
     pub fn lease_ns(&self) -> u64 {
         self.replicas.lease_ns()
@@ -399,14 +429,16 @@ impl Control {
     }
 
     fn poll_once(&mut self, turn: &mut Turn<'_>) -> bool {
+        let mut busy = self.discovery.poll(&self.ctx, turn.now_ns);
         let mut parts = Parts {
             ctx: &mut self.ctx,
             replicas: &mut self.replicas,
             migrations: &mut self.migrations,
             sessions: &mut self.sessions,
+            discovery: &self.discovery,
             turn: &mut *turn,
         };
-        let mut busy = self.server.poll(&mut parts);
+        busy |= self.server.poll(&mut parts);
         busy |= self.sessions.poll(&mut self.ctx, &mut self.replicas, turn);
         let (moved, answers) = self
             .migrations
@@ -469,6 +501,7 @@ pub fn install(kernel: &mut Kernel, net: SharedNet, tasks: SharedTasks) -> Rc<Re
         net,
         tasks,
         kernel.entropy().cloned(),
+        kernel.remote_consoles(),
     )));
     kernel.add_service(Box::new(ControlService(control.clone())));
     for command in commands::commands(&control) {

@@ -1,8 +1,8 @@
 //! The inbound side of the control service: [`LISTENERS`] listening sockets
 //! on [`CONTROL_PORT`], each serving one authenticated peer at a time —
 //! `List`, `Status`, `Fetch`, `Ping`, `MigrateTo`, `StartTask`, `KillTask`,
-//! a `Subscribe`d event stream, task modules (`ModuleQuery`, `ModulePart`),
-//! and offers (`Replicate` and `Standby`
+//! a `Subscribe`d event stream, a network console (`ConsoleOpen`), task
+//! modules (`ModuleQuery`, `ModulePart`), and offers (`Replicate` and `Standby`
 //! copies kept as this node's replica of a task, `Migrate` transfers that
 //! resume the task here). A peer that fails the handshake, sends garbage or
 //! replays frames loses its connection only.
@@ -20,21 +20,23 @@ use tern_migration::{Limits, ResumeError};
 use tern_protocol::{
     Connection, Event, Incoming, Message, NackReason, NodeEvent, NodeStatus, Offer, Outgoing,
     Policy, Replica, SendPhase, TaskRole, TaskStatus, TaskSummary, Transfer, TransferError,
+    MAX_TAG_LEN,
 };
 
+use super::console;
 use super::link::Link;
 use super::migration::Answer;
 use super::modules;
 use super::replicas::{HeldReplica, ReplicaVerdict};
-use super::{
-    parse_endpoint, step_down, ControlError, Parts, CONTROL_PORT, KEEP_ALIVE_MS, LOW_WATER,
-};
+use super::{step_down, ControlError, Parts, CONTROL_PORT, KEEP_ALIVE_MS, LOW_WATER};
 use crate::events::EventLog;
+use crate::kernel::SharedConsole;
 use crate::tasks::{free_heap, TaskState};
 
 /// Listening sockets: an inspector, a migrating peer (and a reconnecting
-/// one) and an event subscriber can be connected at the same time.
-pub const LISTENERS: usize = 4;
+/// one), an event subscriber and two network consoles can be connected at
+/// the same time.
+pub const LISTENERS: usize = 6;
 
 /// Events sent to a subscriber in one message at most.
 const EVENTS_PER_MESSAGE: usize = 32;
@@ -63,6 +65,8 @@ struct ServerConn {
     job: Job,
     /// The last event sequence number sent to a subscribed peer.
     subscribed: Option<u64>,
+    /// The network console this connection carries, if it opened one.
+    console: Option<SharedConsole>,
 }
 
 impl ServerConn {
@@ -70,6 +74,9 @@ impl ServerConn {
         self.link = None;
         self.job = Job::Idle;
         self.subscribed = None;
+        if let Some(console) = self.console.take() {
+            console.borrow_mut().close();
+        }
     }
 }
 
@@ -87,6 +94,7 @@ impl Server {
                 link: None,
                 job: Job::Idle,
                 subscribed: None,
+                console: None,
             })
             .collect();
         Self { conns }
@@ -279,6 +287,9 @@ impl Server {
                 busy = true;
             }
         }
+        if let Some(console) = conn.console.as_ref() {
+            busy |= console::feed(console, link);
+        }
         if let Some(after) = conn.subscribed {
             let (records, dropped) = events.after(after);
             let records: Vec<_> = records.take(EVENTS_PER_MESSAGE).cloned().collect();
@@ -335,6 +346,20 @@ impl Server {
                     },
                 )
             }
+            (job, Message::ConsoleOpen) => {
+                self.conns[i].job = job;
+                if self.conns[i].console.is_none() {
+                    self.conns[i].console = Some(console::open(parts.ctx, peer));
+                }
+                Ok(())
+            }
+            (job, Message::ConsoleInput { bytes }) => {
+                self.conns[i].job = job;
+                match console::input(self.conns[i].console.as_ref(), &bytes) {
+                    Some(refusal) => self.reply(i, &refusal),
+                    None => Ok(()),
+                }
+            }
             (job, Message::ModuleQuery { module }) => {
                 self.conns[i].job = job;
                 let reply = modules::held(parts.ctx, module);
@@ -360,8 +385,8 @@ impl Server {
                     Some(reply) => self.reply(i, &reply),
                 }
             }
-            (Job::Idle, Message::StartTask { args }) => {
-                let reply = start_task(parts, &args, peer);
+            (Job::Idle, Message::StartTask { args, tag }) => {
+                let reply = start_task(parts, &args, tag, peer);
                 self.reply(i, &reply)
             }
             (Job::Idle, Message::KillTask { task_id }) => {
@@ -376,7 +401,7 @@ impl Server {
                     .borrow_mut()
                     .by_task_id(task_id)
                     .map(|e| e.id);
-                let started = match (local, parse_endpoint(&to)) {
+                let started = match (local, parts.discovery.resolve(&to)) {
                     (Some(id), Ok(to)) => parts.migrations.start(
                         parts.ctx,
                         parts.turn,
@@ -625,7 +650,13 @@ impl Server {
                 let progress = resumed.task.task.progress();
                 let task = {
                     let mut tasks = parts.ctx.tasks.borrow_mut();
-                    let id = tasks.add_with_id(resumed.task, None, offer.epoch, offer.task_id);
+                    let id = tasks.add_with_id(
+                        resumed.task,
+                        None,
+                        offer.epoch,
+                        offer.task_id,
+                        resumed.tag,
+                    );
                     tasks.get_mut(id).map(|e| e.task_ref())
                 };
                 parts
@@ -664,12 +695,28 @@ impl Server {
     }
 }
 
-/// `StartTask`: starts the task `args` name, as the shell's `run` would.
-fn start_task(parts: &mut Parts<'_, '_>, args: &[String], peer: &str) -> Message {
+/// `StartTask`: starts the task `args` name, as the shell's `run` would;
+/// a task already here under `tag` is the answer instead.
+fn start_task(
+    parts: &mut Parts<'_, '_>,
+    args: &[String],
+    tag: Option<String>,
+    peer: &str,
+) -> Message {
+    if tag.as_ref().is_some_and(|t| t.len() > MAX_TAG_LEN) {
+        return Message::Nack(NackReason::StartRefused);
+    }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let free = free_heap(parts.ctx.board);
     let mut tasks = parts.ctx.tasks.borrow_mut();
-    let started = tasks.start(&args, None, free).and_then(|id| {
+    if let Some(task_id) = tag
+        .as_deref()
+        .and_then(|t| tasks.by_tag(t))
+        .map(|e| e.task_id)
+    {
+        return Message::Started { task_id };
+    }
+    let started = tasks.start(&args, None, free, tag).and_then(|id| {
         tasks
             .get_mut(id)
             .map(|e| (e.task_ref(), e.epoch))
@@ -734,6 +781,7 @@ pub(super) fn list(parts: &Parts<'_, '_>, now_ns: u64) -> Vec<TaskSummary> {
                 },
                 last_sync_ms_ago,
                 policy,
+                tag: e.tag.clone(),
             }
         })
         .collect();
@@ -753,6 +801,7 @@ pub(super) fn list(parts: &Parts<'_, '_>, now_ns: u64) -> Vec<TaskSummary> {
                 .replicas
                 .leased(task_id)
                 .then(|| tern_sync::policy::DEFAULT_POLICY.into()),
+            tag: None,
         }
     }));
     list

@@ -291,7 +291,7 @@ impl Sessions {
         let progress = resumed.task.task.progress();
         let task = {
             let mut tasks = ctx.tasks.borrow_mut();
-            let id = tasks.add_with_id(resumed.task, None, epoch, task_id);
+            let id = tasks.add_with_id(resumed.task, None, epoch, task_id, resumed.tag);
             tasks.get_mut(id).map(|e| e.task_ref())
         };
         let Some(task) = task else {

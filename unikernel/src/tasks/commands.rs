@@ -70,7 +70,7 @@ fn run(
     };
     let free = free_heap(kernel.board());
     let mut table = tasks.borrow_mut();
-    let id = table.start(task_args, pause_at, free)?;
+    let id = table.start(task_args, pause_at, free, None)?;
     let entry = table.get_mut(id).ok_or("the task vanished")?;
     let _ = writeln!(out, "{} started\r", entry.label());
     let event = NodeEvent::TaskStarted {

@@ -77,7 +77,14 @@ pub struct TaskEntry {
     /// Ownership epoch: 1 for a fresh run, one more than the checkpoint's
     /// for a resumed one (as the host runner counts).
     pub epoch: u64,
+    /// The name a client started the task under, if any: it travels with the
+    /// task's checkpoints (region [`TAG_REGION`]).
+    pub tag: Option<String>,
 }
+
+/// The checkpoint region that carries a task's tag: the kernel's, not the
+/// task kind's (catalogs ignore regions they do not know).
+pub const TAG_REGION: &str = "tern.tag";
 
 impl TaskEntry {
     /// `task 3 (is S)`: how messages name the task.
@@ -91,6 +98,7 @@ impl TaskEntry {
             task_id: self.task_id,
             local_id: self.id,
             name: self.name.clone(),
+            tag: self.tag.clone(),
         }
     }
 
@@ -109,8 +117,18 @@ impl TaskEntry {
         self.task
             .save(&mut snap)
             .map_err(|e| format!("capturing task {id}: {e}"))?;
+        if let Some(tag) = &self.tag {
+            snap.typed(TAG_REGION, tag)
+                .map_err(|e| format!("capturing task {id}: {e}"))?;
+        }
         // The boards have no wall clock: creation time 0 means "unknown".
-        let info = HeaderInfo::for_task(&*self.task, epoch, 0, facts.isa.name(), facts.board);
+        let info = HeaderInfo::for_task(
+            &*self.task,
+            epoch,
+            crate::wallclock::now_unix_ms(),
+            facts.isa.name(),
+            facts.board,
+        );
         let mut bytes = Vec::new();
         write_checkpoint(&mut bytes, &info, &snap, Mode::Full)
             .map_err(|e| format!("writing the checkpoint of task {id}: {e}"))?;
@@ -126,6 +144,8 @@ pub struct Resumed {
     pub from: String,
     /// The checkpoint's epoch.
     pub epoch: u64,
+    /// The task's tag, if its checkpoint carried one.
+    pub tag: Option<String>,
 }
 
 /// The node's tasks, in start order, and the catalog that makes them.
@@ -175,13 +195,14 @@ impl TaskTable {
         (self.node_id << 16) | u64::from(id & 0xffff)
     }
 
-    /// Starts the task `args` name (the catalog's `run` arguments) if its
-    /// state fits in `free_bytes`; returns its local id.
+    /// Starts the task `args` name (the catalog's `run` arguments), under
+    /// `tag` if given, if its state fits in `free_bytes`; returns its local id.
     pub fn start(
         &mut self,
         args: &[&str],
         pause_at: Option<f64>,
         free_bytes: u64,
+        tag: Option<String>,
     ) -> Result<u32, String> {
         let plan = self.catalog.plan(args)?;
         if plan.state_bytes > free_bytes {
@@ -193,7 +214,7 @@ impl TaskTable {
             ));
         }
         let task = self.catalog.start(args)?;
-        Ok(self.add(task, pause_at, 1))
+        Ok(self.add(task, pause_at, 1, tag))
     }
 
     /// Validates `bytes` completely and rebuilds its task with the catalog.
@@ -202,14 +223,26 @@ impl TaskTable {
             read_checkpoint(bytes, limits).map_err(|e| format!("bad checkpoint: {e}"))?;
         let from = format!("{}/{}", restored.header.isa, restored.header.board);
         let epoch = restored.header.epoch;
+        let tag = restored.typed::<String>(TAG_REGION).ok();
         let task = self.catalog.resume(restored)?;
-        Ok(Resumed { task, from, epoch })
+        Ok(Resumed {
+            task,
+            from,
+            epoch,
+            tag,
+        })
     }
 
     /// Adds a task started here, in state `Running`; returns its id.
-    pub fn add(&mut self, task: NewTask, pause_at: Option<f64>, epoch: u64) -> u32 {
+    pub fn add(
+        &mut self,
+        task: NewTask,
+        pause_at: Option<f64>,
+        epoch: u64,
+        tag: Option<String>,
+    ) -> u32 {
         let task_id = self.global_id(self.next_id);
-        self.add_with_id(task, pause_at, epoch, task_id)
+        self.add_with_id(task, pause_at, epoch, task_id, tag)
     }
 
     /// Adds a task that keeps its global id `task_id` (a migrated one), in
@@ -220,6 +253,7 @@ impl TaskTable {
         pause_at: Option<f64>,
         epoch: u64,
         task_id: u64,
+        tag: Option<String>,
     ) -> u32 {
         let id = self.next_id;
         self.next_id += 1;
@@ -231,8 +265,16 @@ impl TaskTable {
             state: TaskState::Running,
             pause_at,
             epoch,
+            tag,
         });
         id
+    }
+
+    /// The task started under `tag`, if one is here.
+    pub fn by_tag(&mut self, tag: &str) -> Option<&mut TaskEntry> {
+        self.entries
+            .iter_mut()
+            .find(|e| e.tag.as_deref() == Some(tag))
     }
 
     /// The task with this id.

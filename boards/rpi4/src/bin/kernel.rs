@@ -76,7 +76,7 @@ fn main(_dtb: usize) -> ! {
         Devices {
             net,
             entropy: Some(Box::new(rng)),
-            boot_commands: alloc::string::String::new(),
+            boot_commands: tern_board_common::provision::provisioned_commands(),
         }
     };
     // SAFETY: called once at EL1 with the MMU off, vectors installed; the

@@ -1,6 +1,6 @@
 //! Any bytes from a peer: the frame decoder, both message decoders, the
-//! handshake and both transfer phase machines return values or typed errors,
-//! never a panic, with bounded memory.
+//! handshake, both transfer phase machines and the discovery beacon's
+//! decoder return values or typed errors, never a panic, with bounded memory.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -40,6 +40,9 @@ fn checkpoint() -> &'static Vec<u8> {
 const MAX: u32 = 1 << 16;
 
 fuzz_target!(|data: &[u8]| {
+    // A datagram on the beacon port.
+    let _ = tern_protocol::Beacon::decode(data, Some(&Psk([7; 32])));
+
     // The handshake side of a server, fed in two pieces.
     let hello = Hello {
         version: tern_protocol::PROTOCOL_VERSION,

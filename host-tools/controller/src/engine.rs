@@ -1,0 +1,1269 @@
+//! The live controller: one thread owns the scheduling core and the
+//! database and carries the core's actions out on the nodes; one agent
+//! thread per node owns its control connection (commands, events, a status
+//! poll that doubles as the node's lease). The HTTP API talks to it through
+//! a [`Controller`] handle: commands with replies, a read-only database
+//! connection for queries, and a broadcast of changes for the UI.
+//!
+//! Every change is written to the database before it is acted on (a start
+//! request's epoch before the request leaves), so a controller killed at
+//! any point and started again on the same database finds every task done,
+//! running on a node (its run is looked up by tag in the nodes' status), or
+//! waiting; a run it cannot find anywhere starts again, a stale one it finds
+//! (an older epoch) is stopped, and a result is recorded once.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::sync::{broadcast, oneshot};
+
+use crate::catalogue::Catalogue;
+use crate::driver::{
+    parse_tag, tag, Connector, DriverError, Moved, NodeEvent, NodeLink, NodeStatus, RunState,
+    StartRequest,
+};
+use crate::model::{parse_submission, FieldError, NodeId, NodeSpec, PolicyKind, TaskId, TaskState};
+use crate::sched::{Action, NodeState, Phase, SchedConfig, Scheduler};
+use crate::store::{Store, StoreError, TaskRow};
+
+/// Seconds since the Unix epoch.
+pub fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// The service's settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// A node that has not answered for this long is down.
+    pub lease: Duration,
+    /// How often each node's status is read.
+    pub heartbeat: Duration,
+    /// The scheduling core's settings.
+    pub sched: SchedConfig,
+    /// The policy of a submission that names none.
+    pub default_policy: PolicyKind,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            lease: Duration::from_secs(3),
+            heartbeat: Duration::from_millis(500),
+            sched: SchedConfig::default(),
+            default_policy: PolicyKind::Tern,
+        }
+    }
+}
+
+/// Why a submission was refused.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SubmitError {
+    /// Malformed: each mistake at its field.
+    Invalid(Vec<FieldError>),
+    /// A name is already taken.
+    Conflict(Vec<FieldError>),
+    /// The database failed.
+    Internal(String),
+}
+
+/// An accepted submission.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Submitted {
+    /// Its batch.
+    pub batch: i64,
+    /// Its tasks' ids, in order.
+    pub tasks: Vec<TaskId>,
+    /// Its policy.
+    pub policy: PolicyKind,
+    /// Wall time of its placement, ms.
+    pub placement_ms: f64,
+    /// Tasks no node can hold now, with the reason (they wait).
+    pub waiting: Vec<(String, String)>,
+}
+
+type Reply<T> = oneshot::Sender<T>;
+
+/// What the API asks of the engine.
+enum Command {
+    Submit(Vec<u8>, Reply<Result<Submitted, SubmitError>>),
+    Cancel(TaskId, Reply<Result<(), String>>),
+    AddNode(String, bool, Reply<Result<NodeId, String>>),
+    Drain(NodeId, Reply<Result<(), String>>),
+    Remove(NodeId, Reply<Result<(), String>>),
+    Shutdown,
+}
+
+/// What a node's agent tells the engine.
+#[derive(Debug)]
+enum AgentEvent {
+    Started {
+        task: TaskId,
+        epoch: i64,
+        remote: String,
+    },
+    StartFailed {
+        task: TaskId,
+        epoch: i64,
+        error: String,
+    },
+    Migrated {
+        task: TaskId,
+        to: NodeId,
+        moved: Moved,
+    },
+    MigrationFailed {
+        task: TaskId,
+        to: NodeId,
+        error: String,
+    },
+    Event(NodeEvent),
+    Status(NodeStatus),
+    Lost(String),
+    Back,
+}
+
+enum Msg {
+    Command(Command),
+    Agent(NodeId, AgentEvent),
+    Connected {
+        addr: String,
+        local: bool,
+        result: Result<(Box<dyn NodeLink>, NodeStatus), DriverError>,
+        reply: Reply<Result<NodeId, String>>,
+    },
+}
+
+/// What the engine asks of an agent.
+enum AgentCmd {
+    Start(StartRequest, i64),
+    Migrate {
+        task: TaskId,
+        remote: String,
+        to: NodeId,
+        to_addr: String,
+    },
+    Cancel(String),
+    Stop,
+}
+
+/// A change, as the UI's event stream carries it (JSON).
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Change {
+    /// A task changed.
+    Task {
+        /// Its id.
+        id: TaskId,
+        /// Its state.
+        state: TaskState,
+        /// Its node.
+        node_id: Option<NodeId>,
+        /// Its progress.
+        progress: f64,
+        /// Why it waits.
+        reason: Option<String>,
+    },
+    /// A node changed.
+    Node {
+        /// Its id.
+        id: NodeId,
+        /// Its state.
+        state: NodeState,
+    },
+    /// A batch arrived.
+    Batch {
+        /// Its id.
+        id: i64,
+    },
+    /// A migration started or ended.
+    Migration {
+        /// The task.
+        task: TaskId,
+        /// From.
+        from: NodeId,
+        /// To.
+        to: NodeId,
+        /// `started`, `done`, `failed`.
+        phase: &'static str,
+    },
+}
+
+/// The handle the API uses.
+#[derive(Clone)]
+pub struct Controller {
+    tx: Sender<Msg>,
+    reader: Arc<Mutex<Store>>,
+    changes: broadcast::Sender<String>,
+    catalogue: Arc<Catalogue>,
+    local_board: Arc<Mutex<Option<String>>>,
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The running service: its handle and its thread.
+pub struct Service {
+    /// The handle.
+    pub controller: Controller,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Service {
+    /// Stops the engine and its agents (runs on the nodes go on) and waits.
+    pub fn shutdown(mut self) {
+        let _ = self.controller.tx.send(Msg::Command(Command::Shutdown));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Controller {
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Msg::Command(make(tx))).ok()?;
+        rx.await.ok()
+    }
+
+    /// Submits a body (one task, an array, or a batch with a policy).
+    pub async fn submit(&self, body: Vec<u8>) -> Result<Submitted, SubmitError> {
+        self.ask(|r| Command::Submit(body, r))
+            .await
+            .unwrap_or_else(|| Err(SubmitError::Internal("the controller stopped".into())))
+    }
+
+    /// Cancels a task.
+    pub async fn cancel(&self, task: TaskId) -> Result<(), String> {
+        self.ask(|r| Command::Cancel(task, r))
+            .await
+            .unwrap_or_else(|| Err("the controller stopped".into()))
+    }
+
+    /// Adds the node at `addr` (`host:port`); `local` marks the local node.
+    pub async fn add_node(&self, addr: String, local: bool) -> Result<NodeId, String> {
+        self.ask(|r| Command::AddNode(addr, local, r))
+            .await
+            .unwrap_or_else(|| Err("the controller stopped".into()))
+    }
+
+    /// Drains a node.
+    pub async fn drain(&self, node: NodeId) -> Result<(), String> {
+        self.ask(|r| Command::Drain(node, r))
+            .await
+            .unwrap_or_else(|| Err("the controller stopped".into()))
+    }
+
+    /// Removes a node that runs nothing.
+    pub async fn remove(&self, node: NodeId) -> Result<(), String> {
+        self.ask(|r| Command::Remove(node, r))
+            .await
+            .unwrap_or_else(|| Err("the controller stopped".into()))
+    }
+
+    /// The read-only view of the database.
+    pub fn read(&self) -> MutexGuard<'_, Store> {
+        self.reader.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The stream of changes (JSON [`Change`]s).
+    pub fn subscribe(&self) -> broadcast::Receiver<String> {
+        self.changes.subscribe()
+    }
+
+    /// The program catalogue.
+    pub fn catalogue(&self) -> &Catalogue {
+        &self.catalogue
+    }
+
+    /// The local node's board, once a local node has joined.
+    pub fn local_board(&self) -> Option<String> {
+        self.local_board.lock().ok().and_then(|b| b.clone())
+    }
+}
+
+/// Starts the service on the database at `db`.
+pub fn start(
+    db: &Path,
+    config: EngineConfig,
+    connector: Arc<dyn Connector>,
+    catalogue: Catalogue,
+) -> Result<Service, EngineError> {
+    let store = Store::open(db)?;
+    let reader = Store::open(db)?;
+    let (tx, rx) = mpsc::channel();
+    let (changes, _) = broadcast::channel(4096);
+    let controller = Controller {
+        tx: tx.clone(),
+        reader: Arc::new(Mutex::new(reader)),
+        changes: changes.clone(),
+        catalogue: Arc::new(catalogue.clone()),
+        local_board: Arc::new(Mutex::new(None)),
+    };
+    let mut engine = Engine::new(
+        store,
+        config,
+        connector,
+        catalogue,
+        tx,
+        changes,
+        controller.local_board.clone(),
+    )?;
+    let thread = std::thread::Builder::new()
+        .name("controller".into())
+        .spawn(move || engine.run(rx))
+        .expect("spawning the controller thread");
+    Ok(Service {
+        controller,
+        thread: Some(thread),
+    })
+}
+
+struct Agent {
+    addr: String,
+    tx: Sender<AgentCmd>,
+    thread: Option<JoinHandle<()>>,
+}
+
+struct Engine {
+    store: Store,
+    sched: Scheduler,
+    config: EngineConfig,
+    connector: Arc<dyn Connector>,
+    catalogue: Catalogue,
+    agents: HashMap<NodeId, Agent>,
+    tx: Sender<Msg>,
+    changes: broadcast::Sender<String>,
+    local_board: Arc<Mutex<Option<String>>>,
+    /// Runs a restart has not found on a node yet: task → (node, tag).
+    unconfirmed: HashMap<TaskId, (NodeId, String)>,
+    /// Nodes that answered since the restart.
+    reported: HashSet<NodeId>,
+    /// When the engine started (unconfirmed runs are given up after a lease).
+    born: Instant,
+    /// Robust tasks whose node died, and when their failover is due by.
+    orphans: HashMap<TaskId, Instant>,
+    /// Last progress written per task (writes are throttled).
+    progress: HashMap<TaskId, f64>,
+}
+
+fn db_error(e: StoreError) -> String {
+    format!("database: {e}")
+}
+
+impl Engine {
+    fn new(
+        store: Store,
+        config: EngineConfig,
+        connector: Arc<dyn Connector>,
+        catalogue: Catalogue,
+        tx: Sender<Msg>,
+        changes: broadcast::Sender<String>,
+        local_board: Arc<Mutex<Option<String>>>,
+    ) -> Result<Self, StoreError> {
+        let sched = Scheduler::new(config.sched.clone(), store.load_history()?);
+        let mut engine = Self {
+            store,
+            sched,
+            config,
+            connector,
+            catalogue,
+            agents: HashMap::new(),
+            tx,
+            changes,
+            local_board,
+            unconfirmed: HashMap::new(),
+            reported: HashSet::new(),
+            born: Instant::now(),
+            orphans: HashMap::new(),
+            progress: HashMap::new(),
+        };
+        engine.restore()?;
+        Ok(engine)
+    }
+
+    /// Rebuilds the core from the database after a (re)start.
+    fn restore(&mut self) -> Result<(), StoreError> {
+        let now = now();
+        for node in self.store.nodes()? {
+            self.sched.add_node(now, node.id, node.spec.clone());
+            if node.state == NodeState::Draining {
+                self.sched.drain(now, node.id);
+            }
+            if node.spec.local {
+                self.set_local_board(&node.spec.board);
+            }
+            self.spawn_agent(node.id, node.addr.clone(), None);
+        }
+        for row in self.store.tasks()? {
+            if row.state.is_final() {
+                continue;
+            }
+            let at = match (row.state, row.node_id) {
+                (TaskState::Starting | TaskState::Running | TaskState::Migrating, Some(node)) => {
+                    self.unconfirmed
+                        .insert(row.id, (node, tag(row.id, row.epoch)));
+                    Some((node, row.started_at.unwrap_or(now), row.progress))
+                }
+                _ => None,
+            };
+            self.sched.restore(now, row.id, row.spec, row.policy, at);
+        }
+        let actions = self.sched.tick(now);
+        self.execute(now, actions);
+        Ok(())
+    }
+
+    fn set_local_board(&self, board: &str) {
+        if let Ok(mut b) = self.local_board.lock() {
+            *b = Some(board.to_string());
+        }
+    }
+
+    fn emit(&self, change: Change) {
+        if let Ok(json) = serde_json::to_string(&change) {
+            let _ = self.changes.send(json);
+        }
+    }
+
+    fn emit_task(&self, id: TaskId) {
+        if let Ok(Some(row)) = self.store.task(id) {
+            self.emit(Change::Task {
+                id,
+                state: row.state,
+                node_id: row.node_id,
+                progress: row.progress,
+                reason: row.reason,
+            });
+        }
+    }
+
+    fn run(&mut self, rx: Receiver<Msg>) {
+        loop {
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(Msg::Command(Command::Shutdown)) | Err(RecvTimeoutError::Disconnected) => break,
+                Ok(msg) => self.handle(msg),
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            self.housekeeping();
+        }
+        for (_, agent) in self.agents.drain() {
+            let _ = agent.tx.send(AgentCmd::Stop);
+            if let Some(t) = agent.thread {
+                let _ = t.join();
+            }
+        }
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        let now = now();
+        match msg {
+            Msg::Command(cmd) => self.command(now, cmd),
+            Msg::Agent(node, event) => self.agent_event(now, node, event),
+            Msg::Connected {
+                addr,
+                local,
+                result,
+                reply,
+            } => {
+                let _ = reply.send(self.node_connected(now, &addr, local, result));
+            }
+        }
+    }
+
+    /// Gives up on runs a restart could not find, and on failovers that never came.
+    fn housekeeping(&mut self) {
+        let now = now();
+        let lease = self.config.lease;
+        let all_reported = self.agents.keys().all(|n| self.reported.contains(n));
+        if !self.unconfirmed.is_empty() && (all_reported || self.born.elapsed() > lease * 2) {
+            let missing: Vec<TaskId> = self.unconfirmed.drain().map(|(t, _)| t).collect();
+            for task in missing {
+                self.requeue(
+                    now,
+                    task,
+                    "lost",
+                    "its node no longer has it (controller restart)",
+                );
+                let actions = self.sched.lost(now, task);
+                self.execute(now, actions);
+            }
+        }
+        let due: Vec<TaskId> = self
+            .orphans
+            .iter()
+            .filter(|(_, at)| at.elapsed() > lease * 2)
+            .map(|(t, _)| *t)
+            .collect();
+        for task in due {
+            self.orphans.remove(&task);
+            self.requeue(now, task, "lost", "its node died and no standby took over");
+            let actions = self.sched.failover_missed(now, task);
+            self.execute(now, actions);
+        }
+    }
+
+    fn requeue(&mut self, now: f64, task: TaskId, outcome: &str, reason: &str) {
+        if let Err(e) = self.store.task_requeued(task, outcome, reason, now) {
+            eprintln!("controller: {e}");
+        }
+        self.emit_task(task);
+    }
+
+    fn command(&mut self, now: f64, cmd: Command) {
+        match cmd {
+            Command::Submit(body, reply) => {
+                let _ = reply.send(self.submit(now, &body));
+            }
+            Command::Cancel(task, reply) => {
+                let _ = reply.send(self.cancel(now, task));
+            }
+            Command::AddNode(addr, local, reply) => {
+                if let Some(existing) = self
+                    .store
+                    .nodes()
+                    .ok()
+                    .and_then(|n| n.into_iter().find(|n| n.addr == addr))
+                {
+                    let _ = reply.send(Err(format!(
+                        "{addr} is already in the cluster (node {})",
+                        existing.id
+                    )));
+                    return;
+                }
+                // Connecting may take a while: not on this thread.
+                let connector = self.connector.clone();
+                let tx = self.tx.clone();
+                std::thread::spawn(move || {
+                    let result = connector
+                        .connect(&addr)
+                        .and_then(|mut link| link.status().map(|s| (link, s)));
+                    let _ = tx.send(Msg::Connected {
+                        addr,
+                        local,
+                        result,
+                        reply,
+                    });
+                });
+            }
+            Command::Drain(node, reply) => {
+                let r = if self.sched.node_state(node).is_none() {
+                    Err(format!("no node {node}"))
+                } else {
+                    self.store
+                        .set_node_state(node, NodeState::Draining, None)
+                        .map_err(db_error)
+                        .map(|()| {
+                            let actions = self.sched.drain(now, node);
+                            self.emit(Change::Node {
+                                id: node,
+                                state: NodeState::Draining,
+                            });
+                            self.execute(now, actions);
+                        })
+                };
+                let _ = reply.send(r);
+            }
+            Command::Remove(node, reply) => {
+                let r = self.sched.remove_node(node).and_then(|()| {
+                    self.store.remove_node(node, now).map_err(db_error)?;
+                    if let Some(agent) = self.agents.remove(&node) {
+                        let _ = agent.tx.send(AgentCmd::Stop);
+                    }
+                    Ok(())
+                });
+                let _ = reply.send(r);
+            }
+            Command::Shutdown => {}
+        }
+    }
+
+    fn node_connected(
+        &mut self,
+        now: f64,
+        addr: &str,
+        local: bool,
+        result: Result<(Box<dyn NodeLink>, NodeStatus), DriverError>,
+    ) -> Result<NodeId, String> {
+        let (link, status) = result.map_err(|e| e.to_string())?;
+        let local = local
+            && !self
+                .store
+                .nodes()
+                .map_err(db_error)?
+                .iter()
+                .any(|n| n.spec.local);
+        let spec = NodeSpec {
+            name: addr.to_string(),
+            board: status.board.clone(),
+            cores: status.cores,
+            memory_mb: status.memory_mb,
+            gpu: status.gpu,
+            local,
+        };
+        let id = self
+            .store
+            .add_node(addr, &spec, &status.isa, now)
+            .map_err(|e| e.to_string())?;
+        if local {
+            self.set_local_board(&spec.board);
+        }
+        self.reported.insert(id);
+        let actions = self.sched.add_node(now, id, spec);
+        self.spawn_agent(id, addr.to_string(), Some(link));
+        self.emit(Change::Node {
+            id,
+            state: NodeState::Up,
+        });
+        self.execute(now, actions);
+        Ok(id)
+    }
+
+    fn spawn_agent(&mut self, node: NodeId, addr: String, link: Option<Box<dyn NodeLink>>) {
+        let (tx, rx) = mpsc::channel();
+        let engine = self.tx.clone();
+        let connector = self.connector.clone();
+        let (lease, heartbeat) = (self.config.lease, self.config.heartbeat);
+        let a = addr.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("node-{node}"))
+            .spawn(move || agent(node, a, connector, link, rx, engine, lease, heartbeat))
+            .expect("spawning a node agent");
+        self.agents.insert(
+            node,
+            Agent {
+                addr,
+                tx,
+                thread: Some(thread),
+            },
+        );
+    }
+
+    fn submit(&mut self, now: f64, body: &[u8]) -> Result<Submitted, SubmitError> {
+        let sub = parse_submission(body, &self.catalogue, self.config.default_policy)
+            .map_err(SubmitError::Invalid)?;
+        let (batch, ids) = match self.store.insert_batch(sub.policy, &sub.tasks, now) {
+            Ok(x) => x,
+            Err(StoreError::DuplicateName { name, existing }) => {
+                let i = sub.tasks.iter().position(|t| t.name == name).unwrap_or(0);
+                let path = if sub.tasks.len() == 1 {
+                    "name".to_string()
+                } else {
+                    format!("tasks[{i}].name")
+                };
+                return Err(SubmitError::Conflict(vec![FieldError {
+                    path,
+                    message: format!("name {name} is already used by task {existing}"),
+                }]));
+            }
+            Err(e) => return Err(SubmitError::Internal(e.to_string())),
+        };
+        let t0 = Instant::now();
+        let actions = self.sched.submit(
+            now,
+            ids.iter().copied().zip(sub.tasks.iter().cloned()).collect(),
+            sub.policy,
+        );
+        let placement_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let _ = self.store.set_placement_ms(batch, placement_ms);
+        let mut waiting = Vec::new();
+        for (id, spec) in ids.iter().zip(&sub.tasks) {
+            if let Some(reason) = self.sched.reason(*id) {
+                let _ = self
+                    .store
+                    .set_task_state(*id, TaskState::Queued, Some(reason), now);
+                waiting.push((spec.name.clone(), reason.to_string()));
+            }
+        }
+        self.emit(Change::Batch { id: batch });
+        self.execute(now, actions);
+        Ok(Submitted {
+            batch,
+            tasks: ids,
+            policy: sub.policy,
+            placement_ms,
+            waiting,
+        })
+    }
+
+    fn cancel(&mut self, now: f64, task: TaskId) -> Result<(), String> {
+        let row = self
+            .store
+            .task(task)
+            .map_err(db_error)?
+            .ok_or_else(|| format!("no task {task}"))?;
+        if row.state.is_final() {
+            return Err(format!("task {task} is already {}", row.state.name()));
+        }
+        self.store.task_cancelled(task, now).map_err(db_error)?;
+        self.unconfirmed.remove(&task);
+        let actions = self.sched.cancel(now, task);
+        for a in &actions {
+            if let Action::Stop { node, .. } = a {
+                if let (Some(remote), Some(agent)) = (&row.remote, self.agents.get(node)) {
+                    let _ = agent.tx.send(AgentCmd::Cancel(remote.clone()));
+                }
+            }
+        }
+        self.emit_task(task);
+        let rest = actions
+            .into_iter()
+            .filter(|a| !matches!(a, Action::Stop { .. }))
+            .collect();
+        self.execute(now, rest);
+        Ok(())
+    }
+
+    fn execute(&mut self, now: f64, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Start { task, node } => self.start(now, task, node),
+                Action::Migrate { task, from, to } => {
+                    let remote = self.store.task(task).ok().flatten().and_then(|r| r.remote);
+                    let (Some(remote), Some(to_addr)) =
+                        (remote, self.agents.get(&to).map(|a| a.addr.clone()))
+                    else {
+                        let actions = self.sched.migration_failed(now, task, from, to);
+                        self.execute(now, actions);
+                        continue;
+                    };
+                    let _ = self.store.migration_started(task, from, to, now);
+                    self.emit(Change::Migration {
+                        task,
+                        from,
+                        to,
+                        phase: "started",
+                    });
+                    self.emit_task(task);
+                    if let Some(agent) = self.agents.get(&from) {
+                        let _ = agent.tx.send(AgentCmd::Migrate {
+                            task,
+                            remote,
+                            to,
+                            to_addr,
+                        });
+                    }
+                }
+                Action::Stop { task, node } => {
+                    let remote = self.store.task(task).ok().flatten().and_then(|r| r.remote);
+                    if let (Some(remote), Some(agent)) = (remote, self.agents.get(&node)) {
+                        let _ = agent.tx.send(AgentCmd::Cancel(remote));
+                    }
+                }
+                Action::GiveUp { task } => {
+                    let reason = self.sched.reason(task).unwrap_or("refused").to_string();
+                    let _ = self
+                        .store
+                        .set_task_state(task, TaskState::Failed, Some(&reason), now);
+                    self.emit_task(task);
+                }
+            }
+        }
+    }
+
+    fn start(&mut self, now: f64, task: TaskId, node: NodeId) {
+        let row = match self.store.task(task) {
+            Ok(Some(row)) => row,
+            _ => return,
+        };
+        let Some(program) = self.catalogue.get(&row.spec.program) else {
+            let actions = self
+                .sched
+                .start_failed(now, task, node, "program left the catalogue");
+            self.execute(now, actions);
+            return;
+        };
+        let epoch = match self.store.task_starting(task, node, now) {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("controller: {e}");
+                return;
+            }
+        };
+        let standby = row.spec.robust.then(|| self.standby_for(node)).flatten();
+        let request = StartRequest {
+            tag: tag(task, epoch),
+            task,
+            program: row.spec.program.clone(),
+            runner: program.runner.clone(),
+            args: row.spec.args.clone(),
+            standby,
+        };
+        self.emit_task(task);
+        match self.agents.get(&node) {
+            Some(agent) => {
+                let _ = agent.tx.send(AgentCmd::Start(request, epoch));
+            }
+            None => {
+                let actions = self
+                    .sched
+                    .start_failed(now, task, node, "no agent for the node");
+                self.execute(now, actions);
+            }
+        }
+    }
+
+    /// The node a robust task's standby goes to: another up node, the one
+    /// with the most memory.
+    fn standby_for(&self, owner: NodeId) -> Option<String> {
+        self.agents
+            .iter()
+            .filter(|(id, _)| **id != owner && self.sched.node_state(**id) == Some(NodeState::Up))
+            .max_by_key(|(id, _)| self.sched.node_spec(**id).map_or(0, |s| s.memory_mb))
+            .map(|(_, a)| a.addr.clone())
+    }
+
+    /// The task a tag names, if the tag is its current run on `node`.
+    fn current(&self, node: NodeId, tag: &str) -> Option<(TaskRow, i64)> {
+        let (task, epoch) = parse_tag(tag)?;
+        let row = self.store.task(task).ok().flatten()?;
+        (row.epoch == epoch && row.node_id == Some(node)).then_some((row, epoch))
+    }
+
+    fn agent_event(&mut self, now: f64, node: NodeId, event: AgentEvent) {
+        match event {
+            AgentEvent::Started {
+                task,
+                epoch,
+                remote,
+            } => {
+                let current = self
+                    .store
+                    .task(task)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|r| r.epoch == epoch && r.state == TaskState::Starting);
+                if current {
+                    let _ = self.store.task_running(task, node, &remote, now);
+                    let actions = self.sched.started(now, task, node);
+                    self.execute(now, actions);
+                } else if let Some(agent) = self.agents.get(&node) {
+                    // Cancelled meanwhile: the run must not go on.
+                    let _ = agent.tx.send(AgentCmd::Cancel(remote));
+                }
+                self.emit_task(task);
+            }
+            AgentEvent::StartFailed { task, epoch, error } => {
+                let current = self
+                    .store
+                    .task(task)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|r| r.epoch == epoch && r.state == TaskState::Starting);
+                if current {
+                    self.requeue(now, task, "refused", &format!("start refused: {error}"));
+                    let actions = self.sched.start_failed(now, task, node, &error);
+                    self.execute(now, actions);
+                }
+            }
+            AgentEvent::Migrated { task, to, moved } => {
+                let _ = self.store.migration_done(
+                    task,
+                    node,
+                    to,
+                    true,
+                    Some(&moved.remote),
+                    Some((moved.total_ms, moved.downtime_ms)),
+                    "ok",
+                    now,
+                );
+                self.emit(Change::Migration {
+                    task,
+                    from: node,
+                    to,
+                    phase: "done",
+                });
+                self.emit_task(task);
+                let actions = self.sched.migrated(now, task, node, to);
+                self.execute(now, actions);
+            }
+            AgentEvent::MigrationFailed { task, to, error } => {
+                let _ = self
+                    .store
+                    .migration_done(task, node, to, false, None, None, &error, now);
+                self.emit(Change::Migration {
+                    task,
+                    from: node,
+                    to,
+                    phase: "failed",
+                });
+                self.emit_task(task);
+                let actions = self.sched.migration_failed(now, task, node, to);
+                self.execute(now, actions);
+            }
+            AgentEvent::Event(NodeEvent::Progress { tag, progress }) => {
+                if let Some((row, _)) = self.current(node, &tag) {
+                    self.sched.progress(row.id, progress);
+                    let last = self.progress.get(&row.id).copied().unwrap_or(-1.0);
+                    if (progress - last).abs() >= 0.01 {
+                        self.progress.insert(row.id, progress);
+                        let _ = self.store.set_progress(row.id, progress);
+                        self.emit_task(row.id);
+                    }
+                }
+            }
+            AgentEvent::Event(NodeEvent::Finished {
+                tag,
+                ok,
+                output,
+                exec_s,
+            }) => self.finished(now, node, &tag, ok, &output, exec_s),
+            AgentEvent::Event(NodeEvent::FailedOver { tag, remote }) => {
+                let Some((task, epoch)) = parse_tag(&tag) else {
+                    return;
+                };
+                if self
+                    .store
+                    .task(task)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|r| r.epoch == epoch && !r.state.is_final())
+                {
+                    self.orphans.remove(&task);
+                    let _ = self.store.task_running(task, node, &remote, now);
+                    let _ = self.store.log_event(
+                        now,
+                        "failed_over",
+                        Some(task),
+                        Some(node),
+                        &serde_json::json!({}),
+                    );
+                    let actions = self.sched.failed_over(now, task, node);
+                    self.execute(now, actions);
+                    self.emit_task(task);
+                }
+            }
+            AgentEvent::Status(status) => self.status(now, node, status),
+            AgentEvent::Lost(why) => self.node_lost(now, node, &why),
+            AgentEvent::Back => {
+                let _ = self.store.set_node_state(node, NodeState::Up, Some(now));
+                let _ = self.store.log_event(
+                    now,
+                    "node_back",
+                    None,
+                    Some(node),
+                    &serde_json::json!({}),
+                );
+                let actions = self.sched.node_up(now, node);
+                self.emit(Change::Node {
+                    id: node,
+                    state: NodeState::Up,
+                });
+                self.execute(now, actions);
+            }
+        }
+    }
+
+    fn finished(&mut self, now: f64, node: NodeId, tag: &str, ok: bool, output: &str, exec_s: f64) {
+        let Some((row, epoch)) = self.current(node, tag) else {
+            let _ = self.store.log_event(
+                now,
+                "stale_result",
+                parse_tag(tag).map(|t| t.0),
+                Some(node),
+                &serde_json::json!({ "tag": tag }),
+            );
+            return;
+        };
+        match self
+            .store
+            .record_result(row.id, epoch, node, ok, output, exec_s, now)
+        {
+            Ok(true) => {
+                self.unconfirmed.remove(&row.id);
+                self.progress.remove(&row.id);
+                let actions = self.sched.finished(now, row.id, node, ok);
+                for l in self.sched.take_learned() {
+                    let _ = self
+                        .store
+                        .record_history(&l.key, &l.board, l.node, l.secs, l.task, now);
+                }
+                self.emit_task(row.id);
+                self.execute(now, actions);
+            }
+            Ok(false) => {}
+            Err(e) => eprintln!("controller: {e}"),
+        }
+    }
+
+    fn status(&mut self, now: f64, node: NodeId, status: NodeStatus) {
+        let _ = self.store.set_node_state(
+            node,
+            self.sched.node_state(node).unwrap_or(NodeState::Up),
+            Some(now),
+        );
+        self.reported.insert(node);
+        for run in &status.runs {
+            let Some((task, epoch)) = parse_tag(&run.tag) else {
+                continue;
+            };
+            if let Some((expected, t)) = self.unconfirmed.get(&task).cloned() {
+                if t == run.tag {
+                    self.confirm(now, task, epoch, expected, node, run);
+                    continue;
+                }
+            }
+            // A run the controller does not consider current there: stop it.
+            let row = self.store.task(task).ok().flatten();
+            let stale = match &row {
+                None => true,
+                Some(r) => {
+                    r.state.is_final()
+                        || r.epoch != epoch
+                        || (r.node_id != Some(node) && r.state != TaskState::Migrating)
+                }
+            };
+            if stale && run.state == RunState::Running {
+                if let Some(agent) = self.agents.get(&node) {
+                    let _ = agent.tx.send(AgentCmd::Cancel(run.remote.clone()));
+                }
+                let _ = self.store.log_event(
+                    now,
+                    "stale_run_stopped",
+                    Some(task),
+                    Some(node),
+                    &serde_json::json!({ "tag": run.tag }),
+                );
+            }
+        }
+    }
+
+    /// A restarted controller found a run it had lost sight of.
+    fn confirm(
+        &mut self,
+        now: f64,
+        task: TaskId,
+        epoch: i64,
+        expected: NodeId,
+        node: NodeId,
+        run: &crate::driver::RemoteRun,
+    ) {
+        self.unconfirmed.remove(&task);
+        if node != expected {
+            // It moved just before the restart.
+            let _ = self.store.migration_done(
+                task,
+                expected,
+                node,
+                true,
+                Some(&run.remote),
+                None,
+                "found after restart",
+                now,
+            );
+            self.sched.relocate(now, task, node);
+        }
+        match &run.state {
+            RunState::Finished { ok, output, exec_s } => {
+                self.finished(now, node, &run.tag, *ok, output, *exec_s);
+            }
+            _ => {
+                let row = self.store.task(task).ok().flatten();
+                if row.is_some_and(|r| r.state == TaskState::Starting) {
+                    let _ = self.store.task_running(task, node, &run.remote, now);
+                }
+                let _ = self.store.log_event(
+                    now,
+                    "found_after_restart",
+                    Some(task),
+                    Some(node),
+                    &serde_json::json!({ "epoch": epoch }),
+                );
+            }
+        }
+        self.emit_task(task);
+    }
+
+    fn node_lost(&mut self, now: f64, node: NodeId, why: &str) {
+        let _ = self.store.set_node_state(node, NodeState::Down, None);
+        let _ = self.store.log_event(
+            now,
+            "node_down",
+            None,
+            Some(node),
+            &serde_json::json!({ "why": why }),
+        );
+        let affected: Vec<TaskId> = self
+            .store
+            .tasks()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| {
+                r.node_id == Some(node)
+                    && matches!(
+                        r.state,
+                        TaskState::Starting | TaskState::Running | TaskState::Migrating
+                    )
+            })
+            .map(|r| r.id)
+            .collect();
+        let actions = self.sched.node_down(now, node);
+        for task in affected {
+            match self.sched.phase(task) {
+                Some(Phase::Pending) => {
+                    self.unconfirmed.remove(&task);
+                    self.requeue(now, task, "lost", &format!("node {node} died; restarting"));
+                }
+                Some(Phase::Orphaned { .. }) => {
+                    self.orphans.insert(task, Instant::now());
+                }
+                _ => {}
+            }
+        }
+        self.emit(Change::Node {
+            id: node,
+            state: NodeState::Down,
+        });
+        self.execute(now, actions);
+    }
+}
+
+/// A node's agent: owns its connection, runs the engine's commands, passes
+/// on its events and status, reconnects, and declares it lost once it has
+/// not answered for a lease.
+#[allow(clippy::too_many_arguments)]
+fn agent(
+    node: NodeId,
+    addr: String,
+    connector: Arc<dyn Connector>,
+    mut link: Option<Box<dyn NodeLink>>,
+    rx: Receiver<AgentCmd>,
+    engine: Sender<Msg>,
+    lease: Duration,
+    heartbeat: Duration,
+) {
+    let send = |e: AgentEvent| engine.send(Msg::Agent(node, e)).is_ok();
+    let mut last_ok = Instant::now();
+    let mut last_status: Option<Instant> = None;
+    let mut last_try = Instant::now() - heartbeat;
+    let mut lost = false;
+    loop {
+        loop {
+            let cmd = match rx.try_recv() {
+                Ok(cmd) => cmd,
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => return,
+            };
+            let event = match (cmd, link.as_mut()) {
+                (AgentCmd::Stop, _) => return,
+                (AgentCmd::Start(req, epoch), Some(l)) => match l.start(&req) {
+                    Ok(remote) => AgentEvent::Started {
+                        task: req.task,
+                        epoch,
+                        remote,
+                    },
+                    Err(e) => AgentEvent::StartFailed {
+                        task: req.task,
+                        epoch,
+                        error: e.to_string(),
+                    },
+                },
+                (AgentCmd::Start(req, epoch), None) => AgentEvent::StartFailed {
+                    task: req.task,
+                    epoch,
+                    error: format!("{addr} is not connected"),
+                },
+                (
+                    AgentCmd::Migrate {
+                        task,
+                        remote,
+                        to,
+                        to_addr,
+                    },
+                    l,
+                ) => match l.map(|l| l.migrate(&remote, &to_addr)) {
+                    Some(Ok(moved)) => AgentEvent::Migrated { task, to, moved },
+                    Some(Err(e)) => AgentEvent::MigrationFailed {
+                        task,
+                        to,
+                        error: e.to_string(),
+                    },
+                    None => AgentEvent::MigrationFailed {
+                        task,
+                        to,
+                        error: format!("{addr} is not connected"),
+                    },
+                },
+                (AgentCmd::Cancel(remote), Some(l)) => {
+                    let _ = l.cancel(&remote);
+                    continue;
+                }
+                (AgentCmd::Cancel(_), None) => continue,
+            };
+            if !send(event) {
+                return;
+            }
+        }
+        if let Some(l) = link.as_mut() {
+            let mut ok = true;
+            match l.events(Duration::from_millis(50)) {
+                Ok(events) => {
+                    for e in events {
+                        if !send(AgentEvent::Event(e)) {
+                            return;
+                        }
+                    }
+                }
+                Err(_) => ok = false,
+            }
+            if ok && last_status.is_none_or(|t| t.elapsed() >= heartbeat) {
+                match l.status() {
+                    Ok(s) => {
+                        last_status = Some(Instant::now());
+                        if !send(AgentEvent::Status(s)) {
+                            return;
+                        }
+                    }
+                    Err(_) => ok = false,
+                }
+            }
+            if ok {
+                last_ok = Instant::now();
+            } else {
+                link = None;
+            }
+        } else {
+            if last_try.elapsed() >= heartbeat {
+                last_try = Instant::now();
+                if let Ok(l) = connector.connect(&addr) {
+                    link = Some(l);
+                    last_ok = Instant::now();
+                    last_status = None;
+                    if lost {
+                        lost = false;
+                        if !send(AgentEvent::Back) {
+                            return;
+                        }
+                    }
+                    continue;
+                }
+            }
+            if !lost && last_ok.elapsed() > lease {
+                lost = true;
+                if !send(AgentEvent::Lost(format!(
+                    "{addr} has not answered for {:.1} s",
+                    last_ok.elapsed().as_secs_f64()
+                ))) {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Where the controller keeps its database by default.
+pub fn default_db() -> PathBuf {
+    PathBuf::from("tern-controller.db")
+}

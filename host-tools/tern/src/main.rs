@@ -54,47 +54,9 @@ struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Migrate a running NPB task x86_64 -> aarch64 -> x86_64 between two QEMU nodes, or with
+    /// Migrate a running NPB (or --wasm: Wasm) task x86_64 -> aarch64 -> x86_64 between two QEMU nodes, or with
     /// --sync keep a standby of it on the aarch64 node through an outage (needs root).
-    Demo {
-        /// NPB workload: ep, is or cg.
-        #[arg(long, default_value = "ep")]
-        workload: String,
-        /// NPB class: S, W, A or B (default: S; W with --sync).
-        #[arg(long)]
-        class: Option<String>,
-        /// Write the report as JSON to this file.
-        #[arg(long)]
-        report: Option<PathBuf>,
-        /// Keep the nodes running afterwards (until Enter) to explore them with `inspect`.
-        #[arg(long)]
-        keep: bool,
-        /// Give up after this many seconds.
-        #[arg(long, default_value_t = 600)]
-        timeout: u64,
-        /// The sync scenario: a standby on the aarch64 node, a shaped link, an outage.
-        #[arg(long)]
-        sync: bool,
-        /// --sync: the bandwidth trace the link follows (`<seconds> <Mbit/s>` lines;
-        /// default: a Norway 3G bus trace compiled in).
-        #[arg(long, requires = "sync")]
-        trace: Option<PathBuf>,
-        /// --sync: factor on the trace's throughput.
-        #[arg(long, default_value_t = 1.0, requires = "sync")]
-        trace_scale: f64,
-        /// --sync: cut the PC's link once the task has reached this percentage.
-        #[arg(long, default_value_t = 30.0, requires = "sync")]
-        outage_at: f64,
-        /// --sync: seconds the link stays cut (more than the standby's 3 s lease).
-        #[arg(long, default_value_t = 6.0, requires = "sync")]
-        outage_s: f64,
-        /// Migrate a Wasm task of the task set (`maze`, `sha256`, ... `matrix`) instead of NPB.
-        #[arg(long, conflicts_with = "sync")]
-        wasm: Option<String>,
-        /// --wasm: the task's arguments, space-separated (default: the program's own).
-        #[arg(long, requires = "wasm", value_delimiter = ' ')]
-        wasm_args: Vec<String>,
-    },
+    Demo(DemoArgs),
     /// Wasm tasks: run one on a live node, or build the task set.
     Task {
         #[command(subcommand)]
@@ -189,34 +151,7 @@ fn main() -> ExitCode {
         Cmd::Nodes(cmd) => done(nodes(cmd)),
         Cmd::Console(args) => done(lan::console(&args)),
         Cmd::Cancel(args) => done(tern_controller::cli::cancel(args)),
-        Cmd::Demo {
-            workload,
-            class,
-            report,
-            keep,
-            timeout,
-            sync,
-            trace,
-            trace_scale,
-            outage_at,
-            outage_s,
-            wasm,
-            wasm_args,
-        } => demo(Demo {
-            workload,
-            class,
-            report,
-            keep,
-            timeout,
-            sync,
-            trace,
-            trace_scale,
-            outage_at,
-            outage_s,
-            wasm,
-            wasm_args,
-        })
-        .map(|()| ExitCode::SUCCESS),
+        Cmd::Demo(args) => done(demo(args)),
     };
     match result {
         Ok(code) => code,
@@ -284,24 +219,50 @@ fn task(verb: TaskCmd) -> Result<ExitCode> {
 }
 
 /// `tern demo`'s options.
-struct Demo {
+#[derive(clap::Args, Debug)]
+struct DemoArgs {
+    /// NPB workload: ep, is or cg.
+    #[arg(long, default_value = "ep")]
     workload: String,
+    /// NPB class: S, W, A or B (default: S; W with --sync).
+    #[arg(long)]
     class: Option<String>,
+    /// Write the report as JSON to this file.
+    #[arg(long)]
     report: Option<PathBuf>,
+    /// Keep the nodes running afterwards (until Enter) to explore them with `inspect`.
+    #[arg(long)]
     keep: bool,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 600)]
     timeout: u64,
+    /// The sync scenario: a standby on the aarch64 node, a shaped link, an outage.
+    #[arg(long)]
     sync: bool,
+    /// --sync: the bandwidth trace the link follows (`<seconds> <Mbit/s>` lines;
+    /// default: a Norway 3G bus trace compiled in).
+    #[arg(long, requires = "sync")]
     trace: Option<PathBuf>,
+    /// --sync: factor on the trace's throughput.
+    #[arg(long, default_value_t = 1.0, requires = "sync")]
     trace_scale: f64,
+    /// --sync: cut the PC's link once the task has reached this percentage.
+    #[arg(long, default_value_t = 30.0, requires = "sync")]
     outage_at: f64,
+    /// --sync: seconds the link stays cut (more than the standby's 3 s lease).
+    #[arg(long, default_value_t = 6.0, requires = "sync")]
     outage_s: f64,
+    /// Migrate a Wasm task of the task set (`maze`, `sha256`, ... `matrix`) instead of NPB.
+    #[arg(long, conflicts_with = "sync")]
     wasm: Option<String>,
+    /// --wasm: the task's arguments, space-separated (default: the program's own).
+    #[arg(long, requires = "wasm", value_delimiter = ' ')]
     wasm_args: Vec<String>,
 }
 
 /// `tern demo`.
-fn demo(d: Demo) -> Result<()> {
-    let Demo {
+fn demo(d: DemoArgs) -> Result<()> {
+    let DemoArgs {
         workload,
         class,
         report,

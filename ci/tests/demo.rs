@@ -47,7 +47,7 @@ fn the_demo_migrates_a_running_task_both_ways_and_it_verifies() {
 fn the_demo_migrates_a_wasm_task_both_ways_and_it_verifies() {
     // Matrix multiplication in floating point, sized to run long enough on
     // each node to be caught mid-run.
-    let run = run_demo(&["--wasm", "matrix", "--wasm-args", "260 5"]).unwrap();
+    let run = run_demo(&["--wasm", "matrix", "--wasm-args", "360 5"]).unwrap();
     println!("{}", run.stdout);
     let json: serde_json::Value = serde_json::from_slice(&run.report).unwrap();
     assert_eq!(json["workload"], "matrix", "{json}");

@@ -1,7 +1,8 @@
 //! Tern Wasm task `matrix`: the product C = A B of two seeded n x n matrices
-//! of f64, row by row, and a weighted sum of C (its bits show that both ISAs
-//! compute the same floating point). Arguments: `[n] [seed]`. Result:
-//! `n <n> sum <value> bits <hex of its bits>`. Work units: rows of C.
+//! of f64, entry by entry in row order, and a weighted sum of C (its bits
+//! show that both ISAs compute the same floating point). Arguments: `[n]
+//! [seed]`. Result: `n <n> sum <value> bits <hex of its bits>`. Work units:
+//! entries of C.
 #![cfg_attr(target_arch = "wasm32", no_std)]
 
 extern crate alloc;
@@ -9,15 +10,19 @@ extern crate alloc;
 use alloc::vec::Vec;
 use tern_task::{arg, Error, Task};
 
-/// Rows of C per step.
-const ROWS_PER_STEP: usize = 2;
+/// Multiply-adds per step (at least one entry of C): a step stays a few
+/// milliseconds of interpretation however large n is, so that the task
+/// reaches a migration point often (a PC node's floating point is in
+/// software).
+const MADDS_PER_STEP: usize = 16_384;
 
 /// The product under way.
 pub struct Matrix {
     n: usize,
     a: Vec<f64>,
     b: Vec<f64>,
-    row: usize,
+    /// The next entry of C, `i * n + j`.
+    cell: usize,
     sum: f64,
 }
 
@@ -45,26 +50,25 @@ impl Task for Matrix {
             n,
             a: entries(n, seed),
             b: entries(n, seed ^ 0xabcd),
-            row: 0,
+            cell: 0,
             sum: 0.0,
         };
-        Ok((task, n as u64))
+        Ok((task, (n * n) as u64))
     }
 
     fn step(&mut self) -> Result<u64, Error> {
         let n = self.n;
-        let end = (self.row + ROWS_PER_STEP).min(n);
-        for i in self.row..end {
-            for j in 0..n {
-                let mut c = 0.0;
-                for k in 0..n {
-                    c += self.a[i * n + k] * self.b[k * n + j];
-                }
-                self.sum += c * (1 + (i + j) % 3) as f64;
+        let end = (self.cell + (MADDS_PER_STEP / n).max(1)).min(n * n);
+        for cell in self.cell..end {
+            let (i, j) = (cell / n, cell % n);
+            let mut c = 0.0;
+            for k in 0..n {
+                c += self.a[i * n + k] * self.b[k * n + j];
             }
+            self.sum += c * (1 + (i + j) % 3) as f64;
         }
-        self.row = end;
-        Ok(self.row as u64)
+        self.cell = end;
+        Ok(self.cell as u64)
     }
 
     fn result(&self) -> Vec<u8> {

@@ -164,9 +164,10 @@ setup_packages() {
     # Image tools, the aarch64 Linux linker with its C library (crt files),
     # ip/tc/ping for the network tests, dnsmasq (the binary alone, no
     # service) as the LAN lab's DHCP server, OVMF (UEFI firmware) for the
-    # PC's UEFI boot test, and the headless browser and its WebDriver for the
-    # controller's UI test.
-    for package in dosfstools mtools grub-pc-bin grub-efi-amd64-bin grub-common xorriso gcc-aarch64-linux-gnu libc6-dev-arm64-cross iproute2 iputils-ping dnsmasq-base ovmf chromium chromium-driver; do
+    # PC's UEFI boot test, the headless browser and its WebDriver for the
+    # controller's UI test, and clang with lld for the Wasm tasks written in
+    # C (and their native reference builds).
+    for package in dosfstools mtools grub-pc-bin grub-efi-amd64-bin grub-common xorriso gcc-aarch64-linux-gnu libc6-dev-arm64-cross iproute2 iputils-ping dnsmasq-base ovmf chromium chromium-driver clang-19 lld-19; do
         installed "$package" || missing+=("$package")
     done
     if ((${#missing[@]})); then
@@ -174,7 +175,7 @@ setup_packages() {
         log "apt: installing ${missing[*]}"
         as_root apt-get install -y -q --no-install-recommends "${missing[@]}"
     else
-        log "apt: image, cross-link, network and browser tools and OVMF already installed"
+        log "apt: image, cross-link, network, browser and Wasm C tools and OVMF already installed"
     fi
 }
 

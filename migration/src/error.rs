@@ -175,4 +175,7 @@ pub enum WriteError {
     /// Memory could not be reserved.
     #[error("out of memory")]
     OutOfMemory,
+    /// The task's step has not ended: its state is not a consistent whole.
+    #[error("the task is not at a migration point")]
+    NotAtMigrationPoint,
 }

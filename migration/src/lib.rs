@@ -39,7 +39,7 @@ pub use manifest::{capture, capture_timed, Capture, Layout, Manifest, Slot};
 pub use reader::{read_checkpoint, Limits, Reader, RegionData, Restored};
 pub use region::{BulkData, BulkRegion, Elem, ElemType};
 pub use task::{
-    describe_typed, LoadError, NewTask, Progress, Registry, Snapshot, Step, Task, TaskCatalog,
-    TaskKind, TaskPlan,
+    describe_typed, hex_prefix, Catalogs, LoadError, ModuleId, ModuleRefusal, NewTask, Progress,
+    Registry, ResumeError, Snapshot, Step, Task, TaskCatalog, TaskKind, TaskPlan,
 };
 pub use writer::{write_checkpoint, HeaderInfo, Mode};

@@ -13,6 +13,7 @@ use crate::format::{
 };
 use crate::io::Sink;
 use crate::reader::{read_prefix, Limits, RegionData, Restored};
+use crate::region::BulkSource;
 use crate::task::{SnapBody, Snapshot};
 use crate::writer::{encode_chunk, hash_chunk, HeaderInfo, Mode, Plan};
 use alloc::vec::Vec;

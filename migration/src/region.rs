@@ -374,3 +374,64 @@ impl<T: Elem> BulkSource for BulkRegion<T> {
         self.hashes[i].get().copied()
     }
 }
+
+/// A bulk region as a snapshot borrows it: a task's own [`BulkRegion`], or
+/// bytes it does not own as one (an interpreter's linear memory, see
+/// [`crate::Snapshot::bulk_bytes`]), which have no dirty tracking: every
+/// chunk counts as changed.
+#[derive(Clone, Copy)]
+pub(crate) enum BulkRef<'a> {
+    Region(&'a dyn BulkSource),
+    Bytes(&'a [u8]),
+}
+
+impl BulkSource for BulkRef<'_> {
+    fn elem(&self) -> ElemType {
+        match self {
+            Self::Region(r) => r.elem(),
+            Self::Bytes(_) => ElemType::U8,
+        }
+    }
+    fn len_bytes(&self) -> u64 {
+        match self {
+            Self::Region(r) => r.len_bytes(),
+            Self::Bytes(b) => b.len() as u64,
+        }
+    }
+    fn chunks(&self) -> usize {
+        match self {
+            Self::Region(r) => r.chunks(),
+            Self::Bytes(b) => b.len().div_ceil(CHUNK_SIZE as usize),
+        }
+    }
+    fn dirty(&self, i: usize) -> bool {
+        match self {
+            Self::Region(r) => r.dirty(i),
+            Self::Bytes(_) => true,
+        }
+    }
+    fn encode(&self, i: usize, out: &mut Vec<u8>) {
+        match self {
+            Self::Region(r) => r.encode(i, out),
+            Self::Bytes(b) => {
+                let cs = CHUNK_SIZE as usize;
+                let s = (i * cs).min(b.len());
+                let e = (s + cs).min(b.len());
+                out.extend_from_slice(&b[s..e]);
+            }
+        }
+    }
+    fn hash_of(&self, i: usize, encoded: &[u8]) -> ChunkHash {
+        match self {
+            Self::Region(r) => r.hash_of(i, encoded),
+            // Borrowed bytes keep no cache: hashed on every capture.
+            Self::Bytes(_) => chunk_hash(encoded),
+        }
+    }
+    fn cached(&self, i: usize) -> Option<ChunkHash> {
+        match self {
+            Self::Region(r) => r.cached(i),
+            Self::Bytes(_) => None,
+        }
+    }
+}

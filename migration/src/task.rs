@@ -2,8 +2,9 @@
 
 use crate::error::WriteError;
 use crate::reader::Restored;
-use crate::region::{BulkRegion, BulkSource, Elem};
+use crate::region::{BulkRef, BulkRegion, BulkSource, Elem};
 use alloc::boxed::Box;
+use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec::Vec;
 use serde::{de::DeserializeOwned, Serialize};
@@ -65,11 +66,103 @@ pub trait Task {
     fn save<'a>(&'a self, snap: &mut Snapshot<'a>) -> Result<(), WriteError>;
     /// Forgets the bulk regions' dirty marks (after a capture that becomes a base).
     fn clear_dirty(&mut self);
+    /// Whether the task is at a migration point. A task whose step ran out
+    /// of its time budget part-way (an interpreted one) is not, until a
+    /// later [`Task::step`] ends that step: the runner keeps stepping it even
+    /// when paused, and a capture waits for it.
+    fn at_migration_point(&self) -> bool {
+        true
+    }
+    /// The content-addressed module the task's code comes from, which a node
+    /// must hold to resume it (`None`: code built into the kernel).
+    fn module(&self) -> Option<ModuleId> {
+        None
+    }
+    /// Lines the task logged since the last call (its own diagnostics).
+    fn take_log(&mut self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// Identity of a task module: the SHA-256 of its bytes as a node stores them.
+pub type ModuleId = [u8; 32];
+
+/// Why a node refuses a task module (typed, so a peer can tell the cases
+/// apart; a text with the details travels beside it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, thiserror::Error)]
+pub enum ModuleRefusal {
+    /// The node runs no task kind made from modules.
+    #[error("this node runs no task modules")]
+    Unsupported,
+    /// Not a WebAssembly module this node's validator accepts.
+    #[error("not a valid module")]
+    Malformed,
+    /// Larger than the node accepts.
+    #[error("module too large")]
+    TooLarge,
+    /// It imports something other than the task ABI's imports.
+    #[error("unknown import")]
+    UnknownImport,
+    /// It has a start function (code would run at instantiation).
+    #[error("start function")]
+    StartFunction,
+    /// Its code changes a table, whose contents a checkpoint does not hold.
+    #[error("table mutation")]
+    TableMutation,
+    /// Its code drops a data or element segment (state outside memory and globals).
+    #[error("segment drop")]
+    SegmentDrop,
+    /// A function of the task ABI is not exported.
+    #[error("missing export")]
+    MissingExport,
+    /// An export of the task ABI has the wrong type.
+    #[error("export of the wrong type")]
+    WrongExportType,
+    /// Not exactly one 32-bit, unshared memory defined and exported as `memory`.
+    #[error("unsupported memory")]
+    Memory,
+    /// Its initial memory is larger than a task may use here.
+    #[error("memory over the limit")]
+    MemoryTooLarge,
+    /// A mutable global of a type a checkpoint cannot hold (references, vectors).
+    #[error("unsupported mutable global")]
+    UnsupportedGlobal,
+    /// The node has no memory left to keep it.
+    #[error("out of memory")]
+    OutOfMemory,
+}
+
+/// Why a catalog could not rebuild a task from a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResumeError {
+    /// The task's code is a module this node does not hold.
+    #[error("the task's module {} is not held here", hex_prefix(.0))]
+    MissingModule(ModuleId),
+    /// Any other reason (the text says which).
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl From<String> for ResumeError {
+    fn from(why: String) -> Self {
+        Self::Refused(why)
+    }
+}
+
+impl From<&str> for ResumeError {
+    fn from(why: &str) -> Self {
+        Self::Refused(why.into())
+    }
+}
+
+/// The first 8 bytes of a module id in hex, as messages name a module.
+pub fn hex_prefix(id: &ModuleId) -> String {
+    id[..8].iter().map(|b| alloc::format!("{b:02x}")).collect()
 }
 
 pub(crate) enum SnapBody<'a> {
     Typed(Vec<u8>),
-    Bulk(&'a dyn BulkSource),
+    Bulk(BulkRef<'a>),
 }
 
 /// The regions of a task at a migration point, as handed to the writer.
@@ -94,7 +187,14 @@ impl<'a> Snapshot<'a> {
     /// Adds a bulk region (borrowed; encoded chunk by chunk while writing).
     pub fn bulk<T: Elem>(&mut self, name: &str, region: &'a BulkRegion<T>) {
         self.regions
-            .push((String::from(name), SnapBody::Bulk(region)));
+            .push((String::from(name), SnapBody::Bulk(BulkRef::Region(region))));
+    }
+    /// Adds a bulk region of bytes the task does not own as a
+    /// [`BulkRegion`] (an interpreter's linear memory): borrowed, encoded
+    /// chunk by chunk while writing, every chunk counted as changed.
+    pub fn bulk_bytes(&mut self, name: &str, bytes: &'a [u8]) {
+        self.regions
+            .push((String::from(name), SnapBody::Bulk(BulkRef::Bytes(bytes))));
     }
     /// Chunks written since they were last hashed, and their bytes: what a
     /// capture now would have to hash, an upper bound of what changed since
@@ -297,9 +397,100 @@ pub trait TaskCatalog {
     /// Starts the task `args` name (checked by [`TaskCatalog::plan`] first).
     fn start(&self, args: &[&str]) -> Result<NewTask, String>;
     /// Rebuilds the task of a validated checkpoint.
-    fn resume(&self, restored: Restored) -> Result<NewTask, String>;
+    fn resume(&self, restored: Restored) -> Result<NewTask, ResumeError>;
     /// The kinds and state versions this catalog resumes.
     fn kinds(&self) -> Vec<(String, u32)>;
+    /// Whether `run`'s arguments `args` are for this catalog (a
+    /// [`Catalogs`] asks its members in turn).
+    fn claims(&self, args: &[&str]) -> bool {
+        let _ = args;
+        true
+    }
+    /// Checks a task module and keeps it; returns its identity (the same
+    /// module offered again is kept once).
+    fn add_module(&self, bytes: &[u8]) -> Result<ModuleId, (ModuleRefusal, String)> {
+        let _ = bytes;
+        Err((
+            ModuleRefusal::Unsupported,
+            "no task kind here runs modules".into(),
+        ))
+    }
+    /// The bytes of module `id`, if this node holds it (to send it to a peer).
+    fn module(&self, id: &ModuleId) -> Option<Rc<[u8]>> {
+        let _ = id;
+        None
+    }
+}
+
+/// Several catalogs as one: `run`'s arguments go to the first member that
+/// claims them, a checkpoint to the member that names its kind, a module to
+/// the first member that takes modules.
+pub struct Catalogs {
+    members: Vec<Rc<dyn TaskCatalog>>,
+    usage: String,
+}
+
+impl Catalogs {
+    /// The catalogs `members`, asked in this order.
+    pub fn new(members: Vec<Rc<dyn TaskCatalog>>) -> Self {
+        let usage = members
+            .iter()
+            .map(|c| c.usage())
+            .collect::<Vec<_>>()
+            .join(" | ");
+        Self { members, usage }
+    }
+
+    fn for_args(&self, args: &[&str]) -> Result<&Rc<dyn TaskCatalog>, String> {
+        self.members
+            .iter()
+            .find(|c| c.claims(args))
+            .ok_or_else(|| alloc::format!("{} expected", self.usage()))
+    }
+}
+
+impl TaskCatalog for Catalogs {
+    fn usage(&self) -> &str {
+        &self.usage
+    }
+    fn plan(&self, args: &[&str]) -> Result<TaskPlan, String> {
+        self.for_args(args)?.plan(args)
+    }
+    fn start(&self, args: &[&str]) -> Result<NewTask, String> {
+        self.for_args(args)?.start(args)
+    }
+    fn resume(&self, restored: Restored) -> Result<NewTask, ResumeError> {
+        let kind = restored.header.task_kind.clone();
+        let member = self
+            .members
+            .iter()
+            .find(|c| c.kinds().iter().any(|(k, _)| *k == kind))
+            .ok_or_else(|| alloc::format!("unknown task kind {kind}"))?;
+        member.resume(restored)
+    }
+    fn kinds(&self) -> Vec<(String, u32)> {
+        self.members.iter().flat_map(|c| c.kinds()).collect()
+    }
+    fn claims(&self, args: &[&str]) -> bool {
+        self.members.iter().any(|c| c.claims(args))
+    }
+    fn add_module(&self, bytes: &[u8]) -> Result<ModuleId, (ModuleRefusal, String)> {
+        let mut refusal = (
+            ModuleRefusal::Unsupported,
+            String::from("no task kind here runs modules"),
+        );
+        for c in &self.members {
+            match c.add_module(bytes) {
+                Err((ModuleRefusal::Unsupported, _)) => {}
+                Err(other) => refusal = other,
+                Ok(id) => return Ok(id),
+            }
+        }
+        Err(refusal)
+    }
+    fn module(&self, id: &ModuleId) -> Option<Rc<[u8]>> {
+        self.members.iter().find_map(|c| c.module(id))
+    }
 }
 
 /// Renders a typed region's postcard bytes as `T`'s `Debug` form (a helper for

@@ -9,6 +9,7 @@ use crate::format::{
     MAX_REGIONS, TRAILER_MAGIC,
 };
 use crate::io::Sink;
+use crate::region::BulkSource;
 use crate::region::ElemType;
 use crate::task::{SnapBody, Snapshot, Task};
 use alloc::string::String;

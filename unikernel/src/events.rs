@@ -8,6 +8,7 @@ use alloc::collections::VecDeque;
 use alloc::format;
 use alloc::string::String;
 
+use tern_migration::hex_prefix;
 use tern_protocol::{EventRecord, NodeEvent, StopReason, TaskRef};
 
 /// Events kept for subscribers that connect late or fall behind.
@@ -291,6 +292,16 @@ pub fn render(event: &NodeEvent) -> Option<String> {
             "time: {} from {server} (round trip {rtt_ms} ms)",
             crate::wallclock::format_utc(*unix_ms)
         ),
+        NodeEvent::TaskLog { task, line } => format!("{}: {line}", label(task)),
+        NodeEvent::ModuleAdded { module, len, from } => format!(
+            "control: module {} ({len} bytes) from {from} held",
+            hex_prefix(module)
+        ),
+        NodeEvent::ModuleRefused {
+            reason,
+            detail,
+            from,
+        } => format!("control: module from {from} refused: {reason} ({detail})"),
     })
 }
 

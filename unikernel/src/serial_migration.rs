@@ -74,8 +74,15 @@ fn checkpoint(
         return Err(format!("task {id} is migrating over the network"));
     }
     // The runner steps tasks between commands, so the task is at a
-    // migration point now; it stays there until `cont` or `kill`.
+    // migration point now (unless its last step has not ended: the runner
+    // ends it while the task is paused); it stays there until `cont` or
+    // `kill`.
     entry.state = TaskState::Paused;
+    if !entry.at_migration_point() {
+        return Err(format!(
+            "task {id} paused, but its step has not ended yet: run checkpoint {id} again"
+        ));
+    }
     let progress = entry.task.progress();
     let bytes = entry.checkpoint_file(entry.epoch, &facts)?;
     let name = format!(
@@ -168,7 +175,7 @@ impl Receive {
             max_total_bytes: free_heap(self.board),
         };
         let mut tasks = self.tasks.borrow_mut();
-        let resumed = tasks.resume(&bytes, &limits)?;
+        let resumed = tasks.resume(&bytes, &limits).map_err(|e| e.to_string())?;
         drop(bytes);
         let progress = resumed.task.task.progress();
         let epoch = resumed.epoch.saturating_add(1);

@@ -15,7 +15,8 @@ use tern_hal::{
 use alloc::format;
 use alloc::string::{String, ToString};
 use tern_migration::{
-    NewTask, Progress, Restored, Snapshot, Step, Task, TaskCatalog, TaskPlan, WriteError,
+    NewTask, Progress, Restored, ResumeError, Snapshot, Step, Task, TaskCatalog, TaskPlan,
+    WriteError,
 };
 
 use crate::{Devices, Kernel};
@@ -289,7 +290,7 @@ impl TaskCatalog for ScribbleCatalog {
             }),
         })
     }
-    fn resume(&self, mut restored: Restored) -> Result<NewTask, String> {
+    fn resume(&self, mut restored: Restored) -> Result<NewTask, ResumeError> {
         let step: u64 = restored.typed("state").map_err(|e| e.to_string())?;
         let len = restored
             .regions

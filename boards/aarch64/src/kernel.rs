@@ -139,6 +139,6 @@ pub unsafe fn start_kernel_with_devices<S: SerialPort + 'static>(
         serial,
         commands,
         devices,
-        tern_board_common::task_catalog(),
+        tern_board_common::task_catalog(board),
     )
 }

@@ -17,10 +17,17 @@ pub mod provision;
 pub mod random;
 pub mod virtio;
 
-/// The task kinds every Tern board carries: the NPB workloads.
-pub fn task_catalog() -> alloc::rc::Rc<dyn tern_unikernel::TaskCatalog> {
-    alloc::rc::Rc::new(tern_workloads::NpbCatalog)
+/// The task kinds every Tern board carries: Wasm tasks made of the modules
+/// peers send (their steps timed by `board`'s clock) and the NPB workloads.
+pub fn task_catalog(board: &'static dyn tern_hal::Board) -> Rc<dyn tern_unikernel::TaskCatalog> {
+    let wasm = tern_wasm::WasmCatalog::new(board.clock(), tern_wasm::Limits::default());
+    Rc::new(tern_migration::Catalogs::new(alloc::vec![
+        Rc::new(wasm) as Rc<dyn tern_unikernel::TaskCatalog>,
+        Rc::new(tern_workloads::NpbCatalog),
+    ]))
 }
+
+use alloc::rc::Rc;
 
 use talc::source::Claim;
 use talc::TalcLock;

@@ -492,6 +492,6 @@ extern "C" fn pc_main(magic: u32, info: u32) -> ! {
         Box::leak(Box::new(console)),
         board_commands(),
         devices,
-        tern_board_common::task_catalog(),
+        tern_board_common::task_catalog(board),
     )
 }

@@ -1,10 +1,10 @@
 //! `tern-client`: the authenticated client of a live node's control service
 //! (TCP port 4470, `docs/protocol.md`): its status, its tasks, a checkpoint
-//! copy, a migration, a task started or killed, a task's standby, a
-//! checkpoint pushed to it, a ping, and its stream of typed events, a
-//! network console; nodes found on the LAN by their beacons
-//! ([`discovery`]); and the cluster key's forms (hex, key files,
-//! `TERN_KEY`). Every host tool that talks to nodes uses it.
+//! copy, a checkpoint offered, a migration, a task module sent, a task
+//! started or killed, a task's standby, a checkpoint pushed to it, a ping,
+//! and its stream of typed events, a network console; nodes found on the LAN
+//! by their beacons ([`discovery`]); and the cluster key's forms (hex, key
+//! files, `TERN_KEY`). Every host tool that talks to nodes uses it.
 //!
 //! It drives the same sans-IO machines as the kernel (`tern-protocol`) over a
 //! blocking [`TcpStream`], in the client role, with nonces from the OS RNG.
@@ -17,9 +17,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use tern_protocol::{
-    ChannelError, Config, Connection, Event, EventRecord, Hello, Incoming, Message,
-    MigrationReport, NackReason, NodeStatus, Outgoing, Policy, Psk, ReceivePhase, Security,
-    SendPhase, TaskSummary, TransferError, PROTOCOL_VERSION,
+    ChannelError, Config, Connection, Event, EventRecord, Hash, Hello, Incoming, Message,
+    MigrationReport, ModuleRefusal, NackReason, NodeStatus, Outgoing, Policy, Psk, ReceivePhase,
+    Security, SendPhase, TaskSummary, Transfer, TransferError, PROTOCOL_VERSION,
 };
 use thiserror::Error;
 
@@ -137,6 +137,16 @@ pub enum NodeError {
         /// The node id that answered.
         got: String,
     },
+    /// The node refused a task module.
+    #[error("{addr} refused the module: {reason} ({detail})")]
+    ModuleRejected {
+        /// The node's address.
+        addr: String,
+        /// Why, typed.
+        reason: ModuleRefusal,
+        /// What exactly.
+        detail: String,
+    },
     /// Reading or writing the socket failed.
     #[error("i/o with {addr}: {source}")]
     Io {
@@ -188,7 +198,7 @@ pub fn parse_key(text: &str) -> Result<Psk, KeyError> {
 
 /// Formats a key as the 64 hex digits the node's `key` command takes.
 pub fn key_hex(key: &Psk) -> String {
-    key.0.iter().map(|b| format!("{b:02x}")).collect()
+    hex(&key.0)
 }
 
 /// A fresh random key from the OS RNG.
@@ -249,7 +259,17 @@ pub fn describe_nack(reason: &NackReason) -> String {
         NackReason::MigrationFailed => {
             "the migration failed (peer unreachable, refused or broke off); the node still owns the task".into()
         }
+        NackReason::MissingModule { module } => format!(
+            "the task's module {} is not held there (send it first)",
+            hex(module)
+        ),
     }
+}
+
+/// Lowercase hex digits of `bytes` (how keys are written, and how `run
+/// wasm` and `StartTask` name a module and give an expected result).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The name of a message's variant, for errors (its `Debug` form's head).
@@ -508,6 +528,55 @@ impl NodeClient {
                 reason,
             }),
             other => Err(self.unexpected(other, "the started task")),
+        }
+    }
+
+    /// Sends a task module (in parts that fit a frame); returns the identity
+    /// the node stores it under, or its typed refusal.
+    pub fn put_module(&mut self, bytes: &[u8]) -> Result<Hash, NodeError> {
+        const WHAT: &str = "the module's verdict";
+        for part in tern_protocol::module::parts(bytes) {
+            self.send(&part)?;
+        }
+        match self.recv(WHAT, self.timeout)? {
+            Message::ModuleStored { module } => Ok(module),
+            Message::ModuleRejected { reason, detail } => Err(NodeError::ModuleRejected {
+                addr: self.addr.clone(),
+                reason,
+                detail,
+            }),
+            Message::Nack(reason) => Err(NodeError::Refused {
+                addr: self.addr.clone(),
+                reason,
+            }),
+            other => Err(self.unexpected(other, WHAT)),
+        }
+    }
+
+    /// Offers checkpoint file `bytes` of task `task_id` to the node as a
+    /// `transfer` (a migration: the node runs it on its ack) and sends the
+    /// chunks it asks for; returns the epoch the node acked.
+    pub fn offer(
+        &mut self,
+        transfer: Transfer,
+        task_id: u64,
+        bytes: Vec<u8>,
+    ) -> Result<u64, NodeError> {
+        let outgoing = Outgoing::from_file(transfer, task_id, &bytes).map_err(|source| {
+            NodeError::Transfer {
+                addr: self.addr.clone(),
+                source,
+            }
+        })?;
+        self.push(outgoing, self.timeout)
+    }
+
+    /// Whether the node holds module `id`.
+    pub fn has_module(&mut self, id: &Hash) -> Result<bool, NodeError> {
+        self.send(&Message::ModuleQuery { module: *id })?;
+        match self.recv("the module query's answer", self.timeout)? {
+            Message::ModuleHeld { module, held } if module == *id => Ok(held),
+            other => Err(self.unexpected(other, "the module query's answer")),
         }
     }
 

@@ -119,7 +119,14 @@ pub fn walk(origin: &dyn Origin, mut export: Option<(&str, &mut dyn Write)>) -> 
         });
     }
     let registry = tern_workloads::registry();
-    let kind = registry.get(&reader.header().task_kind).copied();
+    let task_kind = &reader.header().task_kind;
+    // Wasm tasks are no compiled-in kind: their regions decode alike
+    // whatever the module.
+    let describe: Option<Describe> = match registry.get(task_kind) {
+        Some(k) => Some(k.describe),
+        None if task_kind == tern_wasm::KIND => Some(tern_wasm::describe),
+        None => None,
+    };
     let mut typed: Vec<Vec<u8>> = vec![Vec::new(); w.regions.len()];
     let mut buf = Vec::new();
     loop {
@@ -174,15 +181,18 @@ pub fn walk(origin: &dyn Origin, mut export: Option<(&str, &mut dyn Write)>) -> 
             })
         }
     }
-    if let Some(k) = kind {
+    if let Some(describe) = describe {
         for (r, bytes) in w.regions.iter_mut().zip(&typed) {
             if r.entry.kind == RegionKind::Typed && r.ok() {
-                r.decoded = (k.describe)(&r.entry.name, bytes);
+                r.decoded = describe(&r.entry.name, bytes);
             }
         }
     }
     Ok(w)
 }
+
+/// Renders a typed region of a task kind for people (region name, bytes).
+type Describe = fn(&str, &[u8]) -> Option<String>;
 
 /// `show --json`: the stable, documented form (docs/checkpoint-format.md).
 #[derive(Serialize)]

@@ -42,6 +42,10 @@ pub struct Options {
     pub workload: String,
     /// NPB class (`S`, `W`, `A`, `B`).
     pub class: String,
+    /// A Wasm task of the task set to migrate instead of NPB (its name).
+    pub wasm: Option<String>,
+    /// The Wasm task's arguments (none: the program's defaults).
+    pub wasm_args: Vec<String>,
     /// Progress (percent) at which the task leaves the PC.
     pub first_at: f64,
     /// Percentage points the task runs on the aarch64 node before it comes
@@ -57,6 +61,8 @@ impl Default for Options {
         Self {
             workload: "ep".into(),
             class: "S".into(),
+            wasm: None,
+            wasm_args: Vec::new(),
             first_at: 20.0,
             run_there: 40.0,
             timeout: Duration::from_secs(600),
@@ -79,6 +85,9 @@ pub enum DemoError {
     /// The task was not where it should be.
     #[error("{0}")]
     Task(String),
+    /// The Wasm task could not be built or sent.
+    #[error(transparent)]
+    Wasm(#[from] crate::task::TaskError),
     /// A step failed while the nodes ran: the error and their consoles.
     #[error("{source}\n{consoles}")]
     Nodes {
@@ -190,6 +199,9 @@ pub const BOARDS: [Board; 2] = [Board::Pc, Board::Virt];
 /// The network lab's tag (its namespace is `netlab::lab_name(LAB)`).
 pub const LAB: &str = "demo";
 
+/// The report's class of a Wasm task (its workload is the program's name).
+pub const WASM_CLASS: &str = "wasm";
+
 /// How often the host polls the task's progress.
 pub(crate) const POLL: Duration = Duration::from_millis(300);
 
@@ -263,18 +275,17 @@ pub(crate) fn with_consoles<T>(
     })
 }
 
-/// Starts `workload` class `class` on node `i`; returns its local id there
-/// and its global id.
+/// Starts the task `args` name (those of the node's `run`) on node `i`;
+/// returns its local id there and its global id.
 pub(crate) fn start_task(
     cluster: &mut Cluster,
     watch: &mut EventWatch,
     i: usize,
-    workload: &str,
-    class: &str,
+    args: &[&str],
 ) -> Result<(u32, u64), DemoError> {
     let task_id = cluster
         .client(i, ANSWER)?
-        .start_task(&[workload, class])
+        .start_task(args)
         .map_err(ClusterError::from)?;
     let local = watch.wait(cluster, i, "the started task", ANSWER, |e| match e {
         NodeEvent::TaskStarted { task, .. } if task.task_id == task_id => Some(task.local_id),
@@ -291,11 +302,26 @@ fn drive(
 ) -> Result<Report, DemoError> {
     let started = Instant::now();
     let mut watch = cluster.watch();
-    let (_, id) = start_task(cluster, &mut watch, 0, &options.workload, &options.class)?;
-    on_event(Event::Stage(format!(
-        "{} class {} runs on the PC",
-        options.workload, options.class
-    )));
+    let (workload, class, id) = match &options.wasm {
+        None => {
+            let args = [options.workload.as_str(), options.class.as_str()];
+            let (_, id) = start_task(cluster, &mut watch, 0, &args)?;
+            (options.workload.clone(), options.class.clone(), id)
+        }
+        Some(name) => {
+            // Built here with its reference answer, which the node checks.
+            let run = crate::task::Run::of(name, options.wasm_args.clone(), None)?;
+            let module = cluster
+                .client(0, ANSWER)?
+                .put_module(&run.module)
+                .map_err(ClusterError::from)?;
+            let args = run.start_args(&module);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let (_, id) = start_task(cluster, &mut watch, 0, &args)?;
+            (run.name.clone(), WASM_CLASS.into(), id)
+        }
+    };
+    on_event(Event::Stage(format!("{workload} ({class}) runs on the PC")));
     let deadline = started + options.timeout;
 
     let mut migrations = Vec::new();
@@ -375,8 +401,8 @@ fn drive(
     }
     Ok(Report {
         scenario: "migrate",
-        workload: options.workload.clone(),
-        class: options.class.clone(),
+        workload,
+        class,
         verified,
         migrations,
         task_id: id,

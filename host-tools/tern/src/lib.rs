@@ -6,9 +6,11 @@
 //! a link shaped after a real bandwidth trace (`tern_lab::shaping`), cuts the link
 //! mid-run and reports the failover and the failback. [`cluster`] runs the
 //! offloading controller on both nodes with a batch of tasks. [`lan`] is
-//! `tern nodes discover` and `tern console`.
+//! `tern nodes discover` and `tern console`. [`task`] runs a user's Wasm
+//! task on a live node and reports the node's verdict.
 
 pub mod cluster;
 pub mod demo;
 pub mod lan;
 pub mod standby;
+pub mod task;

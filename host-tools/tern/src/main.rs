@@ -6,7 +6,13 @@
 //! the verification result and what each migration cost. With `--sync` the
 //! task keeps a standby replica on the aarch64 node over a link shaped after
 //! a bandwidth trace, the PC's link is cut mid-run, and the report tells the
-//! syncs, the lost progress, the failover and the failback.
+//! syncs, the lost progress, the failover and the failback. With `--wasm
+//! NAME` the demo migrates a Wasm task of the task set instead of NPB.
+//!
+//! `tern task run FILE.wasm|NAME [ARGS] --node ADDR` uploads a module to a
+//! live node, starts it, follows it and prints the node's verdict (exit 0
+//! when verified, 1 when not, 2 on an error); `tern task build` builds the
+//! task set.
 //!
 //! `tern controller`, `tern submit`, `tern tasks`, `tern nodes` and `tern
 //! cancel` run and drive the offloading controller (`tern-controller`).
@@ -18,6 +24,7 @@
 use std::io::{BufRead, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -28,6 +35,7 @@ use signal_hook::iterator::Signals;
 use tern::demo::{self, Event, Options, Report, BOARDS};
 use tern::lan;
 use tern::standby::{self, StandbyReport};
+use tern::task::Progress;
 use tern_client::key_hex;
 use tern_lab::cluster::Cluster;
 use tern_lab::netlab;
@@ -46,56 +54,13 @@ struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Migrate a running NPB task x86_64 -> aarch64 -> x86_64 between two QEMU nodes, or with
+    /// Migrate a running NPB (or --wasm: Wasm) task x86_64 -> aarch64 -> x86_64 between two QEMU nodes, or with
     /// --sync keep a standby of it on the aarch64 node through an outage (needs root).
-    Demo {
-        /// NPB workload: ep, is or cg.
-        #[arg(long, default_value = "ep")]
-        workload: String,
-        /// NPB class: S, W, A or B (default: S; W with --sync).
-        #[arg(long)]
-        class: Option<String>,
-        /// Write the report as JSON to this file.
-        #[arg(long)]
-        report: Option<PathBuf>,
-        /// Keep the nodes running afterwards (until Enter) to explore them with `inspect`.
-        #[arg(long)]
-        keep: bool,
-        /// Give up after this many seconds.
-        #[arg(long, default_value_t = 600)]
-        timeout: u64,
-        /// The sync scenario: a standby on the aarch64 node, a shaped link, an outage.
-        #[arg(long)]
-        sync: bool,
-        /// --sync: the bandwidth trace the link follows (`<seconds> <Mbit/s>` lines;
-        /// default: a Norway 3G bus trace compiled in).
-        #[arg(long, requires = "sync")]
-        trace: Option<PathBuf>,
-        /// --sync: factor on the trace's throughput.
-        #[arg(long, default_value_t = 1.0, requires = "sync")]
-        trace_scale: f64,
-        /// --sync: cut the PC's link once the task has reached this percentage.
-        #[arg(long, default_value_t = 30.0, requires = "sync")]
-        outage_at: f64,
-        /// --sync: seconds the link stays cut (more than the standby's 3 s lease).
-        #[arg(long, default_value_t = 6.0, requires = "sync")]
-        outage_s: f64,
-        /// The offloading controller on both nodes: a batch of tasks, the policy's decisions,
-        /// the speedup against the local node alone, the web UI to watch it.
-        #[arg(long, conflicts_with = "sync")]
-        cluster: bool,
-        /// --cluster: the batch file (as `tern submit` takes it; default: ten NPB tasks).
-        #[arg(long, requires = "cluster")]
-        batch: Option<PathBuf>,
-        /// --cluster: the policy (tern, memory-first, ga, min-min, max-min, sufferage, local).
-        #[arg(long, default_value = "tern", requires = "cluster")]
-        policy: String,
-        /// --cluster: where the web UI and the API listen.
-        #[arg(long, default_value = "127.0.0.1:4480", requires = "cluster")]
-        listen: std::net::SocketAddr,
-        /// --cluster: the controller's database (default: a fresh one, removed at the end).
-        #[arg(long, requires = "cluster")]
-        db: Option<PathBuf>,
+    Demo(DemoArgs),
+    /// Wasm tasks: run one on a live node, or build the task set.
+    Task {
+        #[command(subcommand)]
+        verb: TaskCmd,
     },
     /// Run the offloading controller: web UI, JSON API, scheduler (docs/controller.md).
     Controller(tern_controller::cli::ServeArgs),
@@ -145,17 +110,175 @@ fn nodes(cmd: NodesCmd) -> Result<()> {
     })
 }
 
-fn main() -> Result<()> {
-    let demo = match Args::parse().command {
-        Cmd::Controller(args) => return tern_controller::cli::serve(args),
-        Cmd::Submit(args) => return tern_controller::cli::submit(args),
-        Cmd::Tasks(args) => return tern_controller::cli::tasks(args),
-        Cmd::Nodes(cmd) => return nodes(cmd),
-        Cmd::Console(args) => return lan::console(&args),
-        Cmd::Cancel(args) => return tern_controller::cli::cancel(args),
-        demo @ Cmd::Demo { .. } => demo,
+#[derive(Subcommand, Debug)]
+enum TaskCmd {
+    /// Upload a module to a node, start it, follow it and print the node's verdict.
+    Run {
+        /// A module file, or a program of the task set by name (built here, with its reference).
+        what: String,
+        /// The task's arguments.
+        args: Vec<String>,
+        /// The node's control service, `ADDR:PORT`.
+        #[arg(long)]
+        node: String,
+        /// The expected result (text); a program of the task set knows its own.
+        #[arg(long)]
+        expect: Option<String>,
+        /// File holding the cluster key as 64 hex digits (else `TERN_KEY`).
+        #[arg(long, conflicts_with = "insecure")]
+        key_file: Option<PathBuf>,
+        /// Talk to a node running without a key (no authentication, no secrecy).
+        #[arg(long)]
+        insecure: bool,
+        /// Seconds to wait for the task's end.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        /// Print the verdict as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build the task set's modules and their reference answers (target/wasm-tasks/manifest.json).
+    Build,
+}
+
+fn main() -> ExitCode {
+    let done = |r: Result<()>| r.map(|()| ExitCode::SUCCESS);
+    let result = match Args::parse().command {
+        Cmd::Task { verb } => task(verb),
+        Cmd::Controller(args) => done(tern_controller::cli::serve(args)),
+        Cmd::Submit(args) => done(tern_controller::cli::submit(args)),
+        Cmd::Tasks(args) => done(tern_controller::cli::tasks(args)),
+        Cmd::Nodes(cmd) => done(nodes(cmd)),
+        Cmd::Console(args) => done(lan::console(&args)),
+        Cmd::Cancel(args) => done(tern_controller::cli::cancel(args)),
+        Cmd::Demo(args) => done(demo(args)),
     };
-    let Cmd::Demo {
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("tern: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `tern task …`.
+fn task(verb: TaskCmd) -> Result<ExitCode> {
+    match verb {
+        TaskCmd::Build => {
+            let ws = tern_flash::build::Workspace::locate()?;
+            let manifest = tern_tasks::build_all(&ws)?;
+            for t in &manifest.tasks {
+                println!("{:<10} {}  {}", t.name, t.wasm.display(), t.expected);
+            }
+            println!("manifest: {}", tern_tasks::manifest_path(&ws).display());
+            Ok(ExitCode::SUCCESS)
+        }
+        TaskCmd::Run {
+            what,
+            args,
+            node,
+            expect,
+            key_file,
+            insecure,
+            timeout,
+            json,
+        } => {
+            let run = tern::task::Run::of(&what, args, expect)?;
+            let security = tern_client::security(key_file.as_deref(), insecure)?;
+            let mut client = tern::task::connect(&node, security, Duration::from_secs(30))?;
+            let verdict = tern::task::run(
+                &mut client,
+                &run,
+                Duration::from_secs(timeout),
+                &mut |p| match p {
+                    Progress::Uploaded(id) => {
+                        eprintln!("tern: module {} held by {node}", tern_client::hex(&id))
+                    }
+                    Progress::Started(id) => eprintln!("tern: task {id:#x} ({}) started", run.name),
+                    Progress::Percent(pct) => eprintln!("tern: {pct:5.1}%"),
+                    Progress::Log(line) => eprintln!("tern: log: {line}"),
+                },
+            )?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&verdict)?);
+            } else {
+                println!(
+                    "task {:#x} ({}): {} ({:.1} s)",
+                    verdict.task_id, run.name, verdict.verdict, verdict.seconds
+                );
+            }
+            let skipped = run.expect.is_none() && verdict.verdict.contains("SKIPPED");
+            Ok(if verdict.verified || skipped {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+    }
+}
+
+/// `tern demo`'s options.
+#[derive(clap::Args, Debug)]
+struct DemoArgs {
+    /// NPB workload: ep, is or cg.
+    #[arg(long, default_value = "ep")]
+    workload: String,
+    /// NPB class: S, W, A or B (default: S; W with --sync).
+    #[arg(long)]
+    class: Option<String>,
+    /// Write the report as JSON to this file.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Keep the nodes running afterwards (until Enter) to explore them with `inspect`.
+    #[arg(long)]
+    keep: bool,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
+    /// The sync scenario: a standby on the aarch64 node, a shaped link, an outage.
+    #[arg(long)]
+    sync: bool,
+    /// --sync: the bandwidth trace the link follows (`<seconds> <Mbit/s>` lines;
+    /// default: a Norway 3G bus trace compiled in).
+    #[arg(long, requires = "sync")]
+    trace: Option<PathBuf>,
+    /// --sync: factor on the trace's throughput.
+    #[arg(long, default_value_t = 1.0, requires = "sync")]
+    trace_scale: f64,
+    /// --sync: cut the PC's link once the task has reached this percentage.
+    #[arg(long, default_value_t = 30.0, requires = "sync")]
+    outage_at: f64,
+    /// --sync: seconds the link stays cut (more than the standby's 3 s lease).
+    #[arg(long, default_value_t = 6.0, requires = "sync")]
+    outage_s: f64,
+    /// Migrate a Wasm task of the task set (`maze`, `sha256`, ... `matrix`) instead of NPB.
+    #[arg(long, conflicts_with_all = ["sync", "cluster"])]
+    wasm: Option<String>,
+    /// --wasm: the task's arguments, space-separated (default: the program's own).
+    #[arg(long, requires = "wasm", value_delimiter = ' ')]
+    wasm_args: Vec<String>,
+    /// The offloading controller on both nodes: a batch of tasks, the policy's decisions,
+    /// the speedup against the local node alone, the web UI to watch it.
+    #[arg(long, conflicts_with = "sync")]
+    cluster: bool,
+    /// --cluster: the batch file (as `tern submit` takes it; default: ten NPB tasks).
+    #[arg(long, requires = "cluster")]
+    batch: Option<PathBuf>,
+    /// --cluster: the policy (tern, memory-first, ga, min-min, max-min, sufferage, local).
+    #[arg(long, default_value = "tern", requires = "cluster")]
+    policy: String,
+    /// --cluster: where the web UI and the API listen.
+    #[arg(long, default_value = "127.0.0.1:4480", requires = "cluster")]
+    listen: std::net::SocketAddr,
+    /// --cluster: the controller's database (default: a fresh one, removed at the end).
+    #[arg(long, requires = "cluster")]
+    db: Option<PathBuf>,
+}
+
+/// `tern demo`.
+fn demo(d: DemoArgs) -> Result<()> {
+    let DemoArgs {
         workload,
         class,
         report,
@@ -166,15 +289,14 @@ fn main() -> Result<()> {
         trace_scale,
         outage_at,
         outage_s,
+        wasm,
+        wasm_args,
         cluster,
         batch,
         policy,
         listen,
         db,
-    } = demo
-    else {
-        unreachable!("the other commands returned above")
-    };
+    } = d;
     let timeout = Duration::from_secs(timeout);
     let scenario = if cluster {
         let batch = match &batch {
@@ -220,6 +342,8 @@ fn main() -> Result<()> {
         Scenario::Migrate(Options {
             workload,
             class: class.unwrap_or(defaults.class.clone()),
+            wasm,
+            wasm_args,
             timeout,
             ..defaults
         })
@@ -380,10 +504,13 @@ fn print_cluster(r: &tern::cluster::ClusterReport) {
 }
 
 fn print_report(r: &Report) {
+    let what = if r.class == tern::demo::WASM_CLASS {
+        format!("Wasm task {}", r.workload)
+    } else {
+        format!("{} class {}", r.workload, r.class)
+    };
     println!(
-        "{} class {}: {} ({:.1} s)",
-        r.workload,
-        r.class,
+        "{what}: {} ({:.1} s)",
         match (r.verified, &r.standby) {
             (false, _) => "VERIFICATION FAILED",
             (true, None) => "VERIFICATION SUCCESSFUL after migrating",

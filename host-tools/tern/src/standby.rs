@@ -286,7 +286,8 @@ fn drive(
     let started = Instant::now();
     let deadline = started + options.timeout;
     let mut events = cluster.watch();
-    let (local, id) = start_task(cluster, &mut events, 0, &options.workload, &options.class)?;
+    let args = [options.workload.as_str(), options.class.as_str()];
+    let (local, id) = start_task(cluster, &mut events, 0, &args)?;
     // On the PC's network console, naming the standby by its node id.
     cluster.console(
         0,

@@ -12,7 +12,9 @@
 //!   deduplication against the receiver's replica and ownership by epochs;
 //! - [`report`]: what a node says about itself: its status and its typed
 //!   events;
-//! - [`beacon`]: the discovery beacon nodes broadcast on the LAN.
+//! - [`beacon`]: the discovery beacon nodes broadcast on the LAN;
+//! - [`module`]: task modules cut into parts, reassembled, and pushed to a
+//!   peer that lacks them.
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -23,6 +25,7 @@ pub mod channel;
 mod error;
 pub mod frame;
 pub mod message;
+pub mod module;
 pub mod report;
 pub mod transfer;
 
@@ -30,9 +33,10 @@ pub use beacon::{format_node_id, parse_node_id, Beacon, BeaconError, BeaconSecur
 pub use channel::{Config, Connection, Event, Psk, Role, Security};
 pub use error::{ChannelError, FrameError, TransferError};
 pub use message::{
-    ChunkInfo, Codec, Handshake, Hash, Hello, Message, MigrationReport, NackReason, Offer,
-    ReceiverTimes, Role as TaskRole, RoundReport, StageTimes, StopReason, TaskStatus, TaskSummary,
-    Transfer, MAX_CONSOLE_INPUT, MAX_TAG_LEN, PROTOCOL_VERSION,
+    ChunkInfo, Codec, Handshake, Hash, Hello, Message, MigrationReport, ModuleRefusal, NackReason,
+    Offer, ReceiverTimes, Role as TaskRole, RoundReport, StageTimes, StopReason, TaskStatus,
+    TaskSummary, Transfer, MAX_CONSOLE_INPUT, MAX_TAG_LEN, PROTOCOL_VERSION,
 };
+pub use module::{ModuleError, ModulePush, ModuleUpload, PushPhase};
 pub use report::{EventRecord, NodeEvent, NodeStatus, SyncReport, TaskRef};
 pub use transfer::{Incoming, Known, Outgoing, Policy, ReceivePhase, Replica, SendPhase};

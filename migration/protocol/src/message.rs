@@ -6,6 +6,7 @@ use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
 use crate::report::{EventRecord, NodeStatus};
+pub use tern_migration::ModuleRefusal;
 
 /// Version of this protocol; a peer speaking another version is refused.
 pub const PROTOCOL_VERSION: u16 = 4;
@@ -354,6 +355,12 @@ pub enum NackReason {
     StartRefused,
     /// The offer names a base this node does not hold: offer every chunk.
     UnknownBase,
+    /// The offered checkpoint's task needs a module this node does not hold
+    /// (send it first: [`Message::ModuleQuery`], [`Message::ModulePart`]).
+    MissingModule {
+        /// The module's identity.
+        module: Hash,
+    },
 }
 
 /// Messages inside the sealed channel.
@@ -505,6 +512,44 @@ pub enum Message {
     StandbySet {
         /// Task identity.
         task_id: u64,
+    },
+    /// Either peer → node: does it hold task module `module`? Answered by
+    /// [`Message::ModuleHeld`].
+    ModuleQuery {
+        /// The module's identity (SHA-256 of its stored bytes).
+        module: Hash,
+    },
+    /// Node → peer: whether it holds the module.
+    ModuleHeld {
+        /// The module's identity.
+        module: Hash,
+        /// Whether the node holds it.
+        held: bool,
+    },
+    /// Either peer → node: a piece of a task module, in order from offset 0
+    /// (at most [`crate::module::MODULE_PART`] bytes each). After the last
+    /// piece the node answers [`Message::ModuleStored`] or
+    /// [`Message::ModuleRejected`].
+    ModulePart {
+        /// Where the piece starts in the module.
+        offset: u64,
+        /// The module's length.
+        total_len: u64,
+        /// The piece.
+        bytes: Vec<u8>,
+    },
+    /// Node → peer: the module passed the node's checks and is held, under
+    /// this identity.
+    ModuleStored {
+        /// The module's identity (of the bytes as the node stores them).
+        module: Hash,
+    },
+    /// Node → peer: the module was refused.
+    ModuleRejected {
+        /// Why, typed.
+        reason: ModuleRefusal,
+        /// What exactly (an import's name, the validator's message).
+        detail: String,
     },
 }
 

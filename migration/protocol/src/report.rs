@@ -8,7 +8,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
-use crate::message::{MigrationReport, TaskSummary};
+use crate::message::{Hash, MigrationReport, ModuleRefusal, TaskSummary};
 
 /// A node's answer to [`crate::Message::Status`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -338,6 +338,31 @@ pub enum NodeEvent {
         server: String,
         /// The query's round trip, in milliseconds.
         rtt_ms: u64,
+    },
+    /// A task logged a line (a Wasm task's `tern.log`).
+    TaskLog {
+        /// The task.
+        task: TaskRef,
+        /// The line.
+        line: String,
+    },
+    /// A task module passed the checks and is held here.
+    ModuleAdded {
+        /// Its identity.
+        module: Hash,
+        /// Its length in bytes.
+        len: u64,
+        /// The peer that sent it.
+        from: String,
+    },
+    /// A task module was refused.
+    ModuleRefused {
+        /// Why, typed.
+        reason: ModuleRefusal,
+        /// What exactly.
+        detail: String,
+        /// The peer that sent it.
+        from: String,
     },
 }
 

@@ -5,7 +5,7 @@ use alloc::string::String;
 
 use smoltcp::socket::tcp;
 use tern_hal::EntropyError;
-use tern_protocol::{ChannelError, TransferError};
+use tern_protocol::{ChannelError, ModuleError, TransferError};
 
 /// Why a migration could not start or did not complete.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -70,4 +70,7 @@ pub enum ControlError {
     /// No sync session of the task runs.
     #[error("task {0} has no sync session")]
     NotSynced(u32),
+    /// Sending the task's module to the peer failed.
+    #[error("sending the task's module: {0}")]
+    Module(ModuleError),
 }

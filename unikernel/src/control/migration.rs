@@ -22,6 +22,7 @@ use tern_sync::monitor::{LinkMonitor, MonitorConfig, ThroughputMeter};
 
 use super::encoder::{ChunkEncoder, Tally};
 use super::link::{PeerConn, Stage};
+use super::modules::Push;
 use super::replicas::{HeldReplica, ReplicaStore};
 use super::{seconds, Context, ControlError, LOW_WATER};
 use crate::kernel::Turn;
@@ -132,6 +133,13 @@ struct Migration {
     tally: Tally,
     /// Throughput the receiver acknowledges while the socket stays backlogged.
     meter: ThroughputMeter,
+    /// The task's module on its way to a receiver that lacks it, before
+    /// the first round.
+    push: Option<Push>,
+    /// A round (pre-copy if `true`) that waits for the task's step to end.
+    waiting: Option<bool>,
+    /// Since when a round waits.
+    waiting_since: Option<u64>,
 }
 
 impl Migration {
@@ -215,6 +223,9 @@ impl Migrations {
             encoder: ChunkEncoder::new(ctx.codec_mode),
             tally: Tally::default(),
             meter: ThroughputMeter::new(METER_WINDOW_S, METER_ALPHA),
+            push: None,
+            waiting: None,
+            waiting_since: None,
         });
         Ok((id, task))
     }
@@ -308,7 +319,16 @@ fn step(
     if !m.conn.has_link() {
         return Ok((busy, None));
     }
-    if polled.events.is_empty() && m.conn.idle_ns(now_ns) > ctx.timeouts.idle_ns {
+    if let Some(since) = m.waiting_since {
+        // Well before the idle receiver drops the connection.
+        let limit = ctx.timeouts.connect_ns;
+        if now_ns.saturating_sub(since) > limit {
+            return Err(ControlError::Task(alloc::format!(
+                "the task reached no migration point within {} ms",
+                limit / 1_000_000
+            )));
+        }
+    } else if polled.events.is_empty() && m.conn.idle_ns(now_ns) > ctx.timeouts.idle_ns {
         return Err(ControlError::Timeout(ctx.timeouts.idle_ns / 1_000_000));
     }
     for event in polled.events {
@@ -324,6 +344,20 @@ fn step(
                     m.conn.send(&offer)?;
                     m.phase = Phase::StopCopy;
                 } else {
+                    // A receiver without the task's module gets it first.
+                    m.push = Push::start(ctx, m.local_id, &mut m.conn)?;
+                    if m.push.is_none() {
+                        begin_round(m, ctx, true, turn)?;
+                    }
+                }
+            }
+            Event::Message(msg) if m.push.is_some() => {
+                let held = match m.push.as_mut() {
+                    Some(push) => push.on_message(msg)?,
+                    None => false,
+                };
+                if held {
+                    m.push = None;
                     begin_round(m, ctx, true, turn)?;
                 }
             }
@@ -336,6 +370,14 @@ fn step(
     }
     if m.conn.stage() != Stage::Ready {
         return Ok((busy, None));
+    }
+    if let Some(push) = m.push.as_mut() {
+        busy |= push.feed(&mut m.conn)?;
+        m.conn.flush(ctx, now_ns);
+    }
+    if let Some(precopy) = m.waiting.take() {
+        begin_round(m, ctx, precopy, turn)?;
+        busy |= m.waiting.is_none();
     }
     if let Some(round) = m.round.as_mut() {
         let (queued, capacity) = m.conn.send_queue(ctx);
@@ -393,6 +435,23 @@ fn begin_round(
         if matches!(e.state, TaskState::Finished { .. }) {
             return Err(ControlError::TaskGone);
         }
+        if !precopy {
+            // Stop-and-copy: no new step begins; the task waits at its
+            // migration point until the receiver's answer.
+            if e.state != TaskState::Migrating {
+                m.resume_state = e.state;
+            }
+            e.state = TaskState::Migrating;
+            m.paused_ns.get_or_insert(turn.now_ns);
+        }
+        if !e.at_migration_point() {
+            // Its last step has not ended (the runner ends it): the round
+            // begins on a later turn.
+            m.waiting = Some(precopy);
+            m.waiting_since.get_or_insert(turn.now_ns);
+            return Ok(());
+        }
+        m.waiting_since = None;
         if precopy {
             (
                 e.capture(e.epoch, &facts, since, clock)
@@ -400,14 +459,6 @@ fn begin_round(
                 Transfer::Replicate,
             )
         } else {
-            // Stop-and-copy: the task waits at this migration point until
-            // the receiver's answer; the checkpoint carries the epoch the
-            // receiver takes.
-            if e.state != TaskState::Migrating {
-                m.resume_state = e.state;
-            }
-            e.state = TaskState::Migrating;
-            m.paused_ns = Some(turn.now_ns);
             let progress = e.task.progress();
             turn.publish(NodeEvent::StopAndCopy {
                 task: m.task.clone(),
@@ -415,6 +466,7 @@ fn begin_round(
                 progress: progress.done,
                 progress_total: progress.total,
             });
+            // The checkpoint carries the epoch the receiver takes.
             (
                 e.capture(e.epoch + 1, &facts, since, clock)
                     .map_err(ControlError::Task)?,

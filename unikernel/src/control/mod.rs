@@ -32,11 +32,14 @@ mod encoder;
 mod error;
 mod link;
 mod migration;
+mod modules;
 mod replicas;
 mod server;
 mod session;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_wasm;
 
 pub use discovery::{Peer, PEER_TTL_NS};
 pub use encoder::CodecMode;

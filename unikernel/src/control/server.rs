@@ -2,7 +2,8 @@
 //! on [`CONTROL_PORT`], each serving one authenticated peer at a time —
 //! `List`, `Status`, `Fetch`, `Ping`, `MigrateTo`, `StartTask`, `KillTask`,
 //! `SetStandby`, a `Subscribe`d event stream, a network console
-//! (`ConsoleOpen`), and offers (`Replicate` and `Standby`
+//! (`ConsoleOpen`), task modules (`ModuleQuery`, `ModulePart`), and offers
+//! (`Replicate` and `Standby`
 //! copies kept as this node's replica of a task, `Migrate` transfers that
 //! resume the task here). A peer that fails the handshake, sends garbage or
 //! replays frames loses its connection only.
@@ -17,6 +18,7 @@ use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 use smoltcp::time::Duration;
 use smoltcp::wire::IpAddress;
+use tern_migration::ResumeError;
 use tern_protocol::{
     Connection, Event, Incoming, Message, NackReason, NodeEvent, NodeStatus, Offer, Outgoing,
     Policy, ReceiverTimes, Replica, SendPhase, TaskRole, TaskStatus, TaskSummary, Transfer,
@@ -26,6 +28,7 @@ use tern_protocol::{
 use super::console;
 use super::link::Link;
 use super::migration::Answer;
+use super::modules;
 use super::replicas::{HeldReplica, ReplicaVerdict};
 use super::{step_down, ControlError, Parts, CONTROL_PORT, KEEP_ALIVE_MS, LOW_WATER};
 use crate::events::EventLog;
@@ -51,6 +54,11 @@ enum Job {
     Send(Box<Outgoing>),
     /// A `MigrateTo` runs: its answer goes back when it ends.
     AwaitMigration(u64),
+    /// A `Fetch` of a task whose step has not ended: it is answered once
+    /// the task is at a migration point.
+    AwaitFetch(u64),
+    /// Receiving a task module's parts.
+    ReceiveModule(modules::Incoming),
 }
 
 /// A listening socket and the connection it accepted, if any.
@@ -98,9 +106,9 @@ impl Server {
     /// Whether a transfer is sending or receiving chunks right now.
     pub(super) fn streaming(&self) -> bool {
         self.conns.iter().any(|s| match &s.job {
-            Job::Receive(..) => true,
+            Job::Receive(..) | Job::ReceiveModule(_) => true,
             Job::Send(o) => o.phase() == SendPhase::Sending,
-            Job::Idle | Job::AwaitMigration(_) => false,
+            Job::Idle | Job::AwaitMigration(_) | Job::AwaitFetch(_) => false,
         })
     }
 
@@ -205,6 +213,12 @@ impl Server {
                         return self.drop_conn(i, parts, &peer, &e);
                     }
                 }
+            }
+        }
+        if let Job::AwaitFetch(task_id) = self.conns[i].job {
+            self.conns[i].job = Job::Idle;
+            if let Err(e) = self.fetch(i, parts, task_id) {
+                return self.drop_conn(i, parts, &peer, &e);
             }
         }
         busy |= self.feed(i, parts.turn.events);
@@ -356,6 +370,31 @@ impl Server {
                     None => Ok(()),
                 }
             }
+            (job, Message::ModuleQuery { module }) => {
+                self.conns[i].job = job;
+                let reply = modules::held(parts.ctx, module);
+                self.reply(i, &reply)
+            }
+            (
+                job @ (Job::Idle | Job::ReceiveModule(_)),
+                Message::ModulePart {
+                    offset,
+                    total_len,
+                    bytes,
+                },
+            ) => {
+                let mut incoming = match job {
+                    Job::ReceiveModule(incoming) => incoming,
+                    _ => modules::Incoming::default(),
+                };
+                match incoming.part(parts.ctx, parts.turn, peer, (offset, total_len, &bytes)) {
+                    None => {
+                        self.conns[i].job = Job::ReceiveModule(incoming);
+                        Ok(())
+                    }
+                    Some(reply) => self.reply(i, &reply),
+                }
+            }
             (Job::Idle, Message::StartTask { args, tag }) => {
                 let reply = start_task(parts, &args, tag, peer);
                 self.reply(i, &reply)
@@ -442,7 +481,7 @@ impl Server {
                 }
                 Ok(())
             }
-            (job @ Job::AwaitMigration(_), _) => {
+            (job @ (Job::AwaitMigration(_) | Job::AwaitFetch(_)), _) => {
                 self.conns[i].job = job;
                 self.reply(i, &Message::Nack(NackReason::Busy))
             }
@@ -466,6 +505,10 @@ impl Server {
         let capture = {
             let mut tasks = parts.ctx.tasks.borrow_mut();
             match tasks.by_task_id(task_id) {
+                Some(e) if !e.at_migration_point() => {
+                    self.conns[i].job = Job::AwaitFetch(task_id);
+                    return Ok(());
+                }
                 Some(e) => Some(
                     e.capture(e.epoch, &facts, None, parts.ctx.board.clock())
                         .map_err(ControlError::Task)?,
@@ -627,17 +670,23 @@ impl Server {
                 let start = clock.now_ns();
                 let resumed = replica
                     .restore()
-                    .map_err(|e| alloc::format!("bad checkpoint: {e}"))
+                    .map_err(|e| ResumeError::Refused(alloc::format!("bad checkpoint: {e}")))
                     .and_then(|r| parts.ctx.tasks.borrow().resume_restored(r));
                 times.rebuild_us = clock.now_ns().saturating_sub(start) / 1000;
                 let resumed = match resumed {
                     Ok(r) => r,
-                    Err(reason) => {
+                    Err(why) => {
                         parts.turn.publish(NodeEvent::CheckpointRefused {
                             task_id: offer.task_id,
-                            reason,
+                            reason: why.to_string(),
                         });
-                        return self.reply(i, &Message::Nack(NackReason::InvalidCheckpoint));
+                        let nack = match why {
+                            ResumeError::MissingModule(module) => {
+                                NackReason::MissingModule { module }
+                            }
+                            ResumeError::Refused(_) => NackReason::InvalidCheckpoint,
+                        };
+                        return self.reply(i, &Message::Nack(nack));
                     }
                 };
                 drop(replica);

@@ -25,6 +25,7 @@ use alloc::vec::Vec;
 use core::fmt::Write;
 
 use smoltcp::wire::{IpAddress, IpEndpoint};
+use tern_migration::ResumeError;
 use tern_protocol::{
     Event, Message, NackReason, NodeEvent, Offer, Outgoing, Replica, SendPhase, SyncReport,
     TaskRef, Transfer,
@@ -34,6 +35,7 @@ use tern_sync::policy::{Bounds, CostRate, LinkView, SyncPolicy};
 
 use super::encoder::{ChunkEncoder, Tally};
 use super::link::{PeerConn, Stage};
+use super::modules::Push;
 use super::replicas::ReplicaStore;
 use super::{seconds, step_down, Context, ControlError, CONTROL_PORT, LOW_WATER};
 use crate::kernel::Turn;
@@ -103,6 +105,9 @@ struct Session {
     /// left at the next, the standby's TCP acknowledged some (it is alive,
     /// though its answers may wait behind a long transfer on a slow link).
     queued: usize,
+    /// The task's module on its way to a standby that lacks it (after
+    /// each connection, before the first sync on it).
+    push: Option<Push>,
 }
 
 impl Session {
@@ -199,6 +204,7 @@ impl Sessions {
             ratio: 1.0,
             encoder: ChunkEncoder::new(ctx.codec_mode),
             queued: 0,
+            push: None,
         });
         Ok(format!("sync: {label} -> {to}: connecting"))
     }
@@ -275,12 +281,15 @@ impl Sessions {
         let resumed = held
             .replica
             .restore()
-            .map_err(|e| format!("bad checkpoint: {e}"))
+            .map_err(|e| ResumeError::Refused(format!("bad checkpoint: {e}")))
             .and_then(|r| ctx.tasks.borrow().resume_restored(r));
         let resumed = match resumed {
             Ok(r) => r,
-            Err(reason) => {
-                turn.publish(NodeEvent::FailoverFailed { task_id, reason });
+            Err(why) => {
+                turn.publish(NodeEvent::FailoverFailed {
+                    task_id,
+                    reason: why.to_string(),
+                });
                 return;
             }
         };
@@ -453,6 +462,8 @@ fn step(
                     peer_isa: peer.isa,
                     peer_board: peer.board,
                 });
+                // A standby without the task's module gets it first.
+                s.push = Push::start(ctx, s.local_id, &mut s.conn)?;
             }
             Event::Message(Message::Pong { nonce }) => {
                 if let Some((n, sent_ns)) = s.ping {
@@ -461,6 +472,11 @@ fn step(
                         let _ = s.monitor.record_heartbeat(seconds(now_ns), rtt);
                         s.ping = None;
                     }
+                }
+            }
+            Event::Message(msg) if s.push.is_some() => {
+                if s.push.as_mut().map(|p| p.on_message(msg)).transpose()? == Some(true) {
+                    s.push = None;
                 }
             }
             Event::Message(msg) => {
@@ -481,7 +497,10 @@ fn step(
         s.next_ping_ns = now_ns + PING_NS;
         busy = true;
     }
-    if s.sync.is_none() && now_ns >= s.not_before_ns {
+    if let Some(push) = s.push.as_mut() {
+        busy |= push.feed(&mut s.conn)?;
+    }
+    if s.sync.is_none() && s.push.is_none() && now_ns >= s.not_before_ns {
         let due = match s.view(now_ns) {
             None => true,
             Some(view) => s.policy.should_sync(&view),
@@ -516,13 +535,17 @@ fn step(
 }
 
 /// Captures the task at this migration point (it keeps running) and offers
-/// the checkpoint to the standby.
+/// the checkpoint to the standby; a task whose step has not ended is
+/// captured on a later turn.
 fn begin_sync(s: &mut Session, ctx: &mut Context, now_ns: u64) -> Result<(), ControlError> {
     let facts = ctx.board.facts();
     let since = s.base.as_ref().map(Replica::manifest);
     let capture = {
         let mut tasks = ctx.tasks.borrow_mut();
         let e = tasks.get_mut(s.local_id).ok_or(ControlError::TaskGone)?;
+        if !e.at_migration_point() {
+            return Ok(());
+        }
         e.capture(e.epoch, &facts, since, ctx.board.clock())
             .map_err(ControlError::Task)?
     };

@@ -78,7 +78,20 @@ impl Node {
             kernel.set_entropy(Box::new(FakeEntropy(seed)));
         }
         let node_id = node_id_from_mac(tern_hal::NetDevice::mac_address(&device));
-        let tasks = crate::tasks::install(&mut kernel, node_id, catalog);
+        // The catalogs the boards carry: Wasm modules and `catalog` (the
+        // NPB workloads unless a test brings its own). The fake clock moves
+        // 1 ms per reading, whatever a step takes: the fuel gauge would
+        // raise the budget without end.
+        let limits = tern_wasm::Limits {
+            max_step_fuel: 200_000,
+            ..tern_wasm::Limits::default()
+        };
+        let wasm = tern_wasm::WasmCatalog::new(board.clock(), limits);
+        let catalog = tern_migration::Catalogs::new(alloc::vec![
+            Rc::new(wasm) as Rc<dyn tern_migration::TaskCatalog>,
+            catalog,
+        ]);
+        let tasks = crate::tasks::install(&mut kernel, node_id, Rc::new(catalog));
         let net = crate::net::install(&mut kernel, Box::new(device));
         let control = install(&mut kernel, net.clone(), tasks.clone());
         exec(&mut kernel, &format!("net {cidr}"));
@@ -262,7 +275,7 @@ pub(super) fn short_timeouts(p: &mut Pair) {
 
 /// A protocol client (an inspector) on a socket of node A's stack, talking
 /// to node B's control port.
-struct Client {
+pub(super) struct Client {
     handle: SocketHandle,
     link: Option<Link>,
     config: Config,
@@ -271,7 +284,7 @@ struct Client {
 }
 
 impl Client {
-    fn connect(p: &mut Pair, key: &str) -> Self {
+    pub(super) fn connect(p: &mut Pair, key: &str) -> Self {
         Self::connect_from(p, key, 40000)
     }
 
@@ -330,7 +343,7 @@ impl Client {
     }
 
     /// Runs until the handshake is done (or failed: false).
-    fn establish(&mut self, p: &mut Pair) -> bool {
+    pub(super) fn establish(&mut self, p: &mut Pair) -> bool {
         for _ in 0..5_000 {
             self.turn(p);
             if self.error.is_some() {
@@ -344,19 +357,19 @@ impl Client {
     }
 
     /// Sends `msg` without waiting.
-    fn send(&mut self, msg: &Message) {
+    pub(super) fn send(&mut self, msg: &Message) {
         self.link.as_mut().unwrap().send(msg).unwrap();
     }
 
     /// Sends `msg` and returns the first answer.
-    fn ask(&mut self, p: &mut Pair, msg: &Message) -> Message {
+    pub(super) fn ask(&mut self, p: &mut Pair, msg: &Message) -> Message {
         self.send(msg);
         self.next(p, 200_000)
     }
 
     /// Sends `msg` and returns the first answer that is not a subscriber's
     /// event stream.
-    fn request(&mut self, p: &mut Pair, msg: &Message) -> Message {
+    pub(super) fn request(&mut self, p: &mut Pair, msg: &Message) -> Message {
         self.send(msg);
         loop {
             match self.next(p, 200_000) {
@@ -366,7 +379,7 @@ impl Client {
         }
     }
 
-    fn next(&mut self, p: &mut Pair, turns: usize) -> Message {
+    pub(super) fn next(&mut self, p: &mut Pair, turns: usize) -> Message {
         for _ in 0..turns {
             let received = self.turn(p);
             self.inbox.extend(received);

@@ -21,7 +21,7 @@ use core::fmt;
 use tern_hal::{BoardFacts, MonotonicClock};
 use tern_migration::{
     capture_timed, read_checkpoint, write_checkpoint, Capture, HeaderInfo, Limits, Manifest, Mode,
-    NewTask, Restored, Snapshot, Step, Task, TaskCatalog,
+    NewTask, Restored, ResumeError, Snapshot, Step, Task, TaskCatalog,
 };
 use tern_protocol::{NodeEvent, TaskRef};
 
@@ -102,6 +102,13 @@ impl TaskEntry {
         }
     }
 
+    /// Whether the task is at a migration point: only then can it be
+    /// captured (a Wasm step that ran out of its budget ends on a later
+    /// turn, and its `save` refuses meanwhile).
+    pub fn at_migration_point(&self) -> bool {
+        self.task.at_migration_point()
+    }
+
     /// The task's regions and its tag, at this migration point.
     fn snapshot(&self) -> Result<Snapshot<'_>, String> {
         let id = self.id;
@@ -131,8 +138,8 @@ impl TaskEntry {
     /// manifest and chunks: against `since` (the previous capture, whose
     /// chunks the receiver holds) only the chunks that changed are copied.
     /// Only chunks written since they were last hashed are hashed (timed
-    /// on `clock`). Tasks are only stepped between polls, so whenever this
-    /// runs the task is at a migration point.
+    /// on `clock`). Tasks are only stepped between polls; a task whose step
+    /// has not ended ([`TaskEntry::at_migration_point`]) refuses.
     pub fn capture(
         &self,
         epoch: u64,
@@ -244,14 +251,14 @@ impl TaskTable {
     }
 
     /// Validates `bytes` completely and rebuilds its task with the catalog.
-    pub fn resume(&self, bytes: &[u8], limits: &Limits) -> Result<Resumed, String> {
+    pub fn resume(&self, bytes: &[u8], limits: &Limits) -> Result<Resumed, ResumeError> {
         let restored =
             read_checkpoint(bytes, limits).map_err(|e| format!("bad checkpoint: {e}"))?;
         self.resume_restored(restored)
     }
 
     /// Rebuilds the task of a validated checkpoint with the catalog.
-    pub fn resume_restored(&self, restored: Restored) -> Result<Resumed, String> {
+    pub fn resume_restored(&self, restored: Restored) -> Result<Resumed, ResumeError> {
         let from = format!("{}/{}", restored.header.isa, restored.header.board);
         let epoch = restored.header.epoch;
         let tag = restored.typed::<String>(TAG_REGION).ok();
@@ -329,19 +336,32 @@ impl TaskTable {
         &self.entries
     }
 
-    /// Advances every running task by one step, reporting a task that
-    /// finishes or reaches its pause point; returns whether any task ran.
+    /// Advances every running task by one step, and every task whose last
+    /// step has not ended (a paused or migrating one too: a capture waits for
+    /// it), reporting a task that finishes, reaches its pause point or logs;
+    /// returns whether any task ran.
     pub fn step_all(&mut self, turn: &mut Turn<'_>) -> bool {
         let mut ran = false;
         for entry in &mut self.entries {
-            if entry.state != TaskState::Running {
+            let mid_step = !entry.task.at_migration_point();
+            if entry.state != TaskState::Running && !mid_step {
                 continue;
             }
             ran = true;
-            match entry.task.step() {
+            let step = entry.task.step();
+            for line in entry.task.take_log() {
+                turn.publish(NodeEvent::TaskLog {
+                    task: entry.task_ref(),
+                    line,
+                });
+            }
+            match step {
                 Step::Running => {
                     let progress = entry.task.progress();
-                    if entry.pause_at.is_some_and(|pct| progress.reached(pct)) {
+                    let pause = entry.state == TaskState::Running
+                        && entry.task.at_migration_point()
+                        && entry.pause_at.is_some_and(|pct| progress.reached(pct));
+                    if pause {
                         entry.pause_at = None;
                         entry.state = TaskState::Paused;
                         turn.publish(NodeEvent::TaskPaused {

@@ -19,7 +19,7 @@ use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
-use tern_migration::{NewTask, Registry, Restored, Task, TaskCatalog, TaskPlan};
+use tern_migration::{NewTask, Registry, Restored, ResumeError, Task, TaskCatalog, TaskPlan};
 
 /// NPB problem class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -217,7 +217,7 @@ impl TaskCatalog for NpbCatalog {
         })
     }
 
-    fn resume(&self, restored: Restored) -> Result<NewTask, String> {
+    fn resume(&self, restored: Restored) -> Result<NewTask, ResumeError> {
         let (w, c) =
             identify(&restored).ok_or("the checkpoint holds no NPB workload known here")?;
         let task = registry()

@@ -626,6 +626,16 @@ impl Engine {
         true
     }
 
+    /// Whether `task` still waits for the start of its run in `epoch` (a
+    /// node's answer about an older run, or a cancelled task, is stale).
+    fn start_pending(&self, task: TaskId, epoch: i64) -> bool {
+        self.store
+            .task(task)
+            .ok()
+            .flatten()
+            .is_some_and(|r| r.epoch == epoch && r.state == TaskState::Starting)
+    }
+
     fn requeue(&mut self, now: f64, task: TaskId, outcome: &str, reason: &str) {
         if let Err(e) = self.store.task_requeued(task, outcome, reason, now) {
             eprintln!("controller: {e}");
@@ -1003,12 +1013,7 @@ impl Engine {
                 remote,
                 resumed,
             } => {
-                let current = self
-                    .store
-                    .task(task)
-                    .ok()
-                    .flatten()
-                    .is_some_and(|r| r.epoch == epoch && r.state == TaskState::Starting);
+                let current = self.start_pending(task, epoch);
                 if current {
                     let _ = self.store.task_running(task, node, &remote, now);
                     let actions = self.sched.started(now, task, node);
@@ -1036,12 +1041,7 @@ impl Engine {
                 error,
                 resumed,
             } => {
-                let current = self
-                    .store
-                    .task(task)
-                    .ok()
-                    .flatten()
-                    .is_some_and(|r| r.epoch == epoch && r.state == TaskState::Starting);
+                let current = self.start_pending(task, epoch);
                 if current {
                     if resumed {
                         // The next attempt starts from the beginning.

@@ -444,7 +444,7 @@ fn begin_round(
             e.state = TaskState::Migrating;
             m.paused_ns.get_or_insert(turn.now_ns);
         }
-        if !e.at_migration_point() {
+        if !e.ready_for_capture() {
             // Its last step has not ended (the runner ends it): the round
             // begins on a later turn.
             m.waiting = Some(precopy);

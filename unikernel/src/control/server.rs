@@ -504,20 +504,15 @@ impl Server {
         let facts = parts.ctx.board.facts();
         let capture = {
             let mut tasks = parts.ctx.tasks.borrow_mut();
-            match tasks.by_task_id(task_id) {
-                Some(e) if !e.at_migration_point() => {
-                    self.conns[i].job = Job::AwaitFetch(task_id);
-                    return Ok(());
-                }
-                Some(e) => Some(
-                    e.capture(e.epoch, &facts, None, parts.ctx.board.clock())
-                        .map_err(ControlError::Task)?,
-                ),
-                None => None,
+            let Some(e) = tasks.by_task_id(task_id) else {
+                return self.reply(i, &Message::Nack(NackReason::UnknownTask));
+            };
+            if !e.ready_for_capture() {
+                self.conns[i].job = Job::AwaitFetch(task_id);
+                return Ok(());
             }
-        };
-        let Some(capture) = capture else {
-            return self.reply(i, &Message::Nack(NackReason::UnknownTask));
+            e.capture(e.epoch, &facts, None, parts.ctx.board.clock())
+                .map_err(ControlError::Task)?
         };
         let replica = Replica::advance(None, capture)?;
         let outgoing = Outgoing::new(Transfer::Copy, task_id, replica, None)?;

@@ -543,7 +543,7 @@ fn begin_sync(s: &mut Session, ctx: &mut Context, now_ns: u64) -> Result<(), Con
     let capture = {
         let mut tasks = ctx.tasks.borrow_mut();
         let e = tasks.get_mut(s.local_id).ok_or(ControlError::TaskGone)?;
-        if !e.at_migration_point() {
+        if !e.ready_for_capture() {
             return Ok(());
         }
         e.capture(e.epoch, &facts, since, ctx.board.clock())

@@ -278,3 +278,82 @@ fn a_standby_of_a_wasm_task_gets_its_module_and_takes_over_after_a_cut() {
     );
     assert_eq!(p.b.verdicts(), [true], "{}", p.b.out);
 }
+
+/// A module whose step needs about five of the test nodes' fuel budgets.
+fn slow_module() -> Vec<u8> {
+    module(
+        "(local.set $i (i64.const 0))
+      (block $b (loop $l
+        (br_if $b (i64.ge_u (local.get $i) (i64.const 150000)))
+        (local.set $i (i64.add (local.get $i) (i64.const 1)))
+        (br $l)))",
+    )
+}
+
+#[test]
+fn a_capture_holds_a_long_step_at_its_migration_point_for_a_turn() {
+    let mut p = pair();
+    let mut client = Client::connect(&mut p, KEY);
+    assert!(client.establish(&mut p));
+    let Message::ModuleStored { module: id } = upload(&mut client, &mut p, &slow_module()) else {
+        panic!("not stored")
+    };
+    assert!(p.b.exec(&run_line(&id, 20_000, "")).contains("started"));
+    let ready = |p: &Pair| {
+        p.b.tasks
+            .borrow_mut()
+            .get_mut(1)
+            .unwrap()
+            .ready_for_capture()
+    };
+    // The capture asks while a step runs: the runner is told to hold it.
+    assert!(p.run_until(100, |p| !ready(p)));
+    let mut runner = crate::tasks::TaskRunner::new(p.b.tasks.clone(), p.b.kernel.board().clock());
+    let mut events = crate::events::EventLog::new();
+    let mut poll = |deadline_ns| {
+        runner.poll(&mut Turn {
+            now_ns: 0,
+            deadline_ns,
+            events: &mut events,
+        })
+    };
+    // With all the time in the world the runner ends that step and stops
+    // there (it would otherwise run the task to its end).
+    poll(u64::MAX);
+    let at_point = |p: &Pair| p.b.tasks.borrow().entries()[0].at_migration_point();
+    assert!(at_point(&p));
+    assert_eq!(
+        p.b.tasks.borrow().entries()[0].state,
+        crate::tasks::TaskState::Running
+    );
+    assert!(p.b.percent(1) < 100.0);
+    // A turn later the hold is gone, captured or not: the next step begins.
+    poll(0);
+    assert!(!at_point(&p));
+}
+
+#[test]
+fn a_task_whose_steps_outlast_a_turn_migrates_and_verifies() {
+    let mut p = pair();
+    short_timeouts(&mut p);
+    let mut client = Client::connect(&mut p, KEY);
+    assert!(client.establish(&mut p));
+    let Message::ModuleStored { module: id } = upload(&mut client, &mut p, &slow_module()) else {
+        panic!("not stored")
+    };
+    let n = 200_000;
+    assert!(p.b.exec(&run_line(&id, n, "")).contains("started"));
+    assert!(p.b.exec("migrate 1 10.0.0.1").contains("connecting"));
+    assert!(
+        p.run_until(400_000, |p| p.a.arrivals() == 1),
+        "{}\n{}",
+        p.a.out,
+        p.b.out
+    );
+    assert!(
+        p.run_until(4_000_000, |p| !p.a.verdicts().is_empty()),
+        "{}",
+        p.a.out
+    );
+    assert_eq!(p.a.verdicts(), [true], "{}", p.a.out);
+}

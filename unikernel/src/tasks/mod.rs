@@ -80,6 +80,10 @@ pub struct TaskEntry {
     /// The name a client started the task under, if any: it travels with the
     /// task's checkpoints (region [`TAG_REGION`]).
     pub tag: Option<String>,
+    /// A capture waits for the task's step to end: once it has, the runner
+    /// begins no new step until its next poll (see
+    /// [`TaskEntry::ready_for_capture`]).
+    held: bool,
 }
 
 /// The checkpoint region that carries a task's tag: the kernel's, not the
@@ -107,6 +111,17 @@ impl TaskEntry {
     /// turn, and its `save` refuses meanwhile).
     pub fn at_migration_point(&self) -> bool {
         self.task.at_migration_point()
+    }
+
+    /// Whether the task can be captured now; if its step has not ended, the
+    /// runner ends it and then keeps the task at that migration point until
+    /// the run loop's next turn, so a capture that asks each turn gets it.
+    /// (A runner that began the next step at once would leave a task whose
+    /// step needs more than one budget mid-step at the end of every turn.)
+    pub fn ready_for_capture(&mut self) -> bool {
+        let ready = self.at_migration_point();
+        self.held |= !ready;
+        ready
     }
 
     /// The task's regions and its tag, at this migration point.
@@ -304,6 +319,7 @@ impl TaskTable {
             pause_at,
             epoch,
             tag,
+            held: false,
         });
         id
     }
@@ -336,15 +352,24 @@ impl TaskTable {
         &self.entries
     }
 
-    /// Advances every running task by one step, and every task whose last
-    /// step has not ended (a paused or migrating one too: a capture waits for
-    /// it), reporting a task that finishes, reaches its pause point or logs;
+    /// Lets the runner step again the tasks a capture held at a migration
+    /// point a turn ago (captured or not: a capture that gave up must not
+    /// freeze its task).
+    fn release_held(&mut self) {
+        for entry in &mut self.entries {
+            entry.held &= !entry.at_migration_point();
+        }
+    }
+
+    /// Advances every running task by one step (but for one a capture holds
+    /// at its migration point), and every task whose last step has not ended
+    /// (a paused or migrating one too: a capture waits for it), reporting a task that finishes, reaches its pause point or logs;
     /// returns whether any task ran.
     pub fn step_all(&mut self, turn: &mut Turn<'_>) -> bool {
         let mut ran = false;
         for entry in &mut self.entries {
             let mid_step = !entry.task.at_migration_point();
-            if entry.state != TaskState::Running && !mid_step {
+            if (entry.state != TaskState::Running || entry.held) && !mid_step {
                 continue;
             }
             ran = true;
@@ -416,6 +441,7 @@ impl Service for TaskRunner {
         let Ok(mut table) = self.table.try_borrow_mut() else {
             return ServiceStatus::Idle;
         };
+        table.release_held();
         let mut ran = false;
         while table.step_all(turn) {
             ran = true;

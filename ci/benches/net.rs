@@ -127,6 +127,24 @@ fn main() {
         virt / linux
     );
 
+    // Where the receive time goes: frames per byte (large receive merges a
+    // stream's segments into frames of up to 64 KiB).
+    for (node, name) in [(0, "pc"), (1, "virt")] {
+        let net = cluster.shell(node, "net").expect("net command");
+        if let Some(rx) = net.lines().find(|l| l.starts_with("rx ")) {
+            let frames = rx
+                .split_whitespace()
+                .nth(1)
+                .and_then(|n| n.parse::<f64>().ok());
+            let bytes = rx
+                .split_whitespace()
+                .nth(3)
+                .and_then(|n| n.parse::<f64>().ok());
+            let mean = frames.zip(bytes).map_or(0.0, |(f, b)| b / f.max(1.0));
+            println!("{name}: {rx} (mean {mean:.0} bytes per frame)");
+        }
+    }
+
     // Migrations of one running task, back and forth.
     cluster.shell(0, "run cg A").expect("task starts");
     let task = cluster

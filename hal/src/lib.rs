@@ -175,6 +175,35 @@ pub trait EntropySource: Send {
     fn fill(&mut self, buf: &mut [u8]) -> Result<(), EntropyError>;
 }
 
+/// Whether a received frame's transport checksum (TCP, UDP) needs checking.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RxChecksum {
+    /// Nobody checked it: the kernel does.
+    Unchecked,
+    /// The device checked it, or the frame comes from the host's memory and
+    /// never crossed a wire (virtio-net's `DATA_VALID` and `NEEDS_CSUM`).
+    Trusted,
+}
+
+/// A frame [`NetDevice::receive`] copied out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Received {
+    /// Its length in bytes.
+    pub len: usize,
+    /// Whether its transport checksum still needs checking.
+    pub checksum: RxChecksum,
+}
+
+impl Received {
+    /// A frame of `len` bytes whose checksums nobody checked.
+    pub fn unchecked(len: usize) -> Self {
+        Self {
+            len,
+            checksum: RxChecksum::Unchecked,
+        }
+    }
+}
+
 /// An Ethernet controller, as the kernel's network stack (smoltcp) sees it.
 ///
 /// Frames are whole Ethernet frames without the FCS. The interface is
@@ -188,11 +217,18 @@ pub trait NetDevice: Send {
     /// The longest frame the device sends or receives (1514 for a
     /// standard Ethernet MTU of 1500).
     fn max_frame_len(&self) -> usize;
+    /// The longest frame the device may hand over: longer than
+    /// [`NetDevice::max_frame_len`] where it merges the segments of a TCP
+    /// stream (virtio-net's large receive).
+    fn max_receive_len(&self) -> usize {
+        self.max_frame_len()
+    }
     /// Whether the link is up (a device that cannot tell says `true`).
     fn link_up(&self) -> bool;
-    /// Copies the next received frame into `buf` and returns its length;
-    /// `None` when no frame is waiting. A frame longer than `buf` is dropped.
-    fn receive(&mut self, buf: &mut [u8]) -> Option<usize>;
+    /// Copies the next received frame into `buf` and says how long it is and
+    /// whether its checksum still needs checking; `None` when no frame is
+    /// waiting. A frame longer than `buf` is dropped.
+    fn receive(&mut self, buf: &mut [u8]) -> Option<Received>;
     /// Whether [`NetDevice::transmit`] would find a free buffer now.
     fn can_transmit(&mut self) -> bool;
     /// Queues `frame` for sending.

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::vec::Vec;
 use tern_hal::{
     Board, BoardFacts, EntropyError, EntropySource, HeapStats, Isa, MonotonicClock, NetDevice,
-    NetError,
+    NetError, Received,
 };
 
 use alloc::format;
@@ -167,7 +167,7 @@ impl NetDevice for WireEnd {
     fn link_up(&self) -> bool {
         true
     }
-    fn receive(&mut self, buf: &mut [u8]) -> Option<usize> {
+    fn receive(&mut self, buf: &mut [u8]) -> Option<Received> {
         let mut wire = self.wire.lock().unwrap();
         let queue = if self.node_side {
             &mut wire.to_node
@@ -176,7 +176,7 @@ impl NetDevice for WireEnd {
         };
         let frame = queue.pop_front()?;
         buf[..frame.len()].copy_from_slice(&frame);
-        Some(frame.len())
+        Some(Received::unchecked(frame.len()))
     }
     fn can_transmit(&mut self) -> bool {
         true

@@ -2,7 +2,7 @@
 //! the catalog of task kinds the boards carry ([`task_catalog`]), the
 //! `random` shell command ([`random`]), the boot commands provisioned into
 //! the image at flash time ([`provision`]), and for the QEMU boards the
-//! virtio-net and virtio-rng driver glue ([`virtio`]).
+//! virtio-net driver ([`virtio_net`]) and the virtio glue ([`virtio`]).
 //!
 //! The heap is a [`talc`] allocator behind a spinlock. A board claims its free
 //! RAM once, early in boot, with [`init_heap`]; the portable kernel reads usage
@@ -16,6 +16,7 @@ mod logger;
 pub mod provision;
 pub mod random;
 pub mod virtio;
+pub mod virtio_net;
 
 /// The task kinds every Tern board carries: Wasm tasks made of the modules
 /// peers send (their steps timed by `board`'s clock) and the NPB workloads.

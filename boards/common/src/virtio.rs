@@ -1,6 +1,7 @@
 //! virtio devices for the QEMU boards: the `virtio-drivers` [`Hal`] of an
-//! identity-mapped kernel, and the adapters the kernel uses: virtio-net as a
-//! [`NetDevice`], virtio-rng as an [`EntropySource`].
+//! identity-mapped kernel, virtio-rng as an [`EntropySource`], and the
+//! choice of devices ([`VirtioDevices`]; virtio-net's driver is
+//! [`crate::virtio_net`]).
 //!
 //! Both the PC (PCI transport) and QEMU `virt` (MMIO transport) run with
 //! physical address == virtual address and DMA-coherent memory under QEMU,
@@ -11,19 +12,12 @@ use alloc::alloc::{alloc_zeroed, dealloc, Layout};
 use core::ptr::NonNull;
 
 use alloc::boxed::Box;
-use tern_hal::{EntropyError, EntropySource, NetDevice, NetError};
-use virtio_drivers::device::net::{TxBuffer, VirtIONet};
+use tern_hal::{EntropyError, EntropySource, NetDevice};
+
+use crate::virtio_net::VirtioNet;
 use virtio_drivers::device::rng::VirtIORng;
 use virtio_drivers::transport::{DeviceType, Transport};
 use virtio_drivers::{BufferDirection, Hal, PhysAddr, PAGE_SIZE};
-
-/// Receive and transmit queue length.
-const QUEUE_SIZE: usize = 16;
-/// Receive buffer length: a 1514-byte frame plus the virtio-net header,
-/// rounded up.
-const RX_BUFFER_LEN: usize = 2048;
-/// The longest Ethernet frame (without FCS) for a 1500-byte MTU.
-const MAX_FRAME_LEN: usize = 1514;
 
 /// DMA memory from the heap of an identity-mapped kernel.
 pub struct HeapHal;
@@ -65,71 +59,6 @@ unsafe impl Hal for HeapHal {
     unsafe fn unshare(_: PhysAddr, _: NonNull<[u8]>, _: BufferDirection) {}
 }
 
-/// A virtio-net device on any transport, as a [`NetDevice`].
-pub struct VirtioNet<T: Transport>(VirtIONet<HeapHal, T, QUEUE_SIZE>);
-
-// SAFETY: the kernel is single-core and the device is only ever used from
-// the run loop (never from an interrupt handler), so moving it between
-// "threads" cannot race on the transport's registers.
-unsafe impl<T: Transport> Send for VirtioNet<T> {}
-
-impl<T: Transport> VirtioNet<T> {
-    /// Initialises the device behind `transport`; `None` (after printing
-    /// why through defmt) when the device refuses.
-    pub fn new(transport: T) -> Option<Self> {
-        match VirtIONet::new(transport, RX_BUFFER_LEN) {
-            Ok(net) => Some(Self(net)),
-            Err(error) => {
-                defmt::error!("virtio-net: {}", defmt::Display2Format(&error));
-                None
-            }
-        }
-    }
-}
-
-impl<T: Transport> NetDevice for VirtioNet<T> {
-    fn mac_address(&self) -> [u8; 6] {
-        self.0.mac_address()
-    }
-
-    fn max_frame_len(&self) -> usize {
-        MAX_FRAME_LEN
-    }
-
-    fn link_up(&self) -> bool {
-        // QEMU's virtio-net link is up unless the monitor says otherwise;
-        // the driver does not expose the status field.
-        true
-    }
-
-    fn receive(&mut self, buf: &mut [u8]) -> Option<usize> {
-        let rx = self.0.receive().ok()?;
-        let packet = rx.packet();
-        let len = packet.len();
-        let fits = len <= buf.len();
-        if fits {
-            buf[..len].copy_from_slice(packet);
-        }
-        // A buffer that cannot go back shrinks the ring by one; nothing
-        // better can be done with it.
-        let _ = self.0.recycle_rx_buffer(rx);
-        fits.then_some(len)
-    }
-
-    fn can_transmit(&mut self) -> bool {
-        self.0.can_send()
-    }
-
-    fn transmit(&mut self, frame: &[u8]) -> Result<(), NetError> {
-        if frame.is_empty() || frame.len() > MAX_FRAME_LEN {
-            return Err(NetError::BadLength(frame.len()));
-        }
-        self.0
-            .send(TxBuffer::from(frame))
-            .map_err(|_| NetError::Device)
-    }
-}
-
 /// How many requests in a row may come back empty before the generator is
 /// declared broken (QEMU's backend answers every request with data).
 const RNG_EMPTY_ANSWERS: usize = 8;
@@ -137,7 +66,9 @@ const RNG_EMPTY_ANSWERS: usize = 8;
 /// A virtio-rng device on any transport, as an [`EntropySource`].
 pub struct VirtioRng<T: Transport>(VirtIORng<HeapHal, T>);
 
-// SAFETY: as for `VirtioNet`: single core, used only from the run loop.
+// SAFETY: the kernel is single-core and the device is only ever used from
+// the run loop (never from an interrupt handler), so moving it between
+// "threads" cannot race on the transport's registers.
 unsafe impl<T: Transport> Send for VirtioRng<T> {}
 
 impl<T: Transport> VirtioRng<T> {

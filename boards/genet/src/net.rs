@@ -2,7 +2,7 @@
 //! on a timer from the run loop (the driver has no interrupts).
 
 use embedded_hal::delay::DelayNs;
-use tern_hal::{MonotonicClock, NetDevice, NetError};
+use tern_hal::{MonotonicClock, NetDevice, NetError, Received};
 
 use crate::{CacheMaintenance, DmaMemory, Error, Genet, GenetBus};
 
@@ -92,7 +92,7 @@ where
         self.link_up
     }
 
-    fn receive(&mut self, buf: &mut [u8]) -> Option<usize> {
+    fn receive(&mut self, buf: &mut [u8]) -> Option<Received> {
         self.poll_link();
         let frame = self.genet.receive()?;
         let data = frame.data();
@@ -101,7 +101,7 @@ where
             return None;
         }
         buf[..len].copy_from_slice(data);
-        Some(len)
+        Some(Received::unchecked(len))
     }
 
     fn can_transmit(&mut self) -> bool {

@@ -2,7 +2,7 @@
 //! most every [`LINK_POLL_INTERVAL_NS`] from the run loop (the drivers take
 //! no interrupts).
 
-use tern_hal::{MonotonicClock, NetDevice, NetError};
+use tern_hal::{MonotonicClock, NetDevice, NetError, Received};
 
 use crate::Link;
 
@@ -115,9 +115,9 @@ where
         self.link.is_some()
     }
 
-    fn receive(&mut self, buf: &mut [u8]) -> Option<usize> {
+    fn receive(&mut self, buf: &mut [u8]) -> Option<Received> {
         self.poll_link();
-        self.driver.receive(buf)
+        self.driver.receive(buf).map(Received::unchecked)
     }
 
     fn can_transmit(&mut self) -> bool {

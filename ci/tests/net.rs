@@ -114,7 +114,8 @@ fn stream_into_sink(lab: &Lab) -> u64 {
 
     let addr: SocketAddr = (NODE_ADDRESS.parse::<std::net::Ipv4Addr>().unwrap(), 4472).into();
     let mut sock = lab.netns().connect(addr, Duration::from_secs(10)).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
     let block = vec![0x5au8; 64 * 1024];
     for _ in 0..64 {
         sock.write_all(&block).unwrap();

@@ -47,10 +47,12 @@ pub const SINK_PORT: u16 = 4472;
 /// 64 KiB frames (large receive), so the sender never waits on one.
 const SINK_BUFFER: usize = 512 * 1024;
 
-/// How long after a frame arrives the run loop keeps polling instead of
-/// sleeping. No device interrupt wakes the kernel, only the 100 Hz tick:
+/// How long after a frame comes or goes the run loop keeps polling instead
+/// of sleeping. No device interrupt wakes the kernel, only the 100 Hz tick:
 /// sleeping between two windows of a stream would hold the next one for up
-/// to 10 ms (a 512 KiB window every 10 ms is 50 MB/s).
+/// to 10 ms (a 512 KiB window every 10 ms is 50 MB/s), and every answer to
+/// a request (a migration round's offer, need, chunks, commit and ack) as
+/// long.
 const BUSY_POLL_NS: u64 = 2_000_000;
 
 /// Frame counters, shown by `net`.
@@ -193,8 +195,8 @@ pub struct NetStack {
     device: Box<dyn NetDevice>,
     /// [`Phy`]'s receive buffer.
     rx_buffer: Vec<u8>,
-    /// When the last frame arrived.
-    last_rx_ns: Option<u64>,
+    /// When the last frame came or went.
+    last_frame_ns: Option<u64>,
     iface: Interface,
     sockets: SocketSet<'static>,
     counters: Counters,
@@ -319,7 +321,7 @@ impl NetStack {
         Self {
             device,
             rx_buffer,
-            last_rx_ns: None,
+            last_frame_ns: None,
             iface,
             sockets,
             counters,
@@ -459,7 +461,7 @@ impl NetStack {
     /// happened.
     pub fn poll(&mut self, now_ns: u64) -> bool {
         let before = self.counters;
-        let received = self.counters.rx_frames;
+        let frames = (self.counters.rx_frames, self.counters.tx_frames);
         let mut phy = Phy {
             device: self.device.as_mut(),
             counters: &mut self.counters,
@@ -469,18 +471,19 @@ impl NetStack {
             .iface
             .poll(instant(now_ns), &mut phy, &mut self.sockets);
         let served = self.serve_hello() | self.serve_sink();
-        if self.counters.rx_frames != received {
-            self.last_rx_ns = Some(now_ns);
+        if (self.counters.rx_frames, self.counters.tx_frames) != frames {
+            self.last_frame_ns = Some(now_ns);
         }
         changed == smoltcp::iface::PollResult::SocketStateChanged
             || served
             || before != self.counters
     }
 
-    /// Whether a frame arrived less than [`BUSY_POLL_NS`] ago: then more are
-    /// likely on their way, and the run loop should poll rather than sleep.
-    pub fn receiving(&self, now_ns: u64) -> bool {
-        self.last_rx_ns
+    /// Whether a frame came or went less than [`BUSY_POLL_NS`] ago: then
+    /// more (or the answer) are likely on their way, and the run loop should
+    /// poll rather than sleep.
+    pub fn active(&self, now_ns: u64) -> bool {
+        self.last_frame_ns
             .is_some_and(|at| now_ns.saturating_sub(at) < BUSY_POLL_NS)
     }
 
@@ -601,7 +604,7 @@ impl Service for NetService {
 
     fn poll(&mut self, turn: &mut Turn<'_>) -> ServiceStatus {
         let mut stack = self.0.borrow_mut();
-        if stack.poll(turn.now_ns) || stack.receiving(turn.now_ns) {
+        if stack.poll(turn.now_ns) || stack.active(turn.now_ns) {
             ServiceStatus::Busy
         } else {
             ServiceStatus::Idle

@@ -11,6 +11,9 @@
 //!    at that rate, downtime against total time, and each report's stop
 //!    reason, stage times and rounds (dirty and sent chunks).
 //!
+//! Between the two, each node's sending side: 8 MiB read from its source
+//! port (4473) by a Linux reader on the bridge, against Linux → Linux.
+//!
 //! Run with `cargo bench -p tern-ci --bench net` (optionally `-- ROUNDS` of
 //! throughput samples, default 3). Medians; every sample is printed.
 
@@ -33,6 +36,9 @@ const MIGRATIONS: usize = 4;
 
 /// The node's sink port.
 const SINK_PORT: u16 = 4472;
+
+/// The node's source port (sends zeros until the client closes).
+const SOURCE_PORT: u16 = 4473;
 
 /// The Linux receiver's port.
 const LINUX_PORT: u16 = 5001;
@@ -62,6 +68,27 @@ fn throughput(from: &Netns, addr: SocketAddr) -> f64 {
 
 /// A Rust receiver in namespace `ns`: reads and discards each connection
 /// to its end, then closes, like the node's sink.
+/// Reads `SAMPLE_BYTES` from the node's source port at `addr` in namespace
+/// `into`, then closes: MB/s from the connection's start to the last byte.
+fn download(into: &Netns, addr: SocketAddr) -> f64 {
+    let mut sock = into
+        .connect(addr, Duration::from_secs(10))
+        .expect("connect to the source");
+    sock.set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    let mut buf = vec![0u8; 256 * 1024];
+    let start = Instant::now();
+    let mut got = 0;
+    while got < SAMPLE_BYTES {
+        let n = sock.read(&mut buf).expect("read from the source");
+        assert!(n > 0, "the source closed after {got} bytes");
+        got += n;
+    }
+    let elapsed = start.elapsed();
+    drop(sock);
+    got as f64 / elapsed.as_secs_f64() / 1e6
+}
+
 fn linux_receiver(ns: &Netns, addr: SocketAddr) {
     let listener = ns.listen(addr).expect("listen");
     thread::spawn(move || {
@@ -126,6 +153,28 @@ fn main() {
         "median {linux:>14.1} {pc:>14.1} {virt:>14.1}   (node / Linux: pc {:.3}, virt {:.3})",
         pc / linux,
         virt / linux
+    );
+
+    // The nodes' sending side: each node's source port into a Linux reader.
+    println!("{:<6} {:>14} {:>14}", "round", "pc->linux", "virt->linux");
+    let (mut pc_out, mut virt_out) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        for (node, samples) in [(0, &mut pc_out), (1, &mut virt_out)] {
+            samples.push(download(
+                sender,
+                SocketAddr::new(Cluster::address(node).into(), SOURCE_PORT),
+            ));
+        }
+        println!(
+            "{round:<6} {:>14.1} {:>14.1}",
+            pc_out[round], virt_out[round]
+        );
+    }
+    let (pc_out, virt_out) = (median(pc_out), median(virt_out));
+    println!(
+        "median {pc_out:>14.1} {virt_out:>14.1}   (node sending / Linux -> Linux: pc {:.3}, virt {:.3})",
+        pc_out / linux,
+        virt_out / linux
     );
 
     // Where the receive time goes: frames per byte (large receive merges a

@@ -13,7 +13,9 @@
 //! that TCP works end to end with any client (`nc`, bash's `/dev/tcp`).
 //! TCP port [`SINK_PORT`] (4472) reads and discards everything a client
 //! sends and closes when the client does: the host measures the node's TCP
-//! receive throughput against it. Other services (the control service of
+//! receive throughput against it. TCP port [`SOURCE_PORT`] (4473) sends
+//! zeros until the client closes: the host measures the node's sending side
+//! against it. Other services (the control service of
 //! [`crate::control`]) add their own sockets with [`NetStack::add_tcp`].
 
 use alloc::boxed::Box;
@@ -42,6 +44,14 @@ pub const HELLO_PORT: u16 = 4471;
 
 /// The TCP port that discards what it receives (throughput benchmark).
 pub const SINK_PORT: u16 = 4472;
+
+/// The TCP port that sends zeros until the client closes (throughput
+/// benchmark, the node's sending side).
+pub const SOURCE_PORT: u16 = 4473;
+
+/// Send buffer of the source: as much in flight as the control service's
+/// sockets allow (a migration's sending side).
+const SOURCE_BUFFER: usize = 256 * 1024;
 
 /// Receive buffer of the sink: a scaled TCP window of several merged
 /// 64 KiB frames (large receive), so the sender never waits on one.
@@ -205,6 +215,7 @@ pub struct NetStack {
     addressing: Addressing,
     hello: SocketHandle,
     sink: SocketHandle,
+    zeros: SocketHandle,
     banner: String,
 }
 
@@ -318,6 +329,11 @@ impl NetStack {
             tcp::SocketBuffer::new(vec![0; SINK_BUFFER]),
             tcp::SocketBuffer::new(vec![0; 16]),
         ));
+        // Its send buffer holds zeros and is only ever refilled with them.
+        let zeros = sockets.add(tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; 16]),
+            tcp::SocketBuffer::new(vec![0; SOURCE_BUFFER]),
+        ));
         Self {
             device,
             rx_buffer,
@@ -330,6 +346,7 @@ impl NetStack {
             addressing: Addressing::Automatic,
             hello,
             sink,
+            zeros,
             banner,
         }
     }
@@ -470,7 +487,7 @@ impl NetStack {
         let changed = self
             .iface
             .poll(instant(now_ns), &mut phy, &mut self.sockets);
-        let served = self.serve_hello() | self.serve_sink();
+        let served = self.serve_hello() | self.serve_sink() | self.serve_source();
         if (self.counters.rx_frames, self.counters.tx_frames) != frames {
             self.last_frame_ns = Some(now_ns);
         }
@@ -527,6 +544,35 @@ impl NetStack {
             return true;
         }
         read
+    }
+
+    /// Listens on [`SOURCE_PORT`], keeps the send buffer full of zeros until
+    /// the client closes its side, then closes; whether it did something.
+    fn serve_source(&mut self) -> bool {
+        let socket = self.sockets.get_mut::<tcp::Socket>(self.zeros);
+        if !socket.is_open() {
+            // Only fails for port 0 or an open socket, neither the case.
+            let _ = socket.listen(SOURCE_PORT);
+            return true;
+        }
+        // Whatever the client sends is read and dropped.
+        while socket
+            .recv(|data| (data.len(), data.len()))
+            .is_ok_and(|n| n > 0)
+        {}
+        match socket.state() {
+            tcp::State::CloseWait => {
+                socket.close();
+                true
+            }
+            tcp::State::Established if socket.can_send() => {
+                // The buffer's bytes are zeros already: only its free space
+                // is handed to smoltcp, nothing is written.
+                let _ = socket.send(|free| (free.len(), ()));
+                true
+            }
+            _ => false,
+        }
     }
 
     /// The `net` command's report: MAC, address, link and counters.
@@ -933,6 +979,32 @@ mod tests {
             received.len()
         );
         assert!(stack.borrow().counters().rx_bytes > TOTAL as u64);
+    }
+
+    #[test]
+    fn the_source_port_streams_zeros_until_the_client_closes() {
+        let (mut kernel, wire) = node_with_nic();
+        exec(&mut kernel, "net 10.0.2.2/24");
+        let mut client = Client::connect(wire, SOURCE_PORT, 64 * 1024, 64);
+        let mut received = Vec::new();
+        let mut turn = 0;
+        while received.len() < 1 << 20 && turn < 20_000 {
+            drain(client.turn(&mut kernel, turn), &mut received);
+            turn += 1;
+        }
+        assert!(received.len() >= 1 << 20, "{} bytes", received.len());
+        assert!(received.iter().all(|&b| b == 0));
+        client.turn(&mut kernel, turn).close();
+        let mut closed = false;
+        for turn in turn..turn + 20_000 {
+            let socket = client.turn(&mut kernel, turn);
+            drain(socket, &mut received);
+            if !socket.may_recv() {
+                closed = true;
+                break;
+            }
+        }
+        assert!(closed, "the source did not close after the client");
     }
 
     #[test]

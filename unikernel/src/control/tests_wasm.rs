@@ -24,6 +24,14 @@ fn upload(client: &mut Client, p: &mut Pair, bytes: &[u8]) -> Message {
     client.next(p, 200_000)
 }
 
+/// Uploads `bytes` to node B; the identity B stored the module under.
+fn store(client: &mut Client, p: &mut Pair, bytes: &[u8]) -> [u8; 32] {
+    match upload(client, p, bytes) {
+        Message::ModuleStored { module } => module,
+        other => panic!("not stored: {other:?}"),
+    }
+}
+
 /// The modules a node was given, by event.
 fn added(node: &super::tests::Node) -> Vec<[u8; 32]> {
     node.find(|e| match e {
@@ -46,9 +54,7 @@ fn a_wasm_task_migrates_with_its_module_both_ways_and_verifies() {
     let mut p = pair();
     let mut client = Client::connect(&mut p, KEY);
     assert!(client.establish(&mut p));
-    let Message::ModuleStored { module: id } = upload(&mut client, &mut p, &module("")) else {
-        panic!("not stored")
-    };
+    let id = store(&mut client, &mut p, &module(""));
     assert_eq!(added(&p.b), [id]);
     assert_eq!(
         client.ask(&mut p, &Message::ModuleQuery { module: id }),
@@ -203,13 +209,11 @@ fn a_step_that_never_ends_keeps_the_node_serving_and_is_never_migrated() {
     short_timeouts(&mut p);
     let mut client = Client::connect(&mut p, KEY);
     assert!(client.establish(&mut p));
-    let Message::ModuleStored { module: id } = upload(
+    let id = store(
         &mut client,
         &mut p,
         &module("(loop $forever (br $forever))"),
-    ) else {
-        panic!("not stored")
-    };
+    );
     p.b.exec(&format!("run wasm {} 10", hex(&id)));
     p.run_until(50, |_| false);
     assert!(!p.b.tasks.borrow().entries()[0].at_migration_point());
@@ -295,9 +299,7 @@ fn a_capture_holds_a_long_step_at_its_migration_point_for_a_turn() {
     let mut p = pair();
     let mut client = Client::connect(&mut p, KEY);
     assert!(client.establish(&mut p));
-    let Message::ModuleStored { module: id } = upload(&mut client, &mut p, &slow_module()) else {
-        panic!("not stored")
-    };
+    let id = store(&mut client, &mut p, &slow_module());
     assert!(p.b.exec(&run_line(&id, 20_000, "")).contains("started"));
     let ready = |p: &Pair| {
         p.b.tasks
@@ -338,9 +340,7 @@ fn a_task_whose_steps_outlast_a_turn_migrates_and_verifies() {
     short_timeouts(&mut p);
     let mut client = Client::connect(&mut p, KEY);
     assert!(client.establish(&mut p));
-    let Message::ModuleStored { module: id } = upload(&mut client, &mut p, &slow_module()) else {
-        panic!("not stored")
-    };
+    let id = store(&mut client, &mut p, &slow_module());
     let n = 200_000;
     assert!(p.b.exec(&run_line(&id, n, "")).contains("started"));
     assert!(p.b.exec("migrate 1 10.0.0.1").contains("connecting"));

@@ -90,6 +90,8 @@ struct Phy<'a> {
     /// Where a received frame is copied: as long as the longest frame the
     /// device hands over, allocated once.
     rx_buffer: &'a mut Vec<u8>,
+    /// [`TxToken`]'s buffer.
+    tx_buffer: &'a mut Vec<u8>,
 }
 
 /// A received frame, already copied out of the device.
@@ -99,6 +101,9 @@ struct RxToken<'a>(&'a [u8]);
 struct TxToken<'a> {
     device: &'a mut dyn NetDevice,
     counters: &'a mut Counters,
+    /// Where the frame is written before the device copies it: as long as
+    /// the longest frame, allocated once.
+    tx_buffer: &'a mut Vec<u8>,
 }
 
 impl phy::RxToken for RxToken<'_> {
@@ -109,9 +114,12 @@ impl phy::RxToken for RxToken<'_> {
 
 impl phy::TxToken for TxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut frame = vec![0; len];
-        let result = f(&mut frame);
-        match self.device.transmit(&frame) {
+        if self.tx_buffer.len() < len {
+            self.tx_buffer.resize(len, 0);
+        }
+        let frame = &mut self.tx_buffer[..len];
+        let result = f(frame);
+        match self.device.transmit(frame) {
             Ok(()) => {
                 self.counters.tx_frames += 1;
                 self.counters.tx_bytes += len as u64;
@@ -175,6 +183,7 @@ impl phy::Device for Phy<'_> {
         let tx = TxToken {
             device: &mut *self.device,
             counters: &mut *self.counters,
+            tx_buffer: &mut *self.tx_buffer,
         };
         Some((RxToken(&self.rx_buffer[..frame]), tx))
     }
@@ -186,6 +195,7 @@ impl phy::Device for Phy<'_> {
         Some(TxToken {
             device: &mut *self.device,
             counters: &mut *self.counters,
+            tx_buffer: &mut *self.tx_buffer,
         })
     }
 
@@ -205,6 +215,8 @@ pub struct NetStack {
     device: Box<dyn NetDevice>,
     /// [`Phy`]'s receive buffer.
     rx_buffer: Vec<u8>,
+    /// [`Phy`]'s transmit buffer.
+    tx_buffer: Vec<u8>,
     /// When the last frame came or went.
     last_frame_ns: Option<u64>,
     iface: Interface,
@@ -311,12 +323,14 @@ impl NetStack {
             ]);
         let mut counters = Counters::default();
         let mut rx_buffer = vec![0; device.max_receive_len()];
+        let mut tx_buffer = vec![0; device.max_frame_len()];
         let iface = Interface::new(
             config,
             &mut Phy {
                 device: device.as_mut(),
                 counters: &mut counters,
                 rx_buffer: &mut rx_buffer,
+                tx_buffer: &mut tx_buffer,
             },
             instant(now_ns),
         );
@@ -337,6 +351,7 @@ impl NetStack {
         Self {
             device,
             rx_buffer,
+            tx_buffer,
             last_frame_ns: None,
             iface,
             sockets,
@@ -483,6 +498,7 @@ impl NetStack {
             device: self.device.as_mut(),
             counters: &mut self.counters,
             rx_buffer: &mut self.rx_buffer,
+            tx_buffer: &mut self.tx_buffer,
         };
         let changed = self
             .iface
@@ -852,6 +868,7 @@ mod tests {
         peer: WireEnd,
         counters: Counters,
         rx_buffer: Vec<u8>,
+        tx_buffer: Vec<u8>,
         iface: Interface,
         sockets: SocketSet<'static>,
         handle: SocketHandle,
@@ -863,12 +880,14 @@ mod tests {
             let mut peer = WireEnd::peer(wire, PEER_MAC.0);
             let mut counters = Counters::default();
             let mut rx_buffer = vec![0; peer.max_receive_len()];
+            let mut tx_buffer = vec![0; peer.max_frame_len()];
             let mut iface = Interface::new(
                 Config::new(HardwareAddress::Ethernet(PEER_MAC)),
                 &mut Phy {
                     device: &mut peer,
                     counters: &mut counters,
                     rx_buffer: &mut rx_buffer,
+                    tx_buffer: &mut tx_buffer,
                 },
                 Instant::ZERO,
             );
@@ -890,6 +909,7 @@ mod tests {
                 peer,
                 counters,
                 rx_buffer,
+                tx_buffer,
                 iface,
                 sockets,
                 handle,
@@ -905,6 +925,7 @@ mod tests {
                 device: &mut self.peer,
                 counters: &mut self.counters,
                 rx_buffer: &mut self.rx_buffer,
+                tx_buffer: &mut self.tx_buffer,
             };
             self.iface
                 .poll(Instant::from_millis(turn), &mut phy, &mut self.sockets);

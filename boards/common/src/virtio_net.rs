@@ -14,8 +14,8 @@
 //! - takes mergeable receive buffers (`MRG_RXBUF`): a frame fills as many
 //!   page-sized buffers as it needs, so the ring holds 256 small frames or
 //!   16 merged ones in [`RX_MEMORY`];
-//! - queues frames to send and reclaims their buffers once the device has
-//!   used them, without waiting.
+//! - queues frames to send and takes their buffers back for the next ones
+//!   once the device has used them, without waiting.
 //!
 //! The node still sends frames of at most 1514 bytes with checksums computed
 //! by smoltcp (no transmit offloads: smoltcp cannot leave a partial
@@ -84,8 +84,11 @@ pub struct VirtioNet<T: Transport> {
     /// The buffers the device holds for receiving, by the token (head
     /// descriptor) the queue gave each.
     rx_buffers: Vec<Option<Box<[u8]>>>,
-    /// The frames the device has not sent yet, by token.
-    tx_buffers: Vec<Option<Box<[u8]>>>,
+    /// The frames the device has not sent yet, by token, with the length
+    /// handed to it.
+    tx_buffers: Vec<Option<(Box<[u8]>, usize)>>,
+    /// Transmit buffers the device is done with, for the next frames.
+    tx_free: Vec<Box<[u8]>>,
     /// Bytes of the virtio-net header before each frame (12, or 10 for a
     /// legacy device without mergeable buffers).
     header_len: usize,
@@ -138,6 +141,7 @@ impl<T: Transport> VirtioNet<T> {
             tx,
             rx_buffers: (0..RX_QUEUE_SIZE).map(|_| None).collect(),
             tx_buffers: (0..TX_QUEUE_SIZE).map(|_| None).collect(),
+            tx_free: Vec::new(),
             header_len: if features.intersects(Features::VERSION_1 | Features::MRG_RXBUF) {
                 12
             } else {
@@ -200,17 +204,18 @@ impl<T: Transport> VirtioNet<T> {
         }
     }
 
-    /// Frees the buffers of the frames the device has sent.
+    /// Takes back the buffers of the frames the device has sent.
     fn reclaim_tx(&mut self) {
         while let Some(token) = self.tx.peek_used() {
-            let Some(buffer) = self.tx_buffers[usize::from(token)].take() else {
+            let Some((buffer, len)) = self.tx_buffers[usize::from(token)].take() else {
                 return;
             };
-            // SAFETY: `buffer` is the one `transmit` added under `token`.
-            if unsafe { self.tx.pop_used(token, &[&buffer[..]], &mut []) }.is_err() {
-                self.tx_buffers[usize::from(token)] = Some(buffer);
+            // SAFETY: `buffer[..len]` is what `transmit` added under `token`.
+            if unsafe { self.tx.pop_used(token, &[&buffer[..len]], &mut []) }.is_err() {
+                self.tx_buffers[usize::from(token)] = Some((buffer, len));
                 return;
             }
+            self.tx_free.push(buffer);
         }
     }
 }
@@ -278,13 +283,21 @@ impl<T: Transport> NetDevice for VirtioNet<T> {
             return Err(NetError::BadLength(frame.len()));
         }
         self.reclaim_tx();
+        let len = self.header_len + frame.len();
+        let mut buffer = self
+            .tx_free
+            .pop()
+            .unwrap_or_else(|| vec![0; self.header_len + MAX_FRAME_LEN].into_boxed_slice());
         // An all-zero header: no offloads asked for.
-        let mut buffer = vec![0; self.header_len + frame.len()].into_boxed_slice();
-        buffer[self.header_len..].copy_from_slice(frame);
+        buffer[..self.header_len].fill(0);
+        buffer[self.header_len..len].copy_from_slice(frame);
         // SAFETY: the buffer is owned by `tx_buffers` until `reclaim_tx`
         // pops it, and nothing writes or moves its contents meanwhile.
-        let token = unsafe { self.tx.add(&[&buffer[..]], &mut []) }.map_err(|_| NetError::Busy)?;
-        self.tx_buffers[usize::from(token)] = Some(buffer);
+        let Ok(token) = (unsafe { self.tx.add(&[&buffer[..len]], &mut []) }) else {
+            self.tx_free.push(buffer);
+            return Err(NetError::Busy);
+        };
+        self.tx_buffers[usize::from(token)] = Some((buffer, len));
         if self.tx.should_notify() {
             self.transport.notify(TX_QUEUE);
         }

@@ -155,7 +155,26 @@ fn main() {
         virt / linux
     );
 
+    // Where the receive time goes: frames per byte (large receive merges a
+    // stream's segments into frames of up to 64 KiB).
+    for (node, name) in [(0, "pc"), (1, "virt")] {
+        let net = cluster.shell(node, "net").expect("net command");
+        if let Some(rx) = net.lines().find(|l| l.starts_with("rx ")) {
+            let frames = rx
+                .split_whitespace()
+                .nth(1)
+                .and_then(|n| n.parse::<f64>().ok());
+            let bytes = rx
+                .split_whitespace()
+                .nth(3)
+                .and_then(|n| n.parse::<f64>().ok());
+            let mean = frames.zip(bytes).map_or(0.0, |(f, b)| b / f.max(1.0));
+            println!("{name}: {rx} (mean {mean:.0} bytes per frame)");
+        }
+    }
+
     // The nodes' sending side: each node's source port into a Linux reader.
+    let sender = cluster.lab().linux_host(100).expect("sender namespace");
     println!("{:<6} {:>14} {:>14}", "round", "pc->linux", "virt->linux");
     let (mut pc_out, mut virt_out) = (Vec::new(), Vec::new());
     for round in 0..rounds {
@@ -176,24 +195,6 @@ fn main() {
         pc_out / linux,
         virt_out / linux
     );
-
-    // Where the receive time goes: frames per byte (large receive merges a
-    // stream's segments into frames of up to 64 KiB).
-    for (node, name) in [(0, "pc"), (1, "virt")] {
-        let net = cluster.shell(node, "net").expect("net command");
-        if let Some(rx) = net.lines().find(|l| l.starts_with("rx ")) {
-            let frames = rx
-                .split_whitespace()
-                .nth(1)
-                .and_then(|n| n.parse::<f64>().ok());
-            let bytes = rx
-                .split_whitespace()
-                .nth(3)
-                .and_then(|n| n.parse::<f64>().ok());
-            let mean = frames.zip(bytes).map_or(0.0, |(f, b)| b / f.max(1.0));
-            println!("{name}: {rx} (mean {mean:.0} bytes per frame)");
-        }
-    }
 
     // Migrations of one running task, back and forth, once it has assembled
     // its matrix and iterates (5% of its steps): during the assembly every

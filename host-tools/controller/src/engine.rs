@@ -120,6 +120,8 @@ enum AgentEvent {
         error: String,
         /// Whether it was to resume from a checkpoint.
         resumed: bool,
+        /// Whether the request itself was at fault (given up at once).
+        given_up: bool,
     },
     StandbyFailed {
         task: TaskId,
@@ -900,9 +902,9 @@ impl Engine {
             _ => return,
         };
         let Some(program) = self.catalogue.get(&row.spec.program) else {
-            let actions = self
-                .sched
-                .start_failed(now, task, node, "program left the catalogue");
+            let actions =
+                self.sched
+                    .start_failed(now, task, node, "program left the catalogue", true);
             self.execute(now, actions);
             return;
         };
@@ -953,9 +955,9 @@ impl Engine {
                 let _ = agent.tx.send(AgentCmd::Start(request, epoch));
             }
             None => {
-                let actions = self
-                    .sched
-                    .start_failed(now, task, node, "no agent for the node");
+                let actions =
+                    self.sched
+                        .start_failed(now, task, node, "no agent for the node", false);
                 self.execute(now, actions);
             }
         }
@@ -1040,6 +1042,7 @@ impl Engine {
                 epoch,
                 error,
                 resumed,
+                given_up,
             } => {
                 let current = self.start_pending(task, epoch);
                 if current {
@@ -1048,7 +1051,7 @@ impl Engine {
                         let _ = self.store.drop_checkpoint(task);
                     }
                     self.requeue(now, task, "refused", &format!("start refused: {error}"));
-                    let actions = self.sched.start_failed(now, task, node, &error);
+                    let actions = self.sched.start_failed(now, task, node, &error, given_up);
                     self.execute(now, actions);
                 }
             }
@@ -1515,6 +1518,7 @@ fn carry_out(cmd: AgentCmd, l: &mut dyn NodeLink) -> (Vec<AgentEvent>, bool) {
             Err(e) => vec![AgentEvent::StartFailed {
                 task: req.task,
                 epoch,
+                given_up: e.is_final(),
                 error: failed(e),
                 resumed: req.checkpoint.is_some(),
             }],
@@ -1573,6 +1577,7 @@ fn not_connected(cmd: AgentCmd, addr: &str) -> Option<AgentEvent> {
             epoch,
             error,
             resumed: false,
+            given_up: false,
         }),
         AgentCmd::Standby { task, .. } => Some(AgentEvent::StandbyFailed { task, error }),
         AgentCmd::Migrate { task, to, .. } => Some(AgentEvent::MigrationFailed { task, to, error }),

@@ -549,10 +549,23 @@ impl Scheduler {
         Vec::new()
     }
 
-    /// The node refused or did not answer the start request.
-    pub fn start_failed(&mut self, now: f64, task: TaskId, node: NodeId, why: &str) -> Vec<Action> {
+    /// The node refused or did not answer the start request; `given_up`:
+    /// the request itself was at fault (its program's module refused, say),
+    /// so the task fails now instead of being tried again.
+    pub fn start_failed(
+        &mut self,
+        now: f64,
+        task: TaskId,
+        node: NodeId,
+        why: &str,
+        given_up: bool,
+    ) -> Vec<Action> {
         self.release(node, task);
-        let limit = self.config.max_start_failures;
+        let limit = if given_up {
+            1
+        } else {
+            self.config.max_start_failures
+        };
         let mut actions = Vec::new();
         if let Some(t) = self.tasks.get_mut(&task) {
             if t.phase != (Phase::Starting { node }) {
@@ -561,10 +574,11 @@ impl Scheduler {
             t.start_failures += 1;
             if t.start_failures >= limit {
                 t.phase = Phase::Over;
-                t.reason = Some(format!(
-                    "{} start requests refused; last: {why}",
-                    t.start_failures
-                ));
+                t.reason = Some(if given_up {
+                    format!("start refused: {why}")
+                } else {
+                    format!("{} start requests refused; last: {why}", t.start_failures)
+                });
                 actions.push(Action::GiveUp { task });
             } else {
                 t.phase = Phase::Pending;

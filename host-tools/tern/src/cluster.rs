@@ -3,7 +3,10 @@
 //! boot in QEMU on a private network lab; the controller runs in this
 //! process — its engine on the live driver, reaching the nodes from inside
 //! the lab's namespace, its web UI and API on the host's loopback — and
-//! takes a batch of NPB tasks. The demo tells the policy's decisions (each
+//! takes a batch of the thesis's nine programs, Wasm modules the controller
+//! uploads to the nodes with their reference answers (built first, `tern
+//! task build`), or any batch of them and the NPB kernels (`--batch`). The
+//! demo tells the policy's decisions (each
 //! start and migration, as the controller's database records them) and the
 //! batch's progress, and ends with its account: makespan, the local-only
 //! baseline and the speedup A = (T_local − T_off) / T_local.
@@ -19,6 +22,7 @@ use tern_controller::api;
 use tern_controller::bench::{makespan_lower_bound, run_set, ClusterModel, Row};
 use tern_controller::catalogue::Catalogue;
 use tern_controller::driver::live::{in_netns, LiveConnector, Timeouts};
+use tern_controller::driver::wasm::WasmSet;
 use tern_controller::engine::{self, now, EngineConfig, Service, SubmitError};
 use tern_controller::model::{NodeId, NodeSpec, PolicyKind, TaskId, TaskState};
 use tern_controller::sched::SchedConfig;
@@ -32,10 +36,22 @@ use tokio::sync::oneshot;
 
 use crate::demo::{start_nodes, with_consoles, DemoError, Event, BOARDS};
 
-/// The default batch: the NPB kernels the nodes run, long and short ones
-/// mixed (the nine programs of the thesis run as Wasm modules, which Tern
-/// nodes do not run yet).
+/// The default batch: the thesis's nine programs, each once.
 pub const DEFAULT_BATCH: &str = r#"{"tasks": [
+    {"name": "maze-1", "program": "maze"},
+    {"name": "sha256-1", "program": "sha256"},
+    {"name": "13queen-1", "program": "13queen"},
+    {"name": "quicksort-1", "program": "quicksort"},
+    {"name": "hashzip-1", "program": "hashzip"},
+    {"name": "dynamic-1", "program": "dynamic"},
+    {"name": "huffman-1", "program": "huffman"},
+    {"name": "calcpi-1", "program": "calcpi"},
+    {"name": "matrix-1", "program": "matrix"}
+]}"#;
+
+/// An NPB batch (`--batch` with this file's text): the kernels built into
+/// the nodes, long and short ones mixed.
+pub const NPB_BATCH: &str = r#"{"tasks": [
     {"name": "cg-W-1", "program": "cg-W"},
     {"name": "cg-W-2", "program": "cg-W"},
     {"name": "is-W-1", "program": "is-W"},
@@ -160,6 +176,12 @@ fn drive(
     running: &mut Running,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<ClusterReport, DemoError> {
+    on_event(Event::Stage("building the Wasm task set".into()));
+    let ws = tern_flash::build::Workspace::locate()
+        .map_err(|e| task_error("the workspace")(e.to_string()))?;
+    let manifest =
+        tern_tasks::build_all(&ws).map_err(|e| task_error("the Wasm task set")(e.to_string()))?;
+    let wasm = WasmSet::from_manifest(&manifest).map_err(task_error("the Wasm task set"))?;
     on_event(Event::Stage(format!(
         "starting the controller (database {})",
         db.display()
@@ -168,13 +190,14 @@ fn drive(
         security,
         in_netns(running.cluster.lab().netns().name().into()),
         Timeouts::default(),
-    );
+    )
+    .with_wasm(wasm);
     let config = EngineConfig {
         default_policy: PolicyKind::parse(&options.policy)
             .ok_or_else(|| DemoError::Task(format!("unknown policy {}", options.policy)))?,
         ..EngineConfig::default()
     };
-    let service = engine::start(db, config, Arc::new(connector), Catalogue::npb())
+    let service = engine::start(db, config, Arc::new(connector), Catalogue::nodes())
         .map_err(|e| task_error("starting the controller")(e.to_string()))?;
     let controller = service.controller.clone();
     running.service = Some(service);

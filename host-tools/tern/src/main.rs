@@ -262,9 +262,13 @@ struct DemoArgs {
     /// the speedup against the local node alone, the web UI to watch it.
     #[arg(long, conflicts_with = "sync")]
     cluster: bool,
-    /// --cluster: the batch file (as `tern submit` takes it; default: ten NPB tasks).
+    /// --cluster: the batch file (as `tern submit` takes it; default: the thesis's nine
+    /// Wasm programs, each once).
     #[arg(long, requires = "cluster")]
     batch: Option<PathBuf>,
+    /// --cluster: ten NPB tasks (CG and IS, classes S and W) instead of the nine programs.
+    #[arg(long, requires = "cluster", conflicts_with = "batch")]
+    npb: bool,
     /// --cluster: the policy (tern, memory-first, ga, min-min, max-min, sufferage, local).
     #[arg(long, default_value = "tern", requires = "cluster")]
     policy: String,
@@ -293,6 +297,7 @@ fn demo(d: DemoArgs) -> Result<()> {
         wasm_args,
         cluster,
         batch,
+        npb,
         policy,
         listen,
         db,
@@ -303,6 +308,7 @@ fn demo(d: DemoArgs) -> Result<()> {
             Some(path) => {
                 std::fs::read(path).with_context(|| format!("reading {}", path.display()))?
             }
+            None if npb => tern::cluster::NPB_BATCH.as_bytes().to_vec(),
             None => tern::cluster::DEFAULT_BATCH.as_bytes().to_vec(),
         };
         Scenario::Cluster(tern::cluster::Options {

@@ -22,7 +22,7 @@
 //! too thinly), and every task of a draining node moves as soon as a core
 //! elsewhere is free.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use super::{fits, NodeView, TaskView};
 use crate::estimate::History;
@@ -117,7 +117,10 @@ pub fn plan(
 }
 
 /// One probe per unknown (program, board) pair not already being probed:
-/// the first waiting task of the program that fits a node of that board.
+/// a waiting task of the program that fits a node of that board. A task
+/// whose program is unknown on several boards probes the one with the
+/// fewest probes so far, so that a batch of programs never seen spreads
+/// over the boards instead of all probing the first.
 fn choose_probes(
     nodes: &[NodeView],
     tasks: &[TaskView],
@@ -127,22 +130,29 @@ fn choose_probes(
     let mut boards: Vec<&str> = nodes.iter().map(|n| n.board.as_str()).collect();
     boards.sort_unstable();
     boards.dedup();
+    let mut load: HashMap<&str, usize> = boards.iter().map(|b| (*b, 0)).collect();
+    for (_, board) in probing {
+        if let Some(n) = load.get_mut(board.as_str()) {
+            *n += 1;
+        }
+    }
     let mut chosen: Pairs = HashSet::new();
     let mut probes = Vec::new();
     for (i, t) in tasks.iter().enumerate() {
-        for board in &boards {
+        let open = boards.iter().copied().filter(|board| {
             let pair = (t.key.clone(), board.to_string());
-            if history.pair_mean(&t.key, board).is_some()
-                || probing.contains(&pair)
-                || chosen.contains(&pair)
-                || !nodes.iter().any(|n| n.board == *board && fits(t, n))
-            {
-                continue;
-            }
-            chosen.insert(pair);
-            probes.push((i, board.to_string()));
-            break;
-        }
+            history.pair_mean(&t.key, board).is_none()
+                && !probing.contains(&pair)
+                && !chosen.contains(&pair)
+                && nodes.iter().any(|n| n.board == *board && fits(t, n))
+        });
+        // The first of the least probed (boards are in order).
+        let Some(board) = open.min_by_key(|b| load[b]) else {
+            continue;
+        };
+        *load.get_mut(board).expect("a listed board") += 1;
+        chosen.insert((t.key.clone(), board.to_string()));
+        probes.push((i, board.to_string()));
     }
     probes
 }
@@ -334,6 +344,28 @@ mod tests {
         assert!(plan(0.0, &nodes, &tasks, &h, &busy)
             .iter()
             .all(|p| !p.probe));
+    }
+
+    #[test]
+    fn programs_never_seen_probe_every_board_not_only_the_first() {
+        let nodes = vec![
+            node(1, "pc", 1.0, 1000, true),
+            node(2, "virt", 1.0, 1000, false),
+        ];
+        let h = History::new();
+        let programs = ["a", "b", "c", "d", "e", "f"];
+        let tasks: Vec<_> = programs
+            .iter()
+            .enumerate()
+            .map(|(i, p)| task(i as TaskId, p))
+            .collect();
+        let p = plan(0.0, &nodes, &tasks, &h, &HashSet::new());
+        let on = |n| p.iter().filter(|p| p.probe && p.node == n).count();
+        assert_eq!((on(1), on(2)), (3, 3), "{p:?}");
+        // Probes already running count: the next ones go to the other board.
+        let busy: Pairs = [("x".to_string(), "pc".to_string())].into();
+        let p = plan(0.0, &nodes, &tasks[..1], &h, &busy);
+        assert_eq!(p[0].node, 2, "{p:?}");
     }
 
     #[test]

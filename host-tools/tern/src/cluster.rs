@@ -24,7 +24,7 @@ use tern_controller::catalogue::Catalogue;
 use tern_controller::driver::live::{in_netns, LiveConnector, Timeouts};
 use tern_controller::driver::wasm::WasmSet;
 use tern_controller::engine::{self, now, EngineConfig, Service, SubmitError};
-use tern_controller::model::{NodeId, NodeSpec, PolicyKind, TaskId, TaskState};
+use tern_controller::model::{NodeId, NodeSpec, PolicyKind, TaskId, TaskSpec, TaskState};
 use tern_controller::sched::SchedConfig;
 use tern_controller::sim::SimTask;
 use tern_controller::store::{Store, StoreError, TaskRow};
@@ -79,6 +79,13 @@ pub struct Options {
     pub db: Option<PathBuf>,
     /// Longest wait for the whole batch.
     pub timeout: Duration,
+    /// The aarch64 node joins this long after the submission (else it is
+    /// there from the start).
+    pub join_after: Option<Duration>,
+    /// The local node is drained this long after the submission.
+    pub drain_after: Option<Duration>,
+    /// Whether Tern's policy may move running tasks by live migration.
+    pub migration: bool,
 }
 
 /// The cluster demo's result (`--report FILE` writes it as JSON).
@@ -88,6 +95,13 @@ pub struct ClusterReport {
     pub scenario: &'static str,
     /// The web UI's address.
     pub ui: String,
+    /// Seconds after the submission the aarch64 node joined, if it was
+    /// not there from the start.
+    pub join_after_s: Option<f64>,
+    /// Seconds after the submission the local node was drained, if it was.
+    pub drain_after_s: Option<f64>,
+    /// Whether Tern's policy could move running tasks.
+    pub migration: bool,
     /// Every task's end as the controller recorded it.
     pub all_done: bool,
     /// The policy's decisions in order: starts and migrations.
@@ -195,6 +209,10 @@ fn drive(
     let config = EngineConfig {
         default_policy: PolicyKind::parse(&options.policy)
             .ok_or_else(|| DemoError::Task(format!("unknown policy {}", options.policy)))?,
+        sched: SchedConfig {
+            migration: options.migration,
+            ..SchedConfig::default()
+        },
         ..EngineConfig::default()
     };
     let service = engine::start(db, config, Arc::new(connector), Catalogue::nodes())
@@ -216,7 +234,8 @@ fn drive(
         "web UI: {ui} (timeline: {ui}timeline)"
     )));
 
-    for (i, board) in BOARDS.iter().enumerate() {
+    let add_node = |i: usize, on_event: &mut dyn FnMut(Event)| {
+        let board = BOARDS[i];
         let addr = running.cluster.endpoint(i).to_string();
         let id = running
             .runtime
@@ -228,7 +247,14 @@ fn drive(
             board.isa(),
             if i == 0 { ", the local node" } else { "" }
         )));
+        Ok::<_, DemoError>(id)
+    };
+    let local = add_node(0, on_event)?;
+    let mut joining = options.join_after;
+    if joining.is_none() {
+        add_node(1, on_event)?;
     }
+    let mut draining = options.drain_after;
     let submitted = running
         .runtime
         .block_on(controller.submit(options.batch.clone()))
@@ -254,6 +280,21 @@ fn drive(
     let mut follow = Follow::default();
     let t0 = Instant::now();
     let all_done = loop {
+        if joining.is_some_and(|at| t0.elapsed() >= at) {
+            joining = None;
+            on_event(Event::Stage("the aarch64 node joins".into()));
+            add_node(1, on_event)?;
+        }
+        if draining.is_some_and(|at| t0.elapsed() >= at) {
+            draining = None;
+            on_event(Event::Stage(format!(
+                "draining node {local}, the local node"
+            )));
+            running
+                .runtime
+                .block_on(controller.drain(local))
+                .map_err(task_error("draining the local node"))?;
+        }
         let store = controller.read();
         for line in follow.news(&store, &submitted.tasks).map_err(store_error)? {
             on_event(Event::Stage(line));
@@ -307,21 +348,28 @@ fn drive(
     let learned = store.load_history().map_err(store_error)?;
     drop(store);
     let catalogue = controller.catalogue();
-    let times = |program: &str, board: &str| {
-        Some(learned.predict(catalogue.timing_key(program), board).secs)
-    };
+    // What the run taught, under the keys the controller learns by.
+    let times =
+        |task: &TaskSpec, board: &str| Some(learned.predict(&task.timing_key(), board).secs);
     let makespan_ratio = sim_tasks(&nodes, &set, times)
         .map(|tasks| makespan_lower_bound(&tasks, &nodes))
         .zip(timeline.summary.t_off)
         .map(|(bound, t_off)| t_off / bound);
     let table = TimingTable::bundled();
-    let predicted = sim_tasks(&nodes, &set, |program, board| {
-        table.mean(catalogue.timing_key(program), board)
+    // A program's own row when measured (the nine Wasm programs', the
+    // NPB kernels'), else its stand-in's.
+    let predicted = sim_tasks(&nodes, &set, |task, board| {
+        table
+            .mean(&task.program, board)
+            .or_else(|| table.mean(catalogue.timing_key(&task.program), board))
     })
     .and_then(|tasks| predict(&nodes, &tasks, submitted.policy));
     Ok(ClusterReport {
         scenario: "cluster",
         ui,
+        join_after_s: options.join_after.map(|d| d.as_secs_f64()),
+        drain_after_s: options.drain_after.map(|d| d.as_secs_f64()),
+        migration: options.migration,
         all_done,
         decisions: follow.decisions,
         tasks,
@@ -331,18 +379,18 @@ fn drive(
     })
 }
 
-/// `set` as the simulator takes it, each task taking `times(program,
-/// board)` on each board of `nodes`; `None` when a time is unknown.
+/// `set` as the simulator takes it, each task taking `times(task, board)`
+/// on each board of `nodes`; `None` when a time is unknown.
 fn sim_tasks(
     nodes: &[NodeSpec],
     set: &[TaskRow],
-    times: impl Fn(&str, &str) -> Option<f64>,
+    times: impl Fn(&TaskSpec, &str) -> Option<f64>,
 ) -> Option<Vec<SimTask>> {
     set.iter()
         .map(|t| {
             let actual = nodes
                 .iter()
-                .map(|n| Some((n.board.clone(), times(&t.spec.program, &n.board)?)))
+                .map(|n| Some((n.board.clone(), times(&t.spec, &n.board)?)))
                 .collect::<Option<BTreeMap<_, _>>>()?;
             Some(SimTask {
                 id: t.id,

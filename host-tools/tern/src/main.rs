@@ -269,6 +269,15 @@ struct DemoArgs {
     /// --cluster: ten NPB tasks (CG and IS, classes S and W) instead of the nine programs.
     #[arg(long, requires = "cluster", conflicts_with = "batch")]
     npb: bool,
+    /// --cluster: the aarch64 node joins this many seconds after the submission.
+    #[arg(long, requires = "cluster")]
+    join_after: Option<f64>,
+    /// --cluster: the local node is drained this many seconds after the submission.
+    #[arg(long, requires = "cluster")]
+    drain_after: Option<f64>,
+    /// --cluster: Tern's policy never moves a running task (joins and drains included).
+    #[arg(long, requires = "cluster")]
+    no_migration: bool,
     /// --cluster: the policy (tern, memory-first, ga, min-min, max-min, sufferage, local).
     #[arg(long, default_value = "tern", requires = "cluster")]
     policy: String,
@@ -298,6 +307,9 @@ fn demo(d: DemoArgs) -> Result<()> {
         cluster,
         batch,
         npb,
+        join_after,
+        drain_after,
+        no_migration,
         policy,
         listen,
         db,
@@ -311,12 +323,25 @@ fn demo(d: DemoArgs) -> Result<()> {
             None if npb => tern::cluster::NPB_BATCH.as_bytes().to_vec(),
             None => tern::cluster::DEFAULT_BATCH.as_bytes().to_vec(),
         };
+        let seconds = |s: Option<f64>, what: &str| {
+            s.map(|s| {
+                anyhow::ensure!(
+                    s.is_finite() && s >= 0.0,
+                    "{what} takes a number of seconds"
+                );
+                Ok(Duration::from_secs_f64(s))
+            })
+            .transpose()
+        };
         Scenario::Cluster(tern::cluster::Options {
             batch,
             policy,
             listen,
             db,
             timeout,
+            join_after: seconds(join_after, "--join-after")?,
+            drain_after: seconds(drain_after, "--drain-after")?,
+            migration: !no_migration,
         })
     } else if sync {
         let mut options = standby::Options::with_default_trace();

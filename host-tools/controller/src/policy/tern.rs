@@ -117,10 +117,13 @@ pub fn plan(
 }
 
 /// One probe per unknown (program, board) pair not already being probed:
-/// a waiting task of the program that fits a node of that board. A task
-/// whose program is unknown on several boards probes the one with the
-/// fewest probes so far, so that a batch of programs never seen spreads
-/// over the boards instead of all probing the first.
+/// a waiting task of the program that fits a node of that board, as long as
+/// the board has a core for it (running probes included: a probe queued
+/// behind another teaches nothing sooner, and pinned to its board it would
+/// keep the task from a better one). A task whose program is unknown on
+/// several boards probes the one with the fewest probes so far, so that a
+/// batch of programs never seen spreads over the boards instead of all
+/// probing the first.
 fn choose_probes(
     nodes: &[NodeView],
     tasks: &[TaskView],
@@ -131,6 +134,10 @@ fn choose_probes(
     boards.sort_unstable();
     boards.dedup();
     let mut load: HashMap<&str, usize> = boards.iter().map(|b| (*b, 0)).collect();
+    let mut cores: HashMap<&str, usize> = HashMap::new();
+    for n in nodes {
+        *cores.entry(n.board.as_str()).or_default() += n.ready.len();
+    }
     for (_, board) in probing {
         if let Some(n) = load.get_mut(board.as_str()) {
             *n += 1;
@@ -142,6 +149,7 @@ fn choose_probes(
         let open = boards.iter().copied().filter(|board| {
             let pair = (t.key.clone(), board.to_string());
             history.pair_mean(&t.key, board).is_none()
+                && load[board] < cores[board]
                 && !probing.contains(&pair)
                 && !chosen.contains(&pair)
                 && nodes.iter().any(|n| n.board == *board && fits(t, n))
@@ -360,12 +368,24 @@ mod tests {
             .map(|(i, p)| task(i as TaskId, p))
             .collect();
         let p = plan(0.0, &nodes, &tasks, &h, &HashSet::new());
-        let on = |n| p.iter().filter(|p| p.probe && p.node == n).count();
+        let probes = |p: &[Planned], n| p.iter().filter(|p| p.probe && p.node == n).count();
+        // One probe per core of each board, the rest spread by prediction.
+        assert_eq!((probes(&p, 1), probes(&p, 2)), (1, 1), "{p:?}");
+        let on = |n| p.iter().filter(|p| p.node == n).count();
         assert_eq!((on(1), on(2)), (3, 3), "{p:?}");
         // Probes already running count: the next ones go to the other board.
         let busy: Pairs = [("x".to_string(), "pc".to_string())].into();
         let p = plan(0.0, &nodes, &tasks[..1], &h, &busy);
-        assert_eq!(p[0].node, 2, "{p:?}");
+        assert!(p[0].probe && p[0].node == 2, "{p:?}");
+        // Known on the PC, unknown on the aarch64 node's single core: one
+        // probe there, not six queued behind each other.
+        let mut h = History::new();
+        for prog in programs {
+            h.record(prog, "pc", 1, 3.0);
+        }
+        let p = plan(0.0, &nodes, &tasks, &h, &HashSet::new());
+        assert_eq!(probes(&p, 2), 1, "{p:?}");
+        assert!(p.iter().filter(|p| p.node == 1).count() >= 2, "{p:?}");
     }
 
     #[test]

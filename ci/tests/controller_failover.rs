@@ -2,8 +2,11 @@
 //! node, and an aarch64 `virt` node on a lab bridge; needs root), in one
 //! boot of the two nodes, phase after phase:
 //!
-//! 1. a small batch runs to its end, each task started once, each result
-//!    recorded once;
+//! 1. a batch of the thesis's nine Wasm programs runs to its end, each
+//!    task started once (its module uploaded first where missing), each
+//!    result verified by the node against the reference answer and recorded
+//!    once; a program whose module the node refuses fails at once with the
+//!    node's reason, started nowhere;
 //! 2. the PC's link is cut while it runs a robust task and a plain one: the
 //!    robust task's standby on the aarch64 node takes it over, the plain
 //!    one resumes there from the last checkpoint the controller fetched (at
@@ -18,10 +21,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tern_client::random_key;
-use tern_controller::catalogue::Catalogue;
+use tern_controller::catalogue::{Catalogue, Program, Runner};
 use tern_controller::client::Client;
 use tern_controller::driver::live::{in_netns, LiveConnector, Timeouts};
 use tern_controller::driver::parse_tag;
+use tern_controller::driver::wasm::{WasmModule, WasmSet};
 use tern_controller::engine::{self, EngineConfig, Service};
 use tern_controller::model::TaskState;
 use tern_controller::sched::NodeState;
@@ -94,16 +98,42 @@ fn real_nodes_run_a_batch_once_fail_over_resume_migrate_on_drain_and_survive_a_k
         checkpoint_every: Some(Duration::from_secs(2)),
         ..EngineConfig::default()
     };
+    // The nine programs as built, and one whose module is not Wasm.
+    let manifest = tern_tasks::build_all(&tern_flash::build::Workspace::locate().unwrap()).unwrap();
+    let mut wasm = WasmSet::from_manifest(&manifest).unwrap();
+    wasm.insert(
+        "bogus",
+        WasmModule {
+            bytes: b"not a module".to_vec(),
+            args: Vec::new(),
+            expected: "nothing".into(),
+        },
+    );
+    let mut catalogue = Catalogue::nodes();
+    catalogue.programs.insert(
+        "bogus".into(),
+        Program {
+            description: "bytes that are no module".into(),
+            runner: Runner::Wasm {
+                module: "bogus.wasm".into(),
+            },
+            cpu: 1.0,
+            memory_mb: 16,
+            weight: 0.0,
+            timed_as: Some("is-S".into()),
+        },
+    );
     let connector = LiveConnector::new(
         security,
         in_netns(cluster.lab().netns().name().into()),
         Timeouts::default(),
-    );
+    )
+    .with_wasm(wasm);
     let s = engine::start(
         &dir.path().join("c.db"),
         config,
         Arc::new(connector),
-        Catalogue::npb(),
+        catalogue,
     )
     .unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -126,11 +156,19 @@ fn real_nodes_run_a_batch_once_fail_over_resume_migrate_on_drain_and_survive_a_k
         .iter()
         .all(|n| n.spec.cores == 1.0 && n.spec.memory_mb > 64));
 
-    // A small batch runs to its end: each task once, each result once.
-    let batch = br#"{"policy":"tern","tasks":[
-        {"name":"is1","program":"is-S"},{"name":"cg1","program":"cg-S"},
-        {"name":"is2","program":"is-S"},{"name":"cg2","program":"cg-S"}]}"#;
-    let sub = rt.block_on(c.submit(batch.to_vec())).unwrap();
+    // The nine Wasm programs run to their end: each task once, each result
+    // the node's verification against the reference, recorded once.
+    let batch = serde_json::json!({
+        "policy": "tern",
+        "tasks": tern_tasks::PROGRAMS
+            .iter()
+            .map(|p| serde_json::json!({"name": format!("w-{}", p.name), "program": p.name}))
+            .collect::<Vec<_>>(),
+    });
+    let sub = rt
+        .block_on(c.submit(serde_json::to_vec(&batch).unwrap()))
+        .unwrap();
+    assert_eq!(sub.tasks.len(), 9);
     let all_done = |ids: &[i64]| {
         let store = c.read();
         ids.iter()
@@ -171,6 +209,28 @@ fn real_nodes_run_a_batch_once_fail_over_resume_migrate_on_drain_and_survive_a_k
             t.spec.name
         );
     }
+
+    // A module the node refuses: the task fails at once with the node's
+    // reason, and nothing starts.
+    let bad = br#"{"tasks":[{"name":"bogus1","program":"bogus"}]}"#;
+    rt.block_on(c.submit(bad.to_vec())).unwrap();
+    wait(
+        "the refused module's task to fail",
+        Duration::from_secs(30),
+        &cluster,
+        &|| account(&c.read()),
+        &mut watch,
+        |_| task(&s, "bogus1").state.is_final(),
+    );
+    let bogus = task(&s, "bogus1");
+    assert_eq!(bogus.state, TaskState::Failed, "{bogus:?}");
+    let why = bogus.reason.clone().unwrap_or_default();
+    assert!(
+        why.contains("refused bogus's module") && why.contains("Malformed"),
+        "{why}"
+    );
+    assert_eq!(bogus.epoch, 1, "tried once: {bogus:?}");
+    assert!(starts(&watch, &prefix, bogus.id).is_empty());
 
     // Both on the PC (memory-first: the local node while its memory lasts;
     // half a core each, so both start at once).

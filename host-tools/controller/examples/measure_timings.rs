@@ -1,8 +1,10 @@
-//! Measures the timing table the simulator reads: every NPB program of a
+//! Measures the timing table the simulator reads: every program of a
 //! catalogue, run alone on a QEMU `pc` node and a QEMU `virt` node (both at
-//! once, one task per node), timed from the shell's answer to `run` (the
-//! task has started) to the control service listing it as finished and
-//! verified (read every 50 ms). Needs root (the nodes sit on a network
+//! once, one task per node), timed from the task's start (the shell's
+//! answer to `run` for an NPB kernel; the answer to `StartTask` for a Wasm
+//! program, its module uploaded before, run with its reference arguments
+//! and answer from the task set's manifest, built here) to the control
+//! service listing it as finished and verified (read every 50 ms). Needs root (the nodes sit on a network
 //! namespace's bridge). The table is written after every program, so an
 //! interrupted run keeps what it measured; `--merge FILE` starts from an
 //! earlier table and `--programs a,b` measures only those rows.
@@ -19,6 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use tern_client::{random_key, NodeClient};
 use tern_controller::catalogue::{Catalogue, Runner};
+use tern_controller::driver::wasm::WasmSet;
 use tern_controller::timings::{TimingSource, TimingTable};
 use tern_flash::Board;
 use tern_lab::cluster::Cluster;
@@ -75,23 +78,27 @@ fn command_line(cmd: &str, args: &[&str]) -> String {
         .unwrap_or_default()
 }
 
-/// Starts `workload class` on every node at once and returns each node's
-/// seconds from the shell's answer to `run` to the task listed as finished
-/// and verified.
+/// How a program is started on node `i`: its task's id when the start
+/// tells it (else it is the first new task of its kind listed).
+type Start<'a> = dyn FnMut(usize, &mut Cluster, &mut NodeClient) -> Result<Option<u64>> + 'a;
+
+/// Starts a program (`kind` on the nodes, `class` in messages) on every
+/// node at once and returns each node's seconds from its start to the task
+/// listed as finished and verified.
 fn run_once(
     cluster: &mut Cluster,
     clients: &mut [NodeClient],
     seen: &mut [HashSet<u64>],
-    workload: &str,
+    kind: &str,
     class: &str,
+    start: &mut Start<'_>,
 ) -> Result<Vec<f64>> {
-    let kind = format!("npb-{workload}");
     let mut since = Vec::new();
-    for i in 0..clients.len() {
-        cluster.shell(i, &format!("run {workload} {class}"))?;
+    let mut ids: Vec<Option<u64>> = Vec::new();
+    for (i, client) in clients.iter_mut().enumerate() {
+        ids.push(start(i, cluster, client)?);
         since.push(Instant::now());
     }
-    let mut ids: Vec<Option<u64>> = vec![None; clients.len()];
     let mut took: Vec<Option<f64>> = vec![None; clients.len()];
     let deadline = Instant::now() + LIMIT;
     while took.iter().any(Option::is_none) {
@@ -156,18 +163,19 @@ fn main() -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let todo: Vec<(&String, &String, &String)> = catalogue
+    let todo: Vec<(&String, &Runner)> = catalogue
         .programs
         .iter()
         .filter(|(name, _)| args.programs.as_ref().is_none_or(|p| p.contains(name)))
-        .filter_map(|(name, p)| match &p.runner {
-            Runner::Npb { workload, class } => Some((name, workload, class)),
-            Runner::Wasm { .. } => {
-                eprintln!("measure: {name} is not an NPB program, skipped");
-                None
-            }
-        })
+        .map(|(name, p)| (name, &p.runner))
         .collect();
+    let wasm = if todo.iter().any(|(_, r)| matches!(r, Runner::Wasm { .. })) {
+        eprintln!("measure: building the Wasm task set");
+        let ws = tern_flash::build::Workspace::locate()?;
+        WasmSet::from_manifest(&tern_tasks::build_all(&ws)?).map_err(anyhow::Error::msg)?
+    } else {
+        WasmSet::default()
+    };
     let entry = format!(
         "{} ({}, commit {}): rows {}",
         command,
@@ -188,7 +196,8 @@ fn main() -> Result<()> {
             .boards
             .insert(b.name().to_string(), b.isa().to_string());
     }
-    source.note = "seconds from the shell's answer to `run` to the control service listing the task as finished and verified \
+    source.note = "seconds from the task's start (the shell's answer to `run` for NPB, the answer to `StartTask` for a Wasm \
+         program) to the control service listing the task as finished and verified \
          (read every 50 ms, so a run shorter than that reads as one poll); one task per single-core QEMU node, \
          the pc and virt nodes running at once on a shared 2-core host"
         .to_string();
@@ -199,11 +208,39 @@ fn main() -> Result<()> {
         .map(|i| cluster.client(i, Duration::from_secs(20)))
         .collect::<Result<Vec<_>, _>>()?;
     let mut seen = vec![HashSet::new(); BOARDS.len()];
-    for (name, workload, class) in todo {
+    for (name, runner) in todo {
         let mut samples: Vec<Vec<f64>> = vec![Vec::new(); BOARDS.len()];
         for round in 0..args.repeat {
-            let took = run_once(&mut cluster, &mut clients, &mut seen, workload, class)
-                .with_context(|| format!("{name} round {round}\n{}", cluster.consoles()))?;
+            let took = match runner {
+                Runner::Npb { workload, class } => run_once(
+                    &mut cluster,
+                    &mut clients,
+                    &mut seen,
+                    &format!("npb-{workload}"),
+                    class,
+                    &mut |i, cluster, _| {
+                        cluster.shell(i, &format!("run {workload} {class}"))?;
+                        Ok(None)
+                    },
+                ),
+                Runner::Wasm { .. } => {
+                    let run = wasm.run(name, &[]).map_err(anyhow::Error::msg)?;
+                    run_once(
+                        &mut cluster,
+                        &mut clients,
+                        &mut seen,
+                        "wasm",
+                        name,
+                        &mut |_, _, client| {
+                            let id = client.put_module(&run.module.bytes)?;
+                            let args = run.start_args(&id, name);
+                            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                            Ok(Some(client.start_task(&args)?))
+                        },
+                    )
+                }
+            }
+            .with_context(|| format!("{name} round {round}\n{}", cluster.consoles()))?;
             for (i, secs) in took.iter().enumerate() {
                 eprintln!("measure: {name} on {}: {secs:.3} s", BOARDS[i].name());
                 samples[i].push((secs * 1000.0).round() / 1000.0);

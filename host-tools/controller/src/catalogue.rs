@@ -1,5 +1,5 @@
 //! The program catalogue: which programs a task may name, how a node runs
-//! each (an NPB workload today; Wasm modules later), its default CPU and
+//! each (an NPB workload built into the kernel, or a Wasm module), its default CPU and
 //! memory needs, and its draw probability for generated task sets. Data, not
 //! code: catalogues are JSON files (`data/*.json`), so a new workload is a
 //! new entry.
@@ -135,12 +135,21 @@ impl Catalogue {
             .expect("the bundled NPB catalogue is valid (checked by a test)")
     }
 
-    /// The thesis's nine programs with Table 5-1's probabilities and needs
-    /// (`data/thesis.json`); each names the measured program that stands in
-    /// for its times until its Wasm module exists.
+    /// The thesis's nine programs, Wasm modules, with Table 5-1's
+    /// probabilities and needs (`data/thesis.json`); each names the measured
+    /// program whose times stand in for its own in the simulator.
     pub fn thesis() -> Self {
         Self::from_json("data/thesis.json", include_str!("../data/thesis.json"))
             .expect("the bundled thesis catalogue is valid (checked by a test)")
+    }
+
+    /// Everything Tern nodes run: the NPB kernels and the thesis's nine
+    /// Wasm programs (the service's default).
+    pub fn nodes() -> Self {
+        let mut all = Self::npb();
+        all.name = format!("{}; {}", all.name, Self::thesis().name);
+        all.programs.extend(Self::thesis().programs);
+        all
     }
 
     /// A program by name.
@@ -173,7 +182,7 @@ mod tests {
     #[test]
     fn the_bundled_catalogues_are_valid_and_timed() {
         let timings = crate::timings::TimingTable::bundled();
-        for cat in [Catalogue::npb(), Catalogue::thesis()] {
+        for cat in [Catalogue::npb(), Catalogue::thesis(), Catalogue::nodes()] {
             assert!(!cat.programs.is_empty(), "{}", cat.name);
             for name in cat.programs.keys() {
                 let key = cat.timing_key(name);
@@ -186,6 +195,10 @@ mod tests {
         }
         let thesis = Catalogue::thesis();
         assert_eq!(thesis.programs.len(), 9);
+        assert_eq!(
+            Catalogue::nodes().programs.len(),
+            Catalogue::npb().programs.len() + 9
+        );
         let total: f64 = thesis.weighted().iter().map(|(_, w)| w).sum();
         assert!(
             (total - 1.0).abs() < 1e-9,

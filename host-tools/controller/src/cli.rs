@@ -16,6 +16,7 @@ use crate::catalogue::Catalogue;
 use crate::client::Client;
 use crate::driver::live::{self, LiveConnector, Timeouts};
 use crate::driver::sim::SimCluster;
+use crate::driver::wasm::WasmSet;
 use crate::engine::{self, EngineConfig};
 use crate::model::{submission_json, PolicyKind, TaskSpec};
 use crate::timings::TimingTable;
@@ -39,7 +40,8 @@ pub struct ServeArgs {
     /// --sim: how many times faster than measured the simulated programs run.
     #[arg(long, default_value_t = 20.0, requires = "sim")]
     pub sim_speed: f64,
-    /// The program catalogue (default: the NPB kernels).
+    /// The program catalogue (default: the NPB kernels and the thesis's
+    /// nine Wasm programs).
     #[arg(long)]
     pub catalogue: Option<PathBuf>,
     /// The policy of submissions that name none.
@@ -55,6 +57,11 @@ pub struct ServeArgs {
     /// `ip netns list`), while the UI and API listen in this one.
     #[arg(long, conflicts_with = "sim")]
     pub netns: Option<String>,
+    /// Real nodes: the Wasm task set's manifest, whose modules and reference
+    /// answers the nine programs run with (`tern task build` writes it;
+    /// default: the workspace's `target/wasm-tasks/manifest.json` if built).
+    #[arg(long, conflicts_with = "sim")]
+    pub wasm_manifest: Option<PathBuf>,
     /// Seconds between checkpoints of each running task that is not robust
     /// (it resumes from the last one if its node dies); 0: none.
     #[arg(long, default_value_t = 10.0)]
@@ -66,15 +73,32 @@ pub struct ServeArgs {
 
 /// The connector to real Tern nodes: the cluster's key (`key_file`, else
 /// `insecure`, else `TERN_KEY`), connections from inside network namespace
-/// `netns` if given, `answer` as the longest wait for a node's answer.
+/// `netns` if given, `answer` as the longest wait for a node's answer, the
+/// Wasm programs of manifest `wasm` (else the workspace's, if built).
 pub fn live_connector(
     key_file: Option<&Path>,
     insecure: bool,
     netns: Option<String>,
     answer: Duration,
+    wasm: Option<&Path>,
 ) -> Result<LiveConnector> {
     let security = tern_client::security(key_file, insecure)?;
     let dial = netns.map_or_else(live::direct, live::in_netns);
+    let built = tern_flash::build::Workspace::locate()
+        .ok()
+        .map(|ws| tern_tasks::manifest_path(&ws))
+        .filter(|p| p.is_file());
+    let wasm = match wasm.map(Path::to_path_buf).or(built) {
+        Some(path) => WasmSet::load(&path)
+            .map_err(|e| anyhow::anyhow!("the Wasm task set ({}): {e}", path.display()))?,
+        None => {
+            eprintln!(
+                "no Wasm task set (`tern task build`, or --wasm-manifest): \
+                 the nine programs' starts will be refused"
+            );
+            WasmSet::default()
+        }
+    };
     Ok(LiveConnector::new(
         security,
         dial,
@@ -82,7 +106,8 @@ pub fn live_connector(
             answer,
             ..Timeouts::default()
         },
-    ))
+    )
+    .with_wasm(wasm))
 }
 
 /// Where the controller is, for the client verbs.
@@ -202,7 +227,7 @@ pub struct CancelArgs {
 pub fn serve(args: ServeArgs) -> Result<()> {
     let catalogue = match &args.catalogue {
         Some(path) => Catalogue::load(path)?,
-        None => Catalogue::npb(),
+        None => Catalogue::nodes(),
     };
     let policy = PolicyKind::parse(&args.policy).with_context(|| {
         format!(
@@ -256,6 +281,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             args.insecure,
             args.netns.clone(),
             lease,
+            args.wasm_manifest.as_deref(),
         )?),
     };
     let service = engine::start(&args.db, config, connector, catalogue)?;

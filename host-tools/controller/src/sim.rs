@@ -272,7 +272,7 @@ impl World<'_> {
                             next.extend(timed(&mut self.out, || sched.started(now, task, node)));
                         } else {
                             next.extend(timed(&mut self.out, || {
-                                sched.start_failed(now, task, node, "node is down")
+                                sched.start_failed(now, task, node, "node is down", false)
                             }));
                         }
                     }
@@ -491,6 +491,38 @@ mod tests {
         total_s: 1.0,
         downtime_s: 0.1,
     };
+
+    #[test]
+    fn a_start_refused_for_good_fails_the_task_at_once_and_others_retry() {
+        let mut sched = Scheduler::new(SchedConfig::default(), History::new());
+        sched.add_node(0.0, 1, spec("local", "pc", 1.0, true));
+        let tasks = |ids: &[TaskId]| {
+            ids.iter()
+                .map(|i| (*i, task(*i, "a", 1.0, 1.0).spec))
+                .collect::<Vec<_>>()
+        };
+        let started = |actions: &[Action], id: TaskId| {
+            actions
+                .iter()
+                .any(|a| matches!(a, Action::Start { task, node: 1 } if *task == id))
+        };
+        let actions = sched.submit(0.0, tasks(&[1]), PolicyKind::MemoryFirst);
+        assert!(started(&actions, 1), "{actions:?}");
+        sched.started(0.0, 1, 1);
+        // A node that did not answer: tried again.
+        let actions = sched.submit(0.0, tasks(&[2]), PolicyKind::MemoryFirst);
+        assert!(!started(&actions, 2), "the core is busy");
+        sched.finished(1.0, 1, 1, true);
+        let actions = sched.start_failed(1.0, 2, 1, "node is down", false);
+        assert!(started(&actions, 2), "{actions:?}");
+        // The request itself was wrong: given up, not tried again.
+        let actions = sched.start_failed(1.0, 2, 1, "module refused", true);
+        assert!(
+            actions.contains(&Action::GiveUp { task: 2 }) && !started(&actions, 2),
+            "{actions:?}"
+        );
+        assert_eq!(sched.reason(2), Some("start refused: module refused"));
+    }
 
     #[test]
     fn local_only_runs_everything_on_the_local_node_with_processor_sharing() {

@@ -3,7 +3,10 @@
 //! boot in QEMU on a private network lab; the controller runs in this
 //! process — its engine on the live driver, reaching the nodes from inside
 //! the lab's namespace, its web UI and API on the host's loopback — and
-//! takes a batch of NPB tasks. The demo tells the policy's decisions (each
+//! takes a batch of the thesis's nine programs, Wasm modules the controller
+//! uploads to the nodes with their reference answers (built first, `tern
+//! task build`), or any batch of them and the NPB kernels (`--batch`). The
+//! demo tells the policy's decisions (each
 //! start and migration, as the controller's database records them) and the
 //! batch's progress, and ends with its account: makespan, the local-only
 //! baseline and the speedup A = (T_local − T_off) / T_local.
@@ -19,8 +22,9 @@ use tern_controller::api;
 use tern_controller::bench::{makespan_lower_bound, run_set, ClusterModel, Row};
 use tern_controller::catalogue::Catalogue;
 use tern_controller::driver::live::{in_netns, LiveConnector, Timeouts};
+use tern_controller::driver::wasm::WasmSet;
 use tern_controller::engine::{self, now, EngineConfig, Service, SubmitError};
-use tern_controller::model::{NodeId, NodeSpec, PolicyKind, TaskId, TaskState};
+use tern_controller::model::{NodeId, NodeSpec, PolicyKind, TaskId, TaskSpec, TaskState};
 use tern_controller::sched::SchedConfig;
 use tern_controller::sim::SimTask;
 use tern_controller::store::{Store, StoreError, TaskRow};
@@ -32,10 +36,22 @@ use tokio::sync::oneshot;
 
 use crate::demo::{start_nodes, with_consoles, DemoError, Event, BOARDS};
 
-/// The default batch: the NPB kernels the nodes run, long and short ones
-/// mixed (the nine programs of the thesis run as Wasm modules, which Tern
-/// nodes do not run yet).
+/// The default batch: the thesis's nine programs, each once.
 pub const DEFAULT_BATCH: &str = r#"{"tasks": [
+    {"name": "maze-1", "program": "maze"},
+    {"name": "sha256-1", "program": "sha256"},
+    {"name": "13queen-1", "program": "13queen"},
+    {"name": "quicksort-1", "program": "quicksort"},
+    {"name": "hashzip-1", "program": "hashzip"},
+    {"name": "dynamic-1", "program": "dynamic"},
+    {"name": "huffman-1", "program": "huffman"},
+    {"name": "calcpi-1", "program": "calcpi"},
+    {"name": "matrix-1", "program": "matrix"}
+]}"#;
+
+/// An NPB batch (`--batch` with this file's text): the kernels built into
+/// the nodes, long and short ones mixed.
+pub const NPB_BATCH: &str = r#"{"tasks": [
     {"name": "cg-W-1", "program": "cg-W"},
     {"name": "cg-W-2", "program": "cg-W"},
     {"name": "is-W-1", "program": "is-W"},
@@ -63,6 +79,13 @@ pub struct Options {
     pub db: Option<PathBuf>,
     /// Longest wait for the whole batch.
     pub timeout: Duration,
+    /// The aarch64 node joins this long after the submission (else it is
+    /// there from the start).
+    pub join_after: Option<Duration>,
+    /// The local node is drained this long after the submission.
+    pub drain_after: Option<Duration>,
+    /// Whether Tern's policy may move running tasks by live migration.
+    pub migration: bool,
 }
 
 /// The cluster demo's result (`--report FILE` writes it as JSON).
@@ -72,6 +95,13 @@ pub struct ClusterReport {
     pub scenario: &'static str,
     /// The web UI's address.
     pub ui: String,
+    /// Seconds after the submission the aarch64 node joined, if it was
+    /// not there from the start.
+    pub join_after_s: Option<f64>,
+    /// Seconds after the submission the local node was drained, if it was.
+    pub drain_after_s: Option<f64>,
+    /// Whether Tern's policy could move running tasks.
+    pub migration: bool,
     /// Every task's end as the controller recorded it.
     pub all_done: bool,
     /// The policy's decisions in order: starts and migrations.
@@ -160,6 +190,12 @@ fn drive(
     running: &mut Running,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<ClusterReport, DemoError> {
+    on_event(Event::Stage("building the Wasm task set".into()));
+    let ws = tern_flash::build::Workspace::locate()
+        .map_err(|e| task_error("the workspace")(e.to_string()))?;
+    let manifest =
+        tern_tasks::build_all(&ws).map_err(|e| task_error("the Wasm task set")(e.to_string()))?;
+    let wasm = WasmSet::from_manifest(&manifest).map_err(task_error("the Wasm task set"))?;
     on_event(Event::Stage(format!(
         "starting the controller (database {})",
         db.display()
@@ -168,13 +204,18 @@ fn drive(
         security,
         in_netns(running.cluster.lab().netns().name().into()),
         Timeouts::default(),
-    );
+    )
+    .with_wasm(wasm);
     let config = EngineConfig {
         default_policy: PolicyKind::parse(&options.policy)
             .ok_or_else(|| DemoError::Task(format!("unknown policy {}", options.policy)))?,
+        sched: SchedConfig {
+            migration: options.migration,
+            ..SchedConfig::default()
+        },
         ..EngineConfig::default()
     };
-    let service = engine::start(db, config, Arc::new(connector), Catalogue::npb())
+    let service = engine::start(db, config, Arc::new(connector), Catalogue::nodes())
         .map_err(|e| task_error("starting the controller")(e.to_string()))?;
     let controller = service.controller.clone();
     running.service = Some(service);
@@ -193,7 +234,8 @@ fn drive(
         "web UI: {ui} (timeline: {ui}timeline)"
     )));
 
-    for (i, board) in BOARDS.iter().enumerate() {
+    let add_node = |i: usize, on_event: &mut dyn FnMut(Event)| {
+        let board = BOARDS[i];
         let addr = running.cluster.endpoint(i).to_string();
         let id = running
             .runtime
@@ -205,7 +247,14 @@ fn drive(
             board.isa(),
             if i == 0 { ", the local node" } else { "" }
         )));
+        Ok::<_, DemoError>(id)
+    };
+    let local = add_node(0, on_event)?;
+    let mut joining = options.join_after;
+    if joining.is_none() {
+        add_node(1, on_event)?;
     }
+    let mut draining = options.drain_after;
     let submitted = running
         .runtime
         .block_on(controller.submit(options.batch.clone()))
@@ -231,6 +280,21 @@ fn drive(
     let mut follow = Follow::default();
     let t0 = Instant::now();
     let all_done = loop {
+        if joining.is_some_and(|at| t0.elapsed() >= at) {
+            joining = None;
+            on_event(Event::Stage("the aarch64 node joins".into()));
+            add_node(1, on_event)?;
+        }
+        if draining.is_some_and(|at| t0.elapsed() >= at) {
+            draining = None;
+            on_event(Event::Stage(format!(
+                "draining node {local}, the local node"
+            )));
+            running
+                .runtime
+                .block_on(controller.drain(local))
+                .map_err(task_error("draining the local node"))?;
+        }
         let store = controller.read();
         for line in follow.news(&store, &submitted.tasks).map_err(store_error)? {
             on_event(Event::Stage(line));
@@ -284,21 +348,28 @@ fn drive(
     let learned = store.load_history().map_err(store_error)?;
     drop(store);
     let catalogue = controller.catalogue();
-    let times = |program: &str, board: &str| {
-        Some(learned.predict(catalogue.timing_key(program), board).secs)
-    };
+    // What the run taught, under the keys the controller learns by.
+    let times =
+        |task: &TaskSpec, board: &str| Some(learned.predict(&task.timing_key(), board).secs);
     let makespan_ratio = sim_tasks(&nodes, &set, times)
         .map(|tasks| makespan_lower_bound(&tasks, &nodes))
         .zip(timeline.summary.t_off)
         .map(|(bound, t_off)| t_off / bound);
     let table = TimingTable::bundled();
-    let predicted = sim_tasks(&nodes, &set, |program, board| {
-        table.mean(catalogue.timing_key(program), board)
+    // A program's own row when measured (the nine Wasm programs', the
+    // NPB kernels'), else its stand-in's.
+    let predicted = sim_tasks(&nodes, &set, |task, board| {
+        table
+            .mean(&task.program, board)
+            .or_else(|| table.mean(catalogue.timing_key(&task.program), board))
     })
     .and_then(|tasks| predict(&nodes, &tasks, submitted.policy));
     Ok(ClusterReport {
         scenario: "cluster",
         ui,
+        join_after_s: options.join_after.map(|d| d.as_secs_f64()),
+        drain_after_s: options.drain_after.map(|d| d.as_secs_f64()),
+        migration: options.migration,
         all_done,
         decisions: follow.decisions,
         tasks,
@@ -308,18 +379,18 @@ fn drive(
     })
 }
 
-/// `set` as the simulator takes it, each task taking `times(program,
-/// board)` on each board of `nodes`; `None` when a time is unknown.
+/// `set` as the simulator takes it, each task taking `times(task, board)`
+/// on each board of `nodes`; `None` when a time is unknown.
 fn sim_tasks(
     nodes: &[NodeSpec],
     set: &[TaskRow],
-    times: impl Fn(&str, &str) -> Option<f64>,
+    times: impl Fn(&TaskSpec, &str) -> Option<f64>,
 ) -> Option<Vec<SimTask>> {
     set.iter()
         .map(|t| {
             let actual = nodes
                 .iter()
-                .map(|n| Some((n.board.clone(), times(&t.spec.program, &n.board)?)))
+                .map(|n| Some((n.board.clone(), times(&t.spec, &n.board)?)))
                 .collect::<Option<BTreeMap<_, _>>>()?;
             Some(SimTask {
                 id: t.id,

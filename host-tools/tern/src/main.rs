@@ -262,9 +262,22 @@ struct DemoArgs {
     /// the speedup against the local node alone, the web UI to watch it.
     #[arg(long, conflicts_with = "sync")]
     cluster: bool,
-    /// --cluster: the batch file (as `tern submit` takes it; default: ten NPB tasks).
+    /// --cluster: the batch file (as `tern submit` takes it; default: the thesis's nine
+    /// Wasm programs, each once).
     #[arg(long, requires = "cluster")]
     batch: Option<PathBuf>,
+    /// --cluster: ten NPB tasks (CG and IS, classes S and W) instead of the nine programs.
+    #[arg(long, requires = "cluster", conflicts_with = "batch")]
+    npb: bool,
+    /// --cluster: the aarch64 node joins this many seconds after the submission.
+    #[arg(long, requires = "cluster")]
+    join_after: Option<f64>,
+    /// --cluster: the local node is drained this many seconds after the submission.
+    #[arg(long, requires = "cluster")]
+    drain_after: Option<f64>,
+    /// --cluster: Tern's policy never moves a running task (joins and drains included).
+    #[arg(long, requires = "cluster")]
+    no_migration: bool,
     /// --cluster: the policy (tern, memory-first, ga, min-min, max-min, sufferage, local).
     #[arg(long, default_value = "tern", requires = "cluster")]
     policy: String,
@@ -293,6 +306,10 @@ fn demo(d: DemoArgs) -> Result<()> {
         wasm_args,
         cluster,
         batch,
+        npb,
+        join_after,
+        drain_after,
+        no_migration,
         policy,
         listen,
         db,
@@ -303,7 +320,18 @@ fn demo(d: DemoArgs) -> Result<()> {
             Some(path) => {
                 std::fs::read(path).with_context(|| format!("reading {}", path.display()))?
             }
+            None if npb => tern::cluster::NPB_BATCH.as_bytes().to_vec(),
             None => tern::cluster::DEFAULT_BATCH.as_bytes().to_vec(),
+        };
+        let seconds = |s: Option<f64>, what: &str| {
+            s.map(|s| {
+                anyhow::ensure!(
+                    s.is_finite() && s >= 0.0,
+                    "{what} takes a number of seconds"
+                );
+                Ok(Duration::from_secs_f64(s))
+            })
+            .transpose()
         };
         Scenario::Cluster(tern::cluster::Options {
             batch,
@@ -311,6 +339,9 @@ fn demo(d: DemoArgs) -> Result<()> {
             listen,
             db,
             timeout,
+            join_after: seconds(join_after, "--join-after")?,
+            drain_after: seconds(drain_after, "--drain-after")?,
+            migration: !no_migration,
         })
     } else if sync {
         let mut options = standby::Options::with_default_trace();

@@ -13,7 +13,11 @@
 //! tag (idempotent), robust ones get their standby with `SetStandby`,
 //! checkpoints come by `Fetch`, and a run resumes elsewhere from one as a
 //! `Migrate` transfer of that checkpoint rewritten at the next ownership
-//! epoch under its new tag.
+//! epoch under its new tag. A Wasm program's run first makes sure the node
+//! holds its module (asked by identity, uploaded when missing; a refusal is
+//! the start's typed failure) and passes the reference answer, so the node
+//! verifies the result itself; migrations and standbys carry the module
+//! from node to node on their own.
 
 use std::collections::HashMap;
 use std::io;
@@ -32,6 +36,7 @@ use tern_protocol::{
     TaskSummary, Transfer,
 };
 
+use super::wasm::WasmSet;
 use super::{
     Checkpoint, Connector, DriverError, Moved, NodeEvent, NodeLink, NodeStatus, RemoteRun,
     RunState, StartRequest,
@@ -89,17 +94,27 @@ pub struct LiveConnector {
     timeouts: Timeouts,
     /// What was learned of each node, kept across its connections.
     memos: Arc<Mutex<HashMap<String, Memo>>>,
+    /// The Wasm programs' modules.
+    wasm: WasmSet,
 }
 
 impl LiveConnector {
-    /// Connects with `security` through `dial`.
+    /// Connects with `security` through `dial`; runs no Wasm program until
+    /// given their modules ([`LiveConnector::with_wasm`]).
     pub fn new(security: Security, dial: Dial, timeouts: Timeouts) -> Self {
         Self {
             security,
             dial,
             timeouts,
             memos: Arc::new(Mutex::new(HashMap::new())),
+            wasm: WasmSet::default(),
         }
+    }
+
+    /// Runs the Wasm programs of `wasm` on the nodes.
+    pub fn with_wasm(mut self, wasm: WasmSet) -> Self {
+        self.wasm = wasm;
+        self
     }
 }
 
@@ -162,6 +177,7 @@ impl Connector for LiveConnector {
             memo,
             memos: self.memos.clone(),
             timeouts: self.timeouts,
+            wasm: self.wasm.clone(),
         }))
     }
 }
@@ -326,6 +342,7 @@ pub struct LiveLink {
     memo: Memo,
     memos: Arc<Mutex<HashMap<String, Memo>>>,
     timeouts: Timeouts,
+    wasm: WasmSet,
 }
 
 impl Drop for LiveLink {
@@ -349,6 +366,32 @@ impl LiveLink {
             addr: self.addr.clone(),
             detail,
         })
+    }
+
+    /// Makes sure the node holds `program`'s module; returns the identity
+    /// it has there. Asked first when a node told it already (a module is
+    /// sent only to a node that lacks it).
+    fn ensure_module(&mut self, program: &str, bytes: &[u8]) -> Result<[u8; 32], DriverError> {
+        if let Some(id) = self.wasm.id(program) {
+            if self.client.has_module(&id).map_err(|e| self.error(e))? {
+                return Ok(id);
+            }
+        }
+        match self.client.put_module(bytes) {
+            Ok(id) => {
+                self.wasm.learn(program, id);
+                Ok(id)
+            }
+            Err(NodeError::ModuleRejected { reason, detail, .. }) => {
+                Err(DriverError::ModuleRefused {
+                    addr: self.addr.clone(),
+                    program: program.into(),
+                    reason: format!("{reason:?}"),
+                    detail,
+                })
+            }
+            Err(e) => Err(self.error(e)),
+        }
     }
 
     /// Resumes a run from `checkpoint` there: the checkpoint rewritten at
@@ -393,22 +436,28 @@ impl NodeLink for LiveLink {
     }
 
     fn start(&mut self, request: &StartRequest) -> Result<String, DriverError> {
+        let args = match &request.runner {
+            Runner::Npb { workload, class } => {
+                let mut args = vec![workload.clone(), class.clone()];
+                args.extend(request.args.iter().cloned());
+                args
+            }
+            Runner::Wasm { .. } => {
+                let wasm = self.wasm.clone();
+                let run = wasm
+                    .run(&request.program, &request.args)
+                    .map_err(|detail| DriverError::Unsupported {
+                        addr: self.addr.clone(),
+                        detail,
+                    })?;
+                // A resumed checkpoint needs its module there as well.
+                let id = self.ensure_module(&request.program, &run.module.bytes)?;
+                run.start_args(&id, &request.program)
+            }
+        };
         if let Some(checkpoint) = &request.checkpoint {
             return self.resume(request, checkpoint);
         }
-        let mut args = match &request.runner {
-            Runner::Npb { workload, class } => vec![workload.clone(), class.clone()],
-            Runner::Wasm { module } => {
-                return Err(DriverError::Unsupported {
-                    addr: self.addr.clone(),
-                    detail: format!(
-                        "{} is a WebAssembly module ({module}): Tern nodes do not run those yet",
-                        request.program
-                    ),
-                })
-            }
-        };
-        args.extend(request.args.iter().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let task_id = self
             .client

@@ -11,6 +11,7 @@
 
 pub mod live;
 pub mod sim;
+pub mod wasm;
 
 use std::time::Duration;
 
@@ -45,7 +46,9 @@ pub enum DriverError {
         /// Its reason.
         detail: String,
     },
-    /// The node does not support the request (yet).
+    /// The request cannot be carried out as asked (a program without a
+    /// module, arguments without a reference answer): asking again, there
+    /// or elsewhere, changes nothing.
     #[error("{addr}: {detail}")]
     Unsupported {
         /// The address.
@@ -53,6 +56,27 @@ pub enum DriverError {
         /// What is missing.
         detail: String,
     },
+    /// The node refused a program's Wasm module (`ModuleRejected`).
+    #[error("{addr} refused {program}'s module: {reason} ({detail})")]
+    ModuleRefused {
+        /// The address.
+        addr: String,
+        /// The program.
+        program: String,
+        /// The node's typed reason (`ModuleRefusal`).
+        reason: String,
+        /// What exactly.
+        detail: String,
+    },
+}
+
+impl DriverError {
+    /// Whether a start that failed so is given up at once: the request
+    /// itself is at fault (the module, the arguments), so another attempt
+    /// would fail alike.
+    pub fn is_final(&self) -> bool {
+        matches!(self, Self::Unsupported { .. } | Self::ModuleRefused { .. })
+    }
 }
 
 /// A run's state on a node.

@@ -22,7 +22,7 @@
 //! too thinly), and every task of a draining node moves as soon as a core
 //! elsewhere is free.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use super::{fits, NodeView, TaskView};
 use crate::estimate::History;
@@ -117,7 +117,13 @@ pub fn plan(
 }
 
 /// One probe per unknown (program, board) pair not already being probed:
-/// the first waiting task of the program that fits a node of that board.
+/// a waiting task of the program that fits a node of that board, as long as
+/// the board has a core for it (running probes included: a probe queued
+/// behind another teaches nothing sooner, and pinned to its board it would
+/// keep the task from a better one). A task whose program is unknown on
+/// several boards probes the one with the fewest probes so far, so that a
+/// batch of programs never seen spreads over the boards instead of all
+/// probing the first.
 fn choose_probes(
     nodes: &[NodeView],
     tasks: &[TaskView],
@@ -127,22 +133,34 @@ fn choose_probes(
     let mut boards: Vec<&str> = nodes.iter().map(|n| n.board.as_str()).collect();
     boards.sort_unstable();
     boards.dedup();
+    let mut load: HashMap<&str, usize> = boards.iter().map(|b| (*b, 0)).collect();
+    let mut cores: HashMap<&str, usize> = HashMap::new();
+    for n in nodes {
+        *cores.entry(n.board.as_str()).or_default() += n.ready.len();
+    }
+    for (_, board) in probing {
+        if let Some(n) = load.get_mut(board.as_str()) {
+            *n += 1;
+        }
+    }
     let mut chosen: Pairs = HashSet::new();
     let mut probes = Vec::new();
     for (i, t) in tasks.iter().enumerate() {
-        for board in &boards {
+        let open = boards.iter().copied().filter(|board| {
             let pair = (t.key.clone(), board.to_string());
-            if history.pair_mean(&t.key, board).is_some()
-                || probing.contains(&pair)
-                || chosen.contains(&pair)
-                || !nodes.iter().any(|n| n.board == *board && fits(t, n))
-            {
-                continue;
-            }
-            chosen.insert(pair);
-            probes.push((i, board.to_string()));
-            break;
-        }
+            history.pair_mean(&t.key, board).is_none()
+                && load[board] < cores[board]
+                && !probing.contains(&pair)
+                && !chosen.contains(&pair)
+                && nodes.iter().any(|n| n.board == *board && fits(t, n))
+        });
+        // The first of the least probed (boards are in order).
+        let Some(board) = open.min_by_key(|b| load[b]) else {
+            continue;
+        };
+        *load.get_mut(board).expect("a listed board") += 1;
+        chosen.insert((t.key.clone(), board.to_string()));
+        probes.push((i, board.to_string()));
     }
     probes
 }
@@ -334,6 +352,40 @@ mod tests {
         assert!(plan(0.0, &nodes, &tasks, &h, &busy)
             .iter()
             .all(|p| !p.probe));
+    }
+
+    #[test]
+    fn programs_never_seen_probe_every_board_not_only_the_first() {
+        let nodes = vec![
+            node(1, "pc", 1.0, 1000, true),
+            node(2, "virt", 1.0, 1000, false),
+        ];
+        let h = History::new();
+        let programs = ["a", "b", "c", "d", "e", "f"];
+        let tasks: Vec<_> = programs
+            .iter()
+            .enumerate()
+            .map(|(i, p)| task(i as TaskId, p))
+            .collect();
+        let p = plan(0.0, &nodes, &tasks, &h, &HashSet::new());
+        let probes = |p: &[Planned], n| p.iter().filter(|p| p.probe && p.node == n).count();
+        // One probe per core of each board, the rest spread by prediction.
+        assert_eq!((probes(&p, 1), probes(&p, 2)), (1, 1), "{p:?}");
+        let on = |n| p.iter().filter(|p| p.node == n).count();
+        assert_eq!((on(1), on(2)), (3, 3), "{p:?}");
+        // Probes already running count: the next ones go to the other board.
+        let busy: Pairs = [("x".to_string(), "pc".to_string())].into();
+        let p = plan(0.0, &nodes, &tasks[..1], &h, &busy);
+        assert!(p[0].probe && p[0].node == 2, "{p:?}");
+        // Known on the PC, unknown on the aarch64 node's single core: one
+        // probe there, not six queued behind each other.
+        let mut h = History::new();
+        for prog in programs {
+            h.record(prog, "pc", 1, 3.0);
+        }
+        let p = plan(0.0, &nodes, &tasks, &h, &HashSet::new());
+        assert_eq!(probes(&p, 2), 1, "{p:?}");
+        assert!(p.iter().filter(|p| p.node == 1).count() >= 2, "{p:?}");
     }
 
     #[test]

@@ -272,6 +272,26 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The arguments that start a Wasm task (`run wasm` on the shell,
+/// [`NodeClient::start_tagged`] over the network): the module by its
+/// identity, the task's name, the result it must give (its text as hex, so
+/// spaces survive) if known, and the program's own arguments.
+pub fn wasm_run_args(
+    module: &[u8; 32],
+    name: &str,
+    expect: Option<&str>,
+    args: &[String],
+) -> Vec<String> {
+    let mut run = vec!["wasm".into(), hex(module), "--name".into(), name.into()];
+    if let Some(expect) = expect {
+        run.push("--expect".into());
+        run.push(hex(expect.as_bytes()));
+    }
+    run.push("--".into());
+    run.extend(args.iter().cloned());
+    run
+}
+
 /// The name of a message's variant, for errors (its `Debug` form's head).
 fn message_name(m: &Message) -> String {
     format!("{m:?}")

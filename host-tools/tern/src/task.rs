@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tern_client::{hex, NodeClient, NodeError};
+use tern_client::{hex, wasm_run_args, NodeClient, NodeError};
 use tern_protocol::{NodeEvent, Security, TaskStatus};
 use thiserror::Error;
 
@@ -87,14 +87,7 @@ impl Run {
 
     /// The `StartTask` arguments of the run of module `id`.
     pub fn start_args(&self, id: &[u8; 32]) -> Vec<String> {
-        let mut args = vec!["wasm".into(), hex(id), "--name".into(), self.name.clone()];
-        if let Some(expect) = &self.expect {
-            args.push("--expect".into());
-            args.push(hex(expect.as_bytes()));
-        }
-        args.push("--".into());
-        args.extend(self.args.iter().cloned());
-        args
+        wasm_run_args(id, &self.name, self.expect.as_deref(), &self.args)
     }
 }
 

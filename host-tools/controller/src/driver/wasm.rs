@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use tern_client::hex;
 use tern_tasks::Manifest;
 
 /// One program's module and its reference run.
@@ -38,17 +37,7 @@ impl WasmRun<'_> {
     /// `id`, named `name` on the node: the node compares the result with
     /// the reference answer itself.
     pub fn start_args(&self, id: &[u8; 32], name: &str) -> Vec<String> {
-        let mut args = vec![
-            "wasm".into(),
-            hex(id),
-            "--name".into(),
-            name.into(),
-            "--expect".into(),
-            hex(self.module.expected.as_bytes()),
-            "--".into(),
-        ];
-        args.extend(self.args.iter().cloned());
-        args
+        tern_client::wasm_run_args(id, name, Some(&self.module.expected), &self.args)
     }
 }
 
@@ -167,7 +156,7 @@ mod tests {
         assert_eq!(args[0], "wasm");
         assert_eq!(args[1], "ab".repeat(32));
         assert_eq!(&args[2..5], ["--name", "m1", "--expect"]);
-        assert_eq!(args[5], hex(b"trace 1 2"));
+        assert_eq!(args[5], tern_client::hex(b"trace 1 2"));
         assert_eq!(&args[6..], ["--", "140", "13"]);
         let same = vec!["140".to_string(), "13".to_string()];
         assert_eq!(s.run("matrix", &same).unwrap().args, ["140", "13"]);

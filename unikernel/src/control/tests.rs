@@ -487,6 +487,18 @@ fn dropped(node: &Node) -> Vec<(u64, u64)> {
     })
 }
 
+/// Runs until B drops its replica of `global` at `epoch` on its owner's
+/// word, and checks that B holds nothing else.
+fn b_dropped(p: &mut Pair, global: u64, epoch: u64) {
+    assert!(
+        p.run_until(100_000, |p| !dropped(&p.b).is_empty()),
+        "{}",
+        p.b.out
+    );
+    assert_eq!(dropped(&p.b), [(global, epoch)]);
+    assert!(p.b.list().is_empty());
+}
+
 /// TCP sockets a node's control service holds.
 fn sockets(node: &Node) -> u32 {
     node.control.borrow().ctx.sockets
@@ -524,13 +536,7 @@ fn a_task_that_went_there_and_back_leaves_no_replica_nor_socket_when_it_ends() {
     assert!(p.run_until(1_000_000, |p| !p.a.verdicts().is_empty()));
     assert_eq!(p.a.verdicts(), [true]);
     // The word that it ended reaches B, which drops its replica.
-    assert!(
-        p.run_until(100_000, |p| !dropped(&p.b).is_empty()),
-        "{}",
-        p.b.out
-    );
-    assert_eq!(dropped(&p.b), [(global, 3)]);
-    assert!(p.b.list().is_empty());
+    b_dropped(&mut p, global, 3);
     assert!(dropped(&p.a).is_empty());
     let on_a = p.a.tasks.borrow().entries()[0].id;
     assert_eq!(
@@ -1479,13 +1485,7 @@ fn a_synced_task_that_finishes_leaves_no_replica_on_its_standby() {
     assert_eq!(p.a.exec("cont 1"), "task 1 (cg S) continues\r\n");
     assert!(p.run_until(2_000_000, |p| !p.a.verdicts().is_empty()));
     assert_eq!(p.a.verdicts(), [true]);
-    assert!(
-        p.run_until(100_000, |p| !dropped(&p.b).is_empty()),
-        "{}",
-        p.b.out
-    );
-    assert_eq!(dropped(&p.b), [(global, 1)]);
-    assert!(p.b.list().is_empty());
+    b_dropped(&mut p, global, 1);
     assert!(p.a.saw(|e| matches!(
         e,
         NodeEvent::SyncEnded { reason, .. } if reason == "the task finished"
@@ -1502,13 +1502,7 @@ fn a_synced_task_that_is_killed_leaves_no_replica_on_its_standby() {
     let mut p = pair();
     let global = synced_and_paused(&mut p);
     assert_eq!(p.a.exec("kill 1"), "task 1 (cg S) killed\r\n");
-    assert!(
-        p.run_until(100_000, |p| !dropped(&p.b).is_empty()),
-        "{}",
-        p.b.out
-    );
-    assert_eq!(dropped(&p.b), [(global, 1)]);
-    assert!(p.b.list().is_empty());
+    b_dropped(&mut p, global, 1);
     p.run_until(100_000, |_| false);
     assert_eq!(p.b.arrivals(), 0);
 }

@@ -302,6 +302,11 @@ pub fn render(event: &NodeEvent) -> Option<String> {
             detail,
             from,
         } => format!("control: module from {from} refused: {reason} ({detail})"),
+        NodeEvent::ReplicaDropped {
+            task_id,
+            epoch,
+            owner,
+        } => format!("control: task {task_id:016x} ended on {owner}: its replica (epoch {epoch}) dropped"),
     })
 }
 

@@ -551,6 +551,18 @@ pub enum Message {
         /// What exactly (an import's name, the validator's message).
         detail: String,
     },
+    /// Owner → a node that holds a replica of its task (the standby of its
+    /// sync session, a node the task migrated away from): the task finished,
+    /// was killed or removed, or the session was stopped, at `epoch`; the
+    /// receiver drops its replica of the task (and its lease) unless that
+    /// replica is newer. Best effort and unanswered: a replica whose owner
+    /// fell silent without it still fails over when its lease expires.
+    TaskEnded {
+        /// Task identity.
+        task_id: u64,
+        /// The epoch the sender ran the task at.
+        epoch: u64,
+    },
 }
 
 /// Most bytes one [`Message::ConsoleInput`] may carry.

@@ -41,6 +41,11 @@ pub struct NodeStatus {
     pub tasks: Vec<TaskSummary>,
     /// Sequence number the node's next event will carry.
     pub next_event: u64,
+    /// TCP sockets the node's control service holds: its listening sockets,
+    /// the connections of its migrations, sync sessions and notices, and
+    /// sockets still closing. Back at its idle value (the listeners) once
+    /// no transfer runs and closed connections are reaped, so a leak shows.
+    pub control_sockets: u32,
 }
 
 /// A task as events name it.
@@ -363,6 +368,16 @@ pub enum NodeEvent {
         detail: String,
         /// The peer that sent it.
         from: String,
+    },
+    /// The owner of a task said it ended ([`crate::Message::TaskEnded`]):
+    /// this node dropped its replica of the task (and its lease).
+    ReplicaDropped {
+        /// The task.
+        task_id: u64,
+        /// The epoch of the dropped replica.
+        epoch: u64,
+        /// The owner's address.
+        owner: String,
     },
 }
 

@@ -240,6 +240,7 @@ fn message() -> impl Strategy<Value = Message> {
             task_kinds: vec![name],
             tasks,
             next_event: n[1],
+            control_sockets: n[2] as u32,
         });
     prop_oneof![
         offer,
@@ -293,6 +294,7 @@ fn message() -> impl Strategy<Value = Message> {
         (any::<u64>(), prop::option::of("[0-9.:]{1,21}"))
             .prop_map(|(task_id, standby)| Message::SetStandby { task_id, standby }),
         any::<u64>().prop_map(|task_id| Message::StandbySet { task_id }),
+        any::<[u64; 2]>().prop_map(|[task_id, epoch]| Message::TaskEnded { task_id, epoch }),
     ]
 }
 

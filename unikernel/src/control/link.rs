@@ -172,7 +172,7 @@ impl PeerConn {
     ) -> Result<Self, ControlError> {
         let handle = ctx.add_socket();
         if let Err(e) = ctx.open(handle, to) {
-            ctx.net.borrow_mut().remove_tcp(handle);
+            ctx.remove_socket(handle);
             return Err(e);
         }
         Ok(Self {

@@ -14,6 +14,7 @@
 //! - [`migration`]: outgoing live migrations (pre-copy, stop-and-copy,
 //!   ownership kept in doubt);
 //! - [`session`]: sync sessions, and failover when a lease expires;
+//! - [`notices`]: word that a task ended, for the nodes it migrated from;
 //! - [`replicas`]: replicas held, migrations accepted, leases: the rules of
 //!   ownership, without sockets;
 //! - [`discovery`]: this node's beacon on the LAN and the peers it hears;
@@ -33,6 +34,7 @@ mod error;
 mod link;
 mod migration;
 mod modules;
+mod notices;
 mod replicas;
 mod server;
 mod session;
@@ -68,6 +70,7 @@ use crate::net::SharedNet;
 use crate::tasks::SharedTasks;
 use discovery::Discovery;
 use migration::Migrations;
+use notices::Notices;
 use replicas::{HeldReplica, ReplicaStore};
 use server::Server;
 use session::Sessions;
@@ -120,6 +123,9 @@ pub(crate) struct Context {
     /// Sockets of finished connections, closing; dropped once closed or at
     /// the deadline.
     closing: Vec<(SocketHandle, u64)>,
+    /// TCP sockets the service holds (listening, connected or closing):
+    /// the node status reports it, so a leaked socket shows.
+    sockets: u32,
     /// Where network consoles are opened (the kernel serves them).
     consoles: RemoteConsoles,
 }
@@ -170,7 +176,14 @@ impl Context {
 
     /// A new control socket.
     fn add_socket(&mut self) -> SocketHandle {
+        self.sockets += 1;
         self.net.borrow_mut().add_tcp(SOCKET_BUFFER, SOCKET_BUFFER)
+    }
+
+    /// Frees a socket [`Context::add_socket`] made.
+    fn remove_socket(&mut self, handle: SocketHandle) {
+        self.sockets = self.sockets.saturating_sub(1);
+        self.net.borrow_mut().remove_tcp(handle);
     }
 
     /// Opens the TCP connection of socket `handle` to `to`.
@@ -201,6 +214,7 @@ impl Context {
     /// Frees the sockets that finished closing (or ran out of time).
     fn reap_closed(&mut self, now_ns: u64) {
         let mut net = self.net.borrow_mut();
+        let before = self.closing.len();
         self.closing.retain(|&(h, deadline_ns)| {
             let done = matches!(
                 net.tcp(h).state(),
@@ -211,6 +225,8 @@ impl Context {
             }
             !done
         });
+        let freed = before - self.closing.len();
+        self.sockets = self.sockets.saturating_sub(freed as u32);
     }
 
     /// Bytes the replicas held here may take.
@@ -225,6 +241,7 @@ pub(crate) struct Parts<'a, 't> {
     replicas: &'a mut ReplicaStore,
     migrations: &'a mut Migrations,
     sessions: &'a mut Sessions,
+    notices: &'a mut Notices,
     discovery: &'a Discovery,
     turn: &'a mut Turn<'t>,
 }
@@ -281,6 +298,7 @@ pub struct Control {
     server: Server,
     migrations: Migrations,
     sessions: Sessions,
+    notices: Notices,
     discovery: Discovery,
 }
 
@@ -306,6 +324,7 @@ impl Control {
             codec_mode: CodecMode::Adaptive,
             next_port: FIRST_LOCAL_PORT,
             closing: Vec::new(),
+            sockets: 0,
             consoles,
         };
         let server = Server::new(&mut ctx);
@@ -316,6 +335,7 @@ impl Control {
             server,
             migrations: Migrations::default(),
             sessions: Sessions::default(),
+            notices: Notices::default(),
             discovery,
         }
     }
@@ -439,11 +459,15 @@ impl Control {
             replicas: &mut self.replicas,
             migrations: &mut self.migrations,
             sessions: &mut self.sessions,
+            notices: &mut self.notices,
             discovery: &self.discovery,
             turn: &mut *turn,
         };
         busy |= self.server.poll(&mut parts);
         busy |= self.sessions.poll(&mut self.ctx, &mut self.replicas, turn);
+        busy |= self
+            .notices
+            .poll(&mut self.ctx, &self.replicas, turn.now_ns);
         let (moved, answers) = self
             .migrations
             .poll(&mut self.ctx, &mut self.replicas, turn);

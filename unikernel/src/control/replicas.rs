@@ -212,6 +212,19 @@ impl ReplicaStore {
             .retain(|_, l| !(l.owner == owner && l.conn == conn));
     }
 
+    /// The owner said the task ended at `epoch` ([`tern_protocol::Message::TaskEnded`]):
+    /// drops the replica of `task_id` and its lease, unless the replica is
+    /// newer (a later owner's). Returns the dropped replica's epoch.
+    pub(super) fn ended(&mut self, task_id: u64, epoch: u64) -> Option<u64> {
+        let held = self.replicas.get(&task_id)?.offer.epoch;
+        if held > epoch {
+            return None;
+        }
+        self.replicas.remove(&task_id);
+        self.leases.remove(&task_id);
+        Some(held)
+    }
+
     /// Whether this node holds a lease on the task.
     pub(super) fn leased(&self, task_id: u64) -> bool {
         self.leases.contains_key(&task_id)
@@ -346,6 +359,23 @@ mod tests {
         assert_eq!((lease.owner, held.offer.task_id), (1, 7));
         assert!(store.get(7).is_none() && !store.leased(7));
         assert!(store.take_for_failover(8).is_none());
+    }
+
+    #[test]
+    fn a_task_ended_drops_its_replica_and_lease_but_not_a_newer_replica() {
+        let mut store = ReplicaStore::new(3_000);
+        store.keep(7, replica(7, 0), u64::MAX);
+        store.take_lease(7, 1, OWNER, 0, 0);
+        store.keep(8, replica(8, 0), u64::MAX);
+        // Held at epoch 1: an end at epoch 0 is an older owner's.
+        assert_eq!(store.ended(7, 0), None);
+        assert!(store.get(7).is_some() && store.leased(7));
+        assert_eq!(store.ended(7, 1), Some(1));
+        assert!(store.get(7).is_none() && !store.leased(7));
+        assert!(store.expired(u64::MAX).is_empty());
+        assert_eq!(store.ended(7, 1), None);
+        assert_eq!(store.ended(8, 5), Some(1));
+        assert_eq!(store.replicas().count(), 0);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The inbound side of the control service: [`LISTENERS`] listening sockets
 //! on [`CONTROL_PORT`], each serving one authenticated peer at a time —
 //! `List`, `Status`, `Fetch`, `Ping`, `MigrateTo`, `StartTask`, `KillTask`,
-//! `SetStandby`, a `Subscribe`d event stream, a network console
+//! `SetStandby`, `TaskEnded`, a `Subscribe`d event stream, a network console
 //! (`ConsoleOpen`), task modules (`ModuleQuery`, `ModulePart`), and offers
 //! (`Replicate` and `Standby`
 //! copies kept as this node's replica of a task, `Migrate` transfers that
@@ -17,7 +17,7 @@ use alloc::vec::Vec;
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 use smoltcp::time::Duration;
-use smoltcp::wire::IpAddress;
+use smoltcp::wire::{IpAddress, IpEndpoint};
 use tern_migration::ResumeError;
 use tern_protocol::{
     Connection, Event, Incoming, Message, NackReason, NodeEvent, NodeStatus, Offer, Outgoing,
@@ -341,6 +341,22 @@ impl Server {
                 self.conns[i].job = job;
                 let status = status(parts, now_ns);
                 self.reply(i, &Message::NodeStatus(status))
+            }
+            // Unanswered; it may come in the middle of a sync the owner
+            // broke off, which is over with it.
+            (job, Message::TaskEnded { task_id, epoch }) => {
+                self.conns[i].job = match job {
+                    Job::Receive(..) => Job::Idle,
+                    job => job,
+                };
+                if let Some(epoch) = parts.replicas.ended(task_id, epoch) {
+                    parts.turn.publish(NodeEvent::ReplicaDropped {
+                        task_id,
+                        epoch,
+                        owner: peer.into(),
+                    });
+                }
+                Ok(())
             }
             (job, Message::Subscribe { after }) => {
                 self.conns[i].job = job;
@@ -700,6 +716,12 @@ impl Server {
                 parts
                     .replicas
                     .owned_here(offer.task_id, offer.epoch, Some(offer.checkpoint_hash));
+                // The sender keeps the checkpoint it sent: it hears when
+                // the task ends.
+                if let Some(from) = self.peer_addr(i, parts) {
+                    let at = IpEndpoint::new(from, CONTROL_PORT);
+                    parts.notices.hold(offer.task_id, offer.epoch, at);
+                }
                 if let Some(task) = task {
                     parts.turn.publish(NodeEvent::TaskArrived {
                         task,
@@ -906,5 +928,6 @@ fn status(parts: &Parts<'_, '_>, now_ns: u64) -> NodeStatus {
         task_kinds: parts.ctx.task_kinds(),
         tasks: list(parts, now_ns),
         next_event: parts.turn.events.next_seq(),
+        control_sockets: parts.ctx.sockets,
     }
 }

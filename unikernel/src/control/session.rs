@@ -64,8 +64,11 @@ struct InFlight {
 
 /// How a session ended.
 enum End {
-    /// Nothing more to sync: the task finished, was killed or is migrating,
-    /// or the operator stopped the session.
+    /// The task finished or was removed here, or the operator stopped the
+    /// session: the standby is told to drop its replica.
+    Ended(&'static str),
+    /// The task is migrating, or moved on: its replica is the business of
+    /// its next owner.
     Done(&'static str),
     /// The peer runs the task at a newer epoch: this node stopped its copy.
     Superseded,
@@ -75,6 +78,8 @@ enum End {
 struct Session {
     local_id: u32,
     task: TaskRef,
+    /// The epoch the task runs at here.
+    epoch: u64,
     conn: PeerConn,
     sync: Option<InFlight>,
     /// The standby's replica from this session's last acked sync: the next
@@ -161,12 +166,12 @@ impl Sessions {
         if ctx.net.borrow().ipv4().is_none() {
             return Err(ControlError::NoAddress);
         }
-        let (task, label, state) = {
+        let (task, label, state, epoch) = {
             let mut tasks = ctx.tasks.borrow_mut();
             let e = tasks
                 .get_mut(local_id)
                 .ok_or_else(|| ControlError::NoTask(local_id.to_string()))?;
-            (e.task_ref(), e.label(), e.state)
+            (e.task_ref(), e.label(), e.state, e.epoch)
         };
         match state {
             TaskState::Finished { .. } => return Err(ControlError::Finished(local_id)),
@@ -187,6 +192,7 @@ impl Sessions {
         self.list.push(Session {
             local_id,
             task,
+            epoch,
             conn,
             sync: None,
             base: None,
@@ -210,7 +216,7 @@ impl Sessions {
     }
 
     /// Stops the session of task `local_id` (shell `sync stop <id>`); the
-    /// standby keeps its replica, without lease.
+    /// standby drops its replica (it is told the task ended there).
     pub(super) fn stop(
         &mut self,
         ctx: &mut Context,
@@ -223,7 +229,7 @@ impl Sessions {
             .position(|s| s.local_id == local_id)
             .ok_or(ControlError::NotSynced(local_id))?;
         let s = self.list.swap_remove(i);
-        end(s, End::Done("stopped"), ctx, turn);
+        end(s, End::Ended("stopped"), ctx, turn);
         Ok(())
     }
 
@@ -433,9 +439,13 @@ fn step(
     let now_ns = turn.now_ns;
     let state = ctx.tasks.borrow_mut().get_mut(s.local_id).map(|e| e.state);
     match state {
-        None => return Ok((true, Some(End::Done("the task is no longer here")))),
+        // With a replica here, it migrated on or stepped down.
+        None if replicas.get(s.task.task_id).is_some() => {
+            return Ok((true, Some(End::Done("the task moved on"))))
+        }
+        None => return Ok((true, Some(End::Ended("the task is no longer here")))),
         Some(TaskState::Finished { .. }) => {
-            return Ok((true, Some(End::Done("the task finished"))))
+            return Ok((true, Some(End::Ended("the task finished"))))
         }
         Some(TaskState::Migrating) => return Ok((true, Some(End::Done("the task is migrating")))),
         Some(TaskState::Running | TaskState::Paused) => {}
@@ -680,12 +690,28 @@ fn report(
     }
 }
 
-/// Ends session `s` (its connection closes gracefully: the standby's lease
-/// ends with it).
-fn end(s: Session, why: End, ctx: &mut Context, turn: &mut Turn<'_>) {
+/// Ends session `s`: when the task ended here, the standby is told so
+/// (best effort, on a link that is up); then the connection closes
+/// gracefully, which ends the standby's lease.
+fn end(mut s: Session, why: End, ctx: &mut Context, turn: &mut Turn<'_>) {
     let (task, to, syncs) = (s.task.clone(), s.to(), s.syncs);
+    let reason = match why {
+        End::Ended(reason) => {
+            if s.conn.stage() == Stage::Ready {
+                let ended = Message::TaskEnded {
+                    task_id: s.task.task_id,
+                    epoch: s.epoch,
+                };
+                // A link that fails now leaves the standby its lease.
+                let _ = s.conn.send(&ended);
+            }
+            Some(reason)
+        }
+        End::Done(reason) => Some(reason),
+        End::Superseded => None,
+    };
     s.conn.close(ctx, true, turn.now_ns);
-    if let End::Done(reason) = why {
+    if let Some(reason) = reason {
         turn.publish(NodeEvent::SyncEnded {
             task,
             to,

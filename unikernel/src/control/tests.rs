@@ -195,6 +195,7 @@ impl Node {
             replicas: &mut c.replicas,
             migrations: &mut c.migrations,
             sessions: &mut c.sessions,
+            notices: &mut c.notices,
             discovery: &c.discovery,
             turn: &mut turn,
         };
@@ -459,18 +460,97 @@ fn a_running_task_migrates_live_with_pre_copy_and_finishes_verified_on_the_recei
         ps.contains(&format!("{global:016x}")) && ps.contains("      2  "),
         "{ps}"
     );
+    // A keeps the sent checkpoint as its replica while the task runs there.
+    let list = p.a.list();
+    assert_eq!(list.len(), 1);
+    assert_eq!(
+        (list[0].task_id, list[0].role, list[0].epoch, list[0].owner),
+        (global, TaskRole::Standby, 2, node_id_from_mac(MAC_B))
+    );
     assert!(p.run_until(1_000_000, |p| !p.b.verdicts().is_empty()));
     assert_eq!(p.b.verdicts(), [true]);
     assert!(p.b.out.contains("task 1 (cg S): VERIFICATION SUCCESSFUL"));
     assert!(p.a.verdicts().is_empty());
-    // A keeps the sent checkpoint as its replica of the task.
-    let list = p.a.list();
-    assert_eq!(list.len(), 1);
-    assert_eq!(
-        (list[0].task_id, list[0].role, list[0].epoch),
-        (global, TaskRole::Standby, 2)
+    // A kept the sent checkpoint as its replica of the task until B said
+    // the task ended.
+    assert!(p.run_until(100_000, |p| !dropped(&p.a).is_empty()));
+    assert_eq!(dropped(&p.a), [(global, 2)]);
+    assert!(p.a.list().is_empty());
+}
+
+/// The replicas a node dropped because their owner said the task ended:
+/// (task, epoch).
+fn dropped(node: &Node) -> Vec<(u64, u64)> {
+    node.find(|e| match e {
+        NodeEvent::ReplicaDropped { task_id, epoch, .. } => Some((*task_id, *epoch)),
+        _ => None,
+    })
+}
+
+/// Runs until B drops its replica of `global` at `epoch` on its owner's
+/// word, and checks that B holds nothing else.
+fn b_dropped(p: &mut Pair, global: u64, epoch: u64) {
+    assert!(
+        p.run_until(100_000, |p| !dropped(&p.b).is_empty()),
+        "{}",
+        p.b.out
     );
-    assert_eq!(list[0].owner, node_id_from_mac(MAC_B));
+    assert_eq!(dropped(&p.b), [(global, epoch)]);
+    assert!(p.b.list().is_empty());
+}
+
+/// TCP sockets a node's control service holds.
+fn sockets(node: &Node) -> u32 {
+    node.control.borrow().ctx.sockets
+}
+
+#[test]
+fn a_task_that_went_there_and_back_leaves_no_replica_nor_socket_when_it_ends() {
+    let mut p = pair();
+    let idle = LISTENERS as u32;
+    assert_eq!((sockets(&p.a), sockets(&p.b)), (idle, idle));
+    assert_eq!(p.a.exec("run cg S"), "task 1 (cg S) started\r\n");
+    let global = p.a.first_task_id();
+    assert!(p.run_until(200_000, |p| p.a.percent(1) >= 5.0));
+    p.a.exec("migrate 1 10.0.0.2");
+    assert!(
+        p.run_until(200_000, |p| !p.a.migrated().is_empty()),
+        "{}",
+        p.a.out
+    );
+    let on_b = p.b.tasks.borrow().entries()[0].id;
+    p.b.exec(&format!("migrate {on_b} 10.0.0.1"));
+    assert!(
+        p.run_until(200_000, |p| !p.b.migrated().is_empty()),
+        "{}",
+        p.b.out
+    );
+    // B keeps the checkpoint it sent; A runs the task at epoch 3 and holds
+    // no replica of it.
+    let listed = p.b.list();
+    assert_eq!(
+        (listed.len(), listed[0].role, listed[0].epoch),
+        (1, TaskRole::Standby, 3)
+    );
+    assert_eq!(p.a.list().len(), 1);
+    assert!(p.run_until(1_000_000, |p| !p.a.verdicts().is_empty()));
+    assert_eq!(p.a.verdicts(), [true]);
+    // The word that it ended reaches B, which drops its replica.
+    b_dropped(&mut p, global, 3);
+    assert!(dropped(&p.a).is_empty());
+    let on_a = p.a.tasks.borrow().entries()[0].id;
+    assert_eq!(
+        p.a.exec(&format!("kill {on_a}")),
+        format!("task {on_a} (cg S) killed\r\n")
+    );
+    assert!(p.a.list().is_empty());
+    // Every connection closed: both nodes are back to their listeners.
+    assert!(
+        p.run_until(100_000, |p| sockets(&p.a) == idle && sockets(&p.b) == idle),
+        "{} {}",
+        sockets(&p.a),
+        sockets(&p.b)
+    );
 }
 
 #[test]
@@ -1371,18 +1451,86 @@ fn a_cut_link_fails_over_to_the_standby_and_back_with_one_owner() {
         p.b.out
     );
     assert_eq!(p.b.verdicts(), [true]);
-    // One owner: B; A keeps a replica and never ran it again.
-    let list = p.a.list();
-    assert_eq!(list.len(), 1);
-    assert_eq!(
-        (list[0].task_id, list[0].role, list[0].owner),
-        (global, TaskRole::Standby, node_id_from_mac(MAC_B))
-    );
+    // One owner: B; A never ran it again.
     assert!(p.a.verdicts().is_empty());
     assert_eq!(p.a.arrivals(), 0);
     assert_eq!(p.a.exec("ps"), "no tasks\r\n");
-    // The new owner's session ends with the task, and A's lease with it.
-    assert!(p.run_until(100_000, |p| !p.a.control.borrow().replicas.leased(global)));
+    // The new owner's session ends with the task and says so: A drops its
+    // replica and its lease.
+    assert!(p.run_until(100_000, |p| !dropped(&p.a).is_empty()));
+    assert_eq!(dropped(&p.a), [(global, 2)]);
+    assert!(p.a.list().is_empty() && !p.a.control.borrow().replicas.leased(global));
+}
+
+/// Starts cg S on A paused at 40 %, synced to B (lease 1 s), and waits for
+/// a sync; returns the task's global id.
+fn synced_and_paused(p: &mut Pair) -> u64 {
+    short_timeouts(p);
+    p.a.exec("sync lease 1000");
+    p.b.exec("sync lease 1000");
+    let global = started_sync(p, 40);
+    assert!(
+        p.run_until(400_000, |p| !p.a.synced().is_empty() && p.a.paused()),
+        "{}",
+        p.a.out
+    );
+    assert_eq!(p.b.list()[0].task_id, global);
+    global
+}
+
+#[test]
+fn a_synced_task_that_finishes_leaves_no_replica_on_its_standby() {
+    let mut p = pair();
+    let global = synced_and_paused(&mut p);
+    assert_eq!(p.a.exec("cont 1"), "task 1 (cg S) continues\r\n");
+    assert!(p.run_until(2_000_000, |p| !p.a.verdicts().is_empty()));
+    assert_eq!(p.a.verdicts(), [true]);
+    b_dropped(&mut p, global, 1);
+    assert!(p.a.saw(|e| matches!(
+        e,
+        NodeEvent::SyncEnded { reason, .. } if reason == "the task finished"
+    )));
+    // Long past the lease: nothing to fail over, the sockets are closed.
+    p.run_until(100_000, |_| false);
+    assert_eq!(p.b.arrivals(), 0);
+    let idle = LISTENERS as u32;
+    assert_eq!((sockets(&p.a), sockets(&p.b)), (idle, idle));
+}
+
+#[test]
+fn a_synced_task_that_is_killed_leaves_no_replica_on_its_standby() {
+    let mut p = pair();
+    let global = synced_and_paused(&mut p);
+    assert_eq!(p.a.exec("kill 1"), "task 1 (cg S) killed\r\n");
+    b_dropped(&mut p, global, 1);
+    p.run_until(100_000, |_| false);
+    assert_eq!(p.b.arrivals(), 0);
+}
+
+#[test]
+fn a_task_that_finishes_behind_a_cut_link_still_fails_over_to_its_standby() {
+    let mut p = pair();
+    let global = synced_and_paused(&mut p);
+    p.cut(false);
+    assert_eq!(p.a.exec("cont 1"), "task 1 (cg S) continues\r\n");
+    assert!(p.run_until(2_000_000, |p| !p.a.verdicts().is_empty()));
+    // The owner's word is lost with the link: past the lease the standby
+    // resumes the task from its replica, as for an owner that died.
+    let failed_over = |p: &Pair| {
+        p.b.find(|e| match e {
+            NodeEvent::FailedOver { task, epoch, .. } => Some((task.task_id, *epoch)),
+            _ => None,
+        })
+    };
+    assert!(
+        p.run_until(400_000, |p| !failed_over(p).is_empty()),
+        "{}",
+        p.b.out
+    );
+    assert_eq!(failed_over(&p), [(global, 2)]);
+    assert!(dropped(&p.b).is_empty());
+    assert!(p.run_until(2_000_000, |p| !p.b.verdicts().is_empty()));
+    assert_eq!(p.b.verdicts(), [true]);
 }
 
 #[test]

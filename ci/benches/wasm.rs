@@ -26,10 +26,16 @@
 //!    1150 computes for longer than the bench should (its migrations are
 //!    checked bit for bit by `ci/tests/wasm.rs`).
 //!
+//! 0. Control, on the host's own CPU without an emulator: the same module in
+//!    the same interpreter (`tern-wasm`, in-process, release build) against
+//!    the NPB code called directly, one run each per round. `--host` runs
+//!    this part alone (no root, no nodes).
+//!
 //! The load average is printed at the start and the end: the machine may be
 //! shared, so read the ratios within the run.
 
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use tern_client::{hex, random_key};
 use tern_flash::build::Workspace;
@@ -47,6 +53,7 @@ const ANSWER: Duration = Duration::from_secs(30);
 
 /// What the command line asks for.
 struct Options {
+    host_only: bool,
     rounds: usize,
     matrix: usize,
     workloads: Vec<(String, String)>,
@@ -54,6 +61,7 @@ struct Options {
 
 fn options() -> Options {
     let mut o = Options {
+        host_only: false,
         rounds: 3,
         matrix: 1150,
         workloads: Vec::new(),
@@ -70,6 +78,7 @@ fn options() -> Options {
         match a.as_str() {
             "--rounds" => o.rounds = number("--rounds"),
             "--matrix" => o.matrix = number("--matrix"),
+            "--host" => o.host_only = true,
             _ => words.push(a),
         }
     }
@@ -143,6 +152,70 @@ fn seconds(cluster: &Cluster, node: usize, args: &[String]) -> f64 {
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+/// The host's clock, for the interpreter's fuel gauge.
+struct HostClock;
+
+impl tern_hal::MonotonicClock for HostClock {
+    fn now_ns(&self) -> u64 {
+        static START: OnceLock<Instant> = OnceLock::new();
+        START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+    }
+    fn counter_hz(&self) -> u64 {
+        1_000_000_000
+    }
+}
+
+/// Steps `task` to its end; its time, which must have verified.
+fn run_here(mut task: Box<dyn tern_migration::Task>, what: &str) -> f64 {
+    let start = Instant::now();
+    loop {
+        if let tern_migration::Step::Finished { verified, report } = task.step() {
+            assert!(verified, "{what}: {report}");
+            return start.elapsed().as_secs_f64();
+        }
+    }
+}
+
+/// Part 0: each workload natively and interpreted on the host's CPU.
+fn host_overhead(ws: &Workspace, o: &Options) {
+    use tern_migration::TaskCatalog;
+    println!("control on the host CPU: the same NPB code called directly and interpreted");
+    println!(
+        "{:<6} {:<6} {:>6} {:>10} {:>10} {:>8}",
+        "task", "where", "round", "native s", "wasm s", "ratio"
+    );
+    let catalog = tern_wasm::WasmCatalog::new(&HostClock, tern_wasm::Limits::default());
+    for (workload, class) in &o.workloads {
+        let built = build(
+            ws,
+            program("npb").unwrap(),
+            Some(&[workload.as_str(), class.as_str()]),
+        )
+        .unwrap();
+        let id = catalog
+            .add_module(&std::fs::read(&built.wasm).unwrap())
+            .unwrap();
+        let args = wasm_args(&built, &id, true);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let npb = tern_workloads::Workload::parse(workload).expect("a workload");
+        let npb_class = tern_workloads::Class::parse(class).expect("a class");
+        for round in 1..=o.rounds {
+            let n = run_here(npb.start(npb_class), "native");
+            let w = run_here(catalog.start(&args).unwrap().task, "wasm");
+            println!(
+                "{:<6} {:<6} {:>6} {:>10.3} {:>10.3} {:>8.2}",
+                format!("{workload} {class}"),
+                "host",
+                round,
+                n,
+                w,
+                w / n
+            );
+        }
+    }
+    println!("(load {})\n", load());
 }
 
 /// Part 1: each workload natively and as the `npb` Wasm task, per node.
@@ -305,6 +378,10 @@ fn main() {
     let o = options();
     let ws = Workspace::locate().expect("in the workspace");
     println!("load average at the start: {}", load());
+    host_overhead(&ws, &o);
+    if o.host_only {
+        return;
+    }
     let cluster = Cluster::start("wasmbench", &BOARDS, Security::Key(random_key().unwrap()))
         .expect("the nodes boot");
     interpreter_overhead(&cluster, &ws, &o);

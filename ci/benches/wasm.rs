@@ -351,18 +351,7 @@ fn migrations(cluster: &Cluster, ws: &Workspace, o: &Options) {
                     r.downtime_ms,
                     r.precopy_rounds
                 );
-                let s = &r.stages;
-                println!(
-                    "    stop {:?}; stages ms: capture {:.1}, hash {:.1}, compress {:.1}, seal {:.1}, send {:.1}, check {:.1}, rebuild {:.1}",
-                    r.stop,
-                    s.capture_us as f64 / 1e3,
-                    s.hash_us as f64 / 1e3,
-                    s.compress_us as f64 / 1e3,
-                    s.seal_us as f64 / 1e3,
-                    s.send_us as f64 / 1e3,
-                    s.check_us as f64 / 1e3,
-                    s.rebuild_us as f64 / 1e3,
-                );
+                println!("    {}", tern_ci::migration_stages(&r));
             }
             // Back on the PC and computing again (its progress moves), then
             // ended.

@@ -159,3 +159,22 @@ pub fn timed_run(
         verdict,
     })
 }
+
+/// Where a migration's time went, as the benches print it: why its
+/// pre-copy stopped and its stage times (ms, summed over its rounds).
+pub fn migration_stages(report: &tern_protocol::MigrationReport) -> String {
+    let s = &report.stages;
+    let ms = |us: u64| us as f64 / 1e3;
+    format!(
+        "stop: {:?} (limit {} ms); stages ms: capture {:.1}, hash {:.1}, compress {:.1}, seal {:.1}, send {:.1}, check {:.1}, rebuild {:.1}",
+        report.stop,
+        report.downtime_limit_ms,
+        ms(s.capture_us),
+        ms(s.hash_us),
+        ms(s.compress_us),
+        ms(s.seal_us),
+        ms(s.send_us),
+        ms(s.check_us),
+        ms(s.rebuild_us),
+    )
+}

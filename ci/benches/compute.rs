@@ -70,7 +70,7 @@ fn linux_time(emulator: &[&str], binary: &Path, workload: &str, class: &str) -> 
 fn kernel_time(cluster: &Cluster, node: usize, workload: &str, class: &str) -> Duration {
     let run = tern_ci::timed_run(cluster, node, &[workload, class], RUN_TIMEOUT).unwrap();
     assert!(run.verified, "{workload} {class} verifies on node {node}");
-    run.time
+    run.time.expect("TaskStarted comes before TaskFinished")
 }
 
 fn main() {

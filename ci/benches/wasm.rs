@@ -145,7 +145,9 @@ fn seconds(cluster: &Cluster, node: usize, args: &[String]) -> f64 {
         run.verdict,
         cluster.consoles()
     );
-    run.time.as_secs_f64()
+    run.time
+        .expect("TaskStarted comes before TaskFinished")
+        .as_secs_f64()
 }
 
 /// Median of `v` (not empty).

@@ -115,8 +115,9 @@ pub fn run_demo(args: &[&str]) -> Result<DemoRun, ToolError> {
 #[derive(Debug, Clone)]
 pub struct TimedRun {
     /// Between its `TaskStarted` and `TaskFinished` events (their `at_ms`
-    /// stamps: no host polling counted).
-    pub time: std::time::Duration,
+    /// stamps: no host polling counted); `None` if the subscription missed
+    /// the start.
+    pub time: Option<std::time::Duration>,
     /// Whether the node verified it.
     pub verified: bool,
     /// The node's verdict.
@@ -151,10 +152,8 @@ pub fn timed_run(
             } if task.task_id == task_id => Some((record.at_ms, *verified, verdict.clone())),
             _ => None,
         })?;
-    // The subscription starts before the task does: TaskStarted came first.
-    let started = started.unwrap_or(finished);
     Ok(TimedRun {
-        time: std::time::Duration::from_millis(finished.saturating_sub(started)),
+        time: started.map(|at| std::time::Duration::from_millis(finished.saturating_sub(at))),
         verified,
         verdict,
     })

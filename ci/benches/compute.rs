@@ -19,7 +19,7 @@ use tern_client::random_key;
 use tern_flash::build::Workspace;
 use tern_flash::Board;
 use tern_lab::cluster::Cluster;
-use tern_protocol::{NodeEvent, Security};
+use tern_protocol::Security;
 
 /// Workloads and classes: EP and CG are `f64` throughout, IS is integer.
 const WORKLOADS: [(&str, &str); 3] = [("ep", "S"), ("cg", "S"), ("is", "W")];
@@ -66,29 +66,11 @@ fn linux_time(emulator: &[&str], binary: &Path, workload: &str, class: &str) -> 
     elapsed
 }
 
-/// The kernel's own time for one run on node `node`, between its
-/// `TaskStarted` and `TaskFinished` events.
+/// The kernel's own time for one run on node `node`.
 fn kernel_time(cluster: &Cluster, node: usize, workload: &str, class: &str) -> Duration {
-    let mut client = cluster.client(node, Duration::from_secs(30)).unwrap();
-    let next = client.status().unwrap().next_event;
-    client.subscribe(next.saturating_sub(1)).unwrap();
-    let task_id = client.start_task(&[workload, class]).unwrap();
-    let mut started = None;
-    let (finished, verified) = client
-        .wait_event(RUN_TIMEOUT, |record| match &record.event {
-            NodeEvent::TaskStarted { task, .. } if task.task_id == task_id => {
-                started = Some(record.at_ms);
-                None
-            }
-            NodeEvent::TaskFinished { task, verified, .. } if task.task_id == task_id => {
-                Some((record.at_ms, *verified))
-            }
-            _ => None,
-        })
-        .unwrap();
-    assert!(verified, "{workload} {class} verifies on node {node}");
-    let started = started.expect("TaskStarted comes before TaskFinished");
-    Duration::from_millis(finished - started)
+    let run = tern_ci::timed_run(cluster, node, &[workload, class], RUN_TIMEOUT).unwrap();
+    assert!(run.verified, "{workload} {class} verifies on node {node}");
+    run.time.expect("TaskStarted comes before TaskFinished")
 }
 
 fn main() {

@@ -270,19 +270,7 @@ fn main() {
             report.downtime_ms
         );
         // Where the time went, and what each round carried.
-        let s = &report.stages;
-        println!(
-            "    stop: {:?} (limit {} ms); stages ms: capture {:.1}, hash {:.1}, compress {:.1}, seal {:.1}, send {:.1}, check {:.1}, rebuild {:.1}",
-            report.stop,
-            report.downtime_limit_ms,
-            s.capture_us as f64 / 1e3,
-            s.hash_us as f64 / 1e3,
-            s.compress_us as f64 / 1e3,
-            s.seal_us as f64 / 1e3,
-            s.send_us as f64 / 1e3,
-            s.check_us as f64 / 1e3,
-            s.rebuild_us as f64 / 1e3,
-        );
+        println!("    {}", tern_ci::migration_stages(&report));
         for r in &report.rounds {
             println!(
                 "    round {}: {} chunks ({} B) dirty, {} sent, {} B on the wire, {} ms",

@@ -110,3 +110,70 @@ pub fn run_demo(args: &[&str]) -> Result<DemoRun, ToolError> {
         report: std::fs::read(&report)?,
     })
 }
+
+/// One task run on a node, as the node's own events tell it.
+#[derive(Debug, Clone)]
+pub struct TimedRun {
+    /// Between its `TaskStarted` and `TaskFinished` events (their `at_ms`
+    /// stamps: no host polling counted); `None` if the subscription missed
+    /// the start.
+    pub time: Option<std::time::Duration>,
+    /// Whether the node verified it.
+    pub verified: bool,
+    /// The node's verdict.
+    pub verdict: String,
+}
+
+/// Starts `args` on node `node` of `cluster` (a `StartTask`, e.g. `["ep",
+/// "S"]` or `["wasm", MODULE, …]`) and waits at most `timeout` for its end.
+pub fn timed_run(
+    cluster: &tern_lab::cluster::Cluster,
+    node: usize,
+    args: &[&str],
+    timeout: std::time::Duration,
+) -> Result<TimedRun, tern_lab::cluster::ClusterError> {
+    use tern_protocol::NodeEvent;
+    let mut client = cluster.client(node, std::time::Duration::from_secs(30))?;
+    let next = client.status()?.next_event;
+    client.subscribe(next.saturating_sub(1))?;
+    let task_id = client.start_task(args)?;
+    let mut started = None;
+    let (finished, verified, verdict) =
+        client.wait_event(timeout, |record| match &record.event {
+            NodeEvent::TaskStarted { task, .. } if task.task_id == task_id => {
+                started = Some(record.at_ms);
+                None
+            }
+            NodeEvent::TaskFinished {
+                task,
+                verified,
+                verdict,
+                ..
+            } if task.task_id == task_id => Some((record.at_ms, *verified, verdict.clone())),
+            _ => None,
+        })?;
+    Ok(TimedRun {
+        time: started.map(|at| std::time::Duration::from_millis(finished.saturating_sub(at))),
+        verified,
+        verdict,
+    })
+}
+
+/// Where a migration's time went, as the benches print it: why its
+/// pre-copy stopped and its stage times (ms, summed over its rounds).
+pub fn migration_stages(report: &tern_protocol::MigrationReport) -> String {
+    let s = &report.stages;
+    let ms = |us: u64| us as f64 / 1e3;
+    format!(
+        "stop: {:?} (limit {} ms); stages ms: capture {:.1}, hash {:.1}, compress {:.1}, seal {:.1}, send {:.1}, check {:.1}, rebuild {:.1}",
+        report.stop,
+        report.downtime_limit_ms,
+        ms(s.capture_us),
+        ms(s.hash_us),
+        ms(s.compress_us),
+        ms(s.seal_us),
+        ms(s.send_us),
+        ms(s.check_us),
+        ms(s.rebuild_us),
+    )
+}

@@ -68,7 +68,7 @@ fn run(args: Args) -> Result<ExitCode> {
             bail!("--stop-at must be a percentage between 0 and 100, got {p}");
         }
     }
-    let (mut task, epoch) = match &args.resume {
+    let (mut task, epoch): (Box<dyn Task>, u64) = match &args.resume {
         Some(path) => {
             let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
             let restored = read_checkpoint(ReadSource(BufReader::new(f)), &Limits::default())

@@ -118,9 +118,25 @@ pub const PROGRAMS: [Program; 9] = [
     },
 ];
 
-/// The program called `name`.
+/// Programs outside the thesis's set, built on demand (not by
+/// [`build_all`]): `npb`, the kernels' own NPB code as a Wasm task, for the
+/// interpreter benchmark (`ci/benches/wasm.rs`).
+pub const EXTRA_PROGRAMS: [Program; 1] = [Program {
+    name: "npb",
+    about: "an NPB workload of the kernels' own code: ep, is or cg and a class (Rust)",
+    source: Source::Rust {
+        package: "tern-task-npb",
+        reference: tern_task::run::<tern_task_npb::Npb>,
+    },
+    args: &["cg", "S"],
+}];
+
+/// The program called `name`, of the set or [`EXTRA_PROGRAMS`].
 pub fn program(name: &str) -> Option<&'static Program> {
-    PROGRAMS.iter().find(|p| p.name == name)
+    PROGRAMS
+        .iter()
+        .chain(&EXTRA_PROGRAMS)
+        .find(|p| p.name == name)
 }
 
 /// Why a program could not be built or its reference computed.

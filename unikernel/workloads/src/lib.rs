@@ -94,8 +94,9 @@ impl Workload {
             Self::Cg => cg::state_bytes(class),
         }
     }
-    /// Starts a fresh task of this workload and class.
-    pub fn start(self, class: Class) -> Box<dyn Task> {
+    /// Starts a fresh task of this workload and class (`Send`: a Wasm
+    /// build keeps it in a `static`, `tasks/programs/npb`).
+    pub fn start(self, class: Class) -> Box<dyn Task + Send> {
         match self {
             Self::Ep => Box::new(ep::Ep::new(class)),
             Self::Is => Box::new(is::Is::new(class)),

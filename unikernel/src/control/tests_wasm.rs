@@ -32,6 +32,14 @@ fn store(client: &mut Client, p: &mut Pair, bytes: &[u8]) -> [u8; 32] {
     }
 }
 
+/// A client of node B that uploaded `bytes` there; the module's identity.
+fn client_with_module(p: &mut Pair, bytes: &[u8]) -> (Client, [u8; 32]) {
+    let mut client = Client::connect(p, KEY);
+    assert!(client.establish(p));
+    let id = store(&mut client, p, bytes);
+    (client, id)
+}
+
 /// The modules a node was given, by event.
 fn added(node: &super::tests::Node) -> Vec<[u8; 32]> {
     node.find(|e| match e {
@@ -52,9 +60,7 @@ fn run_line(id: &[u8; 32], n: u64, more: &str) -> String {
 #[test]
 fn a_wasm_task_migrates_with_its_module_both_ways_and_verifies() {
     let mut p = pair();
-    let mut client = Client::connect(&mut p, KEY);
-    assert!(client.establish(&mut p));
-    let id = store(&mut client, &mut p, &module(""));
+    let (mut client, id) = client_with_module(&mut p, &module(""));
     assert_eq!(added(&p.b), [id]);
     assert_eq!(
         client.ask(&mut p, &Message::ModuleQuery { module: id }),
@@ -207,13 +213,7 @@ fn a_checkpoint_naming_a_module_the_receiver_lacks_is_refused_with_its_id() {
 fn a_step_that_never_ends_keeps_the_node_serving_and_is_never_migrated() {
     let mut p = pair();
     short_timeouts(&mut p);
-    let mut client = Client::connect(&mut p, KEY);
-    assert!(client.establish(&mut p));
-    let id = store(
-        &mut client,
-        &mut p,
-        &module("(loop $forever (br $forever))"),
-    );
+    let (mut client, id) = client_with_module(&mut p, &module("(loop $forever (br $forever))"));
     p.b.exec(&format!("run wasm {} 10", hex(&id)));
     p.run_until(50, |_| false);
     assert!(!p.b.tasks.borrow().entries()[0].at_migration_point());
@@ -297,9 +297,7 @@ fn slow_module() -> Vec<u8> {
 #[test]
 fn a_capture_holds_a_long_step_at_its_migration_point_for_a_turn() {
     let mut p = pair();
-    let mut client = Client::connect(&mut p, KEY);
-    assert!(client.establish(&mut p));
-    let id = store(&mut client, &mut p, &slow_module());
+    let (_client, id) = client_with_module(&mut p, &slow_module());
     assert!(p.b.exec(&run_line(&id, 20_000, "")).contains("started"));
     let ready = |p: &Pair| {
         p.b.tasks
@@ -338,9 +336,7 @@ fn a_capture_holds_a_long_step_at_its_migration_point_for_a_turn() {
 fn a_task_whose_steps_outlast_a_turn_migrates_and_verifies() {
     let mut p = pair();
     short_timeouts(&mut p);
-    let mut client = Client::connect(&mut p, KEY);
-    assert!(client.establish(&mut p));
-    let id = store(&mut client, &mut p, &slow_module());
+    let (_client, id) = client_with_module(&mut p, &slow_module());
     let n = 200_000;
     assert!(p.b.exec(&run_line(&id, n, "")).contains("started"));
     assert!(p.b.exec("migrate 1 10.0.0.1").contains("connecting"));

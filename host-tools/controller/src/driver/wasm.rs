@@ -37,7 +37,7 @@ impl WasmRun<'_> {
     /// `id`, named `name` on the node: the node compares the result with
     /// the reference answer itself.
     pub fn start_args(&self, id: &[u8; 32], name: &str) -> Vec<String> {
-        tern_client::wasm_run_args(id, name, Some(&self.module.expected), &self.args)
+        tern_client::wasm_run_args(id, name, Some(&self.module.expected), self.args)
     }
 }
 

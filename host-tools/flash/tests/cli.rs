@@ -17,6 +17,11 @@ use tern_flash::{Board, Variant};
 /// TCG boots on a loaded 2-core machine are slow.
 const TIMEOUT: Duration = Duration::from_secs(90);
 
+/// A serial push of the rpi4 kernel (3.4 MB of code since it carries the
+/// Wasm interpreter) to the emulated chainloader: about 85 s on an idle
+/// machine, at some 40 KB/s through QEMU's PL011.
+const PUSH_TIMEOUT: Duration = Duration::from_secs(360);
+
 fn flash() -> Command {
     Command::new(env!("CARGO_BIN_EXE_flash"))
 }
@@ -60,7 +65,11 @@ impl Collector {
     }
 
     fn until(&mut self, pattern: &str) -> String {
-        let deadline = Instant::now() + TIMEOUT;
+        self.until_within(pattern, TIMEOUT)
+    }
+
+    fn until_within(&mut self, pattern: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
         loop {
             let text = String::from_utf8_lossy(&self.bytes).into_owned();
             if let Some(at) = text.find(pattern) {
@@ -71,7 +80,7 @@ impl Collector {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.rx.recv_timeout(left) {
                 Ok(chunk) => self.bytes.extend(chunk),
-                Err(_) => panic!("no {pattern:?} within {TIMEOUT:?}; got {text:?}"),
+                Err(_) => panic!("no {pattern:?} within {timeout:?}; got {text:?}"),
             }
         }
     }
@@ -179,7 +188,7 @@ fn serial_push_to_a_chainloader_in_qemu_and_the_port_is_remembered() {
         .unwrap();
     let mut out = Collector::new(child.stdout.take().unwrap());
     let mut err = Collector::new(child.stderr.take().unwrap());
-    err.until("verified by the chainloader");
+    err.until_within("verified by the chainloader", PUSH_TIMEOUT);
     // The banner, read on the push's own connection, then the console.
     out.until(concat!(
         "Tern ",

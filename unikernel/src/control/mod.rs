@@ -41,6 +41,10 @@ mod session;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_peers;
+#[cfg(test)]
+mod tests_sync;
+#[cfg(test)]
 mod tests_wasm;
 
 pub use discovery::{Peer, PEER_TTL_NS};

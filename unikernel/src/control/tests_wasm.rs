@@ -40,6 +40,17 @@ fn client_with_module(p: &mut Pair, bytes: &[u8]) -> (Client, [u8; 32]) {
     (client, id)
 }
 
+/// Migrates B's task 1 to A and runs until A has it.
+fn migrate_b_to_a(p: &mut Pair) {
+    assert!(p.b.exec("migrate 1 10.0.0.1").contains("connecting"));
+    assert!(
+        p.run_until(400_000, |p| p.a.arrivals() == 1),
+        "{}\n{}",
+        p.a.out,
+        p.b.out
+    );
+}
+
 /// The modules a node was given, by event.
 fn added(node: &super::tests::Node) -> Vec<[u8; 32]> {
     node.find(|e| match e {
@@ -73,13 +84,7 @@ fn a_wasm_task_migrates_with_its_module_both_ways_and_verifies() {
     let started = p.b.exec(&run_line(&id, n, " --pause-at 30"));
     assert_eq!(started, "task 1 (counter) started\r\n");
     assert!(p.run_until(400_000, |p| p.b.paused()), "{}", p.b.out);
-    assert!(p.b.exec("migrate 1 10.0.0.1").contains("connecting"));
-    assert!(
-        p.run_until(400_000, |p| p.a.arrivals() == 1),
-        "{}\n{}",
-        p.a.out,
-        p.b.out
-    );
+    migrate_b_to_a(&mut p);
     // B pushed the module A lacked, then the checkpoint.
     assert_eq!(added(&p.a), [id]);
     let local = p.a.tasks.borrow().entries()[0].id;
@@ -339,13 +344,7 @@ fn a_task_whose_steps_outlast_a_turn_migrates_and_verifies() {
     let (_client, id) = client_with_module(&mut p, &slow_module());
     let n = 200_000;
     assert!(p.b.exec(&run_line(&id, n, "")).contains("started"));
-    assert!(p.b.exec("migrate 1 10.0.0.1").contains("connecting"));
-    assert!(
-        p.run_until(400_000, |p| p.a.arrivals() == 1),
-        "{}\n{}",
-        p.a.out,
-        p.b.out
-    );
+    migrate_b_to_a(&mut p);
     assert!(
         p.run_until(4_000_000, |p| !p.a.verdicts().is_empty()),
         "{}",

@@ -553,6 +553,7 @@ impl Kernel {
     pub fn run(&mut self) -> ! {
         let mut out = ConsoleWriter;
         let _ = write!(out, "{}\r\n", crate::banner(&self.board.facts()));
+        self.board.banner_printed();
         self.run_boot_commands(&mut out);
         let _ = write!(out, "type 'help' for commands\r\n{}", shell::PROMPT);
         loop {

@@ -4,8 +4,9 @@
 //! format strings live only in the ELF).
 //!
 //! Lines logged before the portable kernel has installed the console are
-//! kept and sent on its first idle turn, so that the banner stays the first
-//! line a node prints.
+//! kept and sent right after the banner (`Board::banner_printed`), so that the
+//! banner stays the first line a node prints and the boot log is out before
+//! the first prompt.
 
 use alloc::string::String;
 use alloc::vec::Vec;

@@ -39,7 +39,6 @@ use core::arch::x86_64::__cpuid;
 use core::arch::{asm, global_asm};
 use core::cell::RefCell;
 use core::fmt::Write;
-use core::sync::atomic::{AtomicBool, Ordering};
 
 use critical_section::Mutex;
 use tern_board_common as _;
@@ -93,8 +92,6 @@ fn hw_line(line: String) {
 struct PcBoard {
     facts: BoardFacts,
     clock: TscClock,
-    /// Whether the board's boot log went out (on the first idle turn).
-    boot_logged: AtomicBool,
 }
 
 impl Board for PcBoard {
@@ -114,12 +111,13 @@ impl Board for PcBoard {
         tern_board_common::heap_stats()
     }
 
-    fn wait_for_interrupt(&self) {
+    fn banner_printed(&self) {
         // Frames only reach the wire once the portable kernel has installed
-        // the console: the boot log goes out on its first idle turn.
-        if !self.boot_logged.swap(true, Ordering::Relaxed) {
-            log::flush();
-        }
+        // the console; the banner stays the first line a node prints.
+        log::flush();
+    }
+
+    fn wait_for_interrupt(&self) {
         screen::draw_now();
         cpu::wait_for_interrupt();
     }
@@ -458,7 +456,6 @@ extern "C" fn pc_main(magic: u32, info: u32) -> ! {
             cpu_clock_hz: None,
         },
         clock,
-        boot_logged: AtomicBool::new(false),
     }));
     x86_64::instructions::interrupts::enable();
     let space = PcConfigSpace::new(

@@ -176,12 +176,12 @@ impl Cluster {
         };
         for i in 0..boards.len() {
             let node = &mut cluster.nodes[i];
-            node.expect(tern_prompt(), BOOT_TIMEOUT)?;
+            node.expect_text(tern_prompt(), BOOT_TIMEOUT)?;
             cluster.shell(i, &format!("net {}/24", Self::address(i)))?;
             let node = &mut cluster.nodes[i];
             node.send_line(&format!("key {key}"))?;
-            node.expect(answer, REPLY_TIMEOUT)?;
-            node.expect(tern_prompt(), REPLY_TIMEOUT)?;
+            node.expect_text(answer, REPLY_TIMEOUT)?;
+            node.expect_text(tern_prompt(), REPLY_TIMEOUT)?;
         }
         Ok(cluster)
     }

@@ -251,13 +251,35 @@ impl Node {
     /// Waits until `pattern` appears in the output after the last match and
     /// returns the output up to and including it.
     pub fn expect(&mut self, pattern: &str, timeout: Duration) -> Result<String, HarnessError> {
+        self.expect_with(pattern, timeout, find_raw)
+    }
+
+    /// [`Node::expect`] on the console's text alone: defmt frames (`0x00 …
+    /// 0x00`, which a node may send in the middle of a text line, see
+    /// `docs/console-framing.md`) are skipped when matching and left out of
+    /// the returned text. For shell interaction; raw links use `expect`.
+    pub fn expect_text(
+        &mut self,
+        pattern: &str,
+        timeout: Duration,
+    ) -> Result<String, HarnessError> {
+        self.expect_with(pattern, timeout, find_in_text)
+    }
+
+    /// Waits until `matcher` finds `pattern` in the unread output; the
+    /// matcher returns where the match ends in the output and the text to
+    /// hand back.
+    fn expect_with(
+        &mut self,
+        pattern: &str,
+        timeout: Duration,
+        matcher: fn(&[u8], &[u8]) -> Option<(usize, String)>,
+    ) -> Result<String, HarnessError> {
         let deadline = Instant::now() + timeout;
         let mut state = self.output.lock();
         loop {
             let unread = &state.bytes[self.cursor.min(state.bytes.len())..];
-            if let Some(at) = find(unread, pattern.as_bytes()) {
-                let end = at + pattern.len();
-                let text = String::from_utf8_lossy(&unread[..end]).into_owned();
+            if let Some((end, text)) = matcher(unread, pattern.as_bytes()) {
                 self.cursor += end;
                 return Ok(text);
             }
@@ -291,8 +313,8 @@ impl Node {
     /// answer: the text up to the next prompt, without the echoed command.
     pub fn command(&mut self, command: &str) -> Result<String, HarnessError> {
         self.send_line(command)?;
-        self.expect(&format!("{command}\r\n"), REPLY_TIMEOUT)?;
-        let answer = self.expect(tern_prompt(), REPLY_TIMEOUT)?;
+        self.expect_text(&format!("{command}\r\n"), REPLY_TIMEOUT)?;
+        let answer = self.expect_text(tern_prompt(), REPLY_TIMEOUT)?;
         Ok(answer[..answer.len() - tern_prompt().len()].to_owned())
     }
 
@@ -407,6 +429,42 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
         .position(|window| window == needle)
 }
 
+/// [`find`] for [`Node::expect`]: the end of the first match, and the
+/// output up to it.
+fn find_raw(bytes: &[u8], pattern: &[u8]) -> Option<(usize, String)> {
+    let end = find(bytes, pattern)? + pattern.len();
+    Some((end, String::from_utf8_lossy(&bytes[..end]).into_owned()))
+}
+
+/// The byte that opens and closes a defmt frame on a node's console.
+const FRAME_DELIMITER: u8 = 0x00;
+
+/// [`Node::expect_text`]'s matcher: finds `pattern` in the text of `bytes`
+/// and returns the end of the match in `bytes` and the text up to it.
+/// Frames are skipped by `docs/console-framing.md`'s reading rule (a run of
+/// zeros opens a frame; the next zero after frame bytes closes it);
+/// `bytes` starts outside a frame, as every match ends in text.
+fn find_in_text(bytes: &[u8], pattern: &[u8]) -> Option<(usize, String)> {
+    let mut text = Vec::new();
+    // `Some(n)`: inside a frame that has `n` bytes so far.
+    let mut frame: Option<usize> = None;
+    for (at, &byte) in bytes.iter().enumerate() {
+        frame = match (frame, byte) {
+            (None, FRAME_DELIMITER) | (Some(0), FRAME_DELIMITER) => Some(0),
+            (Some(_), FRAME_DELIMITER) => None,
+            (Some(n), _) => Some(n + 1),
+            (None, _) => {
+                text.push(byte);
+                if text.ends_with(pattern) {
+                    return Some((at + 1, String::from_utf8_lossy(&text).into_owned()));
+                }
+                None
+            }
+        };
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -415,5 +473,19 @@ mod tests {
     fn find_locates_patterns() {
         assert_eq!(find(b"abc tern> x", b"tern> "), Some(4));
         assert_eq!(find(b"abc", b"abcd"), None);
+    }
+
+    #[test]
+    fn text_matches_skip_frames_inside_a_line() {
+        // The first frame after boot opens with two zeros; frames may follow
+        // one another directly.
+        let output = b"net 10.0.2.2/24\0\0\x04v\x01b\0\0\x0c\0\r\naddress\r\ntern> rest";
+        let (end, text) = find_in_text(output, b"net 10.0.2.2/24\r\n").unwrap();
+        assert_eq!(text, "net 10.0.2.2/24\r\n");
+        let (prompt_end, answer) = find_in_text(&output[end..], b"tern> ").unwrap();
+        assert_eq!(answer, "address\r\ntern> ");
+        assert_eq!(&output[end + prompt_end..], b"rest");
+        // Inside a frame, the pattern is not text.
+        assert_eq!(find_in_text(b"\0tern> \0", b"tern> "), None);
     }
 }

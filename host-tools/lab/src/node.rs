@@ -273,7 +273,7 @@ impl Node {
         &mut self,
         pattern: &str,
         timeout: Duration,
-        matcher: fn(&[u8], &[u8]) -> Option<(usize, String)>,
+        matcher: Matcher,
     ) -> Result<String, HarnessError> {
         let deadline = Instant::now() + timeout;
         let mut state = self.output.lock();
@@ -435,6 +435,10 @@ fn find_raw(bytes: &[u8], pattern: &[u8]) -> Option<(usize, String)> {
     let end = find(bytes, pattern)? + pattern.len();
     Some((end, String::from_utf8_lossy(&bytes[..end]).into_owned()))
 }
+
+/// Finds a pattern in unread output: where the match ends in the output,
+/// and the text to hand back.
+type Matcher = fn(&[u8], &[u8]) -> Option<(usize, String)>;
 
 /// The byte that opens and closes a defmt frame on a node's console.
 const FRAME_DELIMITER: u8 = 0x00;

@@ -9,7 +9,10 @@
 //!    wire-time bound (state bytes ÷ the throughput measured into the
 //!    receiving node in step 1), total time against the wire bytes' time
 //!    at that rate, downtime against total time, and each report's stop
-//!    reason, stage times and rounds (dirty and sent chunks).
+//!    reason, stage times and rounds (dirty and sent chunks), and each
+//!    round's timeline from the sender's events (offer, the receiver's
+//!    answer, last chunk queued, everything acknowledged, ack; the sender's
+//!    turns and the time its task ran meanwhile).
 //!
 //! Between the two, each node's sending side: 8 MiB read from its source
 //! port (4473) by a Linux reader on the bridge, against Linux → Linux.
@@ -26,7 +29,7 @@ use tern_client::random_key;
 use tern_flash::Board;
 use tern_lab::cluster::Cluster;
 use tern_lab::netlab::Netns;
-use tern_protocol::{MigrationReport, Security, TaskRole, TaskStatus};
+use tern_protocol::{MigrationReport, NodeEvent, Security, TaskRole, TaskStatus};
 
 /// Bytes sent per throughput sample.
 const SAMPLE_BYTES: usize = 8 << 20;
@@ -42,6 +45,43 @@ const SOURCE_PORT: u16 = 4473;
 
 /// The Linux receiver's port.
 const LINUX_PORT: u16 = 5001;
+
+/// The round timelines node `node` published for task `task_id` after
+/// event `after`, as lines to print, and the last event's sequence number.
+fn round_timelines(cluster: &Cluster, node: usize, task_id: u64, after: u64) -> (Vec<String>, u64) {
+    let mut client = cluster
+        .client(node, Duration::from_secs(20))
+        .expect("control connection");
+    client.subscribe(after).expect("subscription");
+    let (mut lines, mut last) = (Vec::new(), after);
+    // The first batch holds every kept event: read until the node is quiet.
+    while let Ok(record) = client.next_event(Duration::from_millis(500)) {
+        last = record.seq;
+        if let NodeEvent::RoundTimeline {
+            task,
+            round,
+            stop_and_copy,
+            timeline: t,
+        } = record.event
+        {
+            if task.task_id == task_id {
+                let ms = |us: u64| us as f64 / 1e3;
+                lines.push(format!(
+                    "round {round}{}: offer {:.1}, need {:.1}, queued {:.1}, drained {:.1}, ack {:.1} ms; {} turns, tasks ran {:.1} ms",
+                    if stop_and_copy { " (stop-and-copy)" } else { "" },
+                    ms(t.offered_us),
+                    ms(t.need_us),
+                    ms(t.queued_us),
+                    ms(t.drained_us),
+                    ms(t.acked_us),
+                    t.turns,
+                    ms(t.tasks_us),
+                ));
+            }
+        }
+    }
+    (lines, last)
+}
 
 /// Sends `SAMPLE_BYTES` to `addr` from namespace `from`, half-closes, and
 /// waits for the receiver to close: the time until then is the transfer's.
@@ -228,8 +268,10 @@ fn main() {
     let mut ratios = Vec::new();
     let mut downtime_share = Vec::new();
     let mut owner = 0;
+    let mut seen = [0u64; 2];
     for _ in 0..MIGRATIONS {
         let to = 1 - owner;
+        seen[owner] = round_timelines(&cluster, owner, task.task_id, seen[owner]).1;
         let report: MigrationReport =
             match cluster
                 .client(owner, Duration::from_secs(20))
@@ -276,6 +318,11 @@ fn main() {
                 "    round {}: {} chunks ({} B) dirty, {} sent, {} B on the wire, {} ms",
                 r.round, r.dirty_chunks, r.dirty_bytes, r.chunks_sent, r.wire_bytes, r.ms
             );
+        }
+        let (timelines, last) = round_timelines(&cluster, owner, task.task_id, seen[owner]);
+        seen[owner] = last;
+        for line in timelines {
+            println!("    {line}");
         }
         owner = to;
         // The task keeps running on its new owner.

@@ -116,7 +116,8 @@ pub fn render(event: &NodeEvent) -> Option<String> {
         ),
         NodeEvent::TaskStarted { .. }
         | NodeEvent::TaskKilled { .. }
-        | NodeEvent::MigrationStarted { .. } => return None,
+        | NodeEvent::MigrationStarted { .. }
+        | NodeEvent::RoundTimeline { .. } => return None,
         NodeEvent::TaskPaused {
             task,
             progress,

@@ -38,5 +38,5 @@ pub use message::{
     TaskSummary, Transfer, MAX_CONSOLE_INPUT, MAX_TAG_LEN, PROTOCOL_VERSION,
 };
 pub use module::{ModuleError, ModulePush, ModuleUpload, PushPhase};
-pub use report::{EventRecord, NodeEvent, NodeStatus, SyncReport, TaskRef};
+pub use report::{EventRecord, NodeEvent, NodeStatus, RoundTimeline, SyncReport, TaskRef};
 pub use transfer::{Incoming, Known, Outgoing, Policy, ReceivePhase, Replica, SendPhase};

@@ -379,6 +379,40 @@ pub enum NodeEvent {
         /// The owner's address.
         owner: String,
     },
+    /// Where one acked round of a migration spent its time, as its sender
+    /// saw it (pre-copy rounds and the stop-and-copy); for finding what
+    /// bounds a round, not shown on the console.
+    RoundTimeline {
+        /// The task.
+        task: TaskRef,
+        /// Round number; the stop-and-copy is the last.
+        round: u32,
+        /// Whether this round was the stop-and-copy.
+        stop_and_copy: bool,
+        /// Times from the start of the round's capture, microseconds.
+        timeline: RoundTimeline,
+    },
+}
+
+/// The moments of one migration round on its sender's clock, microseconds
+/// after its capture began, and what else ran on the sender meanwhile.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoundTimeline {
+    /// The offer was queued (capture and hashing done).
+    pub offered_us: u64,
+    /// The receiver's answer to the offer (the chunks it needs) arrived.
+    pub need_us: u64,
+    /// The last chunk and the commit were queued on the connection.
+    pub queued_us: u64,
+    /// The receiver's TCP had acknowledged all of it (as the sender saw at
+    /// its next turn).
+    pub drained_us: u64,
+    /// The receiver's ack arrived.
+    pub acked_us: u64,
+    /// Turns of the sender's control service during the round.
+    pub turns: u32,
+    /// Time the sender's task runner ran tasks during the round.
+    pub tasks_us: u64,
 }
 
 /// One event as a node keeps and streams it.

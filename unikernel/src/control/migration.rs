@@ -16,7 +16,8 @@ use alloc::vec::Vec;
 use smoltcp::wire::IpEndpoint;
 use tern_protocol::{
     Event, Hello, Message, MigrationReport, NackReason, NodeEvent, Outgoing, ReceiverTimes,
-    Replica, RoundReport, SendPhase, StageTimes, StopReason, TaskRef, Transfer, TransferError,
+    Replica, RoundReport, RoundTimeline, SendPhase, StageTimes, StopReason, TaskRef, Transfer,
+    TransferError,
 };
 use tern_sync::monitor::{LinkMonitor, MonitorConfig, ThroughputMeter};
 
@@ -96,6 +97,33 @@ struct Round {
     start_bytes: u64,
     /// Raw chunk bytes sent before the round.
     start_raw: u64,
+    /// When the receiver's answer to the offer came.
+    need_ns: Option<u64>,
+    /// When the commit was queued behind the last chunk.
+    queued_ns: Option<u64>,
+    /// When the receiver's TCP had acknowledged everything queued.
+    drained_ns: Option<u64>,
+    /// Turns of this migration during the round.
+    turns: u32,
+    /// The task runner's total time when the round began.
+    tasks_ran_ns: u64,
+}
+
+impl Round {
+    /// The round's moments, relative to its start, at `acked_ns`.
+    fn timeline(&self, acked_ns: u64, tasks_ran_ns: u64) -> RoundTimeline {
+        let since =
+            |at: Option<u64>| micros(at.unwrap_or(acked_ns).saturating_sub(self.started_ns));
+        RoundTimeline {
+            offered_us: since(Some(self.offered_ns)),
+            need_us: since(self.need_ns),
+            queued_us: since(self.queued_ns),
+            drained_us: since(self.drained_ns),
+            acked_us: since(Some(acked_ns)),
+            turns: self.turns,
+            tasks_us: micros(tasks_ran_ns.saturating_sub(self.tasks_ran_ns)),
+        }
+    }
 }
 
 /// One outgoing migration.
@@ -371,6 +399,16 @@ fn step(
     if m.conn.stage() != Stage::Ready {
         return Ok((busy, None));
     }
+    if let Some(round) = m.round.as_mut() {
+        round.turns += 1;
+        if round.queued_ns.is_some()
+            && round.drained_ns.is_none()
+            && m.conn.backlog() == 0
+            && m.conn.send_queue(ctx).0 == 0
+        {
+            round.drained_ns = Some(ctx.board.clock().now_ns());
+        }
+    }
     if let Some(push) = m.push.as_mut() {
         busy |= push.feed(&mut m.conn)?;
         m.conn.flush(ctx, now_ns);
@@ -402,8 +440,9 @@ fn step(
             let Some(msg) = round.outgoing.poll_send_with(&mut encode) else {
                 break;
             };
-            if matches!(msg, Message::Commit { .. }) && m.phase == Phase::StopCopy {
-                m.in_doubt = true;
+            if matches!(msg, Message::Commit { .. }) {
+                round.queued_ns = Some(clock.now_ns());
+                m.in_doubt |= m.phase == Phase::StopCopy;
             }
             let start = clock.now_ns();
             m.conn.send(&msg)?;
@@ -497,6 +536,11 @@ fn begin_round(
         need: 0,
         start_bytes: m.conn.queued(),
         start_raw: m.tally.raw,
+        need_ns: None,
+        queued_ns: None,
+        drained_ns: None,
+        turns: 0,
+        tasks_ran_ns: ctx.tasks.borrow().ran_ns(),
     });
     m.phase = if precopy {
         Phase::PreCopy
@@ -520,6 +564,7 @@ fn on_message(
         Message::Nack(r) => Some(*r),
         Message::Need { chunks } => {
             round.need = chunks.len() as u32;
+            round.need_ns = Some(now_ns);
             // The offer's round trip: the link monitor's latency.
             let rtt = seconds(now_ns.saturating_sub(round.offered_ns).max(1_000));
             let _ = m.monitor.record_heartbeat(seconds(now_ns), rtt);
@@ -570,6 +615,12 @@ fn on_message(
         raw_sent.max(wire_bytes),
         seconds(elapsed_ns),
     );
+    turn.publish(NodeEvent::RoundTimeline {
+        task: m.task.clone(),
+        round: round.number,
+        stop_and_copy: m.phase == Phase::StopCopy,
+        timeline: round.timeline(now_ns, ctx.tasks.borrow().ran_ns()),
+    });
     m.stages.send_us += micros(elapsed_ns);
     m.stages.check_us += times.check_us;
     m.stages.rebuild_us += times.rebuild_us;

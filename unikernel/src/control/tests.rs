@@ -447,6 +447,29 @@ fn a_running_task_migrates_live_with_pre_copy_and_finishes_verified_on_the_recei
         "{report:?}"
     );
     assert!(report.downtime_ms <= report.total_ms);
+    // Every round's timeline, the stop-and-copy last, in the order of its
+    // moments.
+    let timelines = p.a.find(|e| match e {
+        NodeEvent::RoundTimeline {
+            round,
+            stop_and_copy,
+            timeline,
+            ..
+        } => Some((*round, *stop_and_copy, *timeline)),
+        _ => None,
+    });
+    assert_eq!(timelines.len() as u64, rounds + 1, "{timelines:?}");
+    for (i, (round, stop_and_copy, t)) in timelines.iter().enumerate() {
+        assert_eq!((*round as usize, *stop_and_copy), (i + 1, i as u64 == rounds));
+        assert!(
+            t.offered_us <= t.need_us
+                && t.need_us <= t.queued_us
+                && t.queued_us <= t.drained_us
+                && t.drained_us <= t.acked_us
+                && t.turns >= 2,
+            "{t:?}"
+        );
+    }
     // The console shows the same report.
     assert!(
         p.a.out

@@ -202,6 +202,8 @@ pub struct TaskTable {
     next_id: u32,
     node_id: u64,
     catalog: Rc<dyn TaskCatalog>,
+    /// Time the runner spent stepping tasks since boot.
+    ran_ns: u64,
 }
 
 /// The task table as its users share it.
@@ -223,7 +225,14 @@ impl TaskTable {
             next_id: 1,
             node_id,
             catalog,
+            ran_ns: 0,
         }
+    }
+
+    /// Time the runner spent stepping tasks since boot (what a service
+    /// waits for between two of its turns).
+    pub fn ran_ns(&self) -> u64 {
+        self.ran_ns
     }
 
     /// The catalog of task kinds this node runs.
@@ -442,6 +451,7 @@ impl Service for TaskRunner {
             return ServiceStatus::Idle;
         };
         table.release_held();
+        let started_ns = self.clock.now_ns();
         let mut ran = false;
         while table.step_all(turn) {
             ran = true;
@@ -449,6 +459,7 @@ impl Service for TaskRunner {
                 break;
             }
         }
+        table.ran_ns += self.clock.now_ns().saturating_sub(started_ns);
         if ran {
             ServiceStatus::Busy
         } else {

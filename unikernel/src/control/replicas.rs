@@ -11,6 +11,14 @@ use alloc::vec::Vec;
 use smoltcp::wire::IpAddress;
 use tern_protocol::{Hash, Known, NackReason, Offer, Replica};
 
+/// Accepted migrations remembered. A sender in doubt repeats its offer
+/// until the link returns; while the task runs here its running epoch
+/// answers that, afterwards this record does. Past this many the oldest
+/// record goes: a retry arriving after 1024 later acceptances would be
+/// taken again, the price of not keeping one record per task ever received
+/// on a node that runs for weeks.
+pub(super) const ACCEPTED_KEPT: usize = 1024;
+
 /// A task this node keeps a replica of: the last checkpoint received (or
 /// sent away).
 pub(super) struct HeldReplica {
@@ -54,7 +62,10 @@ pub(super) enum ReplicaVerdict {
 /// Replicas, accepted migrations and leases.
 pub(super) struct ReplicaStore {
     replicas: BTreeMap<u64, HeldReplica>,
-    accepted: BTreeMap<u64, Known>,
+    /// By task id: what was accepted, and the acceptance's number (the
+    /// oldest goes past [`ACCEPTED_KEPT`]).
+    accepted: BTreeMap<u64, (Known, u64)>,
+    accepted_count: u64,
     leases: BTreeMap<u64, Lease>,
     lease_ns: u64,
 }
@@ -65,6 +76,7 @@ impl ReplicaStore {
         Self {
             replicas: BTreeMap::new(),
             accepted: BTreeMap::new(),
+            accepted_count: 0,
             leases: BTreeMap::new(),
             lease_ns,
         }
@@ -125,7 +137,7 @@ impl ReplicaStore {
     /// accepted, or the epoch it runs the task at (`running_epoch`),
     /// whichever is newer.
     pub(super) fn known(&self, task_id: u64, running_epoch: Option<u64>) -> Option<Known> {
-        let mut known = self.accepted.get(&task_id).cloned();
+        let mut known = self.accepted.get(&task_id).map(|(known, _)| known.clone());
         if let Some(epoch) = running_epoch {
             if known.as_ref().is_none_or(|k| k.epoch < epoch) {
                 known = Some(Known {
@@ -141,13 +153,27 @@ impl ReplicaStore {
     /// node accepted, with its checkpoint's hash, or a failover): the
     /// replica and the lease of the task are over.
     pub(super) fn owned_here(&mut self, task_id: u64, epoch: u64, hash: Option<Hash>) {
+        self.accepted_count += 1;
         self.accepted.insert(
             task_id,
-            Known {
-                epoch,
-                checkpoint_hash: hash,
-            },
+            (
+                Known {
+                    epoch,
+                    checkpoint_hash: hash,
+                },
+                self.accepted_count,
+            ),
         );
+        if self.accepted.len() > ACCEPTED_KEPT {
+            let oldest = self
+                .accepted
+                .iter()
+                .min_by_key(|(_, (_, number))| *number)
+                .map(|(id, _)| *id);
+            if let Some(id) = oldest {
+                self.accepted.remove(&id);
+            }
+        }
         self.replicas.remove(&task_id);
         self.leases.remove(&task_id);
     }
@@ -390,5 +416,21 @@ mod tests {
         let known = store.known(7, Some(2)).unwrap();
         assert_eq!((known.epoch, known.checkpoint_hash), (3, Some([9; 32])));
         assert_eq!(store.known(7, Some(4)).unwrap().epoch, 4);
+    }
+
+    #[test]
+    fn the_oldest_accepted_migrations_are_forgotten_past_the_bound() {
+        let mut store = ReplicaStore::new(3_000);
+        store.owned_here(1, 2, None);
+        for id in 2..=ACCEPTED_KEPT as u64 {
+            store.owned_here(id, 1, None);
+        }
+        // Accepted again: now the newest.
+        store.owned_here(1, 4, None);
+        store.owned_here(5_000, 1, None);
+        assert_eq!(store.accepted.len(), ACCEPTED_KEPT);
+        assert_eq!(store.known(1, None).unwrap().epoch, 4);
+        assert_eq!(store.known(2, None), None);
+        assert!(store.known(3, None).is_some() && store.known(5_000, None).is_some());
     }
 }

@@ -460,7 +460,10 @@ fn a_running_task_migrates_live_with_pre_copy_and_finishes_verified_on_the_recei
     });
     assert_eq!(timelines.len() as u64, rounds + 1, "{timelines:?}");
     for (i, (round, stop_and_copy, t)) in timelines.iter().enumerate() {
-        assert_eq!((*round as usize, *stop_and_copy), (i + 1, i as u64 == rounds));
+        assert_eq!(
+            (*round as usize, *stop_and_copy),
+            (i + 1, i as u64 == rounds)
+        );
         assert!(
             t.offered_us <= t.need_us
                 && t.need_us <= t.queued_us

@@ -10,7 +10,10 @@
 //! - [`link`]: one authenticated connection on a socket, and the outgoing
 //!   connection (connect, handshake, reconnect with backoff) that
 //!   migrations and sync sessions share;
-//! - [`server`]: the listening sockets and the requests of peers;
+//! - [`server`]: the listening sockets, the requests of peers, incoming
+//!   transfers;
+//! - [`requests`]: the task requests answered in one message (start, kill,
+//!   standby, list, status);
 //! - [`migration`]: outgoing live migrations (pre-copy, stop-and-copy,
 //!   ownership kept in doubt);
 //! - [`session`]: sync sessions, and failover when a lease expires;
@@ -36,6 +39,7 @@ mod migration;
 mod modules;
 mod notices;
 mod replicas;
+mod requests;
 mod server;
 mod session;
 #[cfg(test)]

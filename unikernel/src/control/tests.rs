@@ -202,7 +202,7 @@ impl Node {
             turn: &mut turn,
         };
         let now = parts.turn.now_ns;
-        server::list(&parts, now)
+        requests::list(&parts, now)
     }
 }
 

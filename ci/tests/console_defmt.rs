@@ -55,14 +55,16 @@ fn boot_log_is_decoded(board: Board, log_start: &str, log_parts: &[&str]) {
 
     let wanted = format!(" INFO ] {log_start}");
     let mut seen = Decoded::default();
-    // Boards log when the kernel first idles, after the prompt: typing
-    // earlier would keep it busy until `halt`, and nothing would be logged.
+    // Boards log their boot before the first prompt, so that no frame
+    // lands inside the first command typed.
     seen.read(&mut node, &mut decoder, BOOT_TIMEOUT, |seen| {
         seen.text_contains(tern_lab::node::tern_prompt())
     });
-    seen.read(&mut node, &mut decoder, REPLY_TIMEOUT, |seen| {
-        seen.logs.iter().any(|l| l.contains(&wanted))
-    });
+    assert!(
+        seen.logs.iter().any(|l| l.contains(&wanted)),
+        "no {wanted:?} before the first prompt: {:?}",
+        seen.logs
+    );
     node.send_line("halt").unwrap();
     seen.read(&mut node, &mut decoder, REPLY_TIMEOUT, |seen| {
         seen.text_contains("halting with code 0\r\n")

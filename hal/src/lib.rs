@@ -123,11 +123,11 @@ pub trait Board: Sync {
     fn heap_stats(&self) -> HeapStats;
     /// Sleep until the next interrupt (the idle path of the run loop).
     fn wait_for_interrupt(&self);
-    /// Called once, right after the kernel printed its banner on the
-    /// console: a board that kept log lines from before the console was up
-    /// sends them here, so they come after the banner and before the first
-    /// prompt (and never inside a command a user is typing).
-    fn banner_printed(&self) {}
+    /// Called once, after the kernel printed its banner and ran its boot
+    /// commands, before its first prompt: a board that kept log lines from
+    /// before the console was up sends them here, so they never land inside
+    /// a command a user is typing.
+    fn before_first_prompt(&self) {}
     /// Stop the machine. Under QEMU the emulator exits with a status derived
     /// from `code` (see `docs/architecture.md`); on hardware the CPU parks.
     fn halt(&self, code: u8) -> !;

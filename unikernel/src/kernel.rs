@@ -553,8 +553,8 @@ impl Kernel {
     pub fn run(&mut self) -> ! {
         let mut out = ConsoleWriter;
         let _ = write!(out, "{}\r\n", crate::banner(&self.board.facts()));
-        self.board.banner_printed();
         self.run_boot_commands(&mut out);
+        self.board.before_first_prompt();
         let _ = write!(out, "type 'help' for commands\r\n{}", shell::PROMPT);
         loop {
             let busy = self.turn(&mut out);

@@ -2,7 +2,6 @@
 //! differ only in their [`BoardFacts`].
 
 use core::ops::Range;
-use core::sync::atomic::{AtomicBool, Ordering};
 
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::{CNTFRQ_EL0, CNTPCT_EL0};
@@ -54,7 +53,6 @@ pub struct Aarch64Board {
     facts: BoardFacts,
     clock: GenericTimerClock,
     ram: Range<u64>,
-    boot_logged: AtomicBool,
 }
 
 impl Aarch64Board {
@@ -63,17 +61,12 @@ impl Aarch64Board {
     pub fn new(mut facts: BoardFacts, ram: Range<u64>) -> Self {
         let clock = GenericTimerClock::start();
         facts.timer_hz = clock.hz;
-        Self {
-            facts,
-            clock,
-            ram,
-            boot_logged: AtomicBool::new(false),
-        }
+        Self { facts, clock, ram }
     }
 
-    /// Logs the memory map through defmt. Called when the kernel first
-    /// idles: defmt frames need the console, which the kernel installs, and
-    /// logging after the banner keeps the banner the first line.
+    /// Logs the memory map through defmt. Called before the first prompt:
+    /// defmt frames need the console, which the kernel installs, and logging
+    /// after the banner keeps the banner the first line.
     fn log_boot(&self) {
         let stats = tern_board_common::heap_stats();
         defmt::info!(
@@ -107,10 +100,11 @@ impl Board for Aarch64Board {
         tern_board_common::heap_stats()
     }
 
+    fn before_first_prompt(&self) {
+        self.log_boot();
+    }
+
     fn wait_for_interrupt(&self) {
-        if !self.boot_logged.swap(true, Ordering::Relaxed) {
-            self.log_boot();
-        }
         aarch64_cpu::asm::wfi();
     }
 

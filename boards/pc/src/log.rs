@@ -4,9 +4,9 @@
 //! format strings live only in the ELF).
 //!
 //! Lines logged before the portable kernel has installed the console are
-//! kept and sent right after the banner (`Board::banner_printed`), so that the
-//! banner stays the first line a node prints and the boot log is out before
-//! the first prompt.
+//! kept and sent before the first prompt (`Board::before_first_prompt`), so
+//! that the banner and the boot commands' answers stay the first lines a
+//! node prints and the boot log is out before anyone types.
 
 use alloc::string::String;
 use alloc::vec::Vec;

@@ -111,9 +111,9 @@ impl Board for PcBoard {
         tern_board_common::heap_stats()
     }
 
-    fn banner_printed(&self) {
+    fn before_first_prompt(&self) {
         // Frames only reach the wire once the portable kernel has installed
-        // the console; the banner stays the first line a node prints.
+        // the console; the banner and the boot commands' answers come first.
         log::flush();
     }
 

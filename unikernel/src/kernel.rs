@@ -58,6 +58,12 @@ pub fn halt_after_panic() -> ! {
 /// took 95 s there, with 10 ms 89 s.)
 pub const TURN_NS: u64 = 10_000_000;
 
+/// The turn while a service awaits a peer's answer or streams to it
+/// ([`ServiceStatus::AwaitingPeer`]): each message of a migration round
+/// (offer, need, chunks, commit, ack) is read and answered once a turn, so
+/// a full turn of task steps would hold each of them up to [`TURN_NS`].
+pub const PEER_TURN_NS: u64 = 2_000_000;
+
 /// The turn while a command holds the serial console: a UART's receive FIFO
 /// (16 bytes, 1.4 ms at 115200 baud) must be read before it overflows.
 pub const CAPTURED_TURN_NS: u64 = 500_000;
@@ -67,6 +73,9 @@ pub const CAPTURED_TURN_NS: u64 = 500_000;
 pub enum ServiceStatus {
     /// It did something; poll again soon.
     Busy,
+    /// It converses with a peer (waits for its answer, or streams to it):
+    /// poll again after a short turn ([`PEER_TURN_NS`]), not a full one.
+    AwaitingPeer,
     /// Nothing to do until an interrupt or a timeout.
     Idle,
 }
@@ -249,6 +258,8 @@ pub struct Kernel {
     capture: Option<Box<dyn ConsoleCapture>>,
     boot_commands: Vec<String>,
     remotes: RemoteConsoles,
+    /// A service awaited a peer on the last turn: the next one is short.
+    awaiting_peer: bool,
 }
 
 impl Kernel {
@@ -268,6 +279,7 @@ impl Kernel {
             capture: None,
             boot_commands: Vec::new(),
             remotes: RemoteConsoles::default(),
+            awaiting_peer: false,
         }
     }
 
@@ -403,6 +415,8 @@ impl Kernel {
         let now_ns = self.board.clock().now_ns();
         let turn_ns = if self.capture.is_some() {
             CAPTURED_TURN_NS
+        } else if self.awaiting_peer {
+            PEER_TURN_NS
         } else {
             TURN_NS
         };
@@ -412,8 +426,16 @@ impl Kernel {
             events: &mut self.events,
         };
         let mut busy = false;
+        self.awaiting_peer = false;
         for service in &mut self.services {
-            busy |= service.poll(&mut turn) == ServiceStatus::Busy;
+            match service.poll(&mut turn) {
+                ServiceStatus::Busy => busy = true,
+                ServiceStatus::AwaitingPeer => {
+                    busy = true;
+                    self.awaiting_peer = true;
+                }
+                ServiceStatus::Idle => {}
+            }
         }
         self.show_events(out);
         busy
@@ -677,6 +699,44 @@ mod tests {
         // Closed sessions are forgotten.
         one.borrow_mut().close();
         assert_eq!(consoles.len(), 1);
+    }
+
+    /// Records each turn's length; awaits a peer on the turns `awaiting` says.
+    struct TurnProbe {
+        lengths: Rc<RefCell<Vec<u64>>>,
+        awaiting: Vec<bool>,
+    }
+
+    impl Service for TurnProbe {
+        fn name(&self) -> &'static str {
+            "probe"
+        }
+        fn poll(&mut self, turn: &mut Turn<'_>) -> ServiceStatus {
+            let mut lengths = self.lengths.borrow_mut();
+            lengths.push(turn.deadline_ns - turn.now_ns);
+            if self.awaiting.get(lengths.len() - 1) == Some(&true) {
+                ServiceStatus::AwaitingPeer
+            } else {
+                ServiceStatus::Idle
+            }
+        }
+    }
+
+    #[test]
+    fn a_service_awaiting_a_peer_gets_short_turns_until_it_no_longer_does() {
+        let mut kernel = Kernel::new(FakeBoard::leak());
+        let lengths = Rc::new(RefCell::new(Vec::new()));
+        kernel.add_service(Box::new(TurnProbe {
+            lengths: lengths.clone(),
+            awaiting: vec![false, true, true, false, false],
+        }));
+        let mut out = String::new();
+        let busy: Vec<bool> = (0..5).map(|_| kernel.poll_services(&mut out)).collect();
+        assert_eq!(busy, [false, true, true, false, false]);
+        assert_eq!(
+            *lengths.borrow(),
+            [TURN_NS, TURN_NS, PEER_TURN_NS, PEER_TURN_NS, TURN_NS]
+        );
     }
 
     #[test]

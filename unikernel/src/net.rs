@@ -63,7 +63,7 @@ const SINK_BUFFER: usize = 512 * 1024;
 /// to 10 ms (a 512 KiB window every 10 ms is 50 MB/s), and every answer to
 /// a request (a migration round's offer, need, chunks, commit and ack) as
 /// long.
-const BUSY_POLL_NS: u64 = 2_000_000;
+const BUSY_POLL_NS: u64 = 20_000_000;
 
 /// Frame counters, shown by `net`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

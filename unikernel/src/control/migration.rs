@@ -270,6 +270,12 @@ impl Migrations {
         self.list.iter().any(|m| m.in_doubt)
     }
 
+    /// Whether a migration has a connected peer (between its handshake and
+    /// its end, or a broken link).
+    pub(super) fn connected(&self) -> bool {
+        self.list.iter().any(|m| m.conn.stage() == Stage::Ready)
+    }
+
     /// Whether a migration is streaming chunks right now.
     pub(super) fn streaming(&self) -> bool {
         self.list.iter().any(|m| {

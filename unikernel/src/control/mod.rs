@@ -460,6 +460,13 @@ impl Control {
         busy
     }
 
+    /// Whether a transfer is under way with a connected peer (a migration
+    /// or sync round, or one this node receives): each of its messages
+    /// waits for this service's next turn.
+    fn awaiting_peer(&self) -> bool {
+        self.migrations.connected() || self.server.streaming() || self.sessions.syncing()
+    }
+
     fn poll_once(&mut self, turn: &mut Turn<'_>) -> bool {
         let mut busy = self.discovery.poll(&self.ctx, turn.now_ns);
         let mut parts = Parts {
@@ -521,7 +528,11 @@ impl Service for ControlService {
     }
 
     fn poll(&mut self, turn: &mut Turn<'_>) -> ServiceStatus {
-        if self.0.borrow_mut().poll(turn) {
+        let mut control = self.0.borrow_mut();
+        let busy = control.poll(turn);
+        if control.awaiting_peer() {
+            ServiceStatus::AwaitingPeer
+        } else if busy {
             ServiceStatus::Busy
         } else {
             ServiceStatus::Idle

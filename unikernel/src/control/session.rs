@@ -233,6 +233,13 @@ impl Sessions {
         Ok(())
     }
 
+    /// Whether a sync is on its way to a standby (offered, not acked yet).
+    pub(super) fn syncing(&self) -> bool {
+        self.list
+            .iter()
+            .any(|s| s.sync.is_some() && s.conn.stage() == Stage::Ready)
+    }
+
     /// One turn of every session and every lease: expired leases fail over
     /// to this node. Returns whether anything happened.
     pub(super) fn poll(

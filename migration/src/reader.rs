@@ -318,10 +318,13 @@ impl<S: Source> Reader<S> {
                 expected,
             });
         }
-        buf.clear();
-        buf.try_reserve(len as usize)
+        // The buffer is reused chunk after chunk: only a longer chunk than
+        // the last grows (and zeroes) it, as `read_exact` overwrites it all.
+        let len_bytes = len as usize;
+        buf.truncate(len_bytes);
+        buf.try_reserve(len_bytes - buf.len())
             .map_err(|_| ReadError::OutOfMemory)?;
-        buf.resize(len as usize, 0);
+        buf.resize(len_bytes, 0);
         self.src.read_exact(buf)?;
         let check = if let Identity::Sha256(h) = &mut self.identity {
             h.update(&*buf);

@@ -62,7 +62,9 @@ const SINK_BUFFER: usize = 512 * 1024;
 /// sleeping between two windows of a stream would hold the next one for up
 /// to 10 ms (a 512 KiB window every 10 ms is 50 MB/s), and every answer to
 /// a request (a migration round's offer, need, chunks, commit and ack) as
-/// long.
+/// long. With 2 ms an idle receiver between two emulated nodes still fell
+/// asleep between the windows of a migration round (docs/benchmarks.md,
+/// "Where a round's time went"); polling costs only while frames flow.
 const BUSY_POLL_NS: u64 = 20_000_000;
 
 /// Frame counters, shown by `net`.

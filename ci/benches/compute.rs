@@ -10,6 +10,10 @@
 //! user mode, timed as a whole process. The ratio is Linux ÷ kernel time
 //! (1.0: the kernel is as fast as a Linux process under the same
 //! emulator). Every run must verify.
+//!
+//! Arguments `KIND:CLASS ...` (e.g. `-- is:S is:W is:A`) choose other
+//! workloads than the default three; the same code at several classes shows
+//! how the ratio moves with the size of the working set.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,7 +25,7 @@ use tern_flash::Board;
 use tern_lab::cluster::Cluster;
 use tern_protocol::Security;
 
-/// Workloads and classes: EP and CG are `f64` throughout, IS is integer.
+/// Default workloads and classes: EP and CG are `f64` throughout, IS is integer.
 const WORKLOADS: [(&str, &str); 3] = [("ep", "S"), ("cg", "S"), ("is", "W")];
 /// Bounds one run (EP S took 100 s on the soft-float PC kernel).
 const RUN_TIMEOUT: Duration = Duration::from_secs(600);
@@ -74,6 +78,22 @@ fn kernel_time(cluster: &Cluster, node: usize, workload: &str, class: &str) -> D
 }
 
 fn main() {
+    let chosen: Vec<(String, String)> = std::env::args()
+        .skip(1)
+        .filter(|arg| !arg.starts_with("--"))
+        .map(|arg| match arg.split_once(':') {
+            Some((kind, class)) => (kind.to_owned(), class.to_owned()),
+            None => panic!("{arg:?}: a workload is KIND:CLASS, e.g. is:W"),
+        })
+        .collect();
+    let workloads: Vec<(String, String)> = if chosen.is_empty() {
+        WORKLOADS
+            .iter()
+            .map(|(kind, class)| ((*kind).to_owned(), (*class).to_owned()))
+            .collect()
+    } else {
+        chosen
+    };
     let workspace = Workspace::locate().expect("in the workspace");
     let host = build_run_task(&workspace, None);
     let arm = build_run_task(&workspace, Some("aarch64-unknown-linux-gnu"));
@@ -84,7 +104,8 @@ fn main() {
         "{:<6} {:<6} {:>10} {:>14} {:>8}",
         "task", "board", "kernel s", "linux+qemu s", "ratio"
     );
-    for (workload, class) in WORKLOADS {
+    for (workload, class) in &workloads {
+        let (workload, class) = (workload.as_str(), class.as_str());
         for (node, board) in boards.iter().enumerate() {
             let kernel = kernel_time(&cluster, node, workload, class);
             let linux = match board {

@@ -83,6 +83,17 @@ fn round_timelines(cluster: &Cluster, node: usize, task_id: u64, after: u64) -> 
     (lines, last)
 }
 
+/// Milliseconds node `node` has spent in its network stack since boot (its
+/// `net` command's "stack time").
+fn stack_ms(cluster: &mut Cluster, node: usize) -> f64 {
+    let net = cluster.shell(node, "net").expect("net command");
+    net.lines()
+        .find_map(|line| line.strip_prefix("stack time "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or_else(|| panic!("no stack time in {net:?}"))
+}
+
 /// Sends `SAMPLE_BYTES` to `addr` from namespace `from`, half-closes, and
 /// waits for the receiver to close: the time until then is the transfer's.
 /// Returns MB/s (10^6 bytes per second).
@@ -159,6 +170,7 @@ fn main() {
             .add_linux_host(host)
             .expect("Linux host on the bridge");
     }
+    let stack_before = [stack_ms(&mut cluster, 0), stack_ms(&mut cluster, 1)];
     let sender = cluster.lab().linux_host(100).expect("sender namespace");
     let receiver_ns = cluster.lab().linux_host(101).expect("receiver namespace");
     let linux_addr: SocketAddr = ([10, 0, 2, 101], LINUX_PORT).into();
@@ -186,6 +198,20 @@ fn main() {
         println!(
             "{round:<6} {:>14.1} {:>14.1} {:>14.1}",
             linux[round], pc[round], virt[round]
+        );
+    }
+    // Where the receive time goes: the nodes' time inside their network
+    // stack (driver, smoltcp, the sink's reads) against the samples' wall
+    // time. Near 1: the stack's work bounds the stream; well below: waiting.
+    for (node, name, rates) in [(0, "pc", &pc), (1, "virt", &virt)] {
+        let wall_ms: f64 = rates
+            .iter()
+            .map(|mbps| SAMPLE_BYTES as f64 / (mbps * 1e3))
+            .sum();
+        let stack = stack_ms(&mut cluster, node) - stack_before[node];
+        println!(
+            "{name}: {stack:.0} ms in the network stack during {wall_ms:.0} ms of samples ({:.2})",
+            stack / wall_ms
         );
     }
     let (linux, pc, virt) = (median(linux), median(pc), median(virt));

@@ -224,6 +224,10 @@ pub struct NetStack {
     iface: Interface,
     sockets: SocketSet<'static>,
     counters: Counters,
+    /// Time spent in [`NetStack::poll`] since boot: the driver, smoltcp and
+    /// the built-in ports (set against a transfer's duration, it says
+    /// whether the stack's work or the waiting bounds it).
+    stack_ns: u64,
     config: Option<Ipv4Config>,
     source: AddressSource,
     addressing: Addressing,
@@ -355,6 +359,7 @@ impl NetStack {
             rx_buffer,
             tx_buffer,
             last_frame_ns: None,
+            stack_ns: 0,
             iface,
             sockets,
             counters,
@@ -494,6 +499,7 @@ impl NetStack {
     /// Moves frames between the device and smoltcp; whether anything
     /// happened.
     pub fn poll(&mut self, now_ns: u64) -> bool {
+        let started_ns = crate::uptime_ns();
         let before = self.counters;
         let frames = (self.counters.rx_frames, self.counters.tx_frames);
         let mut phy = Phy {
@@ -509,6 +515,7 @@ impl NetStack {
         if (self.counters.rx_frames, self.counters.tx_frames) != frames {
             self.last_frame_ns = Some(now_ns);
         }
+        self.stack_ns += crate::uptime_ns().saturating_sub(started_ns);
         changed == smoltcp::iface::PollResult::SocketStateChanged
             || served
             || before != self.counters
@@ -629,6 +636,11 @@ impl NetStack {
             out,
             "link {link}\r\nrx {} frames {} bytes {} bad checksums\r\ntx {} frames {} bytes {} errors\r\n",
             c.rx_frames, c.rx_bytes, c.rx_bad_checksums, c.tx_frames, c.tx_bytes, c.tx_errors
+        );
+        let _ = write!(
+            out,
+            "stack time {} ms (driver, smoltcp, built-in ports)\r\n",
+            self.stack_ns / 1_000_000
         );
     }
 }
@@ -863,6 +875,7 @@ mod tests {
         assert!(shown.contains("link up\r\n"), "{shown}");
         assert!(shown.contains("rx 3 frames"), "{shown}");
         assert!(shown.contains("tx 2 frames"), "{shown}");
+        assert!(shown.contains("\r\nstack time "), "{shown}");
     }
 
     /// A smoltcp TCP client on the peer's end of the wire.

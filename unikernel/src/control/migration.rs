@@ -270,8 +270,8 @@ impl Migrations {
         self.list.iter().any(|m| m.in_doubt)
     }
 
-    /// Whether a migration has a connected peer (between its handshake and
-    /// its end, or a broken link).
+    /// Whether a migration's connection is up (its handshake done): its
+    /// peer's every message then waits for this node's next turn.
     pub(super) fn connected(&self) -> bool {
         self.list.iter().any(|m| m.conn.stage() == Stage::Ready)
     }

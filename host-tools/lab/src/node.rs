@@ -447,7 +447,10 @@ const FRAME_DELIMITER: u8 = 0x00;
 /// and returns the end of the match in `bytes` and the text up to it.
 /// Frames are skipped by `docs/console-framing.md`'s reading rule (a run of
 /// zeros opens a frame; the next zero after frame bytes closes it);
-/// `bytes` starts outside a frame, as every match ends in text.
+/// `bytes` starts outside a frame, as every match ends in text. Not the
+/// `console` tool's deframer: its resynchronisation takes a frame whose bytes
+/// look like text for text, which a reader attaching mid-stream needs and a
+/// harness reading from the first byte must not do.
 fn find_in_text(bytes: &[u8], pattern: &[u8]) -> Option<(usize, String)> {
     let mut text = Vec::new();
     // `Some(n)`: inside a frame that has `n` bytes so far.

@@ -188,6 +188,27 @@ struct Task {
     hold_until: f64,
 }
 
+impl Task {
+    /// A task of `spec` under `policy`, in `phase` since `now`, with
+    /// nothing done, probed or refused yet; `moved` when it ran elsewhere
+    /// before (a restored run).
+    fn new(spec: TaskSpec, policy: PolicyKind, phase: Phase, moved: bool, now: f64) -> Self {
+        Self {
+            key: spec.timing_key(),
+            spec,
+            policy,
+            phase,
+            reason: None,
+            probe: false,
+            moved,
+            core_secs: 0.0,
+            accounted_at: now,
+            start_failures: 0,
+            hold_until: 0.0,
+        }
+    }
+}
+
 /// The scheduling core.
 #[derive(Debug, Clone)]
 pub struct Scheduler {

@@ -12,22 +12,8 @@ impl Scheduler {
         policy: PolicyKind,
     ) -> Vec<Action> {
         for (id, spec) in tasks {
-            self.tasks.insert(
-                id,
-                Task {
-                    key: spec.timing_key(),
-                    spec,
-                    policy,
-                    phase: Phase::Pending,
-                    reason: None,
-                    probe: false,
-                    moved: false,
-                    core_secs: 0.0,
-                    accounted_at: now,
-                    start_failures: 0,
-                    hold_until: 0.0,
-                },
-            );
+            self.tasks
+                .insert(id, Task::new(spec, policy, Phase::Pending, false, now));
             self.waiting.push(id);
         }
         self.dispatch(now)
@@ -57,22 +43,8 @@ impl Scheduler {
                 Phase::Pending
             }
         };
-        self.tasks.insert(
-            id,
-            Task {
-                key: spec.timing_key(),
-                spec,
-                policy,
-                phase,
-                reason: None,
-                probe: false,
-                moved: at.is_some(),
-                core_secs: 0.0,
-                accounted_at: now,
-                start_failures: 0,
-                hold_until: 0.0,
-            },
-        );
+        self.tasks
+            .insert(id, Task::new(spec, policy, phase, at.is_some(), now));
     }
 
     /// The node confirmed the start.

@@ -448,6 +448,19 @@ impl Store {
     }
 }
 
+/// Begins a run of `task` on `node` at the task's current epoch; returns
+/// that epoch.
+fn open_run(tx: &Transaction<'_>, task: TaskId, node: NodeId, now: f64) -> Result<i64, StoreError> {
+    let epoch: i64 = tx.query_row("SELECT epoch FROM tasks WHERE id = ?1", [task], |r| {
+        r.get(0)
+    })?;
+    tx.execute(
+        "INSERT INTO runs (task_id, node_id, epoch, start) VALUES (?1, ?2, ?3, ?4)",
+        params![task, node, epoch, now],
+    )?;
+    Ok(epoch)
+}
+
 fn close_run(
     tx: &Transaction<'_>,
     task: TaskId,

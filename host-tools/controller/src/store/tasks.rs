@@ -183,16 +183,11 @@ impl Store {
         now: f64,
     ) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
-        let epoch: i64 =
-            tx.query_row("SELECT epoch FROM tasks WHERE id = ?1", [id], |r| r.get(0))?;
         tx.execute(
             "UPDATE tasks SET state = 'running', node_id = ?2, remote = ?3, started_at = COALESCE(started_at, ?4) WHERE id = ?1",
             params![id, node, remote, now],
         )?;
-        tx.execute(
-            "INSERT INTO runs (task_id, node_id, epoch, start) VALUES (?1, ?2, ?3, ?4)",
-            params![id, node, epoch, now],
-        )?;
+        let epoch = open_run(&tx, id, node, now)?;
         log(
             &tx,
             now,
@@ -217,16 +212,11 @@ impl Store {
     ) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         close_run(&tx, id, "failed_over", now)?;
-        let epoch: i64 =
-            tx.query_row("SELECT epoch FROM tasks WHERE id = ?1", [id], |r| r.get(0))?;
         tx.execute(
             "UPDATE tasks SET state = 'running', node_id = ?2, remote = ?3, reason = NULL WHERE id = ?1",
             params![id, node, remote],
         )?;
-        tx.execute(
-            "INSERT INTO runs (task_id, node_id, epoch, start) VALUES (?1, ?2, ?3, ?4)",
-            params![id, node, epoch, now],
-        )?;
+        let epoch = open_run(&tx, id, node, now)?;
         log(
             &tx,
             now,

@@ -127,9 +127,17 @@ pub unsafe fn enable(map: &MemoryMap<'_>) {
     TTBR0_EL1.set_baddr(l1 as *const Table as u64);
 
     barrier::dsb(barrier::ISHST);
-    // SAFETY: invalidating the EL1 TLBs only drops stale translations.
-    unsafe { core::arch::asm!("tlbi vmalle1", "dsb ish", options(nostack)) };
-    barrier::isb(barrier::SY);
+    flush_tlb();
     SCTLR_EL1.modify(SCTLR_EL1::M::Enable + SCTLR_EL1::C::Cacheable + SCTLR_EL1::I::Cacheable);
     barrier::isb(barrier::SY);
+}
+
+/// Drops every EL1 translation the core has cached, and waits until the
+/// drop is complete. The tables do not change after [`init`], so this only
+/// costs refills; the tick calls it to let QEMU resize its TLB
+/// ([`crate::irq`]).
+pub(crate) fn flush_tlb() {
+    // SAFETY: invalidating the EL1 TLBs only drops cached translations; the
+    // barriers make later accesses use the tables, which are unchanged.
+    unsafe { core::arch::asm!("tlbi vmalle1", "dsb ish", "isb", options(nostack)) };
 }

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Where a node's QEMU process spends its time while the compute bench runs.
+#
+#   bash ci/profile-qemu.sh is:A          # any KIND:CLASS the compute bench takes
+#
+# Runs `cargo bench -p tern-ci --bench compute` with every `qemu-system-*`
+# started with `-perfmap` (QEMU names its translated blocks by guest address
+# in /tmp/perf-PID.map), samples each node's QEMU process with `perf record`,
+# then prints for each node the share of samples in the translated guest code,
+# the soft MMU (TLB refill and page-table walk), the floating-point helpers,
+# the rest of QEMU and the host kernel. Debian's QEMU exports most function
+# names; a sample in a static function is put under the exported function
+# that precedes it in the binary (functions of one source file sit together),
+# which is how the page walkers (`x86_cpu_tlb_fill`'s file, `ptw.c`) count.
+# Needs root (the nodes sit in a network namespace), `perf` and `perl`.
+# Results: docs/benchmarks.md, "NPB in the kernels against a Linux process".
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+out=$(mktemp -d /tmp/tern-profile.XXXXXX)
+mkdir "$out/bin"
+for arch in x86_64 aarch64; do
+    printf '#!/bin/sh\nexec /usr/bin/qemu-system-%s -perfmap "$@"\n' "$arch" >"$out/bin/qemu-system-$arch"
+    chmod +x "$out/bin/qemu-system-$arch"
+done
+
+PATH="$out/bin:$PATH" cargo bench -p tern-ci --bench compute -- "$@" | tee "$out/bench.txt" &
+bench=$!
+for arch in x86_64 aarch64; do
+    (
+        until pid=$(pgrep -f "^/usr/bin/qemu-system-$arch -perfmap"); do
+            kill -0 "$bench" 2>/dev/null || exit 0
+            sleep 0.2
+        done
+        # Let QEMU start its vCPU thread: `perf record -p` follows the
+        # threads that exist when it attaches.
+        sleep 3
+        perf record -q -F 999 -p "$pid" -o "$out/$arch.data" 2>/dev/null
+    ) &
+done
+wait
+
+categorise() { # categorise QEMU-BINARY PERF-DATA
+    nm -D --defined-only "$1" | sort >"$out/symbols"
+    perf report -i "$2" --sort dso,sym --stdio 2>/dev/null | perl -e '
+        open my $fh, "<", $ARGV[0] or die;
+        my (@at, @name);
+        while (<$fh>) { my @f = split; next unless @f == 3 && $f[1] =~ /^[TtWw]$/;
+                        push @at, hex $f[0]; push @name, $f[2]; }
+        sub preceding { my ($a) = @_; my ($lo, $hi) = (0, $#at);
+            while ($lo < $hi) { my $mid = int(($lo + $hi + 1) / 2);
+                if ($at[$mid] <= $a) { $lo = $mid } else { $hi = $mid - 1 } }
+            $name[$lo] }
+        my %share;
+        while (<STDIN>) {
+            next unless /^\s*([\d.]+)%\s+(.+?)\s+\[.\]\s+(\S+)/;
+            my ($p, $dso, $sym) = ($1, $2, $3);
+            my $class;
+            if ($dso =~ /JIT/) { $class = "translated guest code" }
+            elsif ($dso =~ /kernel/) { $class = "host kernel" }
+            elsif ($dso =~ /qemu/) {
+                $sym = preceding(hex $sym) if $sym =~ /^0x/;
+                if ($sym =~ /^(float|u?int\d+_to_float|parts|round_|propagate|helper_(mul|add|sub|div|ucomi|comi|cvt|sqrt|min|max|vfp))/) {
+                    $class = "floating-point helpers" }
+                elsif ($sym =~ /tlb|probe_access|address_space_translate|get_pg_mode|mmu|asidx|memory_region_get_ram_ptr|get_ptr_rcu_reader|iotlb|get_phys|find_next_bit|ptw|helper_rsm|v8m_security_lookup|aa64_va_parameters|arm_security_space/) {
+                    $class = "soft MMU (TLB refill, page walk)" }
+                else { $class = "rest of QEMU" }
+            } else { $class = "libraries" }
+            $share{$class} += $p;
+        }
+        printf "  %6.2f%%  %s\n", $share{$_}, $_ for sort { $share{$b} <=> $share{$a} } keys %share;
+    ' "$out/symbols"
+}
+
+for arch in x86_64 aarch64; do
+    [ -s "$out/$arch.data" ] || continue
+    # cpu-clock samples: the event count is on-CPU nanoseconds.
+    ns=$(perf report -i "$out/$arch.data" --stdio 2>/dev/null | sed -n 's/^# Event count (approx.): //p')
+    echo "qemu-system-$arch: $((ns / 1000000)) ms on the CPU"
+    categorise "/usr/bin/qemu-system-$arch" "$out/$arch.data"
+done
+echo "samples and the bench's output: $out"

@@ -156,7 +156,9 @@ impl Server {
             }
             (socket.state(), socket.remote_endpoint())
         };
-        let peer = remote.map_or_else(|| String::from("?"), |r| r.to_string());
+        // Named only when something is said about the peer: formatting it on
+        // every turn was an allocation per connection per turn.
+        let peer = || remote.map_or_else(|| String::from("?"), |r| r.to_string());
         if self.conns[i].link.is_none() {
             // Established, or already closed by a peer that sent its bytes
             // at once (they are still to be read and judged).
@@ -169,7 +171,7 @@ impl Server {
                 .and_then(|(config, nonce)| Ok(Connection::server(&config, nonce)?));
             match conn {
                 Ok(conn) => self.conns[i].link = Some(Link::new(conn, now_ns)),
-                Err(e) => return self.drop_conn(i, parts, &peer, &e),
+                Err(e) => return self.drop_conn(i, parts, &peer(), &e),
             }
         }
         let (events, arrived) = {
@@ -196,7 +198,7 @@ impl Server {
         }
         let events = match events {
             Ok(e) => e,
-            Err(e) => return self.drop_conn(i, parts, &peer, &ControlError::Channel(e)),
+            Err(e) => return self.drop_conn(i, parts, &peer(), &ControlError::Channel(e)),
         };
         let mut busy = !events.is_empty();
         for event in events {
@@ -209,8 +211,8 @@ impl Server {
                     }
                 }
                 Event::Message(msg) => {
-                    if let Err(e) = self.on_message(i, msg, parts, &peer) {
-                        return self.drop_conn(i, parts, &peer, &e);
+                    if let Err(e) = self.on_message(i, msg, parts, &peer()) {
+                        return self.drop_conn(i, parts, &peer(), &e);
                     }
                 }
             }
@@ -218,7 +220,7 @@ impl Server {
         if let Job::AwaitFetch(task_id) = self.conns[i].job {
             self.conns[i].job = Job::Idle;
             if let Err(e) = self.fetch(i, parts, task_id) {
-                return self.drop_conn(i, parts, &peer, &e);
+                return self.drop_conn(i, parts, &peer(), &e);
             }
         }
         busy |= self.feed(i, parts.turn.events);

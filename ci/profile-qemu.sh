@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
-# Where a node's QEMU process spends its time while the compute bench runs.
+# Where a node's QEMU spends its time while a tern-ci bench runs.
 #
-#   bash ci/profile-qemu.sh is:A          # any KIND:CLASS the compute bench takes
+#   bash ci/profile-qemu.sh compute is:A            # the compute bench, IS class A
+#   bash ci/profile-qemu.sh net 40 --receive-only   # 40 samples into each node
 #
-# Runs `cargo bench -p tern-ci --bench compute` with every `qemu-system-*`
-# started with `-perfmap` (QEMU names its translated blocks by guest address
-# in /tmp/perf-PID.map), samples each node's QEMU process with `perf record`,
-# then prints for each node the share of samples in the translated guest code,
-# the soft MMU (TLB refill and page-table walk), the floating-point helpers,
-# the rest of QEMU and the host kernel. Debian's QEMU exports most function
-# names; a sample in a static function is put under the exported function
-# that precedes it in the binary (functions of one source file sit together),
-# which is how the page walkers (`x86_cpu_tlb_fill`'s file, `ptw.c`) count.
+# Runs `cargo bench -p tern-ci --bench BENCH -- ARGS` with every
+# `qemu-system-*` started with `-perfmap` (QEMU names its translated blocks by
+# guest address in /tmp/perf-PID.map), samples each node's QEMU process with
+# `perf record`, then prints for each node:
+# - the share of samples in the translated guest code, the soft MMU (TLB
+#   refill and page-table walk), the floating-point helpers, the rest of QEMU
+#   and the host kernel. Debian's QEMU exports most function names; a sample
+#   in a static function is put under the exported function that precedes it
+#   in the binary (functions of one source file sit together), which is how
+#   the page walkers (`x86_cpu_tlb_fill`'s file, `ptw.c`) count;
+# - the kernel functions whose translated code took the most samples (a
+#   block counts for the function its first guest instruction is in; time in
+#   QEMU's helpers is not attributed to the guest function that called them).
 # Needs root (the nodes sit in a network namespace), `perf` and `perl`.
-# Results: docs/benchmarks.md, "NPB in the kernels against a Linux process".
+# Results: docs/benchmarks.md ("Where IS's time went", "Where a receiving
+# node's time went").
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -24,7 +30,9 @@ for arch in x86_64 aarch64; do
     chmod +x "$out/bin/qemu-system-$arch"
 done
 
-PATH="$out/bin:$PATH" cargo bench -p tern-ci --bench compute -- "$@" | tee "$out/bench.txt" &
+bench_name=${1:?usage: ci/profile-qemu.sh BENCH [ARGS...]}
+shift
+PATH="$out/bin:$PATH" cargo bench -p tern-ci --bench "$bench_name" -- "$@" | tee "$out/bench.txt" &
 bench=$!
 for arch in x86_64 aarch64; do
     (
@@ -72,11 +80,45 @@ categorise() { # categorise QEMU-BINARY PERF-DATA
     ' "$out/symbols"
 }
 
+# guest_functions KERNEL-ELF PERF-DATA: the kernel functions whose translated
+# blocks took the most samples.
+guest_functions() {
+    nm -n -C --defined-only "$1" | grep -E ' [TtWw] ' >"$out/kernel-symbols"
+    perf report -i "$2" --sort sym --stdio 2>/dev/null | perl -e '
+        open my $fh, "<", $ARGV[0] or die;
+        my (@at, @name);
+        while (<$fh>) { chomp; my ($a, $t, $n) = split / /, $_, 3;
+                        push @at, hex $a; push @name, $n; }
+        sub containing { my ($a) = @_; my ($lo, $hi) = (0, $#at);
+            return "?" if !@at || $a < $at[0];
+            while ($lo < $hi) { my $mid = int(($lo + $hi + 1) / 2);
+                if ($at[$mid] <= $a) { $lo = $mid } else { $hi = $mid - 1 } }
+            $name[$lo] }
+        my %share;
+        while (<STDIN>) {
+            next unless /^\s*([\d.]+)%\s+\[.\]\s+guest-0x([0-9a-f]+)/;
+            $share{containing(hex $2)} += $1;
+        }
+        my @top = (sort { $share{$b} <=> $share{$a} } keys %share)[0 .. 14];
+        for (grep { defined } @top) {
+            my $n = length($_) > 100 ? substr($_, 0, 97) . "..." : $_;
+            printf "  %6.2f%%  %s\n", $share{$_}, $n;
+        }
+    ' "$out/kernel-symbols"
+}
+
+kernels="${CARGO_TARGET_DIR:-target}/kernels"
 for arch in x86_64 aarch64; do
     [ -s "$out/$arch.data" ] || continue
     # cpu-clock samples: the event count is on-CPU nanoseconds.
     ns=$(perf report -i "$out/$arch.data" --stdio 2>/dev/null | sed -n 's/^# Event count (approx.): //p')
     echo "qemu-system-$arch: $((ns / 1000000)) ms on the CPU"
     categorise "/usr/bin/qemu-system-$arch" "$out/$arch.data"
+    case $arch in
+        x86_64) kernel="$kernels/x86_64-tern-pc/release/tern-pc" ;;
+        aarch64) kernel="$kernels/aarch64-unknown-none/release/tern-virt" ;;
+    esac
+    echo "  translated code by kernel function ($kernel):"
+    guest_functions "$kernel" "$out/$arch.data"
 done
 echo "samples and the bench's output: $out"

@@ -18,7 +18,9 @@
 //! port (4473) by a Linux reader on the bridge, against Linux → Linux.
 //!
 //! Run with `cargo bench -p tern-ci --bench net` (optionally `-- ROUNDS` of
-//! throughput samples, default 3). Medians; every sample is printed.
+//! throughput samples, default 3, and `--receive-only` to stop after the
+//! samples into the nodes, for a profile of the receive path with
+//! `ci/profile-qemu.sh`). Medians; every sample is printed.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -83,15 +85,24 @@ fn round_timelines(cluster: &Cluster, node: usize, task_id: u64, after: u64) -> 
     (lines, last)
 }
 
-/// Milliseconds node `node` has spent in its network stack since boot (its
-/// `net` command's "stack time").
-fn stack_ms(cluster: &mut Cluster, node: usize) -> f64 {
+/// Milliseconds node `node` has spent in its network stack since boot, and
+/// the part of them in polls that moved nothing (its `net` command's "stack
+/// time" line).
+fn stack_ms(cluster: &mut Cluster, node: usize) -> [f64; 2] {
     let net = cluster.shell(node, "net").expect("net command");
-    net.lines()
+    let numbers: Vec<f64> = net
+        .lines()
         .find_map(|line| line.strip_prefix("stack time "))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|ms| ms.parse().ok())
-        .unwrap_or_else(|| panic!("no stack time in {net:?}"))
+        .map(|rest| {
+            rest.split_whitespace()
+                .filter_map(|word| word.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    match numbers[..] {
+        [total, empty] => [total, empty],
+        _ => panic!("no stack time in {net:?}"),
+    }
 }
 
 /// Sends `SAMPLE_BYTES` to `addr` from namespace `from`, half-closes, and
@@ -161,6 +172,7 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(3);
+    let receive_only = std::env::args().any(|a| a == "--receive-only");
     let key = random_key().expect("OS random generator");
     let mut cluster = Cluster::start("bench", &[Board::Pc, Board::Virt], Security::Key(key))
         .expect("nodes boot on the lab");
@@ -202,16 +214,22 @@ fn main() {
     }
     // Where the receive time goes: the nodes' time inside their network
     // stack (driver, smoltcp, the sink's reads) against the samples' wall
-    // time. Near 1: the stack's work bounds the stream; well below: waiting.
+    // time, and the part of it that moved frames. Working time near the wall
+    // time: the stack's work bounds the stream; polls that find nothing:
+    // the node waits for frames.
     for (node, name, rates) in [(0, "pc", &pc), (1, "virt", &virt)] {
         let wall_ms: f64 = rates
             .iter()
             .map(|mbps| SAMPLE_BYTES as f64 / (mbps * 1e3))
             .sum();
-        let stack = stack_ms(&mut cluster, node) - stack_before[node];
+        let [total, empty] = stack_ms(&mut cluster, node);
+        let stack = total - stack_before[node][0];
+        let empty = empty - stack_before[node][1];
         println!(
-            "{name}: {stack:.0} ms in the network stack during {wall_ms:.0} ms of samples ({:.2})",
-            stack / wall_ms
+            "{name}: {stack:.0} ms in the network stack during {wall_ms:.0} ms of samples ({:.2}), \
+             {empty:.0} ms of it in polls that moved nothing ({:.2} working)",
+            stack / wall_ms,
+            (stack - empty) / wall_ms
         );
     }
     let (linux, pc, virt) = (median(linux), median(pc), median(virt));
@@ -237,6 +255,9 @@ fn main() {
             let mean = frames.zip(bytes).map_or(0.0, |(f, b)| b / f.max(1.0));
             println!("{name}: {rx} (mean {mean:.0} bytes per frame)");
         }
+    }
+    if receive_only {
+        return;
     }
 
     // The nodes' sending side: each node's source port into a Linux reader.

@@ -228,6 +228,9 @@ pub struct NetStack {
     /// the built-in ports (set against a transfer's duration, it says
     /// whether the stack's work or the waiting bounds it).
     stack_ns: u64,
+    /// The part of `stack_ns` spent in polls that moved nothing (no frame,
+    /// no socket change): the node looking for work rather than doing it.
+    empty_poll_ns: u64,
     config: Option<Ipv4Config>,
     source: AddressSource,
     addressing: Addressing,
@@ -360,6 +363,7 @@ impl NetStack {
             tx_buffer,
             last_frame_ns: None,
             stack_ns: 0,
+            empty_poll_ns: 0,
             iface,
             sockets,
             counters,
@@ -515,10 +519,15 @@ impl NetStack {
         if (self.counters.rx_frames, self.counters.tx_frames) != frames {
             self.last_frame_ns = Some(now_ns);
         }
-        self.stack_ns += crate::uptime_ns().saturating_sub(started_ns);
-        changed == smoltcp::iface::PollResult::SocketStateChanged
+        let spent_ns = crate::uptime_ns().saturating_sub(started_ns);
+        let moved = changed == smoltcp::iface::PollResult::SocketStateChanged
             || served
-            || before != self.counters
+            || before != self.counters;
+        self.stack_ns += spent_ns;
+        if !moved {
+            self.empty_poll_ns += spent_ns;
+        }
+        moved
     }
 
     /// Whether a frame came or went less than [`BUSY_POLL_NS`] ago: then
@@ -639,8 +648,9 @@ impl NetStack {
         );
         let _ = write!(
             out,
-            "stack time {} ms (driver, smoltcp, built-in ports)\r\n",
-            self.stack_ns / 1_000_000
+            "stack time {} ms (driver, smoltcp, built-in ports), {} ms of it in polls that moved nothing\r\n",
+            self.stack_ns / 1_000_000,
+            self.empty_poll_ns / 1_000_000
         );
     }
 }
@@ -876,6 +886,10 @@ mod tests {
         assert!(shown.contains("rx 3 frames"), "{shown}");
         assert!(shown.contains("tx 2 frames"), "{shown}");
         assert!(shown.contains("\r\nstack time "), "{shown}");
+        assert!(
+            shown.contains(" ms of it in polls that moved nothing\r\n"),
+            "{shown}"
+        );
     }
 
     /// A smoltcp TCP client on the peer's end of the wire.

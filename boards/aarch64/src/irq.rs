@@ -18,13 +18,10 @@ use tock_registers::interfaces::{Readable, Writeable};
 /// Frequency of the timer tick.
 pub const TICK_HZ: u64 = 100;
 
-/// Ticks between two flushes of the TLB (10 a second). QEMU's TCG sizes
-/// its software TLB only when the guest flushes it, from how full it was
-/// since the last flush; a kernel that never flushes keeps the initial 256
-/// entries (1 MiB of reach), and a task touching tens of MB spends most of
-/// its time in QEMU's page walks (NPB IS: 0.33 of a Linux process under
-/// `qemu-aarch64` without the flush, 0.79 with it, docs/benchmarks.md). On
-/// a Cortex-A72 a flush every 100 ms costs a few hundred table walks.
+/// Ticks between two flushes of the TLB (10 a second): QEMU's TCG resizes
+/// its software TLB only when the guest flushes it, and without flushes a task
+/// with tens of MB of working set spends half its time in QEMU's page walks
+/// (docs/architecture.md, "The tick flushes the TLB").
 const TLB_FLUSH_TICKS: u64 = 10;
 
 /// The EL1 physical timer's interrupt (CNTPNSIRQ), PPI 14 = INTID 30.

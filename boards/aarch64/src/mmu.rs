@@ -133,8 +133,8 @@ pub unsafe fn enable(map: &MemoryMap<'_>) {
 }
 
 /// Drops every EL1 translation the core has cached, and waits until the
-/// drop is complete. The tables do not change after [`init`], so this only
-/// costs refills; the tick calls it to let QEMU resize its TLB
+/// drop is complete. The tables do not change after [`enable`], so this
+/// only costs refills; the tick calls it to let QEMU resize its TLB
 /// ([`crate::irq`]).
 pub(crate) fn flush_tlb() {
     // SAFETY: invalidating the EL1 TLBs only drops cached translations; the

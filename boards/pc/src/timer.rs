@@ -45,13 +45,10 @@ const PIT_COMMAND: u16 = 0x43;
 /// speaker from it, bit 5 reads its output.
 const PORT_B: u16 = 0x61;
 
-/// Ticks between two flushes of the TLB (10 a second). QEMU's TCG sizes
-/// its software TLB only when the guest flushes it, from how full it was
-/// since the last flush; a kernel that never flushes keeps the initial 256
-/// entries (1 MiB of reach), and a task touching tens of MB spends most of
-/// its time in QEMU's page walks (NPB IS: 0.46 of a Linux process under
-/// `qemu-x86_64` without the flush, 0.87 with it, docs/benchmarks.md). On
-/// a PC a flush every 100 ms costs a few hundred table walks.
+/// Ticks between two flushes of the TLB (10 a second): QEMU's TCG resizes
+/// its software TLB only when the guest flushes it, and without flushes a task
+/// with tens of MB of working set spends half its time in QEMU's page walks
+/// (docs/architecture.md, "The tick flushes the TLB").
 const TLB_FLUSH_TICKS: u64 = 10;
 static TICKS: AtomicU64 = AtomicU64::new(0);
 

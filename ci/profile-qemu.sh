@@ -48,17 +48,32 @@ for arch in x86_64 aarch64; do
 done
 wait
 
+# Perl that reads "ADDRESS NAME" lines, sorted by address, from the file
+# named by $ARGV[0], and defines function_at(ADDRESS): the name of the last
+# symbol at or below the address ("?" below the first).
+symbol_table='
+    open my $fh, "<", $ARGV[0] or die "$ARGV[0]: $!";
+    my (@at, @name);
+    while (<$fh>) { chomp; my ($a, $n) = split / /, $_, 2; push @at, hex $a; push @name, $n; }
+    sub function_at { my ($a) = @_;
+        return "?" if !@at || $a < $at[0];
+        my ($lo, $hi) = (0, $#at);
+        while ($lo < $hi) { my $mid = int(($lo + $hi + 1) / 2);
+            if ($at[$mid] <= $a) { $lo = $mid } else { $hi = $mid - 1 } }
+        $name[$lo] }
+'
+
+# function_symbols ELF NM-OPTIONS...: the ELF's function symbols as "ADDRESS
+# NAME" lines, sorted by address.
+function_symbols() {
+    local elf=$1
+    shift
+    nm -n --defined-only "$@" "$elf" | sed -n 's/^\([0-9a-f]*\) [TtWw] /\1 /p'
+}
+
 categorise() { # categorise QEMU-BINARY PERF-DATA
-    nm -D --defined-only "$1" | sort >"$out/symbols"
-    perf report -i "$2" --sort dso,sym --stdio 2>/dev/null | perl -e '
-        open my $fh, "<", $ARGV[0] or die;
-        my (@at, @name);
-        while (<$fh>) { my @f = split; next unless @f == 3 && $f[1] =~ /^[TtWw]$/;
-                        push @at, hex $f[0]; push @name, $f[2]; }
-        sub preceding { my ($a) = @_; my ($lo, $hi) = (0, $#at);
-            while ($lo < $hi) { my $mid = int(($lo + $hi + 1) / 2);
-                if ($at[$mid] <= $a) { $lo = $mid } else { $hi = $mid - 1 } }
-            $name[$lo] }
+    function_symbols "$1" -D >"$out/symbols"
+    perf report -i "$2" --sort dso,sym --stdio 2>/dev/null | perl -e "$symbol_table"'
         my %share;
         while (<STDIN>) {
             next unless /^\s*([\d.]+)%\s+(.+?)\s+\[.\]\s+(\S+)/;
@@ -67,7 +82,7 @@ categorise() { # categorise QEMU-BINARY PERF-DATA
             if ($dso =~ /JIT/) { $class = "translated guest code" }
             elsif ($dso =~ /kernel/) { $class = "host kernel" }
             elsif ($dso =~ /qemu/) {
-                $sym = preceding(hex $sym) if $sym =~ /^0x/;
+                $sym = function_at(hex $sym) if $sym =~ /^0x/;
                 if ($sym =~ /^(float|u?int\d+_to_float|parts|round_|propagate|helper_(mul|add|sub|div|ucomi|comi|cvt|sqrt|min|max|vfp))/) {
                     $class = "floating-point helpers" }
                 elsif ($sym =~ /tlb|probe_access|address_space_translate|get_pg_mode|mmu|asidx|memory_region_get_ram_ptr|get_ptr_rcu_reader|iotlb|get_phys|find_next_bit|ptw|helper_rsm|v8m_security_lookup|aa64_va_parameters|arm_security_space/) {
@@ -83,21 +98,12 @@ categorise() { # categorise QEMU-BINARY PERF-DATA
 # guest_functions KERNEL-ELF PERF-DATA: the kernel functions whose translated
 # blocks took the most samples.
 guest_functions() {
-    nm -n -C --defined-only "$1" | grep -E ' [TtWw] ' >"$out/kernel-symbols"
-    perf report -i "$2" --sort sym --stdio 2>/dev/null | perl -e '
-        open my $fh, "<", $ARGV[0] or die;
-        my (@at, @name);
-        while (<$fh>) { chomp; my ($a, $t, $n) = split / /, $_, 3;
-                        push @at, hex $a; push @name, $n; }
-        sub containing { my ($a) = @_; my ($lo, $hi) = (0, $#at);
-            return "?" if !@at || $a < $at[0];
-            while ($lo < $hi) { my $mid = int(($lo + $hi + 1) / 2);
-                if ($at[$mid] <= $a) { $lo = $mid } else { $hi = $mid - 1 } }
-            $name[$lo] }
+    function_symbols "$1" -C >"$out/kernel-symbols"
+    perf report -i "$2" --sort sym --stdio 2>/dev/null | perl -e "$symbol_table"'
         my %share;
         while (<STDIN>) {
             next unless /^\s*([\d.]+)%\s+\[.\]\s+guest-0x([0-9a-f]+)/;
-            $share{containing(hex $2)} += $1;
+            $share{function_at(hex $2)} += $1;
         }
         my @top = (sort { $share{$b} <=> $share{$a} } keys %share)[0 .. 14];
         for (grep { defined } @top) {
